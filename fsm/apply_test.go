@@ -1,0 +1,405 @@
+package fsm
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+type applyCase struct {
+	name  string
+	setup func(h *harness) // optional, after seed
+	typ   MsgType
+	p     any
+	raw   []byte // instead of typ/p
+	err   error  // sentinel, nil for accepted
+	check func(t *testing.T, h *harness)
+}
+
+// TestApplyCommands runs every command type on a seeded store, accepted and
+// rejected. A rejected command must leave Hash() unchanged and still
+// advance the index; an accepted one must change the hash.
+func TestApplyCommands(t *testing.T) {
+	later := t0.Add(48 * time.Hour)
+	cert := func(issuer, serial, node string) Issued {
+		return Issued{Issuer: issuer, Serial: serial, NodeID: node, NotAfter: later, Cert: der(serial)}
+	}
+	newToken := func(id, secret string) JoinToken {
+		return JoinToken{ID: id, Hash: hashOf(secret), Kind: TokenKindNode, Uses: 2, Expiry: t0.Add(time.Hour)}
+	}
+	pendingReg := func(id, node string) Registration {
+		return Registration{ID: id, NodeID: node, Network: testNetwork, Principal: PrincipalNode, CSR: der("csr")}
+	}
+	key := json.RawMessage(`{"kty":"OKP","crv":"Ed25519","x":"AA"}`)
+
+	cases := []applyCase{
+		// servers
+		{name: "server put new", typ: MsgServerPut, p: ServerPut{Server: Server{Name: "root-3", RaftAddr: "r3:7000", APIAddr: "r3:8443", Status: ServerJoining}},
+			check: func(t *testing.T, h *harness) {
+				s, ok := h.s.Server("root-3")
+				if !ok || s.CreateIndex != h.idx || s.ModifyIndex != h.idx {
+					t.Fatalf("server %+v ok=%v, want indexes %d", s, ok, h.idx)
+				}
+			}},
+		{name: "server put update keeps create index", typ: MsgServerPut, p: ServerPut{Server: Server{Name: "root-1", RaftAddr: "r1:7001", APIAddr: "r1:8443", Status: ServerRemoved}},
+			check: func(t *testing.T, h *harness) {
+				s, _ := h.s.Server("root-1")
+				if s.CreateIndex >= s.ModifyIndex || s.ModifyIndex != h.idx || s.RaftAddr != "r1:7001" {
+					t.Fatalf("server %+v", s)
+				}
+			}},
+		{name: "server put empty name", typ: MsgServerPut, p: ServerPut{Server: Server{RaftAddr: "a:1", APIAddr: "a:2", Status: ServerVoter}}, err: ErrInvalid},
+		{name: "server put bad status", typ: MsgServerPut, p: ServerPut{Server: Server{Name: "x", RaftAddr: "a:1", APIAddr: "a:2", Status: "leader"}}, err: ErrInvalid},
+		{name: "server put address with space", typ: MsgServerPut, p: ServerPut{Server: Server{Name: "x", RaftAddr: "a :1", APIAddr: "a:2", Status: ServerVoter}}, err: ErrInvalid},
+		{name: "server remove", typ: MsgServerRemove, p: ServerRemove{Name: "root-2"},
+			check: func(t *testing.T, h *harness) {
+				if _, ok := h.s.Server("root-2"); ok {
+					t.Fatal("root-2 still there")
+				}
+			}},
+		{name: "server remove unknown", typ: MsgServerRemove, p: ServerRemove{Name: "nope"}, err: ErrNotFound},
+
+		// CA
+		{name: "ca init same network", typ: MsgCAInit, p: CAInit{CA: CA{Network: testNetwork, Active: der("r2"), SealedKey: []byte("k")}}, err: ErrExists},
+		{name: "ca init other network keeps Network", typ: MsgCAInit, p: CAInit{CA: CA{Network: "other.example.net", Active: der("r2"), SealedKey: []byte("k")}},
+			check: func(t *testing.T, h *harness) {
+				if n := h.s.Network(); n != testNetwork {
+					t.Fatalf("Network() = %q", n)
+				}
+				if _, ok := h.s.CA("other.example.net"); !ok {
+					t.Fatal("no CA for other network")
+				}
+			}},
+		{name: "ca init bad network", typ: MsgCAInit, p: CAInit{CA: CA{Network: "Main_Net", Active: der("r"), SealedKey: []byte("k")}}, err: ErrInvalid},
+		{name: "ca init no active", typ: MsgCAInit, p: CAInit{CA: CA{Network: "n.example", SealedKey: []byte("k")}}, err: ErrInvalid},
+		{name: "ca init active not DER", typ: MsgCAInit, p: CAInit{CA: CA{Network: "n.example", Active: []byte("PEM?"), SealedKey: []byte("k")}}, err: ErrInvalid},
+		{name: "ca init no sealed key", typ: MsgCAInit, p: CAInit{CA: CA{Network: "n.example", Active: der("r")}}, err: ErrInvalid},
+		{name: "ca update", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), Prepared: [][]byte{der("next")}, SealedKey: []byte("sealed")}, ExpectModifyIndex: 1},
+			check: func(t *testing.T, h *harness) {
+				ca, _ := h.s.CA(testNetwork)
+				if len(ca.Prepared) != 1 || ca.CreateIndex != 1 || ca.ModifyIndex != h.idx {
+					t.Fatalf("ca %+v", ca)
+				}
+			}},
+		{name: "ca update stale", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("s")}, ExpectModifyIndex: 7}, err: ErrConflict},
+		{name: "ca update unknown network", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: "x.example", Active: der("root"), SealedKey: []byte("s")}, ExpectModifyIndex: 1}, err: ErrNotFound},
+
+		// issuers
+		{name: "issuer put", typ: MsgIssuerPut, p: IssuerPut{Issuer: Issuer{ID: "root-3", Network: testNetwork, Cert: der("i3"), Status: IssuerActive}}},
+		{name: "issuer put no CA", typ: MsgIssuerPut, p: IssuerPut{Issuer: Issuer{ID: "root-3", Network: "x.example", Cert: der("i3"), Status: IssuerActive}}, err: ErrNotFound},
+		{name: "issuer put bad status", typ: MsgIssuerPut, p: IssuerPut{Issuer: Issuer{ID: "root-3", Network: testNetwork, Cert: der("i3"), Status: "paused"}}, err: ErrInvalid},
+		{name: "issuer reactivate revoked",
+			setup: func(h *harness) {
+				h.ok(MsgIssuerPut, IssuerPut{Issuer: Issuer{ID: "root-2", Network: testNetwork, Cert: der("root-2"), Status: IssuerRevoked}})
+			},
+			typ: MsgIssuerPut, p: IssuerPut{Issuer: Issuer{ID: "root-2", Network: testNetwork, Cert: der("root-2"), Status: IssuerActive}}, err: ErrConflict},
+
+		// join tokens
+		{name: "token create", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: newToken("t2", "s2")},
+			check: func(t *testing.T, h *harness) {
+				tok, ok := h.s.JoinTokenByID("t2")
+				if !ok || tok.Hash != hashOf("s2") || tok.Used != 0 {
+					t.Fatalf("token %+v ok=%v", tok, ok)
+				}
+			}},
+		{name: "token create same hash", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: newToken("t2", "secret-1")}, err: ErrExists},
+		{name: "token create same id", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: newToken("tok1", "s2")}, err: ErrExists},
+		{name: "token create expired", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: JoinToken{ID: "t2", Hash: hashOf("s2"), Kind: TokenKindNode, Uses: 1, Expiry: t0}}, err: ErrInvalid},
+		{name: "token create zero uses", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: JoinToken{ID: "t2", Hash: hashOf("s2"), Kind: TokenKindNode, Expiry: later}}, err: ErrInvalid},
+		{name: "token create already used", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: JoinToken{ID: "t2", Hash: hashOf("s2"), Kind: TokenKindNode, Uses: 2, Used: 1, Expiry: later}}, err: ErrInvalid},
+		{name: "token create uppercase hash", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: JoinToken{ID: "t2", Hash: strings.ToUpper(hashOf("s2")), Kind: TokenKindNode, Uses: 1, Expiry: later}}, err: ErrInvalid},
+		{name: "token create bad kind", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: JoinToken{ID: "t2", Hash: hashOf("s2"), Kind: "admin", Uses: 1, Expiry: later}}, err: ErrInvalid},
+		{name: "token create bad principal", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: JoinToken{ID: "t2", Hash: hashOf("s2"), Kind: TokenKindNode, Principal: "root", Uses: 1, Expiry: later}}, err: ErrInvalid},
+		{name: "token consume", typ: MsgJoinTokenConsume, p: JoinTokenConsume{Hash: hashOf("secret-1"), Kind: TokenKindNode, NodeID: "node-z"},
+			check: func(t *testing.T, h *harness) {
+				if tok, _ := h.s.JoinToken(hashOf("secret-1")); tok.Used != 2 {
+					t.Fatalf("used %d, want 2", tok.Used)
+				}
+			}},
+		{name: "token consume unknown", typ: MsgJoinTokenConsume, p: JoinTokenConsume{Hash: hashOf("nope"), Kind: TokenKindNode}, err: ErrTokenNotFound},
+		{name: "token consume bad hash", typ: MsgJoinTokenConsume, p: JoinTokenConsume{Hash: "abc", Kind: TokenKindNode}, err: ErrInvalid},
+		{name: "token revoke", typ: MsgJoinTokenRevoke, p: JoinTokenRevoke{ID: "tok1"},
+			check: func(t *testing.T, h *harness) {
+				if tok, _ := h.s.JoinTokenByID("tok1"); !tok.Revoked {
+					t.Fatal("not revoked")
+				}
+			}},
+		{name: "token revoke unknown", typ: MsgJoinTokenRevoke, p: JoinTokenRevoke{ID: "nope"}, err: ErrNotFound},
+		{name: "token revoke twice", setup: func(h *harness) { h.ok(MsgJoinTokenRevoke, JoinTokenRevoke{ID: "tok1"}) },
+			typ: MsgJoinTokenRevoke, p: JoinTokenRevoke{ID: "tok1"}, err: ErrExists},
+
+		// revocations
+		{name: "revoke cert", typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: RevocationCert, ID: "a1", Reason: "keyCompromise", Time: t0.Add(-time.Hour), PruneAfter: later}},
+			check: func(t *testing.T, h *harness) {
+				r, ok := h.s.Revoked(RevocationCert, "a1")
+				if !ok || !r.Time.Equal(h.now) || !r.PruneAfter.Equal(later) || r.Reason != "keyCompromise" || r.CreateIndex != h.idx {
+					t.Fatalf("revocation %+v ok=%v (now %v)", r, ok, h.now)
+				}
+			}},
+		{name: "revoke node marks node", typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-a"}},
+			check: func(t *testing.T, h *harness) {
+				if n, _ := h.s.Node("node-a"); n.Status != NodeRevoked {
+					t.Fatalf("node %+v", n)
+				}
+			}},
+		{name: "revoke twice", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationToken, ID: "jti-1"}})
+		}, typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: RevocationToken, ID: "jti-1", Reason: "again"}}, err: ErrExists},
+		{name: "revoke same id other kind", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationToken, ID: "x1"}})
+		}, typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: RevocationKey, ID: "x1"}}},
+		{name: "revoke bad kind", typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: "user", ID: "x"}}, err: ErrInvalid},
+		{name: "revoke cert uppercase serial", typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: RevocationCert, ID: "A1"}}, err: ErrInvalid},
+		{name: "revoke cert leading zero", typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: RevocationCert, ID: "0a1"}}, err: ErrInvalid},
+		{name: "revoke empty id", typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: RevocationKey}}, err: ErrInvalid},
+		{name: "revoke reason with control char", typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: RevocationKey, ID: "k", Reason: "a\x00b"}}, err: ErrInvalid},
+		{name: "revoke prune after year 3000", typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: RevocationKey, ID: "k", PruneAfter: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}}, err: ErrInvalid},
+		{name: "prune", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationToken, ID: "old", PruneAfter: h.now.Add(time.Second)}})
+			h.now = h.now.Add(time.Minute)
+		}, typ: MsgPruneRevocations, p: PruneRevocations{},
+			check: func(t *testing.T, h *harness) {
+				if _, ok := h.s.Revoked(RevocationToken, "old"); ok {
+					t.Fatal("not pruned")
+				}
+			}},
+
+		// trust anchors
+		{name: "anchor put federated", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}, Accept: []string{}}},
+			check: func(t *testing.T, h *harness) {
+				a, ok := h.s.TrustAnchor("fed.example.org")
+				if !ok || a.Accept != nil {
+					t.Fatalf("anchor %+v ok=%v (empty accept must read as nil)", a, ok)
+				}
+			}},
+		{name: "anchor put no roots", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org"}}, err: ErrInvalid},
+		{name: "anchor put duplicate accept", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}, Accept: []string{"a.example", "a.example"}}}, err: ErrInvalid},
+		{name: "anchor put bad accept", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}, Accept: []string{"-a.example"}}}, err: ErrInvalid},
+		{name: "anchor delete own", typ: MsgTrustAnchorDelete, p: TrustAnchorDelete{Network: testNetwork}, err: ErrConflict},
+		{name: "anchor delete unknown", typ: MsgTrustAnchorDelete, p: TrustAnchorDelete{Network: "fed.example.org"}, err: ErrNotFound},
+		{name: "anchor delete", setup: func(h *harness) {
+			h.ok(MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}}})
+		}, typ: MsgTrustAnchorDelete, p: TrustAnchorDelete{Network: "fed.example.org"}},
+
+		// nodes and certificates
+		{name: "node put", typ: MsgNodePut, p: NodePut{Node: Node{ID: "node-n", Network: testNetwork, Principal: PrincipalUser, Status: NodeActive}}},
+		{name: "node put bad principal", typ: MsgNodePut, p: NodePut{Node: Node{ID: "node-n", Network: testNetwork, Principal: "node", Status: NodeActive}}, err: ErrInvalid},
+		{name: "node put reactivate revoked", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-a"}})
+		}, typ: MsgNodePut, p: NodePut{Node: Node{ID: "node-a", Network: testNetwork, Principal: PrincipalNode, Status: NodeActive}}, err: ErrConflict},
+		{name: "issued put", typ: MsgIssuedPut, p: IssuedPut{Cert: cert("root-2", "a1", "node-a")},
+			check: func(t *testing.T, h *harness) {
+				if _, ok := h.s.Issued("root-2", "a1"); !ok {
+					t.Fatal("not recorded")
+				}
+			}},
+		{name: "issued put repeated serial", typ: MsgIssuedPut, p: IssuedPut{Cert: cert("root-1", "a1", "node-x")}, err: ErrExists},
+		{name: "issued put revoked issuer", setup: func(h *harness) {
+			h.ok(MsgIssuerPut, IssuerPut{Issuer: Issuer{ID: "root-2", Network: testNetwork, Cert: der("root-2"), Status: IssuerRevoked}})
+		}, typ: MsgIssuedPut, p: IssuedPut{Cert: cert("root-2", "b2", "node-a")}, err: ErrConflict},
+		{name: "issued put serial leading zero", typ: MsgIssuedPut, p: IssuedPut{Cert: cert("root-1", "0a1", "node-a")}, err: ErrInvalid},
+		{name: "issued put no not_after", typ: MsgIssuedPut, p: IssuedPut{Cert: Issued{Issuer: "root-1", Serial: "b1", NodeID: "n", Cert: der("c")}}, err: ErrInvalid},
+		{name: "node cert renew", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-a")},
+			check: func(t *testing.T, h *harness) {
+				n, _ := h.s.Node("node-a")
+				if n.CertSerial != "a2" || n.PrevSerial != "a1" || !n.CertExpiry.Equal(later) {
+					t.Fatalf("node %+v", n)
+				}
+			}},
+		{name: "node cert renew unknown node", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-x")}, err: ErrNotFound},
+		{name: "node cert renew repeated serial", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-1", "a1", "node-a")}, err: ErrExists},
+		{name: "node cert renew revoked node", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-a"}})
+		}, typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-1", "a3", "node-a")}, err: ErrConflict},
+
+		// JWKS
+		{name: "jwk put second key", typ: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-a2", Key: json.RawMessage(`{ "kty" : "OKP", "crv":"Ed25519", "x":"AA" }`), Node: "node-a", State: JWKStaged}},
+			check: func(t *testing.T, h *harness) {
+				k, _ := h.s.JWK("kid-a2")
+				if string(k.Key) != `{"kty":"OKP","crv":"Ed25519","x":"AA"}` {
+					t.Fatalf("key not compacted: %s", k.Key)
+				}
+			}},
+		{name: "jwk put server key", typ: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-r1", Key: key, Node: "root-1", State: JWKActive}}},
+		{name: "jwk put private key", typ: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-x", Key: json.RawMessage(`{"kty":"OKP","crv":"Ed25519","x":"AA","d":"secret"}`), Node: "node-a", State: JWKActive}}, err: ErrInvalid},
+		{name: "jwk put symmetric key", typ: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-x", Key: json.RawMessage(`{"kty":"oct","k":"secret"}`), Node: "node-a", State: JWKActive}}, err: ErrInvalid},
+		{name: "jwk put no kty", typ: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-x", Key: json.RawMessage(`{"x":"AA"}`), Node: "node-a", State: JWKActive}}, err: ErrInvalid},
+		{name: "jwk put unknown owner", typ: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-x", Key: key, Node: "node-x", State: JWKActive}}, err: ErrNotFound},
+		{name: "jwk put pending node is no owner", typ: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-x", Key: key, Node: "node-p", State: JWKActive}}, err: ErrNotFound},
+		{name: "jwk put kid of another owner", typ: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-a", Key: key, Node: "root-1", State: JWKActive}}, err: ErrConflict},
+		{name: "jwk put revoked kid", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationKey, ID: "kid-z"}})
+		}, typ: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-z", Key: key, Node: "node-a", State: JWKActive}}, err: ErrConflict},
+		{name: "jwk put revoked node", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-a"}})
+		}, typ: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-a3", Key: key, Node: "node-a", State: JWKActive}}, err: ErrConflict},
+		{name: "jwk set state", typ: MsgJWKSetState, p: JWKSetState{KID: "kid-a", State: JWKRetiring, NotAfter: later},
+			check: func(t *testing.T, h *harness) {
+				k, _ := h.s.JWK("kid-a")
+				if k.State != JWKRetiring || !k.NotAfter.Equal(later) {
+					t.Fatalf("key %+v", k)
+				}
+			}},
+		{name: "jwk set state unknown", typ: MsgJWKSetState, p: JWKSetState{KID: "kid-x", State: JWKActive}, err: ErrNotFound},
+		{name: "jwk set state bad", typ: MsgJWKSetState, p: JWKSetState{KID: "kid-a", State: "gone"}, err: ErrInvalid},
+		{name: "jwk delete", typ: MsgJWKDelete, p: JWKDelete{KID: "kid-a"}},
+		{name: "jwk delete unknown", typ: MsgJWKDelete, p: JWKDelete{KID: "kid-x"}, err: ErrNotFound},
+
+		// registrations
+		{name: "registration pending", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q")},
+			check: func(t *testing.T, h *harness) {
+				r, _ := h.s.Registration("reg-q")
+				if r.Status != RegistrationPending || !r.Created.Equal(h.now) {
+					t.Fatalf("registration %+v", r)
+				}
+				if _, ok := h.s.Node("node-q"); ok {
+					t.Fatal("pending registration made a node")
+				}
+			}},
+		{name: "registration status in payload ignored", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.Status, r.Serial = RegistrationApproved, "ff"
+			return r
+		}()}, check: func(t *testing.T, h *harness) {
+			if r, _ := h.s.Registration("reg-q"); r.Status != RegistrationPending || r.Serial != "" {
+				t.Fatalf("registration %+v", r)
+			}
+		}},
+		{name: "registration duplicate id", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-a", "node-q")}, err: ErrExists},
+		{name: "registration unknown network", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: Registration{ID: "r", NodeID: "n", Network: "x.example", Principal: PrincipalNode, CSR: der("c")}}, err: ErrNotFound},
+		{name: "registration no csr", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: Registration{ID: "r", NodeID: "n", Network: testNetwork, Principal: PrincipalNode}}, err: ErrInvalid},
+		{name: "registration cert without token", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"), Cert: &Issued{Issuer: "root-1", Serial: "c1", NodeID: "node-q", NotAfter: later, Cert: der("c")}}, err: ErrInvalid},
+		{name: "registration token without cert", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"), TokenHash: hashOf("secret-1")}, err: ErrInvalid},
+		{name: "registration with token", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"), TokenHash: hashOf("secret-1"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-q", NotAfter: later, Cert: der("c")}},
+			check: func(t *testing.T, h *harness) {
+				r, _ := h.s.Registration("reg-q")
+				n, _ := h.s.Node("node-q")
+				tok, _ := h.s.JoinToken(hashOf("secret-1"))
+				_, issued := h.s.Issued("root-2", "c1")
+				if r.Status != RegistrationApproved || r.Serial != "c1" || r.Issuer != "root-2" || n.Status != NodeActive || n.CertSerial != "c1" || tok.Used != 2 || !issued {
+					t.Fatalf("registration %+v node %+v token used %d issued %v", r, n, tok.Used, issued)
+				}
+			}},
+		{name: "registration token cert for other node", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"), TokenHash: hashOf("secret-1"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-z", NotAfter: later, Cert: der("c")}}, err: ErrInvalid},
+		{name: "registration token principal mismatch", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.Principal = PrincipalAdmin
+			return r
+		}(), TokenHash: hashOf("secret-1"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-q", NotAfter: later, Cert: der("c")}}, err: ErrTokenConstraint},
+		{name: "registration token bound to other node", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"), TokenHash: hashOf("secret-bound"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-q", NotAfter: later, Cert: der("c")}}, err: ErrTokenConstraint},
+		{name: "registration root token", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"), TokenHash: hashOf("secret-root"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-q", NotAfter: later, Cert: der("c")}}, err: ErrTokenConstraint},
+		{name: "registration repeated serial consumes nothing", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"), TokenHash: hashOf("secret-1"), Cert: &Issued{Issuer: "root-1", Serial: "a1", NodeID: "node-q", NotAfter: later, Cert: der("c")}}, err: ErrExists,
+			check: func(t *testing.T, h *harness) {
+				if tok, _ := h.s.JoinToken(hashOf("secret-1")); tok.Used != 1 {
+					t.Fatalf("token used %d, want 1", tok.Used)
+				}
+			}},
+		{name: "registration revoked node", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-q"}})
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q")}, err: ErrConflict},
+		{name: "registration approve", typ: MsgRegistrationApprove, p: RegistrationApprove{ID: "reg-p", Cert: cert("root-1", "b1", "node-p")},
+			check: func(t *testing.T, h *harness) {
+				r, _ := h.s.Registration("reg-p")
+				n, ok := h.s.Node("node-p")
+				if r.Status != RegistrationApproved || !ok || n.CertSerial != "b1" || n.Principal != PrincipalNode {
+					t.Fatalf("registration %+v node %+v", r, n)
+				}
+			}},
+		{name: "registration approve approved", typ: MsgRegistrationApprove, p: RegistrationApprove{ID: "reg-a", Cert: cert("root-1", "b1", "node-a")}, err: ErrConflict},
+		{name: "registration approve unknown", typ: MsgRegistrationApprove, p: RegistrationApprove{ID: "reg-x", Cert: cert("root-1", "b1", "node-p")}, err: ErrNotFound},
+		{name: "registration approve other node", typ: MsgRegistrationApprove, p: RegistrationApprove{ID: "reg-p", Cert: cert("root-1", "b1", "node-a")}, err: ErrInvalid},
+		{name: "registration approve repeated serial", typ: MsgRegistrationApprove, p: RegistrationApprove{ID: "reg-p", Cert: cert("root-1", "a1", "node-p")}, err: ErrExists},
+		{name: "registration deny", typ: MsgRegistrationDeny, p: RegistrationDeny{ID: "reg-p", Reason: "unknown device"},
+			check: func(t *testing.T, h *harness) {
+				if r, _ := h.s.Registration("reg-p"); r.Status != RegistrationDenied || r.Reason != "unknown device" {
+					t.Fatalf("registration %+v", r)
+				}
+			}},
+		{name: "registration deny approved", typ: MsgRegistrationDeny, p: RegistrationDeny{ID: "reg-a"}, err: ErrConflict},
+		{name: "registration deny unknown", typ: MsgRegistrationDeny, p: RegistrationDeny{ID: "reg-x"}, err: ErrNotFound},
+
+		// policy and routes
+		{name: "policy set", typ: MsgPolicySet, p: PolicySet{Text: "permit(principal, action, resource);\n", ExpectVersion: 0},
+			check: func(t *testing.T, h *harness) {
+				if p := h.s.Policy(); p.Version != 1 || p.ModifyIndex != h.idx {
+					t.Fatalf("policy %+v", p)
+				}
+			}},
+		{name: "policy set stale", typ: MsgPolicySet, p: PolicySet{Text: "x", ExpectVersion: 3}, err: ErrConflict},
+		{name: "policy set control char", typ: MsgPolicySet, p: PolicySet{Text: "permit\x00"}, err: ErrInvalid},
+		{name: "route auth put", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 24}}},
+		{name: "route auth put v6", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "2001:db8::/32", Origins: []string{"node-a", "AS64500"}, MaxLength: 48}}},
+		{name: "route auth non-canonical prefix", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.1/8", Origins: []string{"node-a"}, MaxLength: 24}}, err: ErrInvalid},
+		{name: "route auth max length too short", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 4}}, err: ErrInvalid},
+		{name: "route auth max length too long", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 33}}, err: ErrInvalid},
+		{name: "route auth no origins", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", MaxLength: 8}}, err: ErrInvalid},
+		{name: "route auth delete unknown", typ: MsgRouteAuthDelete, p: RouteAuthDelete{Prefix: "10.0.0.0/8"}, err: ErrNotFound},
+		{name: "route auth delete", setup: func(h *harness) {
+			h.ok(MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 8}})
+		}, typ: MsgRouteAuthDelete, p: RouteAuthDelete{Prefix: "10.0.0.0/8"}},
+
+		// envelopes
+		{name: "newer version", raw: rawCommand(MsgServerPut, 2, t0.Add(time.Hour), ServerPut{Server: Server{Name: "x", RaftAddr: "a:1", APIAddr: "a:2", Status: ServerVoter}}), err: ErrVersion},
+		{name: "unknown payload field", raw: rawCommand(MsgServerRemove, 1, t0.Add(time.Hour), map[string]any{"name": "root-1", "force": true}), err: ErrInvalid},
+		{name: "payload not an object", raw: []byte("\x02" + `{"v":1,"ts":1,"p":["root-1"]}`), err: ErrInvalid},
+		{name: "payload wrong field type", raw: []byte("\x02" + `{"v":1,"ts":1,"p":{"name":5}}`), err: ErrInvalid},
+		{name: "empty command", raw: []byte{}, err: ErrInvalid},
+		{name: "ignorable unknown type", raw: []byte{0xc2, 'x'},
+			check: func(t *testing.T, h *harness) {}},
+		{name: "known type with ignore flag applies", raw: rawCommand(MsgServerRemove|IgnoreUnknownFlag, 1, t0.Add(time.Hour), ServerRemove{Name: "root-2"}),
+			check: func(t *testing.T, h *harness) {
+				if _, ok := h.s.Server("root-2"); ok {
+					t.Fatal("root-2 still there")
+				}
+			}},
+	}
+
+	seen := map[MsgType]bool{}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.seed()
+			if tc.setup != nil {
+				tc.setup(h)
+			}
+			before := h.s.Hash()
+			var res Result
+			if tc.raw != nil {
+				res = h.raw(tc.raw)
+			} else {
+				seen[tc.typ] = true
+				res = h.apply(tc.typ, tc.p)
+			}
+			after := h.s.Hash()
+			if tc.err == nil {
+				if res.Err != nil {
+					t.Fatalf("rejected: %v", res.Err)
+				}
+				if after == before && !res.Ignored && tc.name != "ignorable unknown type" {
+					t.Fatal("accepted command left the hash unchanged")
+				}
+			} else {
+				if !errors.Is(res.Err, tc.err) {
+					t.Fatalf("err = %v, want %v", res.Err, tc.err)
+				}
+				var ce *CommandError
+				if !errors.As(res.Err, &ce) || (len(tc.raw) > 0 && ce.Type != MsgType(tc.raw[0])) || (tc.raw == nil && ce.Type != tc.typ) {
+					t.Fatalf("err %#v is not a *CommandError of the command's type", res.Err)
+				}
+				if after != before {
+					t.Fatal("rejected command changed the hash")
+				}
+			}
+			if tc.check != nil {
+				tc.check(t, h)
+			}
+		})
+	}
+	for typ := MsgType(1); typ < msgTypeEnd; typ++ {
+		if !seen[typ] {
+			t.Errorf("no case for %v", typ)
+		}
+	}
+}

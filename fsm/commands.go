@@ -1,0 +1,974 @@
+package fsm
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// payload is a command's payload: check validates it without the state (and
+// may normalise it); apply checks it against the state and then changes the
+// state. apply must not change anything before it is sure to succeed.
+type payload interface {
+	check(now time.Time) *CommandError
+	apply(tx *txn) *CommandError
+}
+
+// newPayload returns a new payload value for a known type, nil otherwise.
+func newPayload(t MsgType) payload {
+	switch t &^ IgnoreUnknownFlag {
+	case MsgServerPut:
+		return new(ServerPut)
+	case MsgServerRemove:
+		return new(ServerRemove)
+	case MsgCAInit:
+		return new(CAInit)
+	case MsgIssuerPut:
+		return new(IssuerPut)
+	case MsgJoinTokenCreate:
+		return new(JoinTokenCreate)
+	case MsgJoinTokenConsume:
+		return new(JoinTokenConsume)
+	case MsgJoinTokenRevoke:
+		return new(JoinTokenRevoke)
+	case MsgRevoke:
+		return new(Revoke)
+	case MsgPruneRevocations:
+		return new(PruneRevocations)
+	case MsgTrustAnchorPut:
+		return new(TrustAnchorPut)
+	case MsgNodePut:
+		return new(NodePut)
+	case MsgIssuedPut:
+		return new(IssuedPut)
+	case MsgJWKPut:
+		return new(JWKPut)
+	case MsgJWKSetState:
+		return new(JWKSetState)
+	case MsgRegistrationCreate:
+		return new(RegistrationCreate)
+	case MsgRegistrationApprove:
+		return new(RegistrationApprove)
+	case MsgRegistrationDeny:
+		return new(RegistrationDeny)
+	case MsgPolicySet:
+		return new(PolicySet)
+	case MsgRouteAuthPut:
+		return new(RouteAuthPut)
+	case MsgCAUpdate:
+		return new(CAUpdate)
+	case MsgJWKDelete:
+		return new(JWKDelete)
+	case MsgRouteAuthDelete:
+		return new(RouteAuthDelete)
+	case MsgTrustAnchorDelete:
+		return new(TrustAnchorDelete)
+	case MsgNodeCertRenew:
+		return new(NodeCertRenew)
+	}
+	return nil
+}
+
+// nilIfEmpty makes empty lists nil, so that a record reads the same after
+// a snapshot round trip.
+func nilIfEmpty[E any](s []E) []E {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+// ---- servers ----
+
+// ServerPut adds or updates a root server record (MsgServerPut).
+type ServerPut struct {
+	Server Server `json:"server"`
+}
+
+func (p *ServerPut) check(time.Time) *CommandError {
+	s := &p.Server
+	if err := checkWord("server.name", s.Name, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkWord("server.raft_addr", s.RaftAddr, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkWord("server.api_addr", s.APIAddr, MaxIDLen, true); err != nil {
+		return err
+	}
+	return checkOneOf("server.status", s.Status, ServerJoining, ServerVoter, ServerRemoved)
+}
+
+func (p *ServerPut) apply(tx *txn) *CommandError {
+	put(tx, &tx.st.servers, tServers, p.Server.Name, p.Server)
+	return nil
+}
+
+// ServerRemove deletes a root server record (MsgServerRemove); ErrNotFound
+// if there is none.
+type ServerRemove struct {
+	Name string `json:"name"`
+}
+
+func (p *ServerRemove) check(time.Time) *CommandError {
+	return checkWord("name", p.Name, MaxIDLen, true)
+}
+
+func (p *ServerRemove) apply(tx *txn) *CommandError {
+	if _, ok := tx.st.servers.m[p.Name]; !ok {
+		return fail(ErrNotFound, "server %q", p.Name)
+	}
+	del(tx, &tx.st.servers, tServers, p.Name)
+	return nil
+}
+
+// ---- CA ----
+
+func checkCA(ca *CA) *CommandError {
+	ca.Prepared, ca.Retired, ca.CrossSigns = nilIfEmpty(ca.Prepared), nilIfEmpty(ca.Retired), nilIfEmpty(ca.CrossSigns)
+	if err := checkNetwork("ca.network", ca.Network); err != nil {
+		return err
+	}
+	if err := checkDER("ca.active", ca.Active, true); err != nil {
+		return err
+	}
+	for _, l := range []struct {
+		name string
+		list [][]byte
+	}{{"ca.prepared", ca.Prepared}, {"ca.retired", ca.Retired}, {"ca.cross_signs", ca.CrossSigns}} {
+		if err := checkDERList(l.name, l.list, 0); err != nil {
+			return err
+		}
+	}
+	if len(ca.SealedKey) == 0 {
+		return fail(ErrInvalid, "ca.sealed_key is required")
+	}
+	if len(ca.SealedKey) > MaxSealedKeyLen {
+		return fail(ErrInvalid, "ca.sealed_key is %d bytes, limit %d", len(ca.SealedKey), MaxSealedKeyLen)
+	}
+	return nil
+}
+
+// CAInit records a network's CA (MsgCAInit); ErrExists if that network
+// already has one. The first CAInit also sets Store.Network.
+type CAInit struct {
+	CA CA `json:"ca"`
+}
+
+func (p *CAInit) check(time.Time) *CommandError { return checkCA(&p.CA) }
+
+func (p *CAInit) apply(tx *txn) *CommandError {
+	if _, ok := tx.st.cas.m[p.CA.Network]; ok {
+		return fail(ErrExists, "network %q already has a CA", p.CA.Network)
+	}
+	put(tx, &tx.st.cas, tCAs, p.CA.Network, p.CA)
+	if tx.st.network == "" {
+		tx.st.network = p.CA.Network
+	}
+	return nil
+}
+
+// CAUpdate replaces a network's CA record (MsgCAUpdate), e.g. to move roots
+// through prepared, active and retired. ExpectModifyIndex must equal the
+// record's ModifyIndex (compare-and-set), else ErrConflict; ErrNotFound if
+// the network has no CA.
+type CAUpdate struct {
+	CA                CA     `json:"ca"`
+	ExpectModifyIndex uint64 `json:"expect_modify_index"`
+}
+
+func (p *CAUpdate) check(time.Time) *CommandError { return checkCA(&p.CA) }
+
+func (p *CAUpdate) apply(tx *txn) *CommandError {
+	cur, ok := tx.st.cas.m[p.CA.Network]
+	if !ok {
+		return fail(ErrNotFound, "network %q has no CA", p.CA.Network)
+	}
+	if cur.ModifyIndex != p.ExpectModifyIndex {
+		return fail(ErrConflict, "CA of %q is at modify index %d, not %d", p.CA.Network, cur.ModifyIndex, p.ExpectModifyIndex)
+	}
+	put(tx, &tx.st.cas, tCAs, p.CA.Network, p.CA)
+	return nil
+}
+
+// IssuerPut adds or updates a root server's issuing certificate
+// (MsgIssuerPut). The network must have a CA (ErrNotFound); a revoked
+// issuer stays revoked (ErrConflict).
+type IssuerPut struct {
+	Issuer Issuer `json:"issuer"`
+}
+
+func (p *IssuerPut) check(time.Time) *CommandError {
+	is := &p.Issuer
+	if err := checkWord("issuer.id", is.ID, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkNetwork("issuer.network", is.Network); err != nil {
+		return err
+	}
+	if err := checkDER("issuer.cert", is.Cert, true); err != nil {
+		return err
+	}
+	return checkOneOf("issuer.status", is.Status, IssuerActive, IssuerRevoked)
+}
+
+func (p *IssuerPut) apply(tx *txn) *CommandError {
+	if _, ok := tx.st.cas.m[p.Issuer.Network]; !ok {
+		return fail(ErrNotFound, "network %q has no CA", p.Issuer.Network)
+	}
+	if cur, ok := tx.st.issuers.m[p.Issuer.ID]; ok && cur.Status == IssuerRevoked && p.Issuer.Status != IssuerRevoked {
+		return fail(ErrConflict, "issuer %q is revoked", p.Issuer.ID)
+	}
+	put(tx, &tx.st.issuers, tIssuers, p.Issuer.ID, p.Issuer)
+	return nil
+}
+
+// ---- join tokens ----
+
+// JoinTokenCreate records a join token (MsgJoinTokenCreate). Used must be 0,
+// Revoked false and Expiry after the command's time; ErrExists if the hash
+// or the id is taken.
+type JoinTokenCreate struct {
+	Token JoinToken `json:"token"`
+}
+
+func (p *JoinTokenCreate) check(now time.Time) *CommandError {
+	t := &p.Token
+	if err := checkWord("token.id", t.ID, 64, true); err != nil {
+		return err
+	}
+	if err := checkHash("token.hash", t.Hash); err != nil {
+		return err
+	}
+	if err := checkOneOf("token.kind", t.Kind, TokenKindRoot, TokenKindNode); err != nil {
+		return err
+	}
+	if err := checkPrincipal("token.principal", t.Principal, false); err != nil {
+		return err
+	}
+	if err := checkWord("token.node_id", t.NodeID, MaxIDLen, false); err != nil {
+		return err
+	}
+	if t.Uses < 1 || t.Uses > MaxTokenUses {
+		return fail(ErrInvalid, "token.uses %d is outside 1..%d", t.Uses, MaxTokenUses)
+	}
+	if t.Used != 0 || t.Revoked {
+		return fail(ErrInvalid, "a new token has used 0 and is not revoked")
+	}
+	if err := checkTime("token.expiry", t.Expiry, true); err != nil {
+		return err
+	}
+	t.Expiry = normTime(t.Expiry)
+	if !t.Expiry.After(now) {
+		return fail(ErrInvalid, "token.expiry is not after the command time")
+	}
+	return checkText("token.description", t.Description, MaxTextLen, false)
+}
+
+func (p *JoinTokenCreate) apply(tx *txn) *CommandError {
+	if _, ok := tx.st.tokens.m[p.Token.Hash]; ok {
+		return fail(ErrExists, "a token with this hash exists")
+	}
+	if _, ok := tx.s.tokenIDs[p.Token.ID]; ok {
+		return fail(ErrExists, "token id %q is taken", p.Token.ID)
+	}
+	put(tx, &tx.st.tokens, tTokens, p.Token.Hash, p.Token)
+	tx.s.tokenIDs[p.Token.ID] = p.Token.Hash
+	return nil
+}
+
+// useToken returns the token with hash after one more use by a joiner of
+// kind with nodeID, or why it may not be used. It changes nothing. The
+// checks run in this order: not found, revoked, expired (the command time
+// at or after Expiry), exhausted, kind, node id.
+func (tx *txn) useToken(hash, kind, nodeID string) (JoinToken, *CommandError) {
+	t, ok := tx.st.tokens.m[hash]
+	switch {
+	case !ok:
+		return t, fail(ErrTokenNotFound, "no token with this hash")
+	case t.Revoked:
+		return t, fail(ErrTokenRevoked, "token %s", t.ID)
+	case !tx.now.Before(t.Expiry):
+		return t, fail(ErrTokenExpired, "token %s expired at %s", t.ID, t.Expiry.Format(time.RFC3339))
+	case t.Used >= t.Uses:
+		return t, fail(ErrTokenExhausted, "token %s was used %d of %d times", t.ID, t.Used, t.Uses)
+	case t.Kind != kind:
+		return t, fail(ErrTokenConstraint, "token %s is a %s token, not %s", t.ID, t.Kind, kind)
+	case t.NodeID != "" && t.NodeID != nodeID:
+		return t, fail(ErrTokenConstraint, "token %s is bound to another node id", t.ID)
+	}
+	t.Used++
+	return t, nil
+}
+
+// JoinTokenConsume uses one use of a join token (MsgJoinTokenConsume). Kind
+// is the joiner's kind (TokenKindRoot or TokenKindNode) and NodeID its node
+// id or server name. Rejections: ErrTokenNotFound, ErrTokenRevoked,
+// ErrTokenExpired, ErrTokenExhausted, ErrTokenConstraint.
+type JoinTokenConsume struct {
+	Hash   string `json:"hash"`
+	Kind   string `json:"kind"`
+	NodeID string `json:"node_id"`
+}
+
+func (p *JoinTokenConsume) check(time.Time) *CommandError {
+	if err := checkHash("hash", p.Hash); err != nil {
+		return err
+	}
+	if err := checkOneOf("kind", p.Kind, TokenKindRoot, TokenKindNode); err != nil {
+		return err
+	}
+	return checkWord("node_id", p.NodeID, MaxIDLen, false)
+}
+
+func (p *JoinTokenConsume) apply(tx *txn) *CommandError {
+	t, err := tx.useToken(p.Hash, p.Kind, p.NodeID)
+	if err != nil {
+		return err
+	}
+	put(tx, &tx.st.tokens, tTokens, t.Hash, t)
+	return nil
+}
+
+// JoinTokenRevoke revokes a join token by its public id
+// (MsgJoinTokenRevoke); ErrNotFound, or ErrExists if already revoked.
+type JoinTokenRevoke struct {
+	ID string `json:"id"`
+}
+
+func (p *JoinTokenRevoke) check(time.Time) *CommandError {
+	return checkWord("id", p.ID, 64, true)
+}
+
+func (p *JoinTokenRevoke) apply(tx *txn) *CommandError {
+	h, ok := tx.s.tokenIDs[p.ID]
+	if !ok {
+		return fail(ErrNotFound, "token %q", p.ID)
+	}
+	t := tx.st.tokens.m[h]
+	if t.Revoked {
+		return fail(ErrExists, "token %q is already revoked", p.ID)
+	}
+	t.Revoked = true
+	put(tx, &tx.st.tokens, tTokens, h, t)
+	return nil
+}
+
+// ---- revocations ----
+
+// Revoke records a revocation (MsgRevoke); ErrExists if that kind and id
+// is already revoked. Revocation.Time is set to the command time. Revoking
+// a node also marks its node record revoked.
+type Revoke struct {
+	Revocation Revocation `json:"revocation"`
+}
+
+func (p *Revoke) check(now time.Time) *CommandError {
+	r := &p.Revocation
+	if revKindByte(r.Kind) == 0 {
+		return fail(ErrInvalid, "revocation.kind %q is not one of cert, token, key, node", r.Kind)
+	}
+	if r.Kind == RevocationCert {
+		if err := checkSerial("revocation.id", r.ID, true); err != nil {
+			return err
+		}
+	} else if err := checkWord("revocation.id", r.ID, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkText("revocation.reason", r.Reason, MaxTextLen, false); err != nil {
+		return err
+	}
+	if err := checkTime("revocation.prune_after", r.PruneAfter, false); err != nil {
+		return err
+	}
+	r.PruneAfter = normTime(r.PruneAfter)
+	r.Time = now
+	return nil
+}
+
+func (p *Revoke) apply(tx *txn) *CommandError {
+	r := p.Revocation
+	key := revKey(r.Kind, r.ID)
+	if _, ok := tx.st.revs.m[key]; ok {
+		return fail(ErrExists, "%s %q is already revoked", r.Kind, r.ID)
+	}
+	rec := revRec{reason: r.Reason, time: r.Time.UnixNano(), index: tx.index}
+	if !r.PruneAfter.IsZero() {
+		rec.pruneAfter = r.PruneAfter.UnixNano()
+	}
+	tx.st.revs.mut()[key] = rec
+	tx.touched(tRevs, key, false)
+	if r.Kind == RevocationNode {
+		if n, ok := tx.st.nodes.m[r.ID]; ok && n.Status != NodeRevoked {
+			n.Status = NodeRevoked
+			put(tx, &tx.st.nodes, tNodes, n.ID, n)
+		}
+	}
+	return nil
+}
+
+// PruneRevocations drops revocations whose PruneAfter is before the command
+// time, and join tokens that are expired (command time at or after Expiry)
+// or used up (MsgPruneRevocations). It never fails.
+type PruneRevocations struct{}
+
+func (p *PruneRevocations) check(time.Time) *CommandError { return nil }
+
+func (p *PruneRevocations) apply(tx *txn) *CommandError {
+	now := tx.now.UnixNano()
+	var revs, toks []string
+	for k, r := range tx.st.revs.m {
+		if r.pruneAfter != 0 && r.pruneAfter < now {
+			revs = append(revs, k)
+		}
+	}
+	for h, t := range tx.st.tokens.m {
+		if !tx.now.Before(t.Expiry) || t.Used >= t.Uses {
+			toks = append(toks, h)
+		}
+	}
+	slices.Sort(revs)
+	slices.Sort(toks)
+	for _, k := range revs {
+		del(tx, &tx.st.revs, tRevs, k)
+	}
+	for _, h := range toks {
+		delete(tx.s.tokenIDs, tx.st.tokens.m[h].ID)
+		del(tx, &tx.st.tokens, tTokens, h)
+	}
+	return nil
+}
+
+// ---- trust anchors ----
+
+// TrustAnchorPut adds or updates a network's trust anchor
+// (MsgTrustAnchorPut): at least one root and an access list without
+// duplicates.
+type TrustAnchorPut struct {
+	Anchor TrustAnchor `json:"anchor"`
+}
+
+func (p *TrustAnchorPut) check(time.Time) *CommandError {
+	a := &p.Anchor
+	a.Accept = nilIfEmpty(a.Accept)
+	if err := checkNetwork("anchor.network", a.Network); err != nil {
+		return err
+	}
+	if err := checkDERList("anchor.roots", a.Roots, 1); err != nil {
+		return err
+	}
+	return checkUniqueWords("anchor.accept", a.Accept, MaxAcceptLen, 0, true)
+}
+
+func (p *TrustAnchorPut) apply(tx *txn) *CommandError {
+	put(tx, &tx.st.anchors, tAnchors, p.Anchor.Network, p.Anchor)
+	return nil
+}
+
+// TrustAnchorDelete removes a federated network's trust anchor
+// (MsgTrustAnchorDelete); ErrNotFound, or ErrConflict for this cluster's own
+// network.
+type TrustAnchorDelete struct {
+	Network string `json:"network"`
+}
+
+func (p *TrustAnchorDelete) check(time.Time) *CommandError {
+	return checkNetwork("network", p.Network)
+}
+
+func (p *TrustAnchorDelete) apply(tx *txn) *CommandError {
+	if _, ok := tx.st.anchors.m[p.Network]; !ok {
+		return fail(ErrNotFound, "trust anchor %q", p.Network)
+	}
+	if p.Network == tx.st.network {
+		return fail(ErrConflict, "%q is this cluster's own network", p.Network)
+	}
+	del(tx, &tx.st.anchors, tAnchors, p.Network)
+	return nil
+}
+
+// ---- nodes and certificates ----
+
+func checkNode(n *Node) *CommandError {
+	if err := checkWord("node.id", n.ID, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkNetwork("node.network", n.Network); err != nil {
+		return err
+	}
+	if err := checkPrincipal("node.principal", n.Principal, true); err != nil {
+		return err
+	}
+	if err := checkOneOf("node.status", n.Status, NodeActive, NodeRevoked); err != nil {
+		return err
+	}
+	if err := checkSerial("node.cert_serial", n.CertSerial, false); err != nil {
+		return err
+	}
+	if err := checkSerial("node.prev_serial", n.PrevSerial, false); err != nil {
+		return err
+	}
+	if err := checkTime("node.cert_expiry", n.CertExpiry, false); err != nil {
+		return err
+	}
+	n.CertExpiry = normTime(n.CertExpiry)
+	return nil
+}
+
+// nodeRevoked reports whether node id is revoked, by its record or by a
+// node revocation.
+func (tx *txn) nodeRevoked(id string) bool {
+	if n, ok := tx.st.nodes.m[id]; ok && n.Status == NodeRevoked {
+		return true
+	}
+	_, ok := tx.st.revs.m[revKey(RevocationNode, id)]
+	return ok
+}
+
+// NodePut adds or updates a node record (MsgNodePut). A revoked node cannot
+// be made active again (ErrConflict).
+type NodePut struct {
+	Node Node `json:"node"`
+}
+
+func (p *NodePut) check(time.Time) *CommandError { return checkNode(&p.Node) }
+
+func (p *NodePut) apply(tx *txn) *CommandError {
+	if p.Node.Status != NodeRevoked && tx.nodeRevoked(p.Node.ID) {
+		return fail(ErrConflict, "node %q is revoked", p.Node.ID)
+	}
+	put(tx, &tx.st.nodes, tNodes, p.Node.ID, p.Node)
+	return nil
+}
+
+func checkIssued(field string, c *Issued) *CommandError {
+	if err := checkWord(field+".issuer", c.Issuer, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkSerial(field+".serial", c.Serial, true); err != nil {
+		return err
+	}
+	if err := checkWord(field+".node_id", c.NodeID, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkTime(field+".not_after", c.NotAfter, true); err != nil {
+		return err
+	}
+	c.NotAfter = normTime(c.NotAfter)
+	return checkDER(field+".cert", c.Cert, true)
+}
+
+// canIssue checks that c may be recorded: its serial is new for its issuer
+// (ErrExists) and the issuer, if known, is not revoked (ErrConflict).
+func (tx *txn) canIssue(c *Issued) *CommandError {
+	if _, ok := tx.st.issued.m[issuedKey(c.Issuer, c.Serial)]; ok {
+		return fail(ErrExists, "issuer %q already issued serial %s", c.Issuer, c.Serial)
+	}
+	if is, ok := tx.st.issuers.m[c.Issuer]; ok && is.Status == IssuerRevoked {
+		return fail(ErrConflict, "issuer %q is revoked", c.Issuer)
+	}
+	return nil
+}
+
+// IssuedPut records an issued certificate (MsgIssuedPut); ErrExists if its
+// issuer already recorded that serial.
+type IssuedPut struct {
+	Cert Issued `json:"cert"`
+}
+
+func (p *IssuedPut) check(time.Time) *CommandError { return checkIssued("cert", &p.Cert) }
+
+func (p *IssuedPut) apply(tx *txn) *CommandError {
+	if err := tx.canIssue(&p.Cert); err != nil {
+		return err
+	}
+	put(tx, &tx.st.issued, tIssued, issuedKey(p.Cert.Issuer, p.Cert.Serial), p.Cert)
+	return nil
+}
+
+// NodeCertRenew records a node's renewed certificate and points the node at
+// it, keeping the old serial as PrevSerial (MsgNodeCertRenew). The node must
+// exist (ErrNotFound) and not be revoked (ErrConflict); the serial must be
+// new (ErrExists).
+type NodeCertRenew struct {
+	Cert Issued `json:"cert"`
+}
+
+func (p *NodeCertRenew) check(time.Time) *CommandError { return checkIssued("cert", &p.Cert) }
+
+func (p *NodeCertRenew) apply(tx *txn) *CommandError {
+	n, ok := tx.st.nodes.m[p.Cert.NodeID]
+	if !ok {
+		return fail(ErrNotFound, "node %q", p.Cert.NodeID)
+	}
+	if tx.nodeRevoked(n.ID) {
+		return fail(ErrConflict, "node %q is revoked", n.ID)
+	}
+	if err := tx.canIssue(&p.Cert); err != nil {
+		return err
+	}
+	put(tx, &tx.st.issued, tIssued, issuedKey(p.Cert.Issuer, p.Cert.Serial), p.Cert)
+	n.PrevSerial, n.CertSerial, n.CertExpiry = n.CertSerial, p.Cert.Serial, p.Cert.NotAfter
+	put(tx, &tx.st.nodes, tNodes, n.ID, n)
+	return nil
+}
+
+// ---- JWKS ----
+
+// JWKPut adds or updates a public key (MsgJWKPut). Its owner must be an
+// existing node or root server (ErrNotFound) that is not revoked or removed
+// (ErrConflict); a revoked kid, or a kid owned by someone else, is refused
+// (ErrConflict). Private key members are refused (ErrInvalid).
+type JWKPut struct {
+	Key JWK `json:"key"`
+}
+
+func (p *JWKPut) check(time.Time) *CommandError {
+	k := &p.Key
+	if err := checkWord("key.kid", k.KID, MaxIDLen, true); err != nil {
+		return err
+	}
+	raw, err := checkJWK("key.key", k.Key)
+	if err != nil {
+		return err
+	}
+	k.Key = raw
+	if err := checkWord("key.node", k.Node, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkOneOf("key.state", k.State, JWKStaged, JWKActive, JWKRetiring); err != nil {
+		return err
+	}
+	if err := checkTime("key.not_after", k.NotAfter, false); err != nil {
+		return err
+	}
+	k.NotAfter = normTime(k.NotAfter)
+	return nil
+}
+
+func (p *JWKPut) apply(tx *txn) *CommandError {
+	k := p.Key
+	if _, ok := tx.st.revs.m[revKey(RevocationKey, k.KID)]; ok {
+		return fail(ErrConflict, "key %q is revoked", k.KID)
+	}
+	if cur, ok := tx.st.jwks.m[k.KID]; ok && cur.Node != k.Node {
+		return fail(ErrConflict, "key %q belongs to %q", k.KID, cur.Node)
+	}
+	if _, isNode := tx.st.nodes.m[k.Node]; isNode {
+		if tx.nodeRevoked(k.Node) {
+			return fail(ErrConflict, "node %q is revoked", k.Node)
+		}
+	} else if srv, isServer := tx.st.servers.m[k.Node]; isServer {
+		if srv.Status == ServerRemoved {
+			return fail(ErrConflict, "server %q is removed", k.Node)
+		}
+	} else {
+		return fail(ErrNotFound, "no node or server %q", k.Node)
+	}
+	put(tx, &tx.st.jwks, tJWKS, k.KID, k)
+	return nil
+}
+
+// JWKSetState moves a key to another state (MsgJWKSetState); a non-zero
+// NotAfter replaces the key's. ErrNotFound if there is no such key.
+type JWKSetState struct {
+	KID      string    `json:"kid"`
+	State    string    `json:"state"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+func (p *JWKSetState) check(time.Time) *CommandError {
+	if err := checkWord("kid", p.KID, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkOneOf("state", p.State, JWKStaged, JWKActive, JWKRetiring); err != nil {
+		return err
+	}
+	if err := checkTime("not_after", p.NotAfter, false); err != nil {
+		return err
+	}
+	p.NotAfter = normTime(p.NotAfter)
+	return nil
+}
+
+func (p *JWKSetState) apply(tx *txn) *CommandError {
+	k, ok := tx.st.jwks.m[p.KID]
+	if !ok {
+		return fail(ErrNotFound, "key %q", p.KID)
+	}
+	k.State = p.State
+	if !p.NotAfter.IsZero() {
+		k.NotAfter = p.NotAfter
+	}
+	put(tx, &tx.st.jwks, tJWKS, k.KID, k)
+	return nil
+}
+
+// JWKDelete removes a key from the JWKS (MsgJWKDelete); ErrNotFound if
+// there is none.
+type JWKDelete struct {
+	KID string `json:"kid"`
+}
+
+func (p *JWKDelete) check(time.Time) *CommandError { return checkWord("kid", p.KID, MaxIDLen, true) }
+
+func (p *JWKDelete) apply(tx *txn) *CommandError {
+	if _, ok := tx.st.jwks.m[p.KID]; !ok {
+		return fail(ErrNotFound, "key %q", p.KID)
+	}
+	del(tx, &tx.st.jwks, tJWKS, p.KID)
+	return nil
+}
+
+// ---- registrations ----
+
+// RegistrationCreate records a node's registration request
+// (MsgRegistrationCreate). Its network must have a CA (ErrNotFound), its id
+// must be new (ErrExists) and its node not revoked (ErrConflict).
+//
+// With TokenHash, it is approved at once, atomically: one use of that node
+// token is consumed (the token's node-id constraint and principal must fit,
+// else ErrTokenConstraint; other token errors as JoinTokenConsume), Cert
+// (required, for the same node id) is recorded as issued (ErrExists on a
+// repeated serial), the node is put active on that certificate and the
+// registration is stored approved. Any failure rejects the whole command.
+// Without TokenHash, Cert must be nil and the registration is stored
+// pending. Status, Reason, Serial, Issuer and Created in the payload are
+// ignored: Apply sets them.
+type RegistrationCreate struct {
+	Registration Registration `json:"registration"`
+	TokenHash    string       `json:"token_hash,omitempty"`
+	Cert         *Issued      `json:"cert,omitempty"`
+}
+
+func (p *RegistrationCreate) check(now time.Time) *CommandError {
+	r := &p.Registration
+	if err := checkWord("registration.id", r.ID, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkWord("registration.node_id", r.NodeID, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkNetwork("registration.network", r.Network); err != nil {
+		return err
+	}
+	if err := checkPrincipal("registration.principal", r.Principal, true); err != nil {
+		return err
+	}
+	if err := checkDER("registration.csr", r.CSR, true); err != nil {
+		return err
+	}
+	r.Status, r.Reason, r.Serial, r.Issuer, r.Created = RegistrationPending, "", "", "", now
+	if p.TokenHash == "" {
+		if p.Cert != nil {
+			return fail(ErrInvalid, "cert without token_hash: approve the registration instead")
+		}
+		return nil
+	}
+	if err := checkHash("token_hash", p.TokenHash); err != nil {
+		return err
+	}
+	if p.Cert == nil {
+		return fail(ErrInvalid, "token_hash without cert")
+	}
+	if err := checkIssued("cert", p.Cert); err != nil {
+		return err
+	}
+	if p.Cert.NodeID != r.NodeID {
+		return fail(ErrInvalid, "cert.node_id %q is not registration.node_id %q", p.Cert.NodeID, r.NodeID)
+	}
+	return nil
+}
+
+func (p *RegistrationCreate) apply(tx *txn) *CommandError {
+	r := p.Registration
+	if _, ok := tx.st.regs.m[r.ID]; ok {
+		return fail(ErrExists, "registration %q", r.ID)
+	}
+	if _, ok := tx.st.cas.m[r.Network]; !ok {
+		return fail(ErrNotFound, "network %q has no CA here", r.Network)
+	}
+	if tx.nodeRevoked(r.NodeID) {
+		return fail(ErrConflict, "node %q is revoked", r.NodeID)
+	}
+	if p.TokenHash == "" {
+		put(tx, &tx.st.regs, tRegs, r.ID, r)
+		return nil
+	}
+	tok, err := tx.useToken(p.TokenHash, TokenKindNode, r.NodeID)
+	if err != nil {
+		return err
+	}
+	if tok.Principal != "" && tok.Principal != r.Principal {
+		return fail(ErrTokenConstraint, "token %s is for principal %s, not %s", tok.ID, tok.Principal, r.Principal)
+	}
+	if err := tx.canIssue(p.Cert); err != nil {
+		return err
+	}
+	put(tx, &tx.st.tokens, tTokens, tok.Hash, tok)
+	tx.approve(r, *p.Cert)
+	return nil
+}
+
+// approve records cert, puts the node on it and stores r approved. The
+// caller has checked everything.
+func (tx *txn) approve(r Registration, cert Issued) {
+	put(tx, &tx.st.issued, tIssued, issuedKey(cert.Issuer, cert.Serial), cert)
+	n := Node{ID: r.NodeID, Network: r.Network, Principal: r.Principal, Status: NodeActive,
+		CertSerial: cert.Serial, CertExpiry: cert.NotAfter}
+	if old, ok := tx.st.nodes.m[r.NodeID]; ok && old.CertSerial != cert.Serial {
+		n.PrevSerial = old.CertSerial
+	}
+	put(tx, &tx.st.nodes, tNodes, n.ID, n)
+	r.Status, r.Serial, r.Issuer = RegistrationApproved, cert.Serial, cert.Issuer
+	put(tx, &tx.st.regs, tRegs, r.ID, r)
+}
+
+// RegistrationApprove approves a pending registration with its certificate
+// (MsgRegistrationApprove): records Cert as issued, puts the node and marks
+// the registration approved. ErrNotFound; ErrConflict if it is not pending or
+// its node is revoked; ErrInvalid if Cert is for another node; ErrExists on
+// a repeated serial.
+type RegistrationApprove struct {
+	ID   string `json:"id"`
+	Cert Issued `json:"cert"`
+}
+
+func (p *RegistrationApprove) check(time.Time) *CommandError {
+	if err := checkWord("id", p.ID, MaxIDLen, true); err != nil {
+		return err
+	}
+	return checkIssued("cert", &p.Cert)
+}
+
+func (p *RegistrationApprove) apply(tx *txn) *CommandError {
+	r, ok := tx.st.regs.m[p.ID]
+	if !ok {
+		return fail(ErrNotFound, "registration %q", p.ID)
+	}
+	if r.Status != RegistrationPending {
+		return fail(ErrConflict, "registration %q is %s", p.ID, r.Status)
+	}
+	if p.Cert.NodeID != r.NodeID {
+		return fail(ErrInvalid, "cert.node_id %q is not the registration's node %q", p.Cert.NodeID, r.NodeID)
+	}
+	if tx.nodeRevoked(r.NodeID) {
+		return fail(ErrConflict, "node %q is revoked", r.NodeID)
+	}
+	if err := tx.canIssue(&p.Cert); err != nil {
+		return err
+	}
+	tx.approve(r, p.Cert)
+	return nil
+}
+
+// RegistrationDeny denies a pending registration (MsgRegistrationDeny);
+// ErrNotFound, or ErrConflict if it is not pending.
+type RegistrationDeny struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason"`
+}
+
+func (p *RegistrationDeny) check(time.Time) *CommandError {
+	if err := checkWord("id", p.ID, MaxIDLen, true); err != nil {
+		return err
+	}
+	return checkText("reason", p.Reason, MaxTextLen, false)
+}
+
+func (p *RegistrationDeny) apply(tx *txn) *CommandError {
+	r, ok := tx.st.regs.m[p.ID]
+	if !ok {
+		return fail(ErrNotFound, "registration %q", p.ID)
+	}
+	if r.Status != RegistrationPending {
+		return fail(ErrConflict, "registration %q is %s", p.ID, r.Status)
+	}
+	r.Status, r.Reason = RegistrationDenied, p.Reason
+	put(tx, &tx.st.regs, tRegs, r.ID, r)
+	return nil
+}
+
+// ---- policy and routes ----
+
+// PolicySet replaces the policy text (MsgPolicySet) if its version is still
+// ExpectVersion (ErrConflict otherwise); the version then goes up by one.
+type PolicySet struct {
+	Text          string `json:"text"`
+	ExpectVersion uint64 `json:"expect_version"`
+}
+
+func (p *PolicySet) check(time.Time) *CommandError {
+	return checkText("text", p.Text, MaxPolicyLen, true)
+}
+
+func (p *PolicySet) apply(tx *txn) *CommandError {
+	cur := tx.st.policy
+	if cur.Version != p.ExpectVersion {
+		return fail(ErrConflict, "policy is at version %d, not %d", cur.Version, p.ExpectVersion)
+	}
+	np := Policy{Text: p.Text, Version: cur.Version + 1, Indexes: Indexes{CreateIndex: cur.CreateIndex, ModifyIndex: tx.index}}
+	if np.CreateIndex == 0 {
+		np.CreateIndex = tx.index
+	}
+	tx.st.policy = np
+	tx.touched(tPolicy, policyKey, false)
+	return nil
+}
+
+func checkPrefix(field, s string) (netip.Prefix, *CommandError) {
+	pfx, err := netip.ParsePrefix(s)
+	if err != nil {
+		return pfx, fail(ErrInvalid, "%s: %v", field, err)
+	}
+	if pfx.Masked().String() != s {
+		return pfx, fail(ErrInvalid, "%s %q is not canonical (want %q)", field, s, pfx.Masked().String())
+	}
+	return pfx, nil
+}
+
+// RouteAuthPut says who may originate a prefix (MsgRouteAuthPut). Prefix
+// must be canonical CIDR; MaxLength between the prefix length and the
+// address size; 1..MaxListLen distinct origins.
+type RouteAuthPut struct {
+	Auth RouteAuth `json:"auth"`
+}
+
+func (p *RouteAuthPut) check(time.Time) *CommandError {
+	a := &p.Auth
+	pfx, err := checkPrefix("auth.prefix", a.Prefix)
+	if err != nil {
+		return err
+	}
+	if a.MaxLength < pfx.Bits() || a.MaxLength > pfx.Addr().BitLen() {
+		return fail(ErrInvalid, "auth.max_length %d is outside %d..%d", a.MaxLength, pfx.Bits(), pfx.Addr().BitLen())
+	}
+	if len(a.Origins) == 0 {
+		return fail(ErrInvalid, "auth.origins is required")
+	}
+	return checkUniqueWords("auth.origins", a.Origins, MaxListLen, MaxIDLen, false)
+}
+
+func (p *RouteAuthPut) apply(tx *txn) *CommandError {
+	put(tx, &tx.st.routes, tRoutes, p.Auth.Prefix, p.Auth)
+	return nil
+}
+
+// RouteAuthDelete removes a route authorization (MsgRouteAuthDelete);
+// ErrNotFound if there is none.
+type RouteAuthDelete struct {
+	Prefix string `json:"prefix"`
+}
+
+func (p *RouteAuthDelete) check(time.Time) *CommandError {
+	_, err := checkPrefix("prefix", p.Prefix)
+	return err
+}
+
+func (p *RouteAuthDelete) apply(tx *txn) *CommandError {
+	if _, ok := tx.st.routes.m[p.Prefix]; !ok {
+		return fail(ErrNotFound, "route authorization %q", p.Prefix)
+	}
+	del(tx, &tx.st.routes, tRoutes, p.Prefix)
+	return nil
+}

@@ -1,0 +1,315 @@
+package fsm
+
+import (
+	"encoding/json"
+	"math/big"
+	"strconv"
+	"time"
+)
+
+// MsgType is the first byte of every command: which change it asks for.
+type MsgType uint8
+
+// IgnoreUnknownFlag marks a command that replicas which do not know its type
+// may skip: such a command is consumed (the index advances, Result.Err is nil,
+// Result.Ignored is true) and changes nothing. A type this replica knows is
+// applied normally whether or not the flag is set. An unknown type WITHOUT the
+// flag panics the replica: applying the rest of the log without it would make
+// this replica diverge from the others, so it must stop and be upgraded.
+const IgnoreUnknownFlag MsgType = 0x80
+
+// Command types. The numbers are part of the log format: never reuse or
+// renumber one; add new types at the end.
+const (
+	MsgServerPut           MsgType = iota + 1 // ServerPut: add or update a root server record.
+	MsgServerRemove                           // ServerRemove: delete a root server record.
+	MsgCAInit                                 // CAInit: the network's CA; ErrExists if that network has one.
+	MsgIssuerPut                              // IssuerPut: a root server's issuing certificate.
+	MsgJoinTokenCreate                        // JoinTokenCreate: ErrExists on the same hash or id.
+	MsgJoinTokenConsume                       // JoinTokenConsume: uses one use of a join token.
+	MsgJoinTokenRevoke                        // JoinTokenRevoke: marks a join token revoked.
+	MsgRevoke                                 // Revoke: records a revocation; ErrExists if already revoked.
+	MsgPruneRevocations                       // PruneRevocations: drops what is past its time.
+	MsgTrustAnchorPut                         // TrustAnchorPut: a network's roots and access list.
+	MsgNodePut                                // NodePut: a node record.
+	MsgIssuedPut                              // IssuedPut: records an issued certificate; ErrExists on a repeated serial.
+	MsgJWKPut                                 // JWKPut: a public key in the JWKS.
+	MsgJWKSetState                            // JWKSetState: moves a key through staged, active, retiring.
+	MsgRegistrationCreate                     // RegistrationCreate: a node's registration request.
+	MsgRegistrationApprove                    // RegistrationApprove: pending -> approved with its certificate.
+	MsgRegistrationDeny                       // RegistrationDeny: pending -> denied.
+	MsgPolicySet                              // PolicySet: the policy text, compare-and-set on its version.
+	MsgRouteAuthPut                           // RouteAuthPut: who may originate a prefix.
+	MsgCAUpdate                               // CAUpdate: replaces a network's CA record (root rotation), compare-and-set.
+	MsgJWKDelete                              // JWKDelete: removes a key from the JWKS.
+	MsgRouteAuthDelete                        // RouteAuthDelete: removes a route authorization.
+	MsgTrustAnchorDelete                      // TrustAnchorDelete: removes a federated network's anchor.
+	MsgNodeCertRenew                          // NodeCertRenew: records a renewed node certificate and points the node at it.
+
+	msgTypeEnd // one past the last known type
+)
+
+var msgTypeNames = [...]string{
+	MsgServerPut:           "server_put",
+	MsgServerRemove:        "server_remove",
+	MsgCAInit:              "ca_init",
+	MsgIssuerPut:           "issuer_put",
+	MsgJoinTokenCreate:     "join_token_create",
+	MsgJoinTokenConsume:    "join_token_consume",
+	MsgJoinTokenRevoke:     "join_token_revoke",
+	MsgRevoke:              "revoke",
+	MsgPruneRevocations:    "prune_revocations",
+	MsgTrustAnchorPut:      "trust_anchor_put",
+	MsgNodePut:             "node_put",
+	MsgIssuedPut:           "issued_put",
+	MsgJWKPut:              "jwk_put",
+	MsgJWKSetState:         "jwk_set_state",
+	MsgRegistrationCreate:  "registration_create",
+	MsgRegistrationApprove: "registration_approve",
+	MsgRegistrationDeny:    "registration_deny",
+	MsgPolicySet:           "policy_set",
+	MsgRouteAuthPut:        "route_auth_put",
+	MsgCAUpdate:            "ca_update",
+	MsgJWKDelete:           "jwk_delete",
+	MsgRouteAuthDelete:     "route_auth_delete",
+	MsgTrustAnchorDelete:   "trust_anchor_delete",
+	MsgNodeCertRenew:       "node_cert_renew",
+}
+
+// String returns the command's name (e.g. "revoke"); the ignorable flag is
+// shown as a "+ignorable" suffix and unknown types as "msg_0x42".
+func (t MsgType) String() string {
+	base := t &^ IgnoreUnknownFlag
+	name := ""
+	if base < msgTypeEnd && base > 0 {
+		name = msgTypeNames[base]
+	} else {
+		name = "msg_0x" + strconv.FormatUint(uint64(base), 16)
+	}
+	if t&IgnoreUnknownFlag != 0 {
+		name += "+ignorable"
+	}
+	return name
+}
+
+// Known reports whether this replica knows the type (ignoring the flag).
+func (t MsgType) Known() bool {
+	base := t &^ IgnoreUnknownFlag
+	return base > 0 && base < msgTypeEnd
+}
+
+// CurrentVersion is the payload version Encode writes for t, and the newest
+// version Apply accepts. Every type is at version 1 so far. ok is false for
+// types this replica does not know.
+func CurrentVersion(t MsgType) (v uint16, ok bool) {
+	if !t.Known() {
+		return 0, false
+	}
+	return 1, true
+}
+
+// Indexes are the Raft indexes at which a record was created and last
+// modified. Apply sets them; values in a payload are ignored.
+type Indexes struct {
+	CreateIndex uint64 `json:"create_index"`
+	ModifyIndex uint64 `json:"modify_index"`
+}
+
+func (i *Indexes) meta() *Indexes { return i }
+
+// Server statuses.
+const (
+	ServerJoining = "joining"
+	ServerVoter   = "voter"
+	ServerRemoved = "removed"
+)
+
+// Server is a root server of this cluster.
+type Server struct {
+	Name     string `json:"name"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+	Status   string `json:"status"` // ServerJoining, ServerVoter or ServerRemoved
+	Indexes
+}
+
+// CA is a network's certificate authority: its root certificates in their
+// rotation slots, the root key sealed under the servers' seal key, and
+// cross-signs between old and new roots. Certificates are DER.
+type CA struct {
+	Network    string   `json:"network"`
+	Active     []byte   `json:"active"`
+	Prepared   [][]byte `json:"prepared"`
+	Retired    [][]byte `json:"retired"`
+	SealedKey  []byte   `json:"sealed_key"`
+	CrossSigns [][]byte `json:"cross_signs"`
+	Indexes
+}
+
+// Issuer statuses.
+const (
+	IssuerActive  = "active"
+	IssuerRevoked = "revoked"
+)
+
+// Issuer is a root server's issuing intermediate. A revoked issuer cannot
+// become active again and no certificate of it can be recorded.
+type Issuer struct {
+	ID      string `json:"id"` // the root server's name
+	Network string `json:"network"`
+	Cert    []byte `json:"cert"` // DER
+	Status  string `json:"status"`
+	Indexes
+}
+
+// Join token kinds.
+const (
+	TokenKindRoot = "root"
+	TokenKindNode = "node"
+)
+
+// JoinToken lets a root server or a node join. Only the hex SHA-256 of the
+// secret is replicated.
+type JoinToken struct {
+	ID          string    `json:"id"`   // short public id, e.g. the first 16 hex digits of Hash
+	Hash        string    `json:"hash"` // lowercase hex SHA-256 of the secret (64 digits)
+	Kind        string    `json:"kind"` // TokenKindRoot or TokenKindNode
+	Principal   string    `json:"principal,omitempty"`
+	NodeID      string    `json:"node_id,omitempty"` // when set, only this node id (or server name) may use it
+	Uses        int       `json:"uses"`
+	Used        int       `json:"used"`
+	Expiry      time.Time `json:"expiry"`
+	Revoked     bool      `json:"revoked"`
+	Description string    `json:"description,omitempty"`
+	Indexes
+}
+
+// RevocationKind says what a revocation's ID names.
+type RevocationKind string
+
+// Revocation kinds.
+const (
+	RevocationCert  RevocationKind = "cert"  // ID is a certificate serial (FormatSerial)
+	RevocationToken RevocationKind = "token" // ID is a token's jti
+	RevocationKey   RevocationKind = "key"   // ID is a JWK kid
+	RevocationNode  RevocationKind = "node"  // ID is a node id
+)
+
+// Revocation records that something is revoked. It is keyed by Kind and ID.
+type Revocation struct {
+	Kind   RevocationKind `json:"kind"`
+	ID     string         `json:"id"`
+	Reason string         `json:"reason,omitempty"`
+	// Time is the command's timestamp; a value in the payload is ignored.
+	Time time.Time `json:"time"`
+	// PruneAfter is when the revoked thing has expired anyway (its original
+	// expiry); PruneRevocations drops the record after it. Zero keeps it.
+	PruneAfter time.Time `json:"prune_after"`
+	Indexes
+}
+
+// TrustAnchor holds the roots of one network (ours or a federated one) and
+// its access list: the networks whose members are accepted.
+type TrustAnchor struct {
+	Network string   `json:"network"`
+	Roots   [][]byte `json:"roots"` // DER
+	Accept  []string `json:"accept"`
+	Indexes
+}
+
+// Node statuses.
+const (
+	NodeActive  = "active"
+	NodeRevoked = "revoked"
+)
+
+// Principals a node or token may carry.
+const (
+	PrincipalAdmin         = "ADMIN"
+	PrincipalNode          = "NODE"
+	PrincipalNodeCustodian = "NODE_CUSTODIAN"
+	PrincipalDataCustodian = "DATA_CUSTODIAN"
+	PrincipalUser          = "USER"
+)
+
+// Node is a registered mesh member. A revoked node cannot become active again.
+type Node struct {
+	ID         string    `json:"id"`
+	Network    string    `json:"network"`
+	Principal  string    `json:"principal"`
+	Status     string    `json:"status"`
+	CertSerial string    `json:"cert_serial,omitempty"`
+	PrevSerial string    `json:"prev_serial,omitempty"`
+	CertExpiry time.Time `json:"cert_expiry"`
+	Indexes
+}
+
+// Issued records a certificate an issuer signed, keyed by issuer and serial.
+type Issued struct {
+	Issuer   string    `json:"issuer"`
+	Serial   string    `json:"serial"` // FormatSerial of the certificate's serial number
+	NodeID   string    `json:"node_id"`
+	NotAfter time.Time `json:"not_after"`
+	Cert     []byte    `json:"cert"` // DER
+	Indexes
+}
+
+// JWK states.
+const (
+	JWKStaged   = "staged"
+	JWKActive   = "active"
+	JWKRetiring = "retiring"
+)
+
+// JWK is a public key in the replicated JWKS.
+type JWK struct {
+	KID      string          `json:"kid"`
+	Key      json.RawMessage `json:"key"`  // public JWK (may carry x5c); private members are rejected
+	Node     string          `json:"node"` // owner: a node id or a root server name
+	State    string          `json:"state"`
+	NotAfter time.Time       `json:"not_after"`
+	Indexes
+}
+
+// Registration statuses.
+const (
+	RegistrationPending  = "pending"
+	RegistrationApproved = "approved"
+	RegistrationDenied   = "denied"
+)
+
+// Registration is a node's request for a certificate.
+type Registration struct {
+	ID        string    `json:"id"`
+	NodeID    string    `json:"node_id"`
+	Network   string    `json:"network"`
+	Principal string    `json:"principal"`
+	CSR       []byte    `json:"csr"` // DER
+	Status    string    `json:"status"`
+	Reason    string    `json:"reason,omitempty"`
+	Serial    string    `json:"serial,omitempty"` // of the certificate once approved
+	Issuer    string    `json:"issuer,omitempty"`
+	Created   time.Time `json:"created"` // the creating command's timestamp
+	Indexes
+}
+
+// Policy is the policy set text; Version counts PolicySet commands.
+type Policy struct {
+	Text    string `json:"text"`
+	Version uint64 `json:"version"`
+	Indexes
+}
+
+// RouteAuth says which origins may announce a prefix and up to which length.
+type RouteAuth struct {
+	Prefix    string   `json:"prefix"` // canonical CIDR (netip.Prefix.Masked().String())
+	Origins   []string `json:"origins"`
+	MaxLength int      `json:"max_length"`
+	Indexes
+}
+
+// FormatSerial is the one spelling of a certificate serial number used in
+// this state: lowercase hex without leading zeros (big.Int.Text(16)). Apply
+// rejects any other spelling, so two spellings of one serial cannot slip past
+// the uniqueness check.
+func FormatSerial(serial *big.Int) string { return serial.Text(16) }
