@@ -1,0 +1,261 @@
+// Package client talks to the HTTPS API of keymesh root servers. The CLI and
+// the end-to-end tests use it; other programs may too.
+//
+// A Client is made from a Config naming one server, the CA to trust and,
+// for admin calls, a credential (a PEM file with a client certificate chain
+// and its key). Any server will do: followers forward writes to the leader.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// Config names the server and the trust material.
+type Config struct {
+	// Server is host:port or an https:// URL of any root server.
+	Server string
+	// CAFile is a PEM file with the AS root certificate(s) to trust.
+	CAFile string
+	// CAPEM is used instead of CAFile when set.
+	CAPEM []byte
+	// Credential is a PEM file with a client certificate chain and its key;
+	// empty for unauthenticated calls.
+	Credential string
+	// Timeout bounds each call. Default 15s; blocking queries add their wait.
+	Timeout time.Duration
+}
+
+// Client is an API client for one root server.
+type Client struct {
+	base    *url.URL
+	http    *http.Client
+	timeout time.Duration
+}
+
+// ErrNoServer is returned when no server address was given.
+var ErrNoServer = errors.New("client: no server address; pass --server or set KEYMESH_SERVER (or --data-dir of a local server)")
+
+// New makes a client. It reads the CA and the credential at once so that a
+// wrong path fails here with a clear message.
+func New(cfg Config) (*Client, error) {
+	if cfg.Server == "" {
+		return nil, ErrNoServer
+	}
+	raw := cfg.Server
+	if !strings.Contains(raw, "://") {
+		raw = "https://" + raw
+	}
+	base, err := url.Parse(raw)
+	if err != nil || base.Host == "" {
+		return nil, fmt.Errorf("client: server %q is not host:port or an https URL", cfg.Server)
+	}
+	if base.Scheme != "https" {
+		return nil, fmt.Errorf("client: server %q must use https", cfg.Server)
+	}
+	caPEM := cfg.CAPEM
+	if caPEM == nil {
+		if cfg.CAFile == "" {
+			return nil, errors.New("client: no CA to trust; pass --ca-file or set KEYMESH_CA_FILE (or --data-dir of a local server)")
+		}
+		if caPEM, err = os.ReadFile(cfg.CAFile); err != nil {
+			return nil, fmt.Errorf("client: CA file: %w", err)
+		}
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("client: CA file %s holds no PEM certificate", cfg.CAFile)
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}
+	if cfg.Credential != "" {
+		cert, err := cluster.LoadCredential(cfg.Credential)
+		if err != nil {
+			return nil, err
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 15 * time.Second
+	}
+	return &Client{
+		base:    base,
+		http:    &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 128}},
+		timeout: cfg.Timeout,
+	}, nil
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// Server is the base URL of the server this client talks to.
+func (c *Client) Server() string { return c.base.String() }
+
+// do sends one call and decodes a 2xx answer into out. Error answers come
+// back as *cluster.APIError.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) (http.Header, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.doNoTimeout(ctx, method, path, query, in, out)
+}
+
+func (c *Client) doNoTimeout(ctx context.Context, method, path string, query url.Values, in, out any) (http.Header, error) {
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.RawQuery = query.Encode()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return resp.Header, fmt.Errorf("client: reading answer to %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var eb struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
+			return resp.Header, &cluster.APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return resp.Header, &cluster.APIError{Status: resp.StatusCode, Code: "http", Message: resp.Status}
+	}
+	if out == nil {
+		return resp.Header, nil
+	}
+	if bp, ok := out.(*[]byte); ok {
+		*bp = b
+		return resp.Header, nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return resp.Header, fmt.Errorf("client: answer to %s %s: %w", method, path, err)
+	}
+	return resp.Header, nil
+}
+
+// Health returns the server's health. A server without a leader answers
+// with Status "no_leader" and an error *cluster.APIError of status 503.
+func (c *Client) Health(ctx context.Context) (cluster.Health, error) {
+	var h cluster.Health
+	_, err := c.do(ctx, http.MethodGet, "/v1/sys/health", nil, nil, &h)
+	return h, err
+}
+
+// Status returns the answering server's view of the cluster.
+func (c *Client) Status(ctx context.Context) (cluster.Status, error) {
+	var s cluster.Status
+	_, err := c.do(ctx, http.MethodGet, "/v1/cluster/status", nil, nil, &s)
+	return s, err
+}
+
+// RemoveServer removes a (dead) root server from the cluster.
+func (c *Client) RemoveServer(ctx context.Context, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/cluster/servers/"+url.PathEscape(name), nil, nil, nil)
+	return err
+}
+
+// CreateJoinToken makes a join token; the secret is in the answer only.
+func (c *Client) CreateJoinToken(ctx context.Context, req cluster.CreateJoinTokenRequest) (cluster.CreatedJoinToken, error) {
+	var out cluster.CreatedJoinToken
+	_, err := c.do(ctx, http.MethodPost, "/v1/join-tokens", nil, req, &out)
+	return out, err
+}
+
+// JoinTokens lists join tokens without their secrets.
+func (c *Client) JoinTokens(ctx context.Context) ([]cluster.JoinTokenInfo, error) {
+	var out []cluster.JoinTokenInfo
+	_, err := c.do(ctx, http.MethodGet, "/v1/join-tokens", nil, nil, &out)
+	return out, err
+}
+
+// RevokeJoinToken revokes a join token by its id.
+func (c *Client) RevokeJoinToken(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/join-tokens/"+url.PathEscape(id), nil, nil, nil)
+	return err
+}
+
+// Revoke commits a revocation.
+func (c *Client) Revoke(ctx context.Context, req cluster.RevokeRequest) (cluster.RevokeResponse, error) {
+	var out cluster.RevokeResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/revocations", nil, req, &out)
+	return out, err
+}
+
+// Revocations lists revocations (of one kind when kind is not empty). With
+// consistent, the answer reflects every write acknowledged before the call.
+func (c *Client) Revocations(ctx context.Context, kind string, consistent bool) ([]fsm.Revocation, error) {
+	q := url.Values{}
+	if kind != "" {
+		q.Set("kind", kind)
+	}
+	if consistent {
+		q.Set("consistent", "true")
+	}
+	var out []fsm.Revocation
+	_, err := c.do(ctx, http.MethodGet, "/v1/revocations", q, nil, &out)
+	return out, err
+}
+
+// Revocation looks one revocation up; found is false when it does not exist.
+func (c *Client) Revocation(ctx context.Context, kind, id string, consistent bool) (rev fsm.Revocation, found bool, err error) {
+	q := url.Values{}
+	if consistent {
+		q.Set("consistent", "true")
+	}
+	_, err = c.do(ctx, http.MethodGet, "/v1/revocations/"+url.PathEscape(kind)+"/"+url.PathEscape(id), q, nil, &rev)
+	var ae *cluster.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Code == "not_found" {
+		return rev, false, nil
+	}
+	return rev, err == nil, err
+}
+
+// Bundle returns the PEM bundle of AS roots and issuing intermediates.
+func (c *Client) Bundle(ctx context.Context) ([]byte, error) {
+	var out []byte
+	_, err := c.do(ctx, http.MethodGet, "/v1/ca/bundle", nil, nil, &out)
+	return out, err
+}
+
+// Trust runs a blocking query: it returns once the state index passes
+// index, or after wait.
+func (c *Client) Trust(ctx context.Context, index uint64, wait time.Duration) (cluster.Trust, error) {
+	q := url.Values{}
+	q.Set("index", strconv.FormatUint(index, 10))
+	q.Set("wait", wait.String())
+	ctx, cancel := context.WithTimeout(ctx, c.timeout+wait)
+	defer cancel()
+	var out cluster.Trust
+	_, err := c.doNoTimeout(ctx, http.MethodGet, "/v1/trust", q, nil, &out)
+	return out, err
+}

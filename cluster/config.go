@@ -1,0 +1,164 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// RaftTimeouts are the timing knobs of the consensus layer. The defaults suit a
+// LAN: a killed leader is replaced in well under a second, and a loaded
+// two-core machine does not see spurious elections.
+type RaftTimeouts struct {
+	// Heartbeat is how long a follower waits without hearing from the leader
+	// before it starts an election. Default 300ms.
+	Heartbeat time.Duration
+	// Election is how long a candidate waits for votes before it retries.
+	// Default 300ms.
+	Election time.Duration
+	// LeaderLease is how long a leader keeps leading without contact with a
+	// quorum. Must not exceed Heartbeat. Default 250ms.
+	LeaderLease time.Duration
+	// Commit bounds how long the leader waits before it sends a heartbeat to
+	// push a commit index. Default 20ms.
+	Commit time.Duration
+}
+
+// DefaultRaftTimeouts returns the LAN defaults.
+func DefaultRaftTimeouts() RaftTimeouts {
+	return RaftTimeouts{
+		Heartbeat:   300 * time.Millisecond,
+		Election:    300 * time.Millisecond,
+		LeaderLease: 250 * time.Millisecond,
+		Commit:      20 * time.Millisecond,
+	}
+}
+
+func (t RaftTimeouts) withDefaults() RaftTimeouts {
+	d := DefaultRaftTimeouts()
+	if t.Heartbeat == 0 {
+		t.Heartbeat = d.Heartbeat
+	}
+	if t.Election == 0 {
+		t.Election = d.Election
+	}
+	if t.LeaderLease == 0 {
+		t.LeaderLease = min(d.LeaderLease, t.Heartbeat)
+	}
+	if t.Commit == 0 {
+		t.Commit = d.Commit
+	}
+	return t
+}
+
+func (t RaftTimeouts) validate() error {
+	const floor = 5 * time.Millisecond
+	switch {
+	case t.Heartbeat < floor, t.Election < floor, t.LeaderLease < floor, t.Commit < time.Millisecond:
+		return fmt.Errorf("raft timeouts must be at least %s (commit at least 1ms): got heartbeat %s, election %s, lease %s, commit %s",
+			floor, t.Heartbeat, t.Election, t.LeaderLease, t.Commit)
+	case t.LeaderLease > t.Heartbeat:
+		return fmt.Errorf("raft leader lease (%s) must not exceed the heartbeat timeout (%s)", t.LeaderLease, t.Heartbeat)
+	}
+	return nil
+}
+
+// Limits bound what a root server accepts from the network. Zero fields take
+// the defaults.
+type Limits struct {
+	// MaxBodyBytes bounds a request body. Default 64 KiB.
+	MaxBodyBytes int64
+	// MaxHeaderBytes bounds request headers. Default 16 KiB.
+	MaxHeaderBytes int
+	// RequestTimeout bounds one API request, forwarding included. Default 10s.
+	RequestTimeout time.Duration
+	// MaxWait bounds the wait of a blocking query. Default 5m.
+	MaxWait time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBodyBytes == 0 {
+		l.MaxBodyBytes = 64 << 10
+	}
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = 16 << 10
+	}
+	if l.RequestTimeout == 0 {
+		l.RequestTimeout = 10 * time.Second
+	}
+	if l.MaxWait == 0 {
+		l.MaxWait = 5 * time.Minute
+	}
+	return l
+}
+
+// Options are the runtime settings shared by Bootstrap, Join and Open. They
+// are not stored in the data directory.
+type Options struct {
+	// Raft holds the consensus timeouts; zero fields take the LAN defaults.
+	Raft RaftTimeouts
+	// SnapshotThreshold is how many log entries trigger a snapshot. Default 8192.
+	SnapshotThreshold uint64
+	// SnapshotInterval is how often Raft checks whether to snapshot. Default 30s.
+	SnapshotInterval time.Duration
+	// SnapshotRetain is how many snapshots are kept on disk. Default 2.
+	SnapshotRetain int
+	// Limits bound the HTTP API.
+	Limits Limits
+	// Logger receives structured logs; nil means a logger on stderr at info level.
+	Logger hclog.Logger
+	// Clock returns the current time; nil means time.Now. It stamps commands
+	// and signs certificates.
+	Clock func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	o.Raft = o.Raft.withDefaults()
+	if o.SnapshotThreshold == 0 {
+		o.SnapshotThreshold = 8192
+	}
+	if o.SnapshotInterval == 0 {
+		o.SnapshotInterval = 30 * time.Second
+	}
+	if o.SnapshotRetain == 0 {
+		o.SnapshotRetain = 2
+	}
+	o.Limits = o.Limits.withDefaults()
+	if o.Logger == nil {
+		o.Logger = hclog.New(&hclog.LoggerOptions{Name: "keymesh", Level: hclog.Info})
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	if err := o.Raft.validate(); err != nil {
+		return err
+	}
+	if o.SnapshotRetain < 1 {
+		return errors.New("snapshot retention must keep at least one snapshot")
+	}
+	return nil
+}
+
+// validateAddr checks a host:port an operator gave for a listener. Port 0
+// asks the system for a free port; the chosen one is what gets advertised and
+// stored.
+func validateAddr(flag, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q is not host:port (for example 127.0.0.1:8300): %w", flag, addr, err)
+	}
+	if host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		return fmt.Errorf("%s %q must name the address other servers reach, not a wildcard", flag, addr)
+	}
+	if port == "" {
+		return fmt.Errorf("%s %q has no port", flag, addr)
+	}
+	return nil
+}

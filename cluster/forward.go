@@ -1,0 +1,184 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// Internal, leader-only operations. Followers forward them to the leader over
+// mutual TLS; only root servers of the network may call them.
+
+type applyRequest struct {
+	Command []byte `json:"command"`
+}
+
+type applyResponse struct {
+	Index uint64     `json:"index"`
+	Error *errorBody `json:"error,omitempty"`
+}
+
+// err rebuilds the state machine's rejection, if any, so that errors.Is
+// works with the fsm sentinels on the forwarding side too.
+func (r applyResponse) err() error {
+	if r.Error == nil {
+		return nil
+	}
+	return fsm.ErrorFromCode(r.Error.Code, r.Error.Message)
+}
+
+type readIndexResponse struct {
+	Index uint64 `json:"index"`
+}
+
+type addVoterRequest struct {
+	Name     string `json:"name"`
+	RaftAddr string `json:"raft_addr"`
+}
+
+type removeServerRequest struct {
+	Name string `json:"name"`
+}
+
+// leaderCall POSTs one internal operation to the leader at addr. retry
+// reports that the request was not delivered (or the receiver was not the
+// leader) and may be sent again.
+func (s *Server) leaderCall(ctx context.Context, addr, path string, in, out any) (retry bool, err error) {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return false, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.peerClient.Do(req)
+	if err != nil {
+		if notSent(err) {
+			return true, fmt.Errorf("cluster: leader %s unreachable: %w", addr, err)
+		}
+		if ctx.Err() != nil {
+			return false, fmt.Errorf("%w: %w", ErrUnknownOutcome, ctx.Err())
+		}
+		return false, fmt.Errorf("%w: forwarding to %s: %w", ErrUnknownOutcome, addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return false, fmt.Errorf("%w: reading the leader's answer: %w", ErrUnknownOutcome, err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, out); err != nil {
+			return false, fmt.Errorf("cluster: leader's answer to %s: %w", path, err)
+		}
+		return false, nil
+	}
+	var eb errorEnvelope
+	_ = json.Unmarshal(b, &eb)
+	switch eb.Error.Code {
+	case codeNotLeader:
+		return true, ErrNoLeader
+	case codeUnknownOutcome:
+		return false, fmt.Errorf("%w: %s", ErrUnknownOutcome, eb.Error.Message)
+	case "":
+		return false, fmt.Errorf("cluster: leader answered %s to %s", resp.Status, path)
+	}
+	return false, &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+}
+
+// notSent reports whether a request failed before any byte reached the
+// server (so resending it cannot duplicate a write).
+func notSent(err error) bool {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+func (s *Server) handleInternalApply(w http.ResponseWriter, r *http.Request) {
+	var req applyRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	if len(req.Command) == 0 {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "command is empty")
+		return
+	}
+	if _, err := fsm.Decode(req.Command); err != nil {
+		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+		return
+	}
+	idx, err, retry := s.applyLocal(r.Context(), req.Command)
+	if retry {
+		writeError(w, http.StatusServiceUnavailable, codeNotLeader, "this server does not lead; ask again")
+		return
+	}
+	var ce *fsm.CommandError
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, applyResponse{Index: idx})
+	case errors.As(err, &ce):
+		writeJSON(w, http.StatusOK, applyResponse{Index: idx, Error: &errorBody{Code: fsm.ErrorCode(err), Message: err.Error()}})
+	default:
+		s.writeErr(w, err)
+	}
+}
+
+func (s *Server) handleInternalReadIndex(w http.ResponseWriter, r *http.Request) {
+	idx, err := s.leaderReadIndex()
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, codeNotLeader, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, readIndexResponse{Index: idx})
+}
+
+func (s *Server) handleInternalAddVoter(w http.ResponseWriter, r *http.Request) {
+	var req addVoterRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	id, _ := s.caller(r)
+	if id.Name != req.Name {
+		writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("server %q may only add itself, not %q", id.Name, req.Name))
+		return
+	}
+	if s.node.raft.State() != raft.Leader {
+		writeError(w, http.StatusServiceUnavailable, codeNotLeader, "this server does not lead; ask again")
+		return
+	}
+	if err := s.addVoter(r.Context(), req.Name, req.RaftAddr); err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) handleInternalRemove(w http.ResponseWriter, r *http.Request) {
+	var req removeServerRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	if s.node.raft.State() != raft.Leader {
+		writeError(w, http.StatusServiceUnavailable, codeNotLeader, "this server does not lead; ask again")
+		return
+	}
+	if err := s.removeServer(r.Context(), req.Name); err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}

@@ -1,0 +1,433 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// Limits of join tokens an operator may create.
+const (
+	maxTokenUses   = 10000
+	maxTokenTTL    = 30 * 24 * time.Hour
+	defaultRootTTL = 24 * time.Hour
+	defaultNodeTTL = 24 * time.Hour
+	tokenPrefix    = "kmjt."
+)
+
+// Health is the answer of GET /v1/sys/health.
+type Health struct {
+	Status       string `json:"status"` // "ok" when a leader is known, "no_leader" otherwise
+	Name         string `json:"name"`
+	Network      string `json:"network"`
+	Leader       string `json:"leader,omitempty"`
+	AppliedIndex uint64 `json:"applied_index"`
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	_, leader := s.node.raft.LeaderWithID()
+	h := Health{Status: "ok", Name: s.name, Network: s.network, Leader: string(leader), AppliedIndex: s.store.Index()}
+	status := http.StatusOK
+	if leader == "" {
+		h.Status, status = "no_leader", http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, h)
+}
+
+// handleBundle serves the PEM bundle of the network: AS roots first, then the
+// issuing intermediates of the root servers.
+func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) {
+	var out []byte
+	if rec, ok := s.store.CA(s.network); ok {
+		for _, der := range append([][]byte{rec.Active}, rec.Prepared...) {
+			out = append(out, certChainPEM([][]byte{der})...)
+		}
+	}
+	for _, is := range s.store.Issuers() {
+		if is.Status == "active" {
+			out = append(out, certChainPEM([][]byte{is.Cert})...)
+		}
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	w.Header().Set("Cache-Control", "max-age=60")
+	w.Write(out)
+}
+
+// ServerInfo describes one root server in status answers.
+type ServerInfo struct {
+	Name     string `json:"name"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+	Suffrage string `json:"suffrage"` // "voter", "nonvoter" or "none" (known to the state but not to Raft)
+	Status   string `json:"status"`   // the replicated record's status
+}
+
+// Status is the answer of GET /v1/cluster/status: the view of the server
+// that answers.
+type Status struct {
+	Name         string       `json:"name"`
+	Network      string       `json:"network"`
+	State        string       `json:"state"`
+	Leader       string       `json:"leader,omitempty"`
+	Term         uint64       `json:"term"`
+	CommitIndex  uint64       `json:"commit_index"`
+	AppliedIndex uint64       `json:"applied_index"`
+	LastLogIndex uint64       `json:"last_log_index"`
+	StateHash    string       `json:"state_hash"`
+	Servers      []ServerInfo `json:"servers"`
+}
+
+// status gathers this server's view.
+func (s *Server) status() (Status, error) {
+	r := s.node.raft
+	_, leader := r.LeaderWithID()
+	st := Status{
+		Name: s.name, Network: s.network, State: r.State().String(), Leader: string(leader),
+		Term: r.CurrentTerm(), LastLogIndex: r.LastIndex(),
+	}
+	st.CommitIndex, _ = strconv.ParseUint(r.Stats()["commit_index"], 10, 64)
+	st.StateHash, st.AppliedIndex = hashIndex(s.store)
+	servers, err := s.servers()
+	st.Servers = servers
+	return st, err
+}
+
+// servers merges the Raft configuration with the replicated server records.
+func (s *Server) servers() ([]ServerInfo, error) {
+	f := s.node.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []ServerInfo
+	for _, srv := range f.Configuration().Servers {
+		info := ServerInfo{Name: string(srv.ID), RaftAddr: string(srv.Address), Suffrage: "voter"}
+		if srv.Suffrage != raft.Voter {
+			info.Suffrage = "nonvoter"
+		}
+		if rec, ok := s.store.Server(info.Name); ok {
+			info.APIAddr, info.Status = rec.APIAddr, rec.Status
+		}
+		seen[info.Name] = true
+		out = append(out, info)
+	}
+	for _, rec := range s.store.Servers() {
+		if !seen[rec.Name] {
+			out = append(out, ServerInfo{Name: rec.Name, RaftAddr: rec.RaftAddr, APIAddr: rec.APIAddr, Suffrage: "none", Status: rec.Status})
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.status()
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
+	servers, err := s.servers()
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, servers)
+}
+
+func (s *Server) handleRemoveServer(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := ca.ValidateName(name); err != nil {
+		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+		return
+	}
+	err := s.onLeader(r.Context(), "/v1/internal/remove-server", removeServerRequest{Name: name}, &struct{}{}, func(ctx context.Context) error {
+		return s.removeServer(ctx, name)
+	})
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"removed": name})
+}
+
+// CreateJoinTokenRequest is the body of POST /v1/join-tokens.
+type CreateJoinTokenRequest struct {
+	Kind        string `json:"kind"`                // "root" or "node"
+	Principal   string `json:"principal,omitempty"` // for node tokens: the principal the node gets
+	NodeID      string `json:"node_id,omitempty"`   // optional constraint: only this node id may use it
+	Uses        int    `json:"uses,omitempty"`      // default 1
+	TTL         string `json:"ttl,omitempty"`       // Go duration, default 24h, at most 720h
+	Description string `json:"description,omitempty"`
+}
+
+// JoinTokenInfo is a join token as listed: everything but the secret.
+type JoinTokenInfo struct {
+	ID          string    `json:"id"`
+	Kind        string    `json:"kind"`
+	Principal   string    `json:"principal,omitempty"`
+	NodeID      string    `json:"node_id,omitempty"`
+	Uses        int       `json:"uses"`
+	Used        int       `json:"used"`
+	Expiry      time.Time `json:"expiry"`
+	Revoked     bool      `json:"revoked"`
+	Description string    `json:"description,omitempty"`
+}
+
+// CreatedJoinToken is the answer of POST /v1/join-tokens; the secret is
+// shown this once.
+type CreatedJoinToken struct {
+	JoinTokenInfo
+	Secret string `json:"secret"`
+	Index  uint64 `json:"index"`
+}
+
+func tokenInfo(t fsm.JoinToken) JoinTokenInfo {
+	return JoinTokenInfo{ID: t.ID, Kind: t.Kind, Principal: t.Principal, NodeID: t.NodeID, Uses: t.Uses, Used: t.Used,
+		Expiry: t.Expiry, Revoked: t.Revoked, Description: t.Description}
+}
+
+// hashToken is how a join token secret is stored: hex sha256.
+func hashToken(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// newJoinToken makes a join token secret and its replicated record.
+func (s *Server) newJoinToken(req CreateJoinTokenRequest) (string, fsm.JoinToken, error) {
+	if req.Kind != "root" && req.Kind != "node" {
+		return "", fsm.JoinToken{}, fmt.Errorf("kind must be \"root\" or \"node\", not %q", req.Kind)
+	}
+	if req.Uses == 0 {
+		req.Uses = 1
+	}
+	if req.Uses < 0 || req.Uses > maxTokenUses {
+		return "", fsm.JoinToken{}, fmt.Errorf("uses must be between 1 and %d, not %d", maxTokenUses, req.Uses)
+	}
+	ttl := defaultNodeTTL
+	if req.Kind == "root" {
+		ttl = defaultRootTTL
+	}
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			return "", fsm.JoinToken{}, fmt.Errorf("ttl %q is not a duration like 30m or 24h", req.TTL)
+		}
+		ttl = d
+	}
+	if ttl <= 0 || ttl > maxTokenTTL {
+		return "", fsm.JoinToken{}, fmt.Errorf("ttl must be positive and at most %s, not %s", maxTokenTTL, ttl)
+	}
+	if req.NodeID != "" {
+		if err := ca.ValidateName(req.NodeID); err != nil {
+			return "", fsm.JoinToken{}, err
+		}
+	}
+	if len(req.Description) > 256 {
+		return "", fsm.JoinToken{}, fmt.Errorf("description is longer than 256 bytes")
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fsm.JoinToken{}, err
+	}
+	secret := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
+	h := hashToken(secret)
+	return secret, fsm.JoinToken{
+		ID: h[:16], Hash: h, Kind: req.Kind, Principal: req.Principal, NodeID: req.NodeID,
+		Uses: req.Uses, Expiry: s.opts.Clock().Add(ttl).UTC().Truncate(time.Second), Description: req.Description,
+	}, nil
+}
+
+func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request) {
+	var req CreateJoinTokenRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	secret, tok, err := s.newJoinToken(req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+		return
+	}
+	idx, err := s.Propose(r.Context(), fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok})
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, CreatedJoinToken{JoinTokenInfo: tokenInfo(tok), Secret: secret, Index: idx})
+}
+
+func (s *Server) handleListJoinTokens(w http.ResponseWriter, r *http.Request) {
+	out := []JoinTokenInfo{}
+	for _, t := range s.store.JoinTokens() {
+		out = append(out, tokenInfo(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleRevokeJoinToken(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, ok := s.store.JoinTokenByID(id); !ok {
+		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no join token with id %q; `keymesh tokens list` shows them", id))
+		return
+	}
+	idx, err := s.Propose(r.Context(), fsm.MsgJoinTokenRevoke, fsm.JoinTokenRevoke{ID: id})
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": id, "index": idx})
+}
+
+// RevokeRequest is the body of POST /v1/revocations.
+type RevokeRequest struct {
+	Kind   string `json:"kind"` // cert, token, key or node
+	ID     string `json:"id"`   // certificate serial (hex), token jti, key id, or node id
+	Reason string `json:"reason,omitempty"`
+	// PruneAfter is when the revoked thing would have expired anyway; the
+	// revocation is dropped after it. Default: 30 days from now; never for
+	// nodes.
+	PruneAfter *time.Time `json:"prune_after,omitempty"`
+}
+
+// RevokeResponse is the answer of POST /v1/revocations.
+type RevokeResponse struct {
+	Revocation fsm.Revocation `json:"revocation"`
+	Index      uint64         `json:"index"`
+}
+
+// defaultRevocationLife is how long a revocation of unknown expiry is kept.
+const defaultRevocationLife = 30 * 24 * time.Hour
+
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	var req RevokeRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	kind := fsm.RevocationKind(req.Kind)
+	switch kind {
+	case "cert", "token", "key", "node":
+	default:
+		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("kind must be cert, token, key or node, not %q", req.Kind))
+		return
+	}
+	if req.ID == "" || len(req.ID) > 256 || strings.ContainsAny(req.ID, " /\n\t") {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "id must be 1 to 256 characters without spaces or slashes")
+		return
+	}
+	if len(req.Reason) > 512 {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "reason is longer than 512 bytes")
+		return
+	}
+	now := s.opts.Clock()
+	rev := fsm.Revocation{Kind: kind, ID: req.ID, Reason: req.Reason}
+	switch {
+	case req.PruneAfter != nil:
+		rev.PruneAfter = req.PruneAfter.UTC()
+	case kind != "node":
+		rev.PruneAfter = now.Add(defaultRevocationLife).UTC().Truncate(time.Second)
+	}
+	idx, err := s.Propose(r.Context(), fsm.MsgRevoke, fsm.Revoke{Revocation: rev})
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	stored, _ := s.store.Revoked(kind, req.ID)
+	writeJSON(w, http.StatusCreated, RevokeResponse{Revocation: stored, Index: idx})
+}
+
+func (s *Server) handleListRevocations(w http.ResponseWriter, r *http.Request) {
+	if !s.maybeConsistent(w, r) {
+		return
+	}
+	kind := r.URL.Query().Get("kind")
+	out := []fsm.Revocation{}
+	for _, rev := range s.store.Revocations() {
+		if kind == "" || string(rev.Kind) == kind {
+			out = append(out, rev)
+		}
+	}
+	w.Header().Set("X-Keymesh-Index", strconv.FormatUint(s.store.Index(), 10))
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleGetRevocation(w http.ResponseWriter, r *http.Request) {
+	if !s.maybeConsistent(w, r) {
+		return
+	}
+	kind, id := r.PathValue("kind"), r.PathValue("id")
+	rev, ok := s.store.Revoked(fsm.RevocationKind(kind), id)
+	w.Header().Set("X-Keymesh-Index", strconv.FormatUint(s.store.Index(), 10))
+	if !ok {
+		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("%s %q is not revoked", kind, id))
+		return
+	}
+	writeJSON(w, http.StatusOK, rev)
+}
+
+// maybeConsistent makes the read linearizable when ?consistent=true.
+func (s *Server) maybeConsistent(w http.ResponseWriter, r *http.Request) bool {
+	if v := r.URL.Query().Get("consistent"); v == "" || v == "false" {
+		return true
+	}
+	if err := s.ConsistentRead(r.Context()); err != nil {
+		s.writeErr(w, err)
+		return false
+	}
+	return true
+}
+
+// Trust is the answer of GET /v1/trust: what a verifier needs.
+type Trust struct {
+	Index       uint64            `json:"index"`
+	Network     string            `json:"network"`
+	Anchors     []fsm.TrustAnchor `json:"anchors"`
+	Revocations []fsm.Revocation  `json:"revocations"`
+	JWKS        []fsm.JWK         `json:"jwks"`
+}
+
+// handleTrust is a blocking query: with ?index=N it waits (up to ?wait,
+// default 30s, at most Limits.MaxWait) until the state moves past N.
+func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var after uint64
+	if v := q.Get("index"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeBadRequest, "index must be a non-negative integer")
+			return
+		}
+		after = n
+	}
+	wait := 30 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			writeError(w, http.StatusBadRequest, codeBadRequest, "wait must be a duration like 30s")
+			return
+		}
+		wait = min(d, s.opts.Limits.MaxWait)
+	}
+	if after > 0 && s.store.Index() <= after {
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		_, _ = s.store.WaitIndex(ctx, after)
+		cancel()
+	}
+	t := Trust{Index: s.store.Index(), Network: s.network, Anchors: s.store.TrustAnchors(),
+		Revocations: s.store.Revocations(), JWKS: s.store.JWKS()}
+	w.Header().Set("X-Keymesh-Index", strconv.FormatUint(t.Index, 10))
+	writeJSON(w, http.StatusOK, t)
+}

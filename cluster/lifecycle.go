@@ -1,0 +1,518 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// Validity of the certificates a root server makes for itself.
+const (
+	serverCertValidity = 365 * 24 * time.Hour
+	adminCertValidity  = 365 * 24 * time.Hour
+	rootTokenTTL       = 24 * time.Hour
+)
+
+// BootstrapConfig describes the first root server of a new network.
+type BootstrapConfig struct {
+	Network  string // network name, a hostname like mainnet.example.net
+	Name     string // this server's name, its Raft id
+	DataDir  string // must be empty or absent
+	RaftAddr string // host:port for Raft; port 0 picks a free one
+	APIAddr  string // host:port for the HTTPS API; port 0 picks a free one
+	Options  Options
+}
+
+// BootstrapResult is what the operator needs to grow the cluster.
+type BootstrapResult struct {
+	CAHash         string // sha256:<hex of the AS root's SubjectPublicKeyInfo>
+	RootJoinToken  string // one-time root-join token, valid 24h
+	CredentialPath string // admin credential (client certificate and key)
+	RootsPath      string // AS root certificate in PEM
+}
+
+// Bootstrap makes a new network and starts its first root server as the
+// single Raft voter. On failure nothing is left in DataDir.
+func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *BootstrapResult, err error) {
+	o := cfg.Options.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, nil, err
+	}
+	if err := ca.ValidateNetwork(cfg.Network); err != nil {
+		return nil, nil, fmt.Errorf("--network: %w", err)
+	}
+	if err := ca.ValidateName(cfg.Name); err != nil {
+		return nil, nil, fmt.Errorf("--name: %w", err)
+	}
+	if err := validateAddr("--raft-addr", cfg.RaftAddr); err != nil {
+		return nil, nil, err
+	}
+	if err := validateAddr("--api-addr", cfg.APIAddr); err != nil {
+		return nil, nil, err
+	}
+	dir := dataDir(cfg.DataDir)
+	cleanup, err := dir.prepare()
+	if err != nil {
+		return nil, nil, err
+	}
+	raftLn, apiLn, err := listen(cfg.RaftAddr, cfg.APIAddr)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			if srv != nil {
+				srv.Shutdown()
+			} else {
+				raftLn.Close()
+				apiLn.Close()
+			}
+			cleanup()
+		}
+	}()
+	now := o.Clock()
+	sf := serverFile{Name: cfg.Name, Network: cfg.Network, RaftAddr: raftLn.Addr().String(), APIAddr: apiLn.Addr().String()}
+
+	root, err := ca.NewRoot(cfg.Network, now, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	sealKey, err := ca.NewSealKey(nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	sealed, err := ca.SealSigner(sealKey, root.Key, cfg.Network, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	issuerKey, err := ca.GenerateKey(ca.KeyP384, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	issuerCert, err := ca.SignIntermediate(root, issuerKey.Public(), cfg.Network, cfg.Name, now, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := selfIssue(sf, ca.Signer{Cert: issuerCert, Key: issuerKey}, []*x509.Certificate{root.Cert}, sealKey, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := dir.writeMaterial(m); err != nil {
+		return nil, nil, err
+	}
+	srv, err = newServer(dir, sf, m, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := srv.start(raftLn, apiLn, true); err != nil {
+		srv = nil
+		return nil, nil, err
+	}
+	if err := srv.waitLeader(ctx); err != nil {
+		return nil, nil, err
+	}
+	secret, tok, err := srv.newJoinToken(CreateJoinTokenRequest{Kind: "root", TTL: rootTokenTTL.String(), Description: "bootstrap root-join token"})
+	if err != nil {
+		return nil, nil, err
+	}
+	cmds := []struct {
+		t fsm.MsgType
+		p any
+	}{
+		{fsm.MsgCAInit, fsm.CAInit{CA: fsm.CA{Network: cfg.Network, Active: root.Cert.Raw, SealedKey: sealed}}},
+		{fsm.MsgIssuerPut, fsm.IssuerPut{Issuer: fsm.Issuer{ID: cfg.Name, Network: cfg.Network, Cert: issuerCert.Raw, Status: "active"}}},
+		{fsm.MsgServerPut, fsm.ServerPut{Server: fsm.Server{Name: cfg.Name, RaftAddr: sf.RaftAddr, APIAddr: sf.APIAddr, Status: "voter"}}},
+		{fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: fsm.TrustAnchor{Network: cfg.Network, Roots: [][]byte{root.Cert.Raw}, Accept: []string{cfg.Network}}}},
+		{fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok}},
+	}
+	for _, c := range cmds {
+		if _, err := srv.Propose(ctx, c.t, c.p); err != nil {
+			return nil, nil, fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+	}
+	if err := dir.writeServer(sf); err != nil {
+		return nil, nil, err
+	}
+	srv.log.Info("bootstrapped network", "network", cfg.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr, "ca_hash", ca.Hash(root.Cert))
+	return srv, &BootstrapResult{
+		CAHash: ca.Hash(root.Cert), RootJoinToken: secret,
+		CredentialPath: CredentialPath(cfg.DataDir), RootsPath: RootsPath(cfg.DataDir),
+	}, nil
+}
+
+// selfIssue makes the server's own TLS certificate and admin credential
+// under its issuing intermediate.
+func selfIssue(sf serverFile, issuer ca.Signer, roots []*x509.Certificate, sealKey []byte, now time.Time) (material, error) {
+	m := material{roots: roots, sealKey: sealKey, issuer: issuer}
+	hosts := hostsOf(sf.RaftAddr, sf.APIAddr)
+	tlsKey, err := ca.GenerateKey(ca.KeyP384, nil)
+	if err != nil {
+		return m, err
+	}
+	tlsCert, err := ca.SignServerTLS(issuer, tlsKey.Public(), sf.Network, sf.Name, hosts, now, nil)
+	if err != nil {
+		return m, err
+	}
+	// The chain carries the AS root too: a joining server has only the CA
+	// hash at first contact and finds the root it pins in this chain.
+	m.tlsCert = tlsCertificate([]*x509.Certificate{tlsCert, issuer.Cert, roots[0]}, tlsKey)
+	adminKey, err := ca.GenerateKey(ca.KeyP384, nil)
+	if err != nil {
+		return m, err
+	}
+	adminCert, err := ca.SignAdmin(issuer, adminKey.Public(), sf.Network, sf.Name, adminCertValidity, now, nil)
+	if err != nil {
+		return m, err
+	}
+	m.credential, err = credentialPEM([]*x509.Certificate{adminCert, issuer.Cert}, adminKey)
+	return m, err
+}
+
+func hostsOf(addrs ...string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, a := range addrs {
+		h, _, err := net.SplitHostPort(a)
+		if err == nil && !seen[h] {
+			seen[h] = true
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// waitLeader blocks until some server leads.
+func (s *Server) waitLeader(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if _, id := s.node.raft.LeaderWithID(); id != "" {
+			return nil
+		}
+		if err := s.pause(ctx); err != nil {
+			return fmt.Errorf("%w: %w", ErrNoLeader, err)
+		}
+	}
+}
+
+// JoinConfig describes a new root server joining an existing network.
+type JoinConfig struct {
+	Join     string // API address of any running root server
+	Token    string // root-join token from `keymesh root token` (or bootstrap)
+	CAHash   string // sha256:... pin of the AS root, printed by bootstrap
+	Name     string
+	DataDir  string
+	RaftAddr string
+	APIAddr  string
+	// SealKey, when set, is the network's seal key provided by the operator;
+	// otherwise it travels inside the pinned, token-authenticated exchange.
+	SealKey []byte
+	Options Options
+}
+
+// ErrPinMismatch is returned when the server contacted for a join does not
+// present the AS root named by the CA hash.
+var ErrPinMismatch = errors.New("cluster: the server's CA does not match --ca-hash; check the hash printed by `keymesh root bootstrap`")
+
+// Join admits a new root server into a running network and starts it. On
+// failure nothing is left in DataDir.
+func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
+	o := cfg.Options.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if err := ca.ValidateName(cfg.Name); err != nil {
+		return nil, fmt.Errorf("--name: %w", err)
+	}
+	if _, err := ca.ParseHash(cfg.CAHash); err != nil {
+		return nil, fmt.Errorf("--ca-hash: %w", err)
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("--token is required: make one with `keymesh root token` on a running server")
+	}
+	for _, a := range []struct{ flag, addr string }{{"--join", cfg.Join}, {"--raft-addr", cfg.RaftAddr}, {"--api-addr", cfg.APIAddr}} {
+		if err := validateAddr(a.flag, a.addr); err != nil {
+			return nil, err
+		}
+	}
+	dir := dataDir(cfg.DataDir)
+	cleanup, err := dir.prepare()
+	if err != nil {
+		return nil, err
+	}
+	raftLn, apiLn, err := listen(cfg.RaftAddr, cfg.APIAddr)
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			if srv != nil {
+				srv.Shutdown()
+			} else {
+				raftLn.Close()
+				apiLn.Close()
+			}
+			cleanup()
+		}
+	}()
+	sf := serverFile{Name: cfg.Name, RaftAddr: raftLn.Addr().String(), APIAddr: apiLn.Addr().String(), JoinAddr: cfg.Join}
+	issuerKey, err := ca.GenerateKey(ca.KeyP384, nil)
+	if err != nil {
+		return nil, err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(issuerKey.Public())
+	if err != nil {
+		return nil, err
+	}
+	resp, pinned, err := requestJoin(ctx, cfg, o, JoinRequest{
+		Token: cfg.Token, Name: cfg.Name, RaftAddr: sf.RaftAddr, APIAddr: sf.APIAddr,
+		IssuerKey: pubDER, WantSealKey: cfg.SealKey == nil,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sf.Network = resp.Network
+	issuerCert, sealKey, err := checkJoinResponse(resp, pinned, issuerKey, cfg, o.Clock())
+	if err != nil {
+		return nil, err
+	}
+	m, err := selfIssue(sf, ca.Signer{Cert: issuerCert, Key: issuerKey}, []*x509.Certificate{pinned}, sealKey, o.Clock())
+	if err != nil {
+		return nil, err
+	}
+	if err := dir.writeMaterial(m); err != nil {
+		return nil, err
+	}
+	srv, err = newServer(dir, sf, m, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.start(raftLn, apiLn, false); err != nil {
+		srv = nil
+		return nil, err
+	}
+	if err := dir.writeServer(sf); err != nil {
+		return nil, err
+	}
+	if err := srv.becomeVoter(ctx); err != nil {
+		return nil, err
+	}
+	srv.log.Info("joined network", "network", sf.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr)
+	return srv, nil
+}
+
+// requestJoin posts the join request over TLS pinned by the CA hash. It
+// returns the pinned AS root.
+func requestJoin(ctx context.Context, cfg JoinConfig, o Options, req JoinRequest) (*JoinResponse, *x509.Certificate, error) {
+	host, _, _ := net.SplitHostPort(cfg.Join)
+	var pinned *x509.Certificate
+	tlsCfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// First contact: the client has no trust anchor yet, only the pin.
+		// Chain, validity and host name are verified in VerifyConnection by
+		// ca.VerifyPinned against the root the pin names, so verification is
+		// replaced, not skipped.
+		InsecureSkipVerify: true, //nolint:gosec // replaced by VerifyPinned below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			raw := make([][]byte, len(cs.PeerCertificates))
+			for i, c := range cs.PeerCertificates {
+				raw[i] = c.Raw
+			}
+			root, err := ca.VerifyPinned(raw, cfg.CAHash, host, o.Clock())
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrPinMismatch, err)
+			}
+			pinned = root
+			return nil
+		},
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 30 * time.Second}
+	defer client.CloseIdleConnections()
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+cfg.Join+"/v1/cluster/join", bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hresp, err := client.Do(hreq)
+	if err != nil {
+		if errors.Is(err, ErrPinMismatch) {
+			return nil, nil, ErrPinMismatch
+		}
+		return nil, nil, fmt.Errorf("cluster: cannot reach %s to join: %w (is a root server listening there?)", cfg.Join, err)
+	}
+	defer hresp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(hresp.Body, 1<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster: reading the join answer: %w", err)
+	}
+	if hresp.StatusCode != http.StatusOK {
+		var eb errorEnvelope
+		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
+			return nil, nil, &APIError{Status: hresp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return nil, nil, fmt.Errorf("cluster: join refused: %s", hresp.Status)
+	}
+	var resp JoinResponse
+	if err := json.Unmarshal(b, &resp); err != nil {
+		return nil, nil, fmt.Errorf("cluster: join answer: %w", err)
+	}
+	if pinned == nil {
+		return nil, nil, ErrPinMismatch
+	}
+	return &resp, pinned, nil
+}
+
+// checkJoinResponse verifies what the cluster sent: the root is the pinned
+// one, the intermediate is ours and chains to it, and the seal key opens the
+// sealed AS root key.
+func checkJoinResponse(resp *JoinResponse, pinned *x509.Certificate, issuerKey crypto.Signer, cfg JoinConfig, now time.Time) (*x509.Certificate, []byte, error) {
+	if len(resp.Roots) == 0 || !bytes.Equal(resp.Roots[0], pinned.Raw) {
+		return nil, nil, fmt.Errorf("%w: the join answer names another root", ErrPinMismatch)
+	}
+	cert, err := x509.ParseCertificate(resp.IssuerCert)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster: issuing certificate from the cluster: %w", err)
+	}
+	pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(issuerKey.Public()) {
+		return nil, nil, errors.New("cluster: the cluster signed an issuing certificate for another key")
+	}
+	if err := cert.CheckSignatureFrom(pinned); err != nil || !cert.IsCA || now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+		return nil, nil, fmt.Errorf("cluster: the issuing certificate from the cluster is not a valid CA under the AS root (%v)", err)
+	}
+	if id, err := ca.IdentityOf(cert); err != nil || id.Kind != ca.KindRoot || id.Name != cfg.Name || id.Network != resp.Network {
+		return nil, nil, fmt.Errorf("cluster: the issuing certificate from the cluster names %v, not root server %q", id, cfg.Name)
+	}
+	sealKey := cfg.SealKey
+	if sealKey == nil {
+		sealKey = resp.SealKey
+	}
+	rootKey, err := ca.OpenSigner(sealKey, resp.SealedRoot, resp.Network)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster: the seal key does not open the network's AS root key (wrong --seal-key-file?): %w", err)
+	}
+	if k, ok := rootKey.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(pinned.PublicKey) {
+		return nil, nil, errors.New("cluster: the sealed AS root key does not match the AS root certificate")
+	}
+	return cert, sealKey, nil
+}
+
+// becomeVoter asks the leader (through the join address or any known
+// server) to add this server as a voter, and waits until it is one and has
+// caught up with the cluster's state.
+func (s *Server) becomeVoter(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		if s.isVoter() {
+			if rec, ok := s.store.Server(s.name); ok && rec.Status == "voter" {
+				return nil
+			}
+		} else {
+			for _, addr := range s.knownAPIs() {
+				retry, err := s.leaderCall(ctx, addr, "/v1/internal/add-voter", addVoterRequest{Name: s.name, RaftAddr: s.raftAddr}, &struct{}{})
+				if err == nil {
+					break
+				}
+				var ae *APIError
+				if errors.As(err, &ae) && ae.Status < 500 && !retry {
+					return fmt.Errorf("cluster: becoming a voter: %w", err)
+				}
+			}
+		}
+		if err := s.pause(ctx); err != nil {
+			return fmt.Errorf("cluster: not a voter yet (is the cluster's leader reachable?): %w", err)
+		}
+	}
+}
+
+// isVoter reports whether this server is a voter in its latest Raft
+// configuration.
+func (s *Server) isVoter() bool {
+	f := s.node.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == s.name && srv.Suffrage == raft.Voter {
+			return true
+		}
+	}
+	return false
+}
+
+// knownAPIs lists API addresses to ask: the join address, then every server
+// in the replicated state.
+func (s *Server) knownAPIs() []string {
+	var out []string
+	if s.joinAddr != "" {
+		out = append(out, s.joinAddr)
+	}
+	for _, srv := range s.store.Servers() {
+		if srv.Name != s.name && srv.APIAddr != s.joinAddr {
+			out = append(out, srv.APIAddr)
+		}
+	}
+	return out
+}
+
+// Open restarts a root server from its data directory alone.
+func Open(ctx context.Context, dir string, opts Options) (*Server, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	d := dataDir(dir)
+	sf, m, err := d.load()
+	if err != nil {
+		return nil, err
+	}
+	raftLn, apiLn, err := listen(sf.RaftAddr, sf.APIAddr)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := newServer(d, sf, m, o)
+	if err != nil {
+		raftLn.Close()
+		apiLn.Close()
+		return nil, err
+	}
+	if err := srv.start(raftLn, apiLn, false); err != nil {
+		return nil, err
+	}
+	if !srv.isVoter() && sf.JoinAddr != "" {
+		// The join stopped before this server became a voter: finish it in
+		// the background.
+		srv.wg.Add(1)
+		go func() {
+			defer srv.wg.Done()
+			bg, cancel := context.WithCancel(context.Background())
+			go func() {
+				<-srv.stop
+				cancel()
+			}()
+			if err := srv.becomeVoter(bg); err != nil && !errors.Is(err, context.Canceled) {
+				srv.log.Error("could not become a voter", "error", err)
+			}
+		}()
+	}
+	srv.log.Info("started", "network", sf.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr)
+	return srv, nil
+}

@@ -1,0 +1,202 @@
+package cluster
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// JoinRequest is the body of POST /v1/cluster/join, sent by a new root
+// server over TLS pinned by the CA hash.
+type JoinRequest struct {
+	Token    string `json:"token"`
+	Name     string `json:"name"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+	// IssuerKey is the PKIX DER public key of the joining server's issuing
+	// key; the AS root signs it into the server's intermediate.
+	IssuerKey []byte `json:"issuer_key"`
+	// WantSealKey asks for the seal key; false when the operator passes
+	// --seal-key-file.
+	WantSealKey bool `json:"want_seal_key"`
+}
+
+// JoinResponse carries what a new root server needs to sign and serve.
+type JoinResponse struct {
+	Network    string   `json:"network"`
+	Roots      [][]byte `json:"roots"`
+	IssuerCert []byte   `json:"issuer_cert"`
+	SealedRoot []byte   `json:"sealed_root"`
+	SealKey    []byte   `json:"seal_key,omitempty"`
+}
+
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req JoinRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	resp, err := s.admit(r.Context(), req)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func badRequest(format string, args ...any) error {
+	return &APIError{Status: http.StatusBadRequest, Code: codeBadRequest, Message: fmt.Sprintf(format, args...)}
+}
+
+// admit checks a join request, signs the new server's issuing intermediate
+// with the AS root, spends the token and records the server as joining.
+// Everything is checked and signed before the first command is proposed.
+func (s *Server) admit(ctx context.Context, req JoinRequest) (*JoinResponse, error) {
+	if err := ca.ValidateName(req.Name); err != nil {
+		return nil, badRequest("name: %v", err)
+	}
+	if err := validateAddr("raft_addr", req.RaftAddr); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	if err := validateAddr("api_addr", req.APIAddr); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	pub, err := x509.ParsePKIXPublicKey(req.IssuerKey)
+	if err != nil {
+		return nil, badRequest("issuer_key is not a PKIX public key: %v", err)
+	}
+	hash := hashToken(req.Token)
+	tok, ok := s.store.JoinToken(hash)
+	if !ok || subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(hash)) != 1 {
+		return nil, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenNotFound),
+			Message: "the join token is not known to this cluster; make one with `keymesh root token` on a running server"}
+	}
+	if tok.Kind != "root" {
+		return nil, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenConstraint),
+			Message: "this is a node join token; root servers join with a token from `keymesh root token`"}
+	}
+	for _, srv := range s.store.Servers() {
+		if srv.Name == req.Name && srv.Status != "removed" {
+			return nil, &APIError{Status: http.StatusConflict, Code: codeConflict,
+				Message: fmt.Sprintf("a root server named %q is already a member; pick another name or remove it with `keymesh root remove %s`", req.Name, req.Name)}
+		}
+		if srv.RaftAddr == req.RaftAddr && srv.Status != "removed" {
+			return nil, &APIError{Status: http.StatusConflict, Code: codeConflict,
+				Message: fmt.Sprintf("raft address %s is already used by root server %q", req.RaftAddr, srv.Name)}
+		}
+	}
+	rec, ok := s.store.CA(s.network)
+	if !ok {
+		return nil, errors.New("cluster: the replicated state holds no CA for this network yet")
+	}
+	root, err := s.rootSigner(rec)
+	if err != nil {
+		return nil, err
+	}
+	intermediate, err := ca.SignIntermediate(root, pub, s.network, req.Name, s.opts.Clock(), nil)
+	if err != nil {
+		return nil, badRequest("cannot sign an issuing certificate for this key: %v", err)
+	}
+	// The token use is the commit point: a concurrent second join with the
+	// same one-time token fails here.
+	if _, err := s.Propose(ctx, fsm.MsgJoinTokenConsume, fsm.JoinTokenConsume{Hash: hash, Kind: "root", NodeID: req.Name}); err != nil {
+		return nil, err
+	}
+	if _, err := s.Propose(ctx, fsm.MsgIssuerPut, fsm.IssuerPut{Issuer: fsm.Issuer{
+		ID: req.Name, Network: s.network, Cert: intermediate.Raw, Status: "active"}}); err != nil {
+		return nil, err
+	}
+	if _, err := s.Propose(ctx, fsm.MsgServerPut, fsm.ServerPut{Server: fsm.Server{
+		Name: req.Name, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr, Status: "joining"}}); err != nil {
+		return nil, err
+	}
+	s.log.Info("admitted root server", "name", req.Name, "raft_addr", req.RaftAddr, "api_addr", req.APIAddr)
+	resp := &JoinResponse{Network: s.network, Roots: [][]byte{rec.Active}, IssuerCert: intermediate.Raw, SealedRoot: rec.SealedKey}
+	if req.WantSealKey {
+		resp.SealKey = s.sealKey
+	}
+	return resp, nil
+}
+
+// rootSigner unseals the AS root key from the replicated state. The key
+// exists unsealed only in this server's memory, and only while it signs.
+func (s *Server) rootSigner(rec fsm.CA) (ca.Signer, error) {
+	cert, err := x509.ParseCertificate(rec.Active)
+	if err != nil {
+		return ca.Signer{}, fmt.Errorf("cluster: AS root certificate: %w", err)
+	}
+	key, err := ca.OpenSigner(s.sealKey, rec.SealedKey, s.network)
+	if err != nil {
+		return ca.Signer{}, fmt.Errorf("cluster: unseal the AS root key (is seal.key of this server the network's?): %w", err)
+	}
+	return ca.Signer{Cert: cert, Key: key}, nil
+}
+
+// addVoter runs on the leader: it adds a server admitted by a join as a
+// voter and marks its record.
+func (s *Server) addVoter(ctx context.Context, name, raftAddr string) error {
+	rec, ok := s.store.Server(name)
+	if !ok || rec.Status == "removed" {
+		return &APIError{Status: http.StatusForbidden, Code: codeForbidden,
+			Message: fmt.Sprintf("root server %q was not admitted; join it with a root-join token first", name)}
+	}
+	if rec.RaftAddr != raftAddr {
+		return badRequest("root server %q was admitted with raft address %s, not %s", name, rec.RaftAddr, raftAddr)
+	}
+	if err := s.node.raft.AddVoter(raft.ServerID(name), raft.ServerAddress(raftAddr), 0, timeLeft(ctx, s.opts.Limits.RequestTimeout)).Error(); err != nil {
+		return err
+	}
+	if rec.Status != "voter" {
+		rec.Status = "voter"
+		if _, err := s.Propose(ctx, fsm.MsgServerPut, fsm.ServerPut{Server: rec}); err != nil {
+			return err
+		}
+	}
+	s.log.Info("added voter", "name", name, "raft_addr", raftAddr)
+	return nil
+}
+
+// removeServer runs on the leader: it removes a server from the Raft
+// configuration and its record from the state.
+func (s *Server) removeServer(ctx context.Context, name string) error {
+	f := s.node.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	inRaft := false
+	for _, srv := range f.Configuration().Servers {
+		inRaft = inRaft || string(srv.ID) == name
+	}
+	_, inState := s.store.Server(name)
+	if !inRaft && !inState {
+		return &APIError{Status: http.StatusNotFound, Code: codeNotFound,
+			Message: fmt.Sprintf("no root server named %q; `keymesh root status` lists them", name)}
+	}
+	if inRaft {
+		if err := s.node.raft.RemoveServer(raft.ServerID(name), 0, timeLeft(ctx, s.opts.Limits.RequestTimeout)).Error(); err != nil {
+			return err
+		}
+	}
+	if inState {
+		if _, err := s.Propose(ctx, fsm.MsgServerRemove, fsm.ServerRemove{Name: name}); err != nil {
+			return err
+		}
+	}
+	s.log.Info("removed root server", "name", name)
+	return nil
+}
+
+func timeLeft(ctx context.Context, def time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl)
+	}
+	return def
+}

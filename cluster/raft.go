@@ -1,0 +1,147 @@
+package cluster
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// raftFSM adapts the pure fsm.Store to raft.FSM. It is the only place where
+// the store meets Raft; the store never sees a raft type.
+type raftFSM struct {
+	store *fsm.Store
+}
+
+var _ raft.FSM = (*raftFSM)(nil)
+
+// Apply returns an fsm.Result for commands and nil for Raft's own entries.
+func (f *raftFSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	return f.store.Apply(l.Index, l.Data)
+}
+
+func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	sn, err := f.store.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &raftSnapshot{sn: sn}, nil
+}
+
+func (f *raftFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	return f.store.Restore(rc)
+}
+
+type raftSnapshot struct{ sn *fsm.Snapshot }
+
+func (s *raftSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.sn.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("cluster: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *raftSnapshot) Release() { s.sn.Release() }
+
+// raftNode bundles the Raft instance with the stores and transport it owns.
+type raftNode struct {
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	bolt      *raftboltdb.BoltStore
+	notify    chan bool
+}
+
+// raftConfig turns Options into a raft.Config for the server id.
+func raftConfig(id string, o Options, log hclog.Logger) *raft.Config {
+	cfg := raft.DefaultConfig()
+	cfg.LocalID = raft.ServerID(id)
+	cfg.HeartbeatTimeout = o.Raft.Heartbeat
+	cfg.ElectionTimeout = o.Raft.Election
+	cfg.LeaderLeaseTimeout = o.Raft.LeaderLease
+	cfg.CommitTimeout = o.Raft.Commit
+	cfg.SnapshotThreshold = o.SnapshotThreshold
+	cfg.SnapshotInterval = o.SnapshotInterval
+	cfg.BatchApplyCh = true
+	cfg.Logger = log
+	return cfg
+}
+
+// startRaft opens the boltdb stores and snapshots in dir and starts Raft on
+// the TLS stream layer. With bootstrap, the cluster is first initialised with
+// this server as the only voter.
+func startRaft(dir string, id string, ln net.Listener, tid *tlsIdentity, f raft.FSM, o Options, bootstrap bool) (*raftNode, error) {
+	log := o.Logger.Named("raft")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: raft directory: %w", err)
+	}
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open raft log %s: %w", filepath.Join(dir, "raft.db"), err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, log)
+	if err != nil {
+		bolt.Close()
+		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  newStreamLayer(ln, tid),
+		MaxPool: 4,
+		Timeout: 5 * time.Second,
+		Logger:  log,
+	})
+	cfg := raftConfig(id, o, log)
+	notify := make(chan bool, 16)
+	cfg.NotifyCh = notify
+	if bootstrap {
+		conf := raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: raft.ServerID(id), Address: trans.LocalAddr(),
+		}}}
+		if err := raft.BootstrapCluster(cfg, bolt, bolt, snaps, trans, conf); err != nil {
+			trans.Close()
+			bolt.Close()
+			return nil, fmt.Errorf("cluster: bootstrap raft: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(cfg, f, bolt, bolt, snaps, trans)
+	if err != nil {
+		trans.Close()
+		bolt.Close()
+		return nil, fmt.Errorf("cluster: start raft: %w", err)
+	}
+	return &raftNode{raft: r, transport: trans, bolt: bolt, notify: notify}, nil
+}
+
+func (n *raftNode) shutdown() error {
+	err := n.raft.Shutdown().Error()
+	n.transport.Close()
+	if cerr := n.bolt.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// hashIndex returns the state hash together with the index it belongs to.
+// Index only grows and the hash cache is cleared before the index moves, so
+// equal indexes before and after the hash mean the hash is of that index.
+func hashIndex(st *fsm.Store) (string, uint64) {
+	for {
+		i := st.Index()
+		h := st.Hash()
+		if st.Index() == i {
+			return h, i
+		}
+	}
+}

@@ -1,0 +1,373 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// Errors of the write path. Each says what the caller can do next.
+var (
+	// ErrNoLeader: no leader was known before the deadline.
+	ErrNoLeader = errors.New("cluster: no leader; the cluster is electing one or has lost its quorum (check `keymesh root status`)")
+	// ErrUnknownOutcome: the write was sent but its fate is unknown (the
+	// leader was lost mid-way). Read it back before retrying.
+	ErrUnknownOutcome = errors.New("cluster: the write may or may not have been committed; read it back before retrying")
+	// ErrShutdown: the server is stopping.
+	ErrShutdown = errors.New("cluster: server is shutting down")
+)
+
+// Server is one running root server. Make it with Bootstrap, Join or Open;
+// stop it with Shutdown.
+type Server struct {
+	name    string
+	network string
+	opts    Options
+	log     hclog.Logger
+	dir     dataDir
+
+	store   *fsm.Store
+	node    *raftNode
+	tls     *tlsIdentity
+	issuer  ca.Signer
+	sealKey []byte
+
+	raftAddr string
+	apiAddr  string
+	joinAddr string
+
+	http       *http.Server
+	peerClient *http.Client
+
+	// readyTerm is the term in which this server, as leader, has applied
+	// every entry committed before its term (a barrier); consistent reads
+	// are served only then.
+	readyTerm atomic.Uint64
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	fatal    chan error
+}
+
+// Name is the server's name, its Raft server id.
+func (s *Server) Name() string { return s.name }
+
+// Network is the network this server is a root of.
+func (s *Server) Network() string { return s.network }
+
+// APIAddr is the host:port of the HTTPS API.
+func (s *Server) APIAddr() string { return s.apiAddr }
+
+// RaftAddr is the host:port of the Raft transport.
+func (s *Server) RaftAddr() string { return s.raftAddr }
+
+// Store is the local replica of the replicated state, for reads.
+func (s *Server) Store() *fsm.Store { return s.store }
+
+// IsLeader reports whether this server currently leads.
+func (s *Server) IsLeader() bool { return s.node.raft.State() == raft.Leader }
+
+// DataDir is the server's data directory.
+func (s *Server) DataDir() string { return string(s.dir) }
+
+// listeners binds the Raft and API addresses before anything is written, so
+// that a port in use fails the command cleanly.
+func listen(raftAddr, apiAddr string) (raftLn, apiLn net.Listener, err error) {
+	raftLn, err = net.Listen("tcp", raftAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster: listen for raft on %s: %w (is another server using it?)", raftAddr, err)
+	}
+	apiLn, err = net.Listen("tcp", apiAddr)
+	if err != nil {
+		raftLn.Close()
+		return nil, nil, fmt.Errorf("cluster: listen for the API on %s: %w (is another server using it?)", apiAddr, err)
+	}
+	return raftLn, apiLn, nil
+}
+
+// newServer wires a server from its material; Raft and the API are started by
+// start.
+func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, error) {
+	tid, err := newTLSIdentity(sf.Network, m.tlsCert, m.roots)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		name:     sf.Name,
+		network:  sf.Network,
+		opts:     o,
+		log:      o.Logger.With("server", sf.Name),
+		dir:      dir,
+		store:    fsm.New(),
+		tls:      tid,
+		issuer:   m.issuer,
+		sealKey:  m.sealKey,
+		raftAddr: sf.RaftAddr,
+		apiAddr:  sf.APIAddr,
+		joinAddr: sf.JoinAddr,
+		stop:     make(chan struct{}),
+		fatal:    make(chan error, 1),
+	}
+	s.peerClient = &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     tid.clientConfig(""),
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+	return s, nil
+}
+
+// start runs Raft on raftLn and the API on apiLn.
+func (s *Server) start(raftLn, apiLn net.Listener, bootstrap bool) error {
+	node, err := startRaft(s.dir.path(dirRaft), s.name, raftLn, s.tls, &raftFSM{store: s.store}, s.opts, bootstrap)
+	if err != nil {
+		apiLn.Close()
+		raftLn.Close()
+		return err
+	}
+	s.node = node
+	s.wg.Add(1)
+	go s.watchLeadership()
+	s.serveAPI(apiLn)
+	return nil
+}
+
+// watchLeadership runs a barrier each time this server gains leadership, so
+// that its replica holds every entry committed before its term.
+func (s *Server) watchLeadership() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case leader := <-s.node.notify:
+			if !leader {
+				s.log.Info("lost leadership")
+				continue
+			}
+			term := s.node.raft.CurrentTerm()
+			if err := s.node.raft.Barrier(s.opts.Limits.RequestTimeout).Error(); err != nil {
+				s.log.Warn("barrier after election failed", "term", term, "error", err)
+				continue
+			}
+			s.readyTerm.Store(term)
+			s.log.Info("leading", "term", term, "applied_index", s.store.Index())
+		}
+	}
+}
+
+// Shutdown stops the API and Raft and closes the stores. It is safe to call
+// more than once.
+func (s *Server) Shutdown() error {
+	var err error
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if s.http != nil {
+			if herr := s.http.Shutdown(ctx); herr != nil {
+				s.http.Close()
+			}
+		}
+		if s.node != nil {
+			err = s.node.shutdown()
+		}
+		s.wg.Wait()
+		s.peerClient.CloseIdleConnections()
+	})
+	return err
+}
+
+// Run blocks until ctx is done or the server fails, then shuts it down.
+func (s *Server) Run(ctx context.Context) error {
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.fatal:
+	}
+	if serr := s.Shutdown(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Propose commits one fsm command through the leader and returns the index it
+// was applied at. A command the state machine rejected returns its
+// *fsm.CommandError (use errors.Is with the fsm sentinels). See also
+// ErrNoLeader and ErrUnknownOutcome.
+func (s *Server) Propose(ctx context.Context, t fsm.MsgType, payload any) (uint64, error) {
+	data, err := fsm.Encode(t, s.opts.Clock(), payload)
+	if err != nil {
+		return 0, fmt.Errorf("cluster: encode command: %w", err)
+	}
+	return s.applyEncoded(ctx, data)
+}
+
+// applyEncoded applies a command locally when leading and forwards it to the
+// leader otherwise, retrying only while the command cannot have been
+// appended anywhere.
+func (s *Server) applyEncoded(ctx context.Context, data []byte) (uint64, error) {
+	for {
+		var idx uint64
+		var err error
+		retry := true
+		if s.node.raft.State() == raft.Leader {
+			idx, err, retry = s.applyLocal(ctx, data)
+		} else if addr := s.leaderAPI(); addr != "" {
+			var resp applyResponse
+			retry, err = s.leaderCall(ctx, addr, "/v1/internal/apply", applyRequest{Command: data}, &resp)
+			if err == nil {
+				idx, err = resp.Index, resp.err()
+				// Read-your-writes on this server.
+				if werr := s.waitApplied(ctx, idx); werr != nil && err == nil {
+					err = werr
+				}
+			}
+		}
+		if !retry {
+			return idx, err
+		}
+		if werr := s.pause(ctx); werr != nil {
+			if err != nil && !errors.Is(err, ErrNoLeader) {
+				return 0, fmt.Errorf("%w (last attempt: %w)", ErrNoLeader, err)
+			}
+			return 0, ErrNoLeader
+		}
+	}
+}
+
+// applyLocal applies on this server as leader. retry reports that the
+// command was not appended and may be sent again.
+func (s *Server) applyLocal(ctx context.Context, data []byte) (idx uint64, err error, retry bool) {
+	timeout := s.opts.Limits.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return 0, ctx.Err(), false
+		}
+	}
+	f := s.node.raft.Apply(data, timeout)
+	switch err := f.Error(); {
+	case err == nil:
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+		return 0, err, true
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return 0, ErrShutdown, false
+	default:
+		return 0, fmt.Errorf("%w: %w", ErrUnknownOutcome, err), false
+	}
+	res, ok := f.Response().(fsm.Result)
+	if !ok {
+		return 0, fmt.Errorf("cluster: state machine returned %T for a command", f.Response()), false
+	}
+	return res.Index, res.Err, false
+}
+
+// pause waits a little before the next attempt to find a leader.
+func (s *Server) pause(ctx context.Context) error {
+	t := time.NewTimer(10 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return ErrShutdown
+	case <-t.C:
+		return nil
+	}
+}
+
+// leaderAPI returns the API address of the current leader, or "" when none is
+// known or it is this server.
+func (s *Server) leaderAPI() string {
+	_, id := s.node.raft.LeaderWithID()
+	if id == "" || string(id) == s.name {
+		return ""
+	}
+	rec, ok := s.store.Server(string(id))
+	if !ok {
+		return ""
+	}
+	return rec.APIAddr
+}
+
+// waitApplied blocks until the local replica has applied index idx.
+func (s *Server) waitApplied(ctx context.Context, idx uint64) error {
+	for s.store.Index() < idx {
+		if _, err := s.store.WaitIndex(ctx, s.store.Index()); err != nil {
+			return fmt.Errorf("cluster: committed at index %d but not yet applied here: %w", idx, err)
+		}
+	}
+	return nil
+}
+
+// leaderCall runs one of the leader-only internal operations on this server
+// when it leads and on the leader otherwise.
+func (s *Server) onLeader(ctx context.Context, path string, in, out any, local func(context.Context) error) error {
+	for {
+		var err error
+		retry := true
+		if s.node.raft.State() == raft.Leader {
+			err = local(ctx)
+			retry = errors.Is(err, raft.ErrNotLeader)
+		} else if addr := s.leaderAPI(); addr != "" {
+			retry, err = s.leaderCall(ctx, addr, path, in, out)
+		}
+		if !retry {
+			return err
+		}
+		if werr := s.pause(ctx); werr != nil {
+			return ErrNoLeader
+		}
+	}
+}
+
+// consistentIndex returns an index that every write acknowledged before the
+// call is at or below (the leader's applied index after it confirmed its
+// leadership).
+func (s *Server) consistentIndex(ctx context.Context) (uint64, error) {
+	var resp readIndexResponse
+	err := s.onLeader(ctx, "/v1/internal/read-index", struct{}{}, &resp, func(context.Context) error {
+		idx, err := s.leaderReadIndex()
+		resp.Index = idx
+		return err
+	})
+	return resp.Index, err
+}
+
+// leaderReadIndex is the leader's side of a consistent read.
+func (s *Server) leaderReadIndex() (uint64, error) {
+	r := s.node.raft
+	if r.State() != raft.Leader {
+		return 0, raft.ErrNotLeader
+	}
+	if s.readyTerm.Load() != r.CurrentTerm() {
+		return 0, raft.ErrNotLeader // the barrier of this term has not finished; caller retries
+	}
+	idx := s.store.Index()
+	if err := r.VerifyLeader().Error(); err != nil {
+		return 0, err
+	}
+	return idx, nil
+}
+
+// ConsistentRead waits until the local replica reflects every write
+// acknowledged before the call.
+func (s *Server) ConsistentRead(ctx context.Context) error {
+	idx, err := s.consistentIndex(ctx)
+	if err != nil {
+		return err
+	}
+	return s.waitApplied(ctx, idx)
+}

@@ -1,0 +1,198 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keymesh/keymesh/ca"
+)
+
+// handshakeTimeout bounds a TLS handshake on the Raft and API listeners.
+const handshakeTimeout = 10 * time.Second
+
+// ErrPeerNotRoot is returned when the other end of a Raft connection does not
+// hold a root server certificate of this network.
+var ErrPeerNotRoot = errors.New("cluster: peer is not a root server of this network")
+
+// tlsIdentity holds what a root server presents and trusts: its certificate
+// chain and key, and the AS roots of its network.
+type tlsIdentity struct {
+	network string
+
+	mu    sync.RWMutex
+	cert  *tls.Certificate
+	roots *x509.CertPool
+}
+
+func newTLSIdentity(network string, cert tls.Certificate, roots []*x509.Certificate) (*tlsIdentity, error) {
+	if len(cert.Certificate) == 0 {
+		return nil, errors.New("cluster: TLS certificate chain is empty")
+	}
+	if cert.Leaf == nil {
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return nil, fmt.Errorf("cluster: parse TLS certificate: %w", err)
+		}
+		cert.Leaf = leaf
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	return &tlsIdentity{network: network, cert: &cert, roots: pool}, nil
+}
+
+func (t *tlsIdentity) certificate() *tls.Certificate {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.cert
+}
+
+func (t *tlsIdentity) rootPool() *x509.CertPool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.roots
+}
+
+// serverConfig is the TLS configuration of a listener. With requireRoot the
+// peer must present a root server certificate of this network (the Raft
+// transport); otherwise a client certificate is verified when given (the API,
+// which decides per call what it needs).
+func (t *tlsIdentity) serverConfig(requireRoot bool) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return t.certificate(), nil
+		},
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		// The pool is read per handshake so that a rotated root set applies
+		// to new connections at once.
+		GetConfigForClient: nil,
+	}
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := cfg.Clone()
+		c.GetConfigForClient = nil
+		c.ClientCAs = t.rootPool()
+		if requireRoot {
+			c.ClientAuth = tls.RequireAndVerifyClientCert
+			c.VerifyConnection = t.verifyRootPeer
+		}
+		return c, nil
+	}
+	return cfg
+}
+
+// clientConfig is the TLS configuration for dialing another root server: the
+// server is verified against the AS roots and must itself be a root server.
+func (t *tlsIdentity) clientConfig(serverName string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		ServerName: serverName,
+		RootCAs:    t.rootPool(),
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return t.certificate(), nil
+		},
+		VerifyConnection: t.verifyRootPeer,
+	}
+}
+
+// verifyRootPeer runs after the standard chain verification and checks the
+// role: the leaf must name a root server of this network.
+func (t *tlsIdentity) verifyRootPeer(cs tls.ConnectionState) error {
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return ErrPeerNotRoot
+	}
+	id, err := ca.IdentityOf(cs.VerifiedChains[0][0])
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrPeerNotRoot, err)
+	}
+	if id.Kind != ca.KindRoot || id.Network != t.network {
+		return fmt.Errorf("%w: it presented %s", ErrPeerNotRoot, id)
+	}
+	return nil
+}
+
+// streamLayer is the raft.StreamLayer of a root server: TCP with mutual TLS
+// 1.3 in both directions, both ends proving they are root servers of the same
+// network.
+type streamLayer struct {
+	ln        net.Listener
+	advertise net.Addr
+	id        *tlsIdentity
+	serverCfg *tls.Config
+}
+
+var _ raft.StreamLayer = (*streamLayer)(nil)
+
+func newStreamLayer(ln net.Listener, id *tlsIdentity) *streamLayer {
+	return &streamLayer{ln: ln, advertise: ln.Addr(), id: id, serverCfg: id.serverConfig(true)}
+}
+
+// Accept hands Raft a TLS connection whose handshake runs, with a deadline,
+// on its first read or write, so that one slow peer cannot stall the accept
+// loop.
+func (s *streamLayer) Accept() (net.Conn, error) {
+	c, err := s.ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &handshakeConn{Conn: tls.Server(c, s.serverCfg)}, nil
+}
+
+func (s *streamLayer) Close() error   { return s.ln.Close() }
+func (s *streamLayer) Addr() net.Addr { return s.advertise }
+
+// Dial connects to another root server and completes the handshake before it
+// returns, so a refused peer is an error here and not a broken stream later.
+func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(string(address))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: raft address %q: %w", address, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	d := tls.Dialer{Config: s.id.clientConfig(host)}
+	return d.DialContext(ctx, "tcp", string(address))
+}
+
+// handshakeConn completes the server side of a TLS handshake, bounded by
+// handshakeTimeout, before the first byte is read or written.
+type handshakeConn struct {
+	*tls.Conn
+	once sync.Once
+	err  error
+}
+
+func (c *handshakeConn) handshake() error {
+	c.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+		defer cancel()
+		c.err = c.Conn.HandshakeContext(ctx)
+		if c.err != nil {
+			c.Conn.Close()
+		}
+	})
+	return c.err
+}
+
+func (c *handshakeConn) Read(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *handshakeConn) Write(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
