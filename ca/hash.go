@@ -3,6 +3,7 @@ package ca
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
@@ -141,4 +142,38 @@ func describeCert(c *x509.Certificate) string {
 		return id.String()
 	}
 	return fmt.Sprintf("%q", c.Subject.String())
+}
+
+// PinnedTLSConfig returns a TLS 1.3 client configuration for first contact
+// with a root server known only by its CA hash. crypto/tls cannot verify
+// against a key hash, so its own verification is replaced, on every
+// connection including resumed ones, by VerifyPinned(pin, serverName) in
+// VerifyConnection. This is the one place keymesh turns off the standard
+// verifier, and only together with its replacement. clock nil means
+// time.Now. Once the root certificate is known, use a normal configuration
+// with RootCAs.
+func PinnedTLSConfig(pin, serverName string, clock func() time.Time) (*tls.Config, error) {
+	if _, err := ParseHash(pin); err != nil {
+		return nil, err
+	}
+	if serverName == "" {
+		return nil, fmt.Errorf("%w: no server name to check the certificate against", ErrChain)
+	}
+	if clock == nil {
+		clock = time.Now
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		ServerName: serverName,
+		// Replaced by VerifyPinned in VerifyConnection, never skipped.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			rawCerts := make([][]byte, len(cs.PeerCertificates))
+			for i, c := range cs.PeerCertificates {
+				rawCerts[i] = c.Raw
+			}
+			_, err := VerifyPinned(rawCerts, pin, serverName, clock())
+			return err
+		},
+	}, nil
 }

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"testing"
 	"time"
@@ -51,4 +52,9 @@ func (p *pki) node(t testing.TB, id string, now time.Time) (*x509.Certificate, c
 		t.Fatalf("SignNode: %v", err)
 	}
 	return cert, key
+}
+
+func sha256sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
 }

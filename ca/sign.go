@@ -65,6 +65,9 @@ func (s Signer) check(now time.Time) error {
 // network returns the network an issuer belongs to: the network of its
 // identity (intermediates) or of its URI name constraint (roots).
 func (s Signer) network() (string, bool) {
+	if s.Cert == nil {
+		return "", false
+	}
 	if id, err := IdentityOf(s.Cert); err == nil {
 		return id.Network, true
 	}
@@ -72,6 +75,15 @@ func (s Signer) network() (string, bool) {
 		return s.Cert.PermittedURIDomains[0], true
 	}
 	return "", false
+}
+
+// checkSubCA reports whether s may sign a CA certificate (its path length
+// leaves room for one).
+func (s Signer) checkSubCA() error {
+	if s.Cert != nil && s.Cert.BasicConstraintsValid && s.Cert.MaxPathLen == 0 && s.Cert.MaxPathLenZero {
+		return fmt.Errorf("%w: %q has path length 0 and cannot sign CA certificates; sign with the AS root", ErrIssuer, s.Cert.Subject.CommonName)
+	}
+	return nil
 }
 
 func (s Signer) checkNetwork(network string) error {
@@ -138,8 +150,13 @@ func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signe
 	tmpl.SerialNumber = serial
 	tmpl.SubjectKeyId = skid
 	tmpl.NotBefore = notBefore(now)
-	if parent != tmpl && tmpl.NotAfter.After(parent.NotAfter) {
-		tmpl.NotAfter = parent.NotAfter
+	if parent != tmpl {
+		// Set explicitly: crypto/x509 leaves it out when subject and issuer
+		// names are equal, as for a cross-signed root.
+		tmpl.AuthorityKeyId = parent.SubjectKeyId
+		if tmpl.NotAfter.After(parent.NotAfter) {
+			tmpl.NotAfter = parent.NotAfter
+		}
 	}
 	if !tmpl.NotAfter.After(now) {
 		return nil, fmt.Errorf("%w: the certificate would expire at %s, not after now (%s)", ErrValidity, tmpl.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
@@ -210,6 +227,9 @@ func CrossSign(oldRoot Signer, newRoot *x509.Certificate, now time.Time, rnd io.
 	if err := oldRoot.check(now); err != nil {
 		return nil, err
 	}
+	if err := oldRoot.checkSubCA(); err != nil {
+		return nil, err
+	}
 	if _, err := KeyTypeOf(newRoot.PublicKey); err != nil {
 		return nil, err
 	}
@@ -236,6 +256,9 @@ func SignIntermediate(root Signer, pub crypto.PublicKey, network, serverName str
 		return nil, err
 	}
 	if err := root.checkNetwork(network); err != nil {
+		return nil, err
+	}
+	if err := root.checkSubCA(); err != nil {
 		return nil, err
 	}
 	tmpl := &x509.Certificate{
