@@ -1,0 +1,34 @@
+// Command keymesh is the command-line program of keymesh: it runs root
+// servers and talks to their HTTP API as an operator would.
+//
+// It is wiring only. Flags, configuration and output live here; everything
+// with logic worth testing lives in package cluster (servers) and package
+// cluster/client (the API client).
+//
+// # Commands
+//
+//	keymesh root bootstrap|join|start   run a root server in the foreground
+//	keymesh root token|status|remove    manage the root cluster
+//	keymesh tokens create|list|revoke   join tokens for nodes (and roots)
+//	keymesh revoke cert|token|key|node  commit a revocation
+//	keymesh revocations list            list revocations
+//	keymesh health                      ask one server whether it has a leader
+//	keymesh dev                         three root servers on loopback, for trying things out
+//
+// # Finding a server
+//
+// Client commands find their server as Vault and Consul do. Flags beat the
+// environment:
+//
+//	--server ADDR      or KEYMESH_SERVER
+//	--ca-file FILE     or KEYMESH_CA_FILE
+//	--credential FILE  or KEYMESH_CREDENTIAL
+//	--data-dir DIR     a local root server's data directory: its API address
+//	                   (server.json), its AS roots and its admin credential
+//
+// # Output and exit codes
+//
+// Every command that prints takes --output text|json; json is one object or
+// list on one line. A failure prints one line, "keymesh: <what went wrong and
+// what to do>", on stderr and exits 1; a usage error exits 2.
+package main

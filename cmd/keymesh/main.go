@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func main() {
+	os.Exit(run())
+}
+
+// run executes the command line of this process and returns its exit code.
+// SIGINT and SIGTERM cancel the command's context once; a second signal
+// takes the default action.
+func run() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop)
+	a := &app{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, now: time.Now}
+	return a.execute(ctx, os.Args[1:])
+}
+
+// app carries what commands need from the outside world, so that nothing
+// reads globals.
+type app struct {
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	now    func() time.Time
+
+	output string // --output: "text" or "json"
+}
+
+// execute runs one command line and maps its error to an exit code and one
+// line on stderr.
+func (a *app) execute(ctx context.Context, args []string) int {
+	root := a.rootCmd()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(a.stderr, "keymesh: %s\n", oneLine(err.Error()))
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "keymesh",
+		Short: "Security control plane of a routing mesh",
+		Long: `keymesh runs the root servers of a network (an autonomous system's certificate
+authority and replicated trust state) and talks to their API.
+
+Start with "keymesh dev" for a three-server cluster on loopback, or
+"keymesh root bootstrap" for the first server of a real network.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if a.output != "text" && a.output != "json" {
+				return usagef("--output must be text or json, not %q", a.output)
+			}
+			return nil
+		},
+	}
+	groupCmd(root)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.PersistentFlags().StringVarP(&a.output, "output", "o", "text", "output format: text or json (one line, for scripts)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usagef("%v (see `%s --help`)", err, c.CommandPath())
+	})
+	root.AddCommand(
+		a.rootGroupCmd(),
+		a.tokensCmd(),
+		a.revokeCmd(),
+		a.revocationsCmd(),
+		a.healthCmd(),
+		a.devCmd(),
+	)
+	return root
+}
+
+// groupCmd makes cmd a command that only holds subcommands: run alone or
+// with an unknown subcommand it is a usage error of one line.
+func groupCmd(cmd *cobra.Command) {
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf("; did you mean %q?", s[0])
+		}
+		return usagef("%s (see `%s --help`)", msg, c.CommandPath())
+	}
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		var names []string
+		for _, sub := range c.Commands() {
+			if sub.IsAvailableCommand() && sub.Name() != "help" && sub.Name() != "completion" {
+				names = append(names, sub.Name())
+			}
+		}
+		return usagef("%s needs a command: %s (see `%s --help`)", c.CommandPath(), strings.Join(names, ", "), c.CommandPath())
+	}
+}
+
+// exactArgs is cobra.ExactArgs with a usage error that names the arguments.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usagef("%s takes %d argument(s), %s; got %d (see `%s --help`)",
+				c.CommandPath(), len(names), strings.Join(names, " "), len(args), c.CommandPath())
+		}
+		return nil
+	}
+}
+
+// noArgs refuses positional arguments.
+func noArgs(c *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q (see `%s --help`)", c.CommandPath(), args[0], c.CommandPath())
+	}
+	return nil
+}
+
+// usageError marks an error the operator makes in calling keymesh: exit 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// oneLine folds a message onto one line.
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}

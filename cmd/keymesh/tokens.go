@@ -1,0 +1,321 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// principals a node token may grant (DESIGN.md, tokens).
+var principals = []string{"ADMIN", "NODE", "NODE_CUSTODIAN", "DATA_CUSTODIAN", "USER"}
+
+func (a *app) tokensCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tokens",
+		Short: "Join tokens: create, list, revoke",
+	}
+	groupCmd(cmd)
+	cmd.AddCommand(a.tokensCreateCmd(), a.tokensListCmd(), a.tokensRevokeCmd())
+	return cmd
+}
+
+func (a *app) tokensCreateCmd() *cobra.Command {
+	var (
+		cf                            connFlags
+		kind, principal, nodeID, desc string
+		uses                          int
+		ttl                           time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:     "create",
+		Short:   "Make a join token; its secret is printed once",
+		Example: "  keymesh tokens create --kind node --principal NODE --uses 2 --ttl 1h",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := cluster.CreateJoinTokenRequest{Kind: kind, NodeID: nodeID, Uses: uses, TTL: durationText(ttl), Description: desc}
+			switch kind {
+			case "node":
+				p := strings.ToUpper(principal)
+				if !contains(principals, p) {
+					return usagef("--principal must be one of %s, not %q", strings.Join(principals, ", "), principal)
+				}
+				req.Principal = p
+			case "root":
+				if cmd.Flags().Changed("principal") {
+					return usagef("--principal applies to node tokens only")
+				}
+			default:
+				return usagef("--kind must be node or root, not %q", kind)
+			}
+			if nodeID != "" {
+				if err := ca.ValidateName(nodeID); err != nil {
+					return usagef("--node-id: %w", err)
+				}
+			}
+			if uses < 1 {
+				return usagef("--uses must be at least 1, got %d", uses)
+			}
+			if ttl < 0 {
+				return usagef("--ttl must be positive, got %s", ttl)
+			}
+			return a.createToken(cmd.Context(), cf, req)
+		},
+	}
+	cf.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&kind, "kind", "node", "node or root")
+	fl.StringVar(&principal, "principal", "NODE", "principal the node gets: "+strings.Join(principals, ", "))
+	fl.StringVar(&nodeID, "node-id", "", "only the node with this id may use the token")
+	fl.IntVar(&uses, "uses", 1, "how many joins the token allows")
+	fl.DurationVar(&ttl, "ttl", 0, "how long the token stays valid (default 24h, at most 720h)")
+	fl.StringVar(&desc, "description", "", "note kept with the token")
+	return cmd
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenRow is a join token as listed, with its state at the time of the
+// listing.
+type tokenRow struct {
+	cluster.JoinTokenInfo
+	State string `json:"state"` // active, spent, expired or revoked
+}
+
+func tokenState(t cluster.JoinTokenInfo, now time.Time) string {
+	switch {
+	case t.Revoked:
+		return "revoked"
+	case t.Used >= t.Uses:
+		return "spent"
+	case !t.Expiry.IsZero() && !now.Before(t.Expiry):
+		return "expired"
+	}
+	return "active"
+}
+
+func (a *app) tokensListCmd() *cobra.Command {
+	var cf connFlags
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List join tokens (without their secrets)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, c, err := a.client(cf)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			toks, err := cl.JoinTokens(cmd.Context())
+			if err != nil {
+				return c.explain(err)
+			}
+			now := a.now()
+			rows := make([]tokenRow, 0, len(toks))
+			for _, t := range toks {
+				rows = append(rows, tokenRow{JoinTokenInfo: t, State: tokenState(t, now)})
+			}
+			return a.emit(rows, func(w io.Writer) {
+				if len(rows) == 0 {
+					fmt.Fprintln(w, "no join tokens")
+					return
+				}
+				var cells [][]string
+				for _, r := range rows {
+					cells = append(cells, []string{r.ID, r.Kind, orDash(r.Principal), orDash(r.NodeID),
+						fmt.Sprintf("%d/%d", r.Used, r.Uses), timeText(r.Expiry), r.State, orDash(r.Description)})
+				}
+				table(w, []string{"ID", "KIND", "PRINCIPAL", "NODE", "USED", "EXPIRES", "STATE", "DESCRIPTION"}, cells)
+			})
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func (a *app) tokensRevokeCmd() *cobra.Command {
+	var cf connFlags
+	cmd := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a join token by its id (see `keymesh tokens list`)",
+		Args:  exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, c, err := a.client(cf)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if err := cl.RevokeJoinToken(cmd.Context(), args[0]); err != nil {
+				return c.explain(err)
+			}
+			return a.emit(map[string]string{"revoked": args[0]}, func(w io.Writer) {
+				fmt.Fprintf(w, "revoked join token %s\n", args[0])
+			})
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+// revocationKinds are the kinds of things a revocation names.
+var revocationKinds = []struct{ kind, id, help string }{
+	{"cert", "SERIAL", "a certificate by its serial number (hex)"},
+	{"token", "JTI", "a token by its jti"},
+	{"key", "KID", "a node key by its key id (JWK thumbprint)"},
+	{"node", "NODE", "a node by its id: all its certificates, keys and tokens"},
+}
+
+func (a *app) revokeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "revoke",
+		Short: "Revoke a certificate, token, key or node",
+	}
+	groupCmd(cmd)
+	for _, k := range revocationKinds {
+		var (
+			cf     connFlags
+			reason string
+		)
+		sub := &cobra.Command{
+			Use:     k.kind + " " + k.id,
+			Short:   "Revoke " + k.help,
+			Example: "  keymesh revoke " + k.kind + " " + k.id + " --reason key-compromise",
+			Args:    exactArgs(k.id),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				id := args[0]
+				if k.kind == "cert" {
+					s, err := canonicalSerial(id)
+					if err != nil {
+						return usagef("%w", err)
+					}
+					id = s
+				}
+				cl, c, err := a.client(cf)
+				if err != nil {
+					return err
+				}
+				defer cl.Close()
+				res, err := cl.Revoke(cmd.Context(), cluster.RevokeRequest{Kind: k.kind, ID: id, Reason: reason})
+				if err != nil {
+					return c.explain(err)
+				}
+				return a.emit(res, func(w io.Writer) {
+					r := res.Revocation
+					fmt.Fprintf(w, "revoked %s %s", r.Kind, r.ID)
+					if r.Reason != "" {
+						fmt.Fprintf(w, " (%s)", r.Reason)
+					}
+					fmt.Fprintf(w, " at index %d\n", res.Index)
+				})
+			},
+		}
+		cf.register(sub)
+		sub.Flags().StringVar(&reason, "reason", "", "why, e.g. key-compromise, superseded, cessation-of-operation")
+		cmd.AddCommand(sub)
+	}
+	return cmd
+}
+
+// canonicalSerial writes a certificate serial as root servers do: lower-case
+// hex without leading zeros. It accepts an optional 0x prefix and the
+// colon-separated form tools print (01:AB:...).
+func canonicalSerial(s string) (string, error) {
+	h := strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
+	h = strings.ReplaceAll(h, ":", "")
+	n, ok := new(big.Int).SetString(h, 16)
+	if h == "" || !ok || n.Sign() < 0 || len(h) > 64 {
+		return "", fmt.Errorf("certificate serial %q is not a hexadecimal number (like 01ab23 or 01:ab:23)", s)
+	}
+	return n.Text(16), nil
+}
+
+func (a *app) revocationsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "revocations",
+		Short: "List revocations",
+	}
+	groupCmd(cmd)
+	var (
+		cf         connFlags
+		kind       string
+		consistent bool
+	)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List revocations, optionally of one kind",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if kind != "" && !contains([]string{"cert", "token", "key", "node"}, kind) {
+				return usagef("--kind must be cert, token, key or node, not %q", kind)
+			}
+			cl, c, err := a.client(cf)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			revs, err := cl.Revocations(cmd.Context(), kind, consistent)
+			if err != nil {
+				return c.explain(err)
+			}
+			if revs == nil {
+				revs = []fsm.Revocation{}
+			}
+			return a.emit(revs, func(w io.Writer) {
+				if len(revs) == 0 {
+					fmt.Fprintln(w, "no revocations")
+					return
+				}
+				var cells [][]string
+				for _, r := range revs {
+					cells = append(cells, []string{string(r.Kind), r.ID, orDash(r.Reason), timeText(r.Time), timeText(r.PruneAfter)})
+				}
+				table(w, []string{"KIND", "ID", "REASON", "REVOKED", "PRUNE AFTER"}, cells)
+			})
+		},
+	}
+	cf.register(list)
+	list.Flags().StringVar(&kind, "kind", "", "only this kind: cert, token, key or node")
+	list.Flags().BoolVar(&consistent, "consistent", false, "reflect every write acknowledged before the call (asks the leader)")
+	cmd.AddCommand(list)
+	return cmd
+}
+
+func (a *app) healthCmd() *cobra.Command {
+	var cf connFlags
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "Ask a root server whether it is up and knows a leader",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, c, err := a.client(cf)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			h, err := cl.Health(cmd.Context())
+			if err != nil {
+				return c.explain(err)
+			}
+			return a.emit(h, func(w io.Writer) {
+				fmt.Fprintf(w, "%s: root server %s of network %s, leader %s, applied index %d\n",
+					h.Status, h.Name, h.Network, orDash(h.Leader), h.AppliedIndex)
+			})
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
