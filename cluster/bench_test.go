@@ -71,7 +71,7 @@ func bareCluster(b *testing.B) *raft.Raft {
 	var nodes []*raftNode
 	for i := range lns {
 		name := fmt.Sprintf("b%d", i)
-		n, err := startRaft(filepath.Join(base, name), name, lns[i], ids[i], emptyFSM{}, o, false)
+		n, err := startRaft(filepath.Join(base, name), name, lns[i], "", ids[i], emptyFSM{}, o, false)
 		if err != nil {
 			b.Fatal(err)
 		}

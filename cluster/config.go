@@ -162,3 +162,18 @@ func validateAddr(flag, addr string) error {
 	}
 	return nil
 }
+
+// validateAdvertise checks an optional Raft advertise address: a concrete
+// host:port other servers can dial.
+func validateAdvertise(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if err := validateAddr("--raft-advertise", addr); err != nil {
+		return err
+	}
+	if _, port, _ := net.SplitHostPort(addr); port == "0" {
+		return fmt.Errorf("--raft-advertise %q needs a real port, not 0", addr)
+	}
+	return nil
+}

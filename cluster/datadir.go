@@ -39,8 +39,11 @@ type serverFile struct {
 	Version  int    `json:"version"`
 	Name     string `json:"name"`
 	Network  string `json:"network"`
-	RaftAddr string `json:"raft_addr"`
-	APIAddr  string `json:"api_addr"`
+	RaftAddr string `json:"raft_addr"` // where Raft listens
+	// RaftAdvertise is the address other servers dial for Raft when it is
+	// not RaftAddr (a proxy or NAT in front); empty means RaftAddr.
+	RaftAdvertise string `json:"raft_advertise,omitempty"`
+	APIAddr       string `json:"api_addr"`
 	// JoinAddr is the API address a joined server was admitted through; it
 	// asks there again to become a voter if it stopped before that finished.
 	JoinAddr string `json:"join_addr,omitempty"`
@@ -96,6 +99,14 @@ func (d dataDir) prepare() (cleanup func(), err error) {
 			os.RemoveAll(d.path(e.Name()))
 		}
 	}, nil
+}
+
+// advertise is the Raft address other servers use.
+func (sf serverFile) advertise() string {
+	if sf.RaftAdvertise != "" {
+		return sf.RaftAdvertise
+	}
+	return sf.RaftAddr
 }
 
 func (d dataDir) readServer() (serverFile, error) {

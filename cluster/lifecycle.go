@@ -34,7 +34,10 @@ type BootstrapConfig struct {
 	DataDir  string // must be empty or absent
 	RaftAddr string // host:port for Raft; port 0 picks a free one
 	APIAddr  string // host:port for the HTTPS API; port 0 picks a free one
-	Options  Options
+	// RaftAdvertise is the address other servers dial for Raft when it is
+	// not RaftAddr (a proxy or NAT in front). Optional; no port 0.
+	RaftAdvertise string
+	Options       Options
 }
 
 // BootstrapResult is what the operator needs to grow the cluster.
@@ -64,6 +67,9 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 	if err := validateAddr("--api-addr", cfg.APIAddr); err != nil {
 		return nil, nil, err
 	}
+	if err := validateAdvertise(cfg.RaftAdvertise); err != nil {
+		return nil, nil, err
+	}
 	dir := dataDir(cfg.DataDir)
 	cleanup, err := dir.prepare()
 	if err != nil {
@@ -86,7 +92,7 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 		}
 	}()
 	now := o.Clock()
-	sf := serverFile{Name: cfg.Name, Network: cfg.Network, RaftAddr: raftLn.Addr().String(), APIAddr: apiLn.Addr().String()}
+	sf := serverFile{Name: cfg.Name, Network: cfg.Network, RaftAddr: raftLn.Addr().String(), RaftAdvertise: cfg.RaftAdvertise, APIAddr: apiLn.Addr().String()}
 
 	root, err := ca.NewRoot(cfg.Network, now, nil)
 	if err != nil {
@@ -136,7 +142,7 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 	}{
 		{fsm.MsgCAInit, fsm.CAInit{CA: fsm.CA{Network: cfg.Network, Active: root.Cert.Raw, SealedKey: sealed}}},
 		{fsm.MsgIssuerPut, fsm.IssuerPut{Issuer: fsm.Issuer{ID: cfg.Name, Network: cfg.Network, Cert: issuerCert.Raw, Status: "active"}}},
-		{fsm.MsgServerPut, fsm.ServerPut{Server: fsm.Server{Name: cfg.Name, RaftAddr: sf.RaftAddr, APIAddr: sf.APIAddr, Status: "voter"}}},
+		{fsm.MsgServerPut, fsm.ServerPut{Server: fsm.Server{Name: cfg.Name, RaftAddr: sf.advertise(), APIAddr: sf.APIAddr, Status: "voter"}}},
 		{fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: fsm.TrustAnchor{Network: cfg.Network, Roots: [][]byte{root.Cert.Raw}, Accept: []string{cfg.Network}}}},
 		{fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok}},
 	}
@@ -159,7 +165,7 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 // under its issuing intermediate.
 func selfIssue(sf serverFile, issuer ca.Signer, roots []*x509.Certificate, sealKey []byte, now time.Time) (material, error) {
 	m := material{roots: roots, sealKey: sealKey, issuer: issuer}
-	hosts := hostsOf(sf.RaftAddr, sf.APIAddr)
+	hosts := hostsOf(sf.RaftAddr, sf.advertise(), sf.APIAddr)
 	tlsKey, err := ca.GenerateKey(ca.KeyP384, nil)
 	if err != nil {
 		return m, err
@@ -219,6 +225,8 @@ type JoinConfig struct {
 	DataDir  string
 	RaftAddr string
 	APIAddr  string
+	// RaftAdvertise: as in BootstrapConfig.
+	RaftAdvertise string
 	// SealKey, when set, is the network's seal key provided by the operator;
 	// otherwise it travels inside the pinned, token-authenticated exchange.
 	SealKey []byte
@@ -250,6 +258,9 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 			return nil, err
 		}
 	}
+	if err := validateAdvertise(cfg.RaftAdvertise); err != nil {
+		return nil, err
+	}
 	dir := dataDir(cfg.DataDir)
 	cleanup, err := dir.prepare()
 	if err != nil {
@@ -271,7 +282,7 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 			cleanup()
 		}
 	}()
-	sf := serverFile{Name: cfg.Name, RaftAddr: raftLn.Addr().String(), APIAddr: apiLn.Addr().String(), JoinAddr: cfg.Join}
+	sf := serverFile{Name: cfg.Name, RaftAddr: raftLn.Addr().String(), RaftAdvertise: cfg.RaftAdvertise, APIAddr: apiLn.Addr().String(), JoinAddr: cfg.Join}
 	issuerKey, err := ca.GenerateKey(ca.KeyP384, nil)
 	if err != nil {
 		return nil, err
@@ -281,7 +292,7 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 		return nil, err
 	}
 	resp, pinned, err := requestJoin(ctx, cfg, o, JoinRequest{
-		Token: cfg.Token, Name: cfg.Name, RaftAddr: sf.RaftAddr, APIAddr: sf.APIAddr,
+		Token: cfg.Token, Name: cfg.Name, RaftAddr: sf.advertise(), APIAddr: sf.APIAddr,
 		IssuerKey: pubDER, WantSealKey: cfg.SealKey == nil,
 	})
 	if err != nil {

@@ -82,7 +82,7 @@ func raftConfig(id string, o Options, log hclog.Logger) *raft.Config {
 // startRaft opens the boltdb stores and snapshots in dir and starts Raft on
 // the TLS stream layer. With bootstrap, the cluster is first initialised with
 // this server as the only voter.
-func startRaft(dir string, id string, ln net.Listener, tid *tlsIdentity, f raft.FSM, o Options, bootstrap bool) (*raftNode, error) {
+func startRaft(dir string, id string, ln net.Listener, advertise string, tid *tlsIdentity, f raft.FSM, o Options, bootstrap bool) (*raftNode, error) {
 	log := o.Logger.Named("raft")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: raft directory: %w", err)
@@ -97,7 +97,7 @@ func startRaft(dir string, id string, ln net.Listener, tid *tlsIdentity, f raft.
 		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  newStreamLayer(ln, tid),
+		Stream:  newStreamLayer(ln, advertise, tid),
 		MaxPool: 4,
 		Timeout: 5 * time.Second,
 		Logger:  log,

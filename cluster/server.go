@@ -70,7 +70,8 @@ func (s *Server) Network() string { return s.network }
 // APIAddr is the host:port of the HTTPS API.
 func (s *Server) APIAddr() string { return s.apiAddr }
 
-// RaftAddr is the host:port of the Raft transport.
+// RaftAddr is the host:port other servers dial for Raft (the advertised
+// address).
 func (s *Server) RaftAddr() string { return s.raftAddr }
 
 // Store is the local replica of the replicated state, for reads.
@@ -114,7 +115,7 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 		tls:      tid,
 		issuer:   m.issuer,
 		sealKey:  m.sealKey,
-		raftAddr: sf.RaftAddr,
+		raftAddr: sf.advertise(),
 		apiAddr:  sf.APIAddr,
 		joinAddr: sf.JoinAddr,
 		stop:     make(chan struct{}),
@@ -130,7 +131,7 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 
 // start runs Raft on raftLn and the API on apiLn.
 func (s *Server) start(raftLn, apiLn net.Listener, bootstrap bool) error {
-	node, err := startRaft(s.dir.path(dirRaft), s.name, raftLn, s.tls, &raftFSM{store: s.store}, s.opts, bootstrap)
+	node, err := startRaft(s.dir.path(dirRaft), s.name, raftLn, s.raftAddr, s.tls, &raftFSM{store: s.store}, s.opts, bootstrap)
 	if err != nil {
 		apiLn.Close()
 		raftLn.Close()

@@ -122,19 +122,37 @@ func (t *tlsIdentity) verifyRootPeer(cs tls.ConnectionState) error {
 
 // streamLayer is the raft.StreamLayer of a root server: TCP with mutual TLS
 // 1.3 in both directions, both ends proving they are root servers of the same
-// network.
+// network. Like a BGP speaker's update-source, outgoing Raft connections
+// leave from the address Raft listens on, so that peers (and fault proxies
+// in tests) see one address per server.
 type streamLayer struct {
 	ln        net.Listener
 	advertise net.Addr
+	source    *net.TCPAddr
 	id        *tlsIdentity
 	serverCfg *tls.Config
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-func newStreamLayer(ln net.Listener, id *tlsIdentity) *streamLayer {
-	return &streamLayer{ln: ln, advertise: ln.Addr(), id: id, serverCfg: id.serverConfig(true)}
+// newStreamLayer serves Raft on ln and advertises advertise ("" means the
+// listener's own address).
+func newStreamLayer(ln net.Listener, advertise string, id *tlsIdentity) *streamLayer {
+	s := &streamLayer{ln: ln, advertise: ln.Addr(), id: id, serverCfg: id.serverConfig(true)}
+	if advertise != "" {
+		s.advertise = advertiseAddr(advertise)
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
+		s.source = &net.TCPAddr{IP: tcp.IP}
+	}
+	return s
 }
+
+// advertiseAddr is a net.Addr for a configured host:port.
+type advertiseAddr string
+
+func (a advertiseAddr) Network() string { return "tcp" }
+func (a advertiseAddr) String() string  { return string(a) }
 
 // Accept hands Raft a TLS connection whose handshake runs, with a deadline,
 // on its first read or write, so that one slow peer cannot stall the accept
@@ -160,6 +178,9 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	d := tls.Dialer{Config: s.id.clientConfig(host)}
+	if s.source != nil {
+		d.NetDialer = &net.Dialer{LocalAddr: s.source}
+	}
 	return d.DialContext(ctx, "tcp", string(address))
 }
 

@@ -1,0 +1,443 @@
+// Package harness runs keymesh root servers as real processes of the built
+// binary on loopback, for the end-to-end and chaos tests.
+//
+// Call Build once per test binary (from TestMain), then StartCluster per test.
+// Every process is killed and every directory removed by t.Cleanup. Servers
+// pick free ports at bootstrap or join (port 0) and keep them across
+// restarts; the harness reads them back from each data directory.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/client"
+)
+
+// Build compiles ./cmd/keymesh into dir and returns the binary's path. With
+// race, the binary is built with the race detector.
+func Build(dir string, race bool) (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	repo := filepath.Join(filepath.Dir(file), "..", "..")
+	bin := filepath.Join(dir, "keymesh")
+	args := []string{"build", "-o", bin}
+	if race {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/keymesh")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = repo
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Root is one root server process.
+type Root struct {
+	Name     string
+	Dir      string
+	RaftAddr string
+	APIAddr  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *bytes.Buffer
+}
+
+// Running reports whether the process is alive (it may be stopped).
+func (r *Root) Running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return false
+	}
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// PID is the process id, 0 when not running.
+func (r *Root) PID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
+// Log returns what the process wrote so far.
+func (r *Root) Log() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.log.String()
+}
+
+// Cluster is a set of root server processes of one network.
+type Cluster struct {
+	t       testing.TB
+	Bin     string
+	Base    string
+	Network string
+	CAHash  string
+	Roots   []*Root
+	// ExtraArgs are passed to every bootstrap, join and start (e.g. Raft
+	// timeouts).
+	ExtraArgs []string
+
+	admin *client.Client
+}
+
+// StartCluster bootstraps r1 and joins n-1 more servers through it.
+func StartCluster(t testing.TB, bin string, n int, extra ...string) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Bin: bin, Base: t.TempDir(), Network: "e2e.keymesh.test", ExtraArgs: extra}
+	t.Cleanup(c.KillAll)
+	r1 := &Root{Name: "r1", Dir: filepath.Join(c.Base, "r1")}
+	c.Roots = append(c.Roots, r1)
+	c.spawn(r1, "root", "bootstrap", "--network", c.Network, "--name", "r1", "--data-dir", r1.Dir,
+		"--raft-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0")
+	c.awaitReady(r1, 30*time.Second)
+	roots, err := ca.ReadCertsFile(cluster.RootsPath(r1.Dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.CAHash = ca.Hash(roots[0])
+	for i := 2; i <= n; i++ {
+		c.Join(fmt.Sprintf("r%d", i))
+	}
+	return c
+}
+
+// Join adds a new server through any running server, with a fresh token.
+func (c *Cluster) Join(name string) *Root {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var tok cluster.CreatedJoinToken
+	c.Retry(ctx, "create a root-join token", func(cl *client.Client) error {
+		var err error
+		tok, err = cl.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "root"})
+		return err
+	})
+	return c.JoinWithToken(name, tok.Secret)
+}
+
+// JoinWithToken adds a new server through any running server.
+func (c *Cluster) JoinWithToken(name, token string) *Root {
+	c.t.Helper()
+	r := &Root{Name: name, Dir: filepath.Join(c.Base, name)}
+	c.Roots = append(c.Roots, r)
+	c.spawn(r, "root", "join", "--join", c.AnyAPI(r), "--token", token, "--ca-hash", c.CAHash,
+		"--name", name, "--data-dir", r.Dir, "--raft-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0")
+	c.awaitReady(r, 60*time.Second)
+	return r
+}
+
+func (c *Cluster) spawn(r *Root, args ...string) {
+	c.t.Helper()
+	args = append(args, c.ExtraArgs...)
+	cmd := exec.Command(c.Bin, args...)
+	var buf bytes.Buffer
+	w := &lockedWriter{w: &buf, mu: &r.mu}
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Env = append(os.Environ(), "KEYMESH_SERVER=", "KEYMESH_CA_FILE=", "KEYMESH_CREDENTIAL=")
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", r.Name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	r.mu.Lock()
+	r.cmd, r.done, r.log = cmd, done, &buf
+	r.mu.Unlock()
+}
+
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// awaitReady waits until r's data directory is complete and its API answers.
+func (c *Cluster) awaitReady(r *Root, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if !r.Running() {
+			c.t.Fatalf("%s exited before it was ready:\n%s", r.Name, r.Log())
+		}
+		if err := c.readAddrs(r); err == nil {
+			if cl, err := c.clientFor(r, false); err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, herr := cl.Health(ctx)
+				cancel()
+				cl.Close()
+				if herr == nil {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s not ready within %s:\n%s", r.Name, timeout, r.Log())
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+}
+
+func (c *Cluster) readAddrs(r *Root) error {
+	b, err := os.ReadFile(filepath.Join(r.Dir, "server.json"))
+	if err != nil {
+		return err
+	}
+	var sf struct {
+		RaftAddr string `json:"raft_addr"`
+		APIAddr  string `json:"api_addr"`
+	}
+	if err := json.Unmarshal(b, &sf); err != nil {
+		return err
+	}
+	r.RaftAddr, r.APIAddr = sf.RaftAddr, sf.APIAddr
+	return nil
+}
+
+// Credential is the admin credential of r1.
+func (c *Cluster) Credential() string { return cluster.CredentialPath(c.Roots[0].Dir) }
+
+// CAFile is the AS root PEM file.
+func (c *Cluster) CAFile() string { return cluster.RootsPath(c.Roots[0].Dir) }
+
+func (c *Cluster) clientFor(r *Root, admin bool) (*client.Client, error) {
+	cfg := client.Config{Server: r.APIAddr, CAFile: c.CAFile(), Timeout: 10 * time.Second}
+	if admin {
+		cfg.Credential = c.Credential()
+	}
+	return client.New(cfg)
+}
+
+// Client returns an admin client of r; the test owns it.
+func (c *Cluster) Client(r *Root) *client.Client {
+	c.t.Helper()
+	cl, err := c.clientFor(r, true)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(cl.Close)
+	return cl
+}
+
+// AnyAPI returns the API address of a running server other than skip.
+func (c *Cluster) AnyAPI(skip *Root) string {
+	for _, r := range c.Roots {
+		if r != skip && r.Running() && r.APIAddr != "" {
+			return r.APIAddr
+		}
+	}
+	c.t.Fatal("no running server")
+	return ""
+}
+
+// Retry runs f against each running server in turn until it succeeds or
+// ctx ends.
+func (c *Cluster) Retry(ctx context.Context, what string, f func(*client.Client) error) {
+	c.t.Helper()
+	var last error
+	for ctx.Err() == nil {
+		for _, r := range c.Running() {
+			cl, err := c.clientFor(r, true)
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			last = f(cl)
+			cl.Close()
+			if last == nil {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+	c.t.Fatalf("%s: %v", what, last)
+}
+
+// Running lists the servers whose processes are alive.
+func (c *Cluster) Running() []*Root {
+	var out []*Root
+	for _, r := range c.Roots {
+		if r.Running() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Statuses asks every running server for its own status.
+func (c *Cluster) Statuses(ctx context.Context) map[string]cluster.Status {
+	out := map[string]cluster.Status{}
+	for _, r := range c.Running() {
+		cl, err := c.clientFor(r, true)
+		if err != nil {
+			continue
+		}
+		st, err := cl.Status(ctx)
+		cl.Close()
+		if err == nil {
+			out[r.Name] = st
+		}
+	}
+	return out
+}
+
+// Leader waits until the running servers agree on a running leader and
+// returns it.
+func (c *Cluster) Leader(timeout time.Duration) *Root {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last map[string]cluster.Status
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		last = c.Statuses(ctx)
+		cancel()
+		for _, r := range c.Running() {
+			if st, ok := last[r.Name]; ok && st.State == "Leader" {
+				return r
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	c.t.Fatalf("no leader among running servers within %s: %+v", timeout, last)
+	return nil
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (c *Cluster) Kill(r *Root) { c.signal(r, syscall.SIGKILL, true) }
+
+// Stop sends SIGSTOP (the process freezes); Cont resumes it.
+func (c *Cluster) Stop(r *Root) { c.signal(r, syscall.SIGSTOP, false) }
+
+// Cont sends SIGCONT.
+func (c *Cluster) Cont(r *Root) { c.signal(r, syscall.SIGCONT, false) }
+
+// Terminate asks r to stop cleanly (SIGTERM) and waits.
+func (c *Cluster) Terminate(r *Root) { c.signal(r, syscall.SIGTERM, true) }
+
+func (c *Cluster) signal(r *Root, sig syscall.Signal, wait bool) {
+	c.t.Helper()
+	r.mu.Lock()
+	cmd, done := r.cmd, r.done
+	r.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	if !wait {
+		return
+	}
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		if sig != syscall.SIGKILL {
+			c.t.Errorf("%s did not stop within 20s after %v", r.Name, sig)
+		}
+	}
+}
+
+// Restart starts r again from its data directory.
+func (c *Cluster) Restart(r *Root) {
+	c.t.Helper()
+	if r.Running() {
+		c.t.Fatalf("%s is still running", r.Name)
+	}
+	c.spawn(r, "root", "start", "--data-dir", r.Dir)
+	c.awaitReady(r, 30*time.Second)
+}
+
+// Remove forgets r (after it was removed from the cluster).
+func (c *Cluster) Remove(r *Root) {
+	for i, x := range c.Roots {
+		if x == r {
+			c.Roots = append(c.Roots[:i], c.Roots[i+1:]...)
+			return
+		}
+	}
+}
+
+// KillAll kills every process (cleanup).
+func (c *Cluster) KillAll() {
+	for _, r := range c.Roots {
+		if r.Running() {
+			c.Cont(r)
+			c.Kill(r)
+		}
+	}
+}
+
+// WaitConverged waits until every running server reports the same applied
+// index and state hash, and returns the hash.
+func (c *Cluster) WaitConverged(timeout time.Duration) string {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last map[string]cluster.Status
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		last = c.Statuses(ctx)
+		cancel()
+		if h, ok := converged(last, len(c.Running())); ok {
+			return h
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+	c.t.Fatalf("servers did not converge within %s: %s", timeout, describe(last))
+	return ""
+}
+
+func converged(st map[string]cluster.Status, want int) (string, bool) {
+	if len(st) != want || want == 0 {
+		return "", false
+	}
+	var hash string
+	var idx uint64
+	for _, s := range st {
+		if hash == "" {
+			hash, idx = s.StateHash, s.AppliedIndex
+		}
+		if s.StateHash != hash || s.AppliedIndex != idx {
+			return "", false
+		}
+	}
+	return hash, true
+}
+
+func describe(st map[string]cluster.Status) string {
+	var b strings.Builder
+	for n, s := range st {
+		fmt.Fprintf(&b, "%s: %s applied=%d hash=%.12s; ", n, s.State, s.AppliedIndex, s.StateHash)
+	}
+	return b.String()
+}
