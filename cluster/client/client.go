@@ -114,6 +114,28 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 }
 
 func (c *Client) doNoTimeout(ctx context.Context, method, path string, query url.Values, in, out any) (http.Header, error) {
+	status, header, b, err := c.send(ctx, method, path, query, in)
+	if err != nil {
+		return header, err
+	}
+	if status/100 != 2 {
+		return header, apiError(status, b)
+	}
+	if out == nil {
+		return header, nil
+	}
+	if bp, ok := out.(*[]byte); ok {
+		*bp = b
+		return header, nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return header, fmt.Errorf("client: answer to %s %s: %w", method, path, err)
+	}
+	return header, nil
+}
+
+// send makes one HTTP exchange and returns the status and body.
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, in any) (int, http.Header, []byte, error) {
 	u := *c.base
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	u.RawQuery = query.Encode()
@@ -121,54 +143,65 @@ func (c *Client) doNoTimeout(ctx context.Context, method, path string, query url
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return nil, err
+			return 0, nil, nil, err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
-		return nil, err
+		return 0, nil, nil, err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("client: %s %s: %w", method, path, err)
+		return 0, nil, nil, fmt.Errorf("client: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return resp.Header, fmt.Errorf("client: reading answer to %s %s: %w", method, path, err)
+		return resp.StatusCode, resp.Header, nil, fmt.Errorf("client: reading answer to %s %s: %w", method, path, err)
 	}
-	if resp.StatusCode/100 != 2 {
-		var eb struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
-			return resp.Header, &cluster.APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
-		}
-		return resp.Header, &cluster.APIError{Status: resp.StatusCode, Code: "http", Message: resp.Status}
-	}
-	if out == nil {
-		return resp.Header, nil
-	}
-	if bp, ok := out.(*[]byte); ok {
-		*bp = b
-		return resp.Header, nil
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return resp.Header, fmt.Errorf("client: answer to %s %s: %w", method, path, err)
-	}
-	return resp.Header, nil
+	return resp.StatusCode, resp.Header, b, nil
 }
 
-// Health returns the server's health. A server without a leader answers
-// with Status "no_leader" and an error *cluster.APIError of status 503.
+// apiError turns an error answer into *cluster.APIError.
+func apiError(status int, b []byte) error {
+	var eb struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
+		return &cluster.APIError{Status: status, Code: eb.Error.Code, Message: eb.Error.Message}
+	}
+	return &cluster.APIError{Status: status, Code: "http", Message: http.StatusText(status)}
+}
+
+// ErrNoLeader is returned by Health when the server answers but knows no
+// leader; the cluster is electing one or has lost its quorum.
+var ErrNoLeader = errors.New("client: the server knows no leader; the cluster is electing one or has lost its quorum")
+
+// Health returns the server's health. A server that answers but knows no
+// leader (HTTP 503) returns its Health and ErrNoLeader.
 func (c *Client) Health(ctx context.Context) (cluster.Health, error) {
 	var h cluster.Health
-	_, err := c.do(ctx, http.MethodGet, "/v1/sys/health", nil, nil, &h)
-	return h, err
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	status, _, b, err := c.send(ctx, http.MethodGet, "/v1/sys/health", nil, nil)
+	switch {
+	case err != nil:
+		return h, err
+	case status == http.StatusOK, status == http.StatusServiceUnavailable:
+		if err := json.Unmarshal(b, &h); err != nil {
+			return h, fmt.Errorf("client: health answer: %w", err)
+		}
+		if status != http.StatusOK {
+			return h, ErrNoLeader
+		}
+		return h, nil
+	default:
+		return h, apiError(status, b)
+	}
 }
 
 // Status returns the answering server's view of the cluster.

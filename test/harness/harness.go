@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -102,8 +103,6 @@ type Cluster struct {
 	// ExtraArgs are passed to every bootstrap, join and start (e.g. Raft
 	// timeouts).
 	ExtraArgs []string
-
-	admin *client.Client
 }
 
 // StartCluster bootstraps r1 and joins n-1 more servers through it.
@@ -198,7 +197,8 @@ func (c *Cluster) awaitReady(r *Root, timeout time.Duration) {
 				_, herr := cl.Health(ctx)
 				cancel()
 				cl.Close()
-				if herr == nil {
+				// Answering is ready; a lone restarted server has no quorum.
+				if herr == nil || errors.Is(herr, client.ErrNoLeader) {
 					return
 				}
 			}
