@@ -28,8 +28,8 @@ func ParseHash(s string) ([]byte, error) {
 	hexPart, ok := strings.CutPrefix(s, hashPrefix)
 	if !ok {
 		shown := s
-		if len(shown) > 80 {
-			shown = shown[:80] + "..."
+		if len(shown) > 32 {
+			shown = shown[:32] + "..."
 		}
 		return nil, fmt.Errorf("%w %q: it must start with %q; copy the value printed by `keymesh root bootstrap`", ErrHashFormat, shown, hashPrefix)
 	}

@@ -418,7 +418,7 @@ func TestSerials(t *testing.T) {
 	p := newPKI(t, testNetwork, testNow)
 	key := mustKey(t, KeyP256)
 	issued := make(map[string]bool)
-	for i := 0; i < 300; i++ {
+	for i := 0; i < 150; i++ {
 		c, err := SignNode(p.issuer, NodeRequest{PublicKey: key.Public(), Network: testNetwork, NodeID: "n", Now: testNow}, nil)
 		if err != nil {
 			t.Fatal(err)

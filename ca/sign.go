@@ -377,7 +377,7 @@ type NodeRequest struct {
 	PublicKey crypto.PublicKey // the node's key, from a CSR that passed CheckCSR
 	Network   string           // the network the node joins
 	NodeID    string           // the node id, [A-Za-z0-9._-]{1,128}
-	DNSNames  []string         // optional DNS SANs, at most MaxDNSNames
+	DNSNames  []string         // optional DNS SANs, at most MaxDNSNames, no wildcards
 	Validity  time.Duration    // lifetime; 0 means DefaultNodeValidity, at most MaxNodeValidity
 	Now       time.Time        // signing time (the proposer's timestamp)
 }
