@@ -24,7 +24,7 @@ var (
 	// ErrSealKey: a seal key is not 32 bytes.
 	ErrSealKey = errors.New("ca: seal key must be 32 bytes")
 	// ErrKeyFileMode: a secret file can be read by group or others.
-	ErrKeyFileMode = errors.New("ca: secret file readable by group or others")
+	ErrKeyFileMode = errors.New("ca: secret file open to group or others")
 	// ErrNetwork: a network name is not a valid host name.
 	ErrNetwork = errors.New("ca: invalid network name")
 	// ErrName: a root server, admin or node name is not [A-Za-z0-9._-]{1,128}.
@@ -50,15 +50,15 @@ var (
 	ErrNoTime = errors.New("ca: current time not given (now is the zero time)")
 )
 
-// KeyFileModeError reports a secret file (private key, seal key) that group
-// or others may read. It matches ErrKeyFileMode.
+// KeyFileModeError reports a secret file (private key, seal key) with any
+// permission bit for group or others. It matches ErrKeyFileMode.
 type KeyFileModeError struct {
 	Path string
 	Mode os.FileMode
 }
 
 func (e *KeyFileModeError) Error() string {
-	return fmt.Sprintf("ca: %s has mode %04o and can be read by group or others; run `chmod 600 %s` and try again",
+	return fmt.Sprintf("ca: %s has mode %04o, open to group or others; run `chmod 600 %s` and try again",
 		e.Path, e.Mode.Perm(), e.Path)
 }
 
