@@ -31,6 +31,9 @@ var b64 = base64.RawURLEncoding.Strict()
 func AlgorithmFor(pub crypto.PublicKey) (string, error) {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
+		if k == nil || k.Curve == nil {
+			return "", fmt.Errorf("%w: empty ECDSA key", ErrUnsupportedKey)
+		}
 		switch k.Curve {
 		case elliptic.P256():
 			return AlgES256, nil

@@ -13,7 +13,10 @@ const (
 	KindNode  = "node"
 )
 
-const maxSPIFFEIDLen = 2048
+const (
+	maxSPIFFEIDLen = 512
+	maxNameLen     = 128
+)
 
 // SPIFFEID is the identity in a keymesh certificate's URI SAN and in a token's
 // iss/sub: spiffe://<network>/<kind>/<name>, where network is a lower-case
@@ -94,12 +97,15 @@ func checkNetwork(h string) error {
 			}
 		}
 	}
+	if last := h[strings.LastIndexByte(h, '.')+1:]; strings.Trim(last, "0123456789") == "" {
+		return fmt.Errorf("the last label of a network must not be all digits")
+	}
 	return nil
 }
 
 func checkName(n string) error {
-	if n == "" || len(n) > 255 {
-		return fmt.Errorf("name must be 1..255 bytes")
+	if n == "" || len(n) > maxNameLen {
+		return fmt.Errorf("name must be 1..%d bytes", maxNameLen)
 	}
 	if n == "." || n == ".." {
 		return fmt.Errorf("name must not be a dot segment")
@@ -113,22 +119,25 @@ func checkName(n string) error {
 	return nil
 }
 
-// SPIFFEIDOf returns the SPIFFE ID of a certificate: it must carry exactly one
-// spiffe:// URI SAN. Errors wrap ErrInvalidSPIFFEID.
+// SPIFFEIDOf returns the SPIFFE ID of a certificate: it must carry exactly
+// one URI SAN, a keymesh SPIFFE ID in canonical form (the rules of
+// ca.IdentityOf). Errors wrap ErrInvalidSPIFFEID.
 func SPIFFEIDOf(cert *x509.Certificate) (SPIFFEID, error) {
 	if cert == nil {
 		return SPIFFEID{}, fmt.Errorf("%w: no certificate", ErrInvalidSPIFFEID)
 	}
-	var found []string
-	for _, u := range cert.URIs {
-		if strings.EqualFold(u.Scheme, "spiffe") {
-			found = append(found, u.String())
-		}
+	if len(cert.URIs) != 1 {
+		return SPIFFEID{}, fmt.Errorf("%w: certificate has %d URI SANs, want 1", ErrInvalidSPIFFEID, len(cert.URIs))
 	}
-	if len(found) != 1 {
-		return SPIFFEID{}, fmt.Errorf("%w: certificate has %d spiffe URI SANs, want 1", ErrInvalidSPIFFEID, len(found))
+	s := cert.URIs[0].String()
+	id, err := ParseSPIFFEID(s)
+	if err != nil {
+		return SPIFFEID{}, err
 	}
-	return ParseSPIFFEID(found[0])
+	if id.String() != s {
+		return SPIFFEID{}, fmt.Errorf("%w: %q is not in canonical form", ErrInvalidSPIFFEID, truncate(s, 80))
+	}
+	return id, nil
 }
 
 func truncate(s string, n int) string {

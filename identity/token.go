@@ -26,8 +26,8 @@ type Token struct {
 	Claims Claims
 }
 
-// jws is the parsed compact form before the claims are decoded.
-type jws struct {
+// compactJWS is the parsed compact form before the claims are decoded.
+type compactJWS struct {
 	alg, kid  string
 	input     string // header "." payload: the JWS signing input
 	payload   []byte // decoded, not yet parsed
@@ -59,49 +59,49 @@ func ParseUnverified(token string, maxSize int) (Token, error) {
 
 // parseCompact splits and checks the compact form and decodes the header and
 // signature. The claims are decoded by claims(), after the signature check.
-func parseCompact(token string) (jws, error) {
+func parseCompact(token string) (compactJWS, error) {
 	h, rest, ok := strings.Cut(token, ".")
 	if !ok {
-		return jws{}, fmt.Errorf("%w: not three parts", ErrMalformed)
+		return compactJWS{}, fmt.Errorf("%w: not three parts", ErrMalformed)
 	}
 	p, s, ok := strings.Cut(rest, ".")
 	if !ok || strings.Contains(s, ".") {
-		return jws{}, fmt.Errorf("%w: not three parts", ErrMalformed)
+		return compactJWS{}, fmt.Errorf("%w: not three parts", ErrMalformed)
 	}
 	// An empty signature is let through to be refused by the alg allow-list
 	// ("none") or the signature check, which give the clearer reason.
 	if h == "" || p == "" || !strictB64(h) || !strictB64(p) || !strictB64(s) {
-		return jws{}, fmt.Errorf("%w: parts must be base64url without padding", ErrMalformed)
+		return compactJWS{}, fmt.Errorf("%w: parts must be base64url without padding", ErrMalformed)
 	}
 	hb, err := b64.DecodeString(h)
 	if err != nil {
-		return jws{}, fmt.Errorf("%w: header: %w", ErrMalformed, err)
+		return compactJWS{}, fmt.Errorf("%w: header: %w", ErrMalformed, err)
 	}
 	var hd header
 	if err := json.Unmarshal(hb, &hd, json.RejectUnknownMembers(true)); err != nil {
-		return jws{}, fmt.Errorf("%w: header: %w", ErrMalformed, err)
+		return compactJWS{}, fmt.Errorf("%w: header: %w", ErrMalformed, err)
 	}
 	if hd.Alg == "" || hd.Kid == "" {
-		return jws{}, fmt.Errorf("%w: header needs alg and kid", ErrMalformed)
+		return compactJWS{}, fmt.Errorf("%w: header needs alg and kid", ErrMalformed)
 	}
 	if hd.Typ != nil && !strings.EqualFold(*hd.Typ, "JWT") {
-		return jws{}, fmt.Errorf("%w: typ must be JWT", ErrMalformed)
+		return compactJWS{}, fmt.Errorf("%w: typ must be JWT", ErrMalformed)
 	}
 	sig, err := b64.DecodeString(s)
 	if err != nil {
-		return jws{}, fmt.Errorf("%w: signature: %w", ErrMalformed, err)
+		return compactJWS{}, fmt.Errorf("%w: signature: %w", ErrMalformed, err)
 	}
 	if len(hd.Kid) > maxKIDLen {
-		return jws{}, fmt.Errorf("%w: kid longer than %d", ErrMalformed, maxKIDLen)
+		return compactJWS{}, fmt.Errorf("%w: kid longer than %d", ErrMalformed, maxKIDLen)
 	}
 	pb, err := b64.DecodeString(p)
 	if err != nil {
-		return jws{}, fmt.Errorf("%w: payload: %w", ErrMalformed, err)
+		return compactJWS{}, fmt.Errorf("%w: payload: %w", ErrMalformed, err)
 	}
-	return jws{alg: hd.Alg, kid: hd.Kid, input: token[:len(h)+1+len(p)], payload: pb, signature: sig}, nil
+	return compactJWS{alg: hd.Alg, kid: hd.Kid, input: token[:len(h)+1+len(p)], payload: pb, signature: sig}, nil
 }
 
 const maxKIDLen = 128
 
 // claims decodes and checks the claims. Errors wrap ErrClaims.
-func (j *jws) claims() (Claims, error) { return parseClaims(j.payload) }
+func (j *compactJWS) claims() (Claims, error) { return parseClaims(j.payload) }
