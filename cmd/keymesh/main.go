@@ -103,6 +103,7 @@ Start with "keymesh dev" for a three-server cluster on loopback, or
 // groupCmd makes cmd a command that only holds subcommands: run alone or
 // with an unknown subcommand it is a usage error of one line.
 func groupCmd(cmd *cobra.Command) {
+	cmd.SuggestionsMinimumDistance = 2
 	cmd.Args = func(c *cobra.Command, args []string) error {
 		if len(args) == 0 {
 			return nil

@@ -12,12 +12,12 @@ import (
 // emit prints v as one JSON line with --output json, or calls text.
 func (a *app) emit(v any, text func(w io.Writer)) error {
 	if a.output == "json" {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return fmt.Errorf("encode output: %w", err)
+		enc := json.NewEncoder(a.stdout) // one line, ending in a newline
+		enc.SetEscapeHTML(false)         // keep <DIR> readable in commands
+		if err := enc.Encode(v); err != nil {
+			return fmt.Errorf("writing output: %w", err)
 		}
-		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
-		return err
+		return nil
 	}
 	text(a.stdout)
 	return nil
