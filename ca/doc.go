@@ -43,11 +43,19 @@
 //
 // # Root join
 //
-// The joining server dials with tls.Config.VerifyPeerCertificate calling
-// VerifyPinned(rawCerts, caHash, addr, now) (servers send leaf,
-// intermediate and root). A server that holds the AS root (OpenSigner of
-// the sealed key) signs the newcomer's intermediate with SignIntermediate
-// and its TLS certificate with SignServerTLS.
+// The joining server dials with PinnedTLSConfig(caHash, addr, clock), or
+// its own tls.Config whose VerifyConnection calls VerifyPinned(rawCerts,
+// caHash, addr, now); servers therefore send leaf, intermediate and root.
+// A server that holds the AS root (OpenSigner of the sealed key) signs the
+// newcomer's intermediate with SignIntermediate and its TLS certificate
+// with SignServerTLS. From then on both sides verify with VerifyChain or
+// VerifyIdentity against the root.
+//
+// # Rotation
+//
+// A successor root is made with NewRoot and published as a prepared trust
+// anchor; CrossSign(old, new.Cert) lets verifiers that trust only the old
+// root accept the new hierarchy meanwhile (hence the root's path length 2).
 //
 // # Node registration
 //

@@ -284,3 +284,29 @@ func TestSPIFFEInterop(t *testing.T) {
 		t.Errorf("SVID leaf differs")
 	}
 }
+
+// TestOpenSSLCrossSign: OpenSSL, trusting only the old root, accepts a node
+// of the successor root through the cross certificate, although both roots
+// have the same subject name (key identifiers tell them apart).
+func TestOpenSSLCrossSign(t *testing.T) {
+	openssl(t)
+	now := time.Now()
+	dir := t.TempDir()
+	old := newPKI(t, testNetwork, now)
+	next := newPKI(t, testNetwork, now)
+	cross, err := CrossSign(old.root, next.root.Cert, now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, _ := next.node(t, "n1", now)
+	writeFile(t, dir, "old.pem", EncodeCertsPEM(old.root.Cert))
+	writeFile(t, dir, "untrusted.pem", EncodeCertsPEM(next.issuer.Cert, cross))
+	writeFile(t, dir, "inter-only.pem", EncodeCertsPEM(next.issuer.Cert))
+	writeFile(t, dir, "node.pem", EncodeCertsPEM(node))
+	if out, err := runOpenSSL(t, dir, "verify", "-x509_strict", "-CAfile", "old.pem", "-untrusted", "untrusted.pem", "node.pem"); err != nil || !strings.Contains(out, ": OK") {
+		t.Errorf("through the cross certificate: %v\n%s", err, out)
+	}
+	if out, err := runOpenSSL(t, dir, "verify", "-CAfile", "old.pem", "-untrusted", "inter-only.pem", "node.pem"); err == nil {
+		t.Errorf("verified without the cross certificate:\n%s", out)
+	}
+}
