@@ -29,8 +29,9 @@ func TestMain(m *testing.M) {
 //	jsonvar KEY VAR             set $VAR to the string or number KEY of the JSON on stdout
 //	loadenv FILE                apply the `export K=V ...` lines of FILE (as keymesh dev writes)
 //	freeport VAR                set $VAR to 127.0.0.1:PORT where nothing listens
-//	eventually [-t DUR] COMMAND ARGS...
-//	                            rerun COMMAND until it exits 0 (default within 30s)
+//	[!] eventually [-t DUR] COMMAND ARGS...
+//	                            rerun COMMAND until it exits 0 (with !: until it
+//	                            fails), within 30s by default
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
@@ -117,11 +118,11 @@ func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
 
 func cmdEventually(ts *testscript.TestScript, neg bool, args []string) {
 	limit, args := limitArg(ts, args)
-	if neg || len(args) < 1 {
-		ts.Fatalf("usage: eventually [-t DURATION] COMMAND [ARGS...]")
+	if len(args) < 1 {
+		ts.Fatalf("usage: [!] eventually [-t DURATION] COMMAND [ARGS...]")
 	}
-	if !poll(limit, func() bool { return ts.Exec(args[0], args[1:]...) == nil }) {
-		ts.Fatalf("%s did not succeed within %s", strings.Join(args, " "), limit)
+	if !poll(limit, func() bool { return (ts.Exec(args[0], args[1:]...) == nil) != neg }) {
+		ts.Fatalf("%s did not %s within %s", strings.Join(args, " "), map[bool]string{false: "succeed", true: "fail"}[neg], limit)
 	}
 }
 

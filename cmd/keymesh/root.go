@@ -79,14 +79,18 @@ func (a *app) createToken(ctx context.Context, cf connFlags, req cluster.CreateJ
 			shellQuote(hostPort(c.server)), shellQuote(hash), shellQuote(tok.Secret))
 	}
 	return a.emit(out, func(w io.Writer) {
-		what := tok.Kind + " join token"
+		var scope []string
 		if tok.Principal != "" {
-			what += " for principal " + tok.Principal
+			scope = append(scope, "principal "+tok.Principal)
 		}
 		if tok.NodeID != "" {
-			what += ", node " + tok.NodeID
+			scope = append(scope, "node "+tok.NodeID)
 		}
-		fmt.Fprintf(w, "Made %s %s: %s, expires %s.\n", what, tok.ID, usesText(tok.Uses), timeText(tok.Expiry))
+		what := ""
+		if len(scope) > 0 {
+			what = " (" + strings.Join(scope, ", ") + ")"
+		}
+		fmt.Fprintf(w, "Made %s join token %s%s: %s, expires %s.\n", tok.Kind, tok.ID, what, usesText(tok.Uses), timeText(tok.Expiry))
 		fmt.Fprintf(w, "Secret (shown only now):\n\n  %s\n\n", tok.Secret)
 		if tok.Kind == "root" {
 			fmt.Fprintf(w, "Join a new root server with:\n\n  %s\n", out.JoinCommand)

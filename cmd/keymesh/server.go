@@ -136,8 +136,8 @@ type bootstrapOutput struct {
 
 func (a *app) bootstrapCmd() *cobra.Command {
 	var (
-		network, name, dataDir, raftAddr, apiAddr string
-		sf                                        serveFlags
+		network, name, dataDir, raftAddr, apiAddr, advertise string
+		sf                                                   serveFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "bootstrap",
@@ -167,6 +167,9 @@ It prints the CA hash and the exact command that joins the next server.`,
 			if err := checkAddr("api-addr", apiAddr); err != nil {
 				return err
 			}
+			if err := checkAdvertise(advertise); err != nil {
+				return err
+			}
 			opts, err := sf.options(a.stderr)
 			if err != nil {
 				return err
@@ -176,7 +179,7 @@ It prints the CA hash and the exact command that joins the next server.`,
 			}
 			ctx := cmd.Context()
 			srv, res, err := cluster.Bootstrap(ctx, cluster.BootstrapConfig{
-				Network: network, Name: name, DataDir: dataDir, RaftAddr: raftAddr, APIAddr: apiAddr, Options: opts,
+				Network: network, Name: name, DataDir: dataDir, RaftAddr: raftAddr, APIAddr: apiAddr, RaftAdvertise: advertise, Options: opts,
 			})
 			if err != nil {
 				return err
@@ -208,8 +211,23 @@ It prints the CA hash and the exact command that joins the next server.`,
 	fl.StringVar(&dataDir, "data-dir", "", "empty or new directory for this server's keys and Raft data")
 	fl.StringVar(&raftAddr, "raft-addr", "", "host:port for Raft traffic, reachable by the other root servers (port 0 picks one)")
 	fl.StringVar(&apiAddr, "api-addr", "", "host:port for the HTTPS API (port 0 picks one)")
+	fl.StringVar(&advertise, "raft-advertise", "", "host:port other servers dial for Raft, when not --raft-addr (a proxy or NAT in front)")
 	sf.register(cmd, "info")
 	return cmd
+}
+
+// checkAdvertise checks the shape of an optional --raft-advertise.
+func checkAdvertise(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if err := checkAddr("raft-advertise", addr); err != nil {
+		return err
+	}
+	if _, port, _ := net.SplitHostPort(addr); port == "0" {
+		return usagef("--raft-advertise %q needs a real port, not 0", addr)
+	}
+	return nil
 }
 
 // joinCommand is the command line that joins the next root server.
@@ -236,8 +254,8 @@ func nextName(name string) string {
 
 func (a *app) joinCmd() *cobra.Command {
 	var (
-		join, token, caHash, name, dataDir, raftAddr, apiAddr, sealKeyFile string
-		sf                                                                 serveFlags
+		join, token, caHash, name, dataDir, raftAddr, apiAddr, advertise, sealKeyFile string
+		sf                                                                            serveFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "join",
@@ -269,6 +287,9 @@ If the join fails, the data directory is left as it was.`,
 					return err
 				}
 			}
+			if err := checkAdvertise(advertise); err != nil {
+				return err
+			}
 			opts, err := sf.options(a.stderr)
 			if err != nil {
 				return err
@@ -285,7 +306,7 @@ If the join fails, the data directory is left as it was.`,
 			ctx := cmd.Context()
 			srv, err := cluster.Join(ctx, cluster.JoinConfig{
 				Join: join, Token: token, CAHash: caHash, Name: name, DataDir: dataDir,
-				RaftAddr: raftAddr, APIAddr: apiAddr, SealKey: sealKey, Options: opts,
+				RaftAddr: raftAddr, APIAddr: apiAddr, RaftAdvertise: advertise, SealKey: sealKey, Options: opts,
 			})
 			clear(sealKey)
 			if err != nil {
@@ -306,6 +327,7 @@ If the join fails, the data directory is left as it was.`,
 	fl.StringVar(&dataDir, "data-dir", "", "empty or new directory for this server's keys and Raft data")
 	fl.StringVar(&raftAddr, "raft-addr", "", "host:port for Raft traffic (port 0 picks one)")
 	fl.StringVar(&apiAddr, "api-addr", "", "host:port for the HTTPS API (port 0 picks one)")
+	fl.StringVar(&advertise, "raft-advertise", "", "host:port other servers dial for Raft, when not --raft-addr (a proxy or NAT in front)")
 	fl.StringVar(&sealKeyFile, "seal-key-file", "", "the network's seal key (64 hex digits, mode 0600); default: received in the pinned join exchange")
 	sf.register(cmd, "info")
 	return cmd

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/fsm"
 )
 
@@ -307,6 +309,10 @@ func (a *app) healthCmd() *cobra.Command {
 			}
 			defer cl.Close()
 			h, err := cl.Health(cmd.Context())
+			if errors.Is(err, client.ErrNoLeader) {
+				return fmt.Errorf("root server %s at %s is up but knows no leader: the cluster is electing one or has lost its quorum; check `keymesh root status`",
+					orDash(h.Name), hostPort(c.server))
+			}
 			if err != nil {
 				return c.explain(err)
 			}
