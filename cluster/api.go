@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"github.com/hashicorp/go-hclog"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -156,13 +155,11 @@ func (s *Server) caller(r *http.Request) (ca.Identity, bool) {
 	if err != nil || id.Network != s.network {
 		return ca.Identity{}, false
 	}
-	if _, revoked := s.store.Revoked(fsm.RevocationKind("cert"), serialHex(chain[0].SerialNumber)); revoked {
+	if _, revoked := s.store.Revoked(fsm.RevocationKind("cert"), fsm.FormatSerial(chain[0].SerialNumber)); revoked {
 		return ca.Identity{}, false
 	}
 	return id, true
 }
-
-func serialHex(n *big.Int) string { return fmt.Sprintf("%x", n) }
 
 // Roles of callers. Issue-level authorization with Cedar replaces this table
 // when it lands; until then admins and root servers may do every call.

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"math/big"
 	"net/http"
 	"strconv"
 	"strings"
@@ -328,6 +329,14 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "id must be 1 to 256 characters without spaces or slashes")
 		return
 	}
+	if kind == "cert" {
+		serial, err := parseSerial(req.ID)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+			return
+		}
+		req.ID = serial
+	}
 	if len(req.Reason) > 512 {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "reason is longer than 512 bytes")
 		return
@@ -430,4 +439,16 @@ func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request) {
 		Revocations: s.store.Revocations(), JWKS: s.store.JWKS()}
 	w.Header().Set("X-Keymesh-Index", strconv.FormatUint(t.Index, 10))
 	writeJSON(w, http.StatusOK, t)
+}
+
+// parseSerial accepts a certificate serial as operators copy it (hex, any
+// case, with or without colons and leading zeros, as openssl prints it) and
+// returns its canonical form.
+func parseSerial(s string) (string, error) {
+	clean := strings.ToLower(strings.ReplaceAll(s, ":", ""))
+	n, ok := new(big.Int).SetString(clean, 16)
+	if !ok || n.Sign() <= 0 || len(clean) > 64 {
+		return "", fmt.Errorf("certificate serial %q is not a positive hex number (as `openssl x509 -serial` prints it)", s)
+	}
+	return fsm.FormatSerial(n), nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -332,26 +331,10 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 // returns the pinned AS root.
 func requestJoin(ctx context.Context, cfg JoinConfig, o Options, req JoinRequest) (*JoinResponse, *x509.Certificate, error) {
 	host, _, _ := net.SplitHostPort(cfg.Join)
-	var pinned *x509.Certificate
-	tlsCfg := &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// First contact: the client has no trust anchor yet, only the pin.
-		// Chain, validity and host name are verified in VerifyConnection by
-		// ca.VerifyPinned against the root the pin names, so verification is
-		// replaced, not skipped.
-		InsecureSkipVerify: true, //nolint:gosec // replaced by VerifyPinned below
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			raw := make([][]byte, len(cs.PeerCertificates))
-			for i, c := range cs.PeerCertificates {
-				raw[i] = c.Raw
-			}
-			root, err := ca.VerifyPinned(raw, cfg.CAHash, host, o.Clock())
-			if err != nil {
-				return fmt.Errorf("%w: %w", ErrPinMismatch, err)
-			}
-			pinned = root
-			return nil
-		},
+	// First contact: the joiner knows the AS root only by its hash.
+	tlsCfg, err := ca.PinnedTLSConfig(cfg.CAHash, host, o.Clock)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--ca-hash: %w", err)
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 30 * time.Second}
 	defer client.CloseIdleConnections()
@@ -363,8 +346,8 @@ func requestJoin(ctx context.Context, cfg JoinConfig, o Options, req JoinRequest
 	hreq.Header.Set("Content-Type", "application/json")
 	hresp, err := client.Do(hreq)
 	if err != nil {
-		if errors.Is(err, ErrPinMismatch) {
-			return nil, nil, ErrPinMismatch
+		if errors.Is(err, ca.ErrHashMismatch) || errors.Is(err, ca.ErrChain) {
+			return nil, nil, fmt.Errorf("%w (%w)", ErrPinMismatch, err)
 		}
 		return nil, nil, fmt.Errorf("cluster: cannot reach %s to join: %w (is a root server listening there?)", cfg.Join, err)
 	}
@@ -384,8 +367,14 @@ func requestJoin(ctx context.Context, cfg JoinConfig, o Options, req JoinRequest
 	if err := json.Unmarshal(b, &resp); err != nil {
 		return nil, nil, fmt.Errorf("cluster: join answer: %w", err)
 	}
-	if pinned == nil {
-		return nil, nil, ErrPinMismatch
+	// The handshake proved the server chains to a root with the pinned
+	// hash; the root the answer names must be that root.
+	if len(resp.Roots) == 0 {
+		return nil, nil, fmt.Errorf("%w: the join answer names no root", ErrPinMismatch)
+	}
+	pinned, err := x509.ParseCertificate(resp.Roots[0])
+	if err != nil || ca.MatchHash(pinned, cfg.CAHash) != nil {
+		return nil, nil, fmt.Errorf("%w: the join answer names another root", ErrPinMismatch)
 	}
 	return &resp, pinned, nil
 }
@@ -394,9 +383,6 @@ func requestJoin(ctx context.Context, cfg JoinConfig, o Options, req JoinRequest
 // one, the intermediate is ours and chains to it, and the seal key opens the
 // sealed AS root key.
 func checkJoinResponse(resp *JoinResponse, pinned *x509.Certificate, issuerKey crypto.Signer, cfg JoinConfig, now time.Time) (*x509.Certificate, []byte, error) {
-	if len(resp.Roots) == 0 || !bytes.Equal(resp.Roots[0], pinned.Raw) {
-		return nil, nil, fmt.Errorf("%w: the join answer names another root", ErrPinMismatch)
-	}
 	cert, err := x509.ParseCertificate(resp.IssuerCert)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: issuing certificate from the cluster: %w", err)

@@ -83,7 +83,7 @@ func raftConfig(id string, o Options, log hclog.Logger) *raft.Config {
 // the TLS stream layer. With bootstrap, the cluster is first initialised with
 // this server as the only voter.
 func startRaft(dir string, id string, ln net.Listener, advertise string, tid *tlsIdentity, f raft.FSM, o Options, bootstrap bool) (*raftNode, error) {
-	log := o.Logger.Named("raft")
+	log := o.Logger.Named("raft").With("server", id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: raft directory: %w", err)
 	}

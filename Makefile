@@ -1,0 +1,72 @@
+# keymesh — the two commands a new user runs are `make demo` and `make test`.
+
+GO          ?= go
+BIN         ?= bin/keymesh
+STATICCHECK_VERSION ?= v0.8.2
+GOBIN       := $(shell $(GO) env GOPATH)/bin
+STATICCHECK := $(GOBIN)/staticcheck
+
+# Unit and package tests run in parallel; the process-level suites (test/)
+# run one package at a time so that their Raft timings are not starved.
+UNIT_PKGS   := ./fsm/... ./ca/... ./identity/... ./cluster/... ./session/... ./routing/... ./cmd/...
+PROC_PKGS   := ./test/...
+
+FUZZTIME       ?= 30s
+FUZZTIME_SHORT ?= 2s
+BENCHTIME      ?= 1s
+CHAOS_KILLS    ?= 25
+CHAOS_REPORT   ?= test/chaos/report.json
+
+.PHONY: all build test test-unit test-proc lint tools demo bench bench-short chaos fuzz fuzz-short clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/keymesh
+
+## test: everything a change must pass: lint, unit tests with -race, the
+## end-to-end and short chaos suites, one pass of every fuzz target and
+## every benchmark run once.
+test: lint test-unit test-proc fuzz-short bench-short
+
+test-unit:
+	$(GO) test -race -count=1 -timeout 10m $(UNIT_PKGS)
+
+test-proc:
+	$(GO) test -race -count=1 -p 1 -timeout 12m $(PROC_PKGS)
+
+tools: $(STATICCHECK)
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: tools
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+## demo: a three-root cluster on loopback and a short tour of the CLI.
+demo: build
+	bash test/demo/tour.sh $(BIN)
+
+## bench: the benchmarks with their physical limits, figures to quote.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -timeout 30m ./...
+
+bench-short:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
+
+## chaos: at least 25 leader kills plus the other faults; report in $(CHAOS_REPORT).
+chaos:
+	CHAOS_KILLS=$(CHAOS_KILLS) CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) CHAOS_FULL=1 \
+		$(GO) test -count=1 -v -timeout 60m -run 'TestChaos|TestSteady' ./test/chaos
+
+## fuzz: every fuzz target for $(FUZZTIME); fuzz-short is the pass in `make test`.
+fuzz:
+	@FUZZTIME=$(FUZZTIME) bash test/fuzz.sh
+
+fuzz-short:
+	@FUZZTIME=$(FUZZTIME_SHORT) bash test/fuzz.sh
+
+clean:
+	rm -rf bin

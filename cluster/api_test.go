@@ -1,0 +1,185 @@
+package cluster
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/ca"
+)
+
+// apiClient is a raw HTTPS client for srv, presenting cert when given.
+func apiClient(t *testing.T, srv *Server, cert *tls.Certificate) *http.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	roots, err := ca.ReadCertsFile(RootsPath(srv.DataDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AddCert(roots[0])
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 15 * time.Second}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+func adminCert(t *testing.T, srv *Server) *tls.Certificate {
+	t.Helper()
+	c, err := LoadCredential(CredentialPath(srv.DataDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+// nodeCert is a node certificate of srv's network, signed by srv's issuer.
+func nodeCert(t *testing.T, srv *Server) *tls.Certificate {
+	t.Helper()
+	k, _ := ca.GenerateKey(ca.KeyP256, nil)
+	c, err := ca.SignNode(srv.issuer, ca.NodeRequest{PublicKey: k.Public(), Network: srv.Network(), NodeID: "n1", Now: time.Now()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tlsCertificate([]*x509.Certificate{c, srv.issuer.Cert}, k)
+	return &tc
+}
+
+type apiCase struct {
+	name        string
+	cert        string // "", "admin", "node"
+	method      string
+	path        string
+	contentType string
+	body        string
+	status      int
+	code        string
+}
+
+func TestAPIRefusesBadInput(t *testing.T) {
+	tc := newTestCluster(t, 1)
+	srv := tc.servers[0]
+	certs := map[string]*tls.Certificate{"admin": adminCert(t, srv), "node": nodeCert(t, srv), "": nil}
+	big := `{"kind":"token","id":"x","reason":"` + strings.Repeat("a", 70<<10) + `"}`
+	cases := []apiCase{
+		{"malformed JSON", "admin", "POST", "/v1/revocations", "", `{"kind":`, 400, codeBadRequest},
+		{"not an object", "admin", "POST", "/v1/revocations", "", `[1,2]`, 400, codeBadRequest},
+		{"unknown field", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x","colour":"red"}`, 400, codeBadRequest},
+		{"trailing data", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x"} {}`, 400, codeBadRequest},
+		{"empty body", "admin", "POST", "/v1/revocations", "", ``, 400, codeBadRequest},
+		{"oversized body", "admin", "POST", "/v1/revocations", "", big, 413, codeTooLarge},
+		{"wrong content type", "admin", "POST", "/v1/revocations", "text/plain", `{"kind":"token","id":"x"}`, 415, codeBadRequest},
+		{"unknown kind", "admin", "POST", "/v1/revocations", "", `{"kind":"planet","id":"x"}`, 400, codeBadRequest},
+		{"id with a slash", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"a/b"}`, 400, codeBadRequest},
+		{"cert serial not hex", "admin", "POST", "/v1/revocations", "", `{"kind":"cert","id":"xyz"}`, 400, codeBadRequest},
+		{"cert serial zero", "admin", "POST", "/v1/revocations", "", `{"kind":"cert","id":"00"}`, 400, codeBadRequest},
+		{"no credential", "", "POST", "/v1/revocations", "", `{"kind":"token","id":"x"}`, 401, codeUnauthorized},
+		{"node credential on an admin call", "node", "POST", "/v1/revocations", "", `{"kind":"token","id":"x"}`, 403, codeForbidden},
+		{"node credential on an internal call", "node", "POST", "/v1/internal/apply", "", `{"command":"AQ=="}`, 403, codeForbidden},
+		{"admin on an internal call", "admin", "POST", "/v1/internal/apply", "", `{"command":"AQ=="}`, 403, codeForbidden},
+		{"too many token uses", "admin", "POST", "/v1/join-tokens", "", `{"kind":"node","principal":"NODE","uses":10001}`, 400, codeBadRequest},
+		{"token ttl too long", "admin", "POST", "/v1/join-tokens", "", `{"kind":"node","principal":"NODE","ttl":"1000h"}`, 400, codeBadRequest},
+		{"token ttl not a duration", "admin", "POST", "/v1/join-tokens", "", `{"kind":"node","ttl":"soon"}`, 400, codeBadRequest},
+		{"token kind unknown", "admin", "POST", "/v1/join-tokens", "", `{"kind":"guest"}`, 400, codeBadRequest},
+		{"revoke unknown join token", "admin", "DELETE", "/v1/join-tokens/0123456789abcdef", "", ``, 404, codeNotFound},
+		{"remove unknown server", "admin", "DELETE", "/v1/cluster/servers/nobody", "", ``, 404, codeNotFound},
+		{"join with an unknown token", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2","issuer_key":"AAAA"}`, 400, codeBadRequest},
+		{"join with a bad issuer key", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2","issuer_key":"AAAA"}`, 400, codeBadRequest},
+		{"join with a bad name", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r 9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2"}`, 400, codeBadRequest},
+		{"join with a wildcard address", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"0.0.0.0:1","api_addr":"127.0.0.1:2"}`, 400, codeBadRequest},
+		{"trust index not a number", "node", "GET", "/v1/trust?index=-1", "", ``, 400, codeBadRequest},
+		{"unknown route", "admin", "GET", "/v1/nothing", "", ``, 404, codeNotFound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before, _ := hashIndex(srv.Store())
+			status, code, msg := call(t, apiClient(t, srv, certs[c.cert]), srv, c)
+			if status != c.status || !strings.Contains(code, c.code) {
+				t.Errorf("got %d %q (%s), want %d %q", status, code, msg, c.status, c.code)
+			}
+			if msg == "" {
+				t.Error("error without a message")
+			}
+			after, _ := hashIndex(srv.Store())
+			if before != after {
+				t.Error("a refused call changed the replicated state")
+			}
+		})
+	}
+}
+
+// call makes one API call and returns status, error code and message.
+func call(t *testing.T, hc *http.Client, srv *Server, c apiCase) (int, string, string) {
+	t.Helper()
+	req, err := http.NewRequest(c.method, "https://"+srv.APIAddr()+c.path, strings.NewReader(c.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.body != "" {
+		ct := c.contentType
+		if ct == "" {
+			ct = "application/json"
+		}
+		req.Header.Set("Content-Type", ct)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", c.method, c.path, err)
+	}
+	defer resp.Body.Close()
+	var eb errorEnvelope
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &eb); err != nil {
+		t.Errorf("answer is not the JSON error shape: %q", b)
+	}
+	return resp.StatusCode, eb.Error.Code, eb.Error.Message
+}
+
+// FuzzDecodeRequest feeds arbitrary bodies to the API's JSON decoder for
+// every request type: it never panics and accepts only one JSON object.
+func FuzzDecodeRequest(f *testing.F) {
+	for _, seed := range []string{
+		`{"kind":"token","id":"x"}`, `{"kind":"root","uses":2,"ttl":"1h"}`, `{"token":"t","name":"r2","raft_addr":"a:1","api_addr":"b:2","issuer_key":"AAAA"}`,
+		`{"command":"AQID"}`, `{}`, `[]`, `null`, `{"a":1}{}`, "\x00", `{"id":"` + strings.Repeat("9", 100) + `"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	s := &Server{opts: Options{}.withDefaults()}
+	s.log = s.opts.Logger
+	targets := []func() any{
+		func() any { return &RevokeRequest{} }, func() any { return &CreateJoinTokenRequest{} },
+		func() any { return &JoinRequest{} }, func() any { return &applyRequest{} },
+		func() any { return &addVoterRequest{} }, func() any { return &removeServerRequest{} },
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, mk := range targets {
+			w := httptest.NewRecorder()
+			r := httptest.NewRequest("POST", "/", bytes.NewReader(body))
+			r.Header.Set("Content-Type", "application/json")
+			v := mk()
+			ok := s.decode(w, r, v)
+			if ok && !json.Valid(body) {
+				t.Fatalf("accepted invalid JSON %q", body)
+			}
+			if !ok {
+				var eb errorEnvelope
+				if err := json.Unmarshal(w.Body.Bytes(), &eb); err != nil || eb.Error.Code == "" {
+					t.Fatalf("refusal without the error shape: %q", w.Body.String())
+				}
+			}
+		}
+		if req := (RevokeRequest{}); json.Unmarshal(body, &req) == nil {
+			_ = fmt.Sprint(req)
+		}
+	})
+}
