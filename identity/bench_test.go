@@ -1,0 +1,129 @@
+package identity
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha512"
+	"testing"
+	"time"
+)
+
+// versus runs op and its physical limit alternately in the same run (so both
+// see the same machine load): opsPerLimit runs of op, then one of limit, until
+// op has run b.N times. It reports op's and the limit's ns/op and the ratio
+// of op's rate to the limit's rate (limit ns / op ns). The benchmark's own
+// ns/op covers both loops and is not the figure to read.
+func versus(b *testing.B, limitName string, opsPerLimit int, op, limit func()) {
+	b.Helper()
+	var opT, limT time.Duration
+	var limN int
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(opsPerLimit, b.N-done)
+		t := time.Now()
+		for i := 0; i < n; i++ {
+			op()
+		}
+		opT += time.Since(t)
+		done += n
+		t = time.Now()
+		limit()
+		limT += time.Since(t)
+		limN++
+	}
+	b.StopTimer()
+	opNs := float64(opT.Nanoseconds()) / float64(b.N)
+	limNs := float64(limT.Nanoseconds()) / float64(limN)
+	b.ReportMetric(opNs, "op-ns")
+	b.ReportMetric(limNs, limitName+"-ns")
+	b.ReportMetric(limNs/opNs, "ratio")
+}
+
+// rawP384 returns raw ecdsa.VerifyASN1 and ecdsa.SignASN1 on P-384 over a
+// SHA-384 digest: the physical limits of verification and minting.
+func rawP384(b *testing.B) (verify, sign func()) {
+	k := mustKey(b, elliptic.P384())
+	digest := sha512.Sum384([]byte("keymesh"))
+	sig, err := ecdsa.SignASN1(rand.Reader, k, digest[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	verify = func() {
+		if !ecdsa.VerifyASN1(&k.PublicKey, digest[:], sig) {
+			b.Fatal("raw verify failed")
+		}
+	}
+	sign = func() {
+		if _, err := ecdsa.SignASN1(rand.Reader, k, digest[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return verify, sign
+}
+
+func benchFixture(b *testing.B, cacheSize int) (*fixture, string) {
+	f := newFixture(b, "P-384", func(c *VerifierConfig) { c.CacheSize = cacheSize })
+	tok := f.node.mint(b, MintRequest{TTL: time.Hour})
+	if _, err := f.verify(tok); err != nil {
+		b.Fatal(err)
+	}
+	return f, tok
+}
+
+// BenchmarkVerifyCold: full verification with the token cache disabled (the
+// key's chain verification stays cached, as it is per kid), against raw
+// ecdsa.VerifyASN1 on P-384. Aim: ratio >= 0.85.
+func BenchmarkVerifyCold(b *testing.B) {
+	f, tok := benchFixture(b, -1)
+	raw, _ := rawP384(b)
+	ctx := context.Background()
+	versus(b, "rawverify", 1, func() {
+		if _, err := f.v.Verify(ctx, VerifyRequest{Token: tok}); err != nil {
+			b.Fatal(err)
+		}
+	}, raw)
+}
+
+// BenchmarkVerifyWarm: a token served from the cache of verified tokens
+// (revocations re-checked), against raw ecdsa.VerifyASN1. Aim: ratio >= 50.
+func BenchmarkVerifyWarm(b *testing.B) {
+	f, tok := benchFixture(b, 0)
+	raw, _ := rawP384(b)
+	ctx := context.Background()
+	versus(b, "rawverify", 1000, func() {
+		if _, err := f.v.Verify(ctx, VerifyRequest{Token: tok}); err != nil {
+			b.Fatal(err)
+		}
+	}, raw)
+}
+
+// BenchmarkVerifyChain: verification when the chain cache is also cold (after
+// every Invalidate): the x509 chain check costs about two more verifications.
+// Informative; the ratio is expected near 1/3.
+func BenchmarkVerifyChain(b *testing.B) {
+	f, tok := benchFixture(b, -1)
+	raw, _ := rawP384(b)
+	ctx := context.Background()
+	versus(b, "rawverify", 1, func() {
+		f.v.Invalidate()
+		if _, err := f.v.Verify(ctx, VerifyRequest{Token: tok}); err != nil {
+			b.Fatal(err)
+		}
+	}, raw)
+}
+
+// BenchmarkMint: minting an ES384 token, against raw ecdsa.SignASN1 on P-384.
+// Aim: ratio >= 0.85.
+func BenchmarkMint(b *testing.B) {
+	clk := newClock(t0)
+	n := newPKI(b, "mainnet.example.net", t0).newNode(b, clk, "r1", "P-384")
+	_, raw := rawP384(b)
+	req := MintRequest{Audience: []string{"peer.example"}, Principal: PrincipalNode, BindCert: n.cert}
+	versus(b, "rawsign", 1, func() {
+		if _, _, err := n.minter.Mint(req); err != nil {
+			b.Fatal(err)
+		}
+	}, raw)
+}
