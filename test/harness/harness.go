@@ -1,10 +1,16 @@
 // Package harness runs keymesh root servers as real processes of the built
 // binary on loopback, for the end-to-end and chaos tests.
 //
-// Call Build once per test binary (from TestMain), then StartCluster per test.
-// Every process is killed and every directory removed by t.Cleanup. Servers
-// pick free ports at bootstrap or join (port 0) and keep them across
-// restarts; the harness reads them back from each data directory.
+// Call Build once per test binary (from TestMain), then StartCluster (or
+// Start with a Config) per test. Every process is killed, every proxy closed
+// and every directory removed by t.Cleanup. Servers pick free ports at
+// bootstrap or join (port 0) and keep them across restarts; the harness
+// reads them back from each data directory.
+//
+// With Config.RaftIPs the k-th server binds Raft to its own loopback address
+// 127.0.0.(10+k), from which its Raft connections also leave. With
+// Config.Proxies a FaultNet proxy stands in front of every Raft listener and
+// is what the server advertises, so that tests can cut links (Cluster.Net).
 package harness
 
 import (
@@ -47,12 +53,20 @@ func Build(dir string, race bool) (string, error) {
 	return bin, nil
 }
 
-// Root is one root server process.
+// Root is one root server process. Its address fields are set once the
+// server first comes up and do not change across restarts.
 type Root struct {
-	Name     string
-	Dir      string
+	Name    string
+	Dir     string
+	APIAddr string
+	// RaftAddr is where the server listens for Raft.
 	RaftAddr string
-	APIAddr  string
+	// RaftAdvertise is the address other servers dial for Raft (its proxy's
+	// when the cluster runs with proxies); empty means RaftAddr.
+	RaftAdvertise string
+	// RaftIP is the loopback address Raft binds to and dials from ("" for
+	// the default 127.0.0.1).
+	RaftIP string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -103,27 +117,126 @@ type Cluster struct {
 	// ExtraArgs are passed to every bootstrap, join and start (e.g. Raft
 	// timeouts).
 	ExtraArgs []string
+	// Net holds the Raft proxies when the cluster runs with Config.Proxies.
+	Net *FaultNet
+
+	raftIPs bool
+	added   int // servers added so far, for their Raft addresses
+}
+
+// Config describes a cluster for Start.
+type Config struct {
+	// Servers is how many root servers to run (bootstrap and joins); default 3.
+	Servers int
+	// Extra flags for every bootstrap, join and start (e.g. Raft timeouts).
+	Extra []string
+	// Network is the network name; default e2e.keymesh.test.
+	Network string
+	// RaftIPs binds the k-th server's Raft listener (and its Raft dials) to
+	// 127.0.0.(10+k).
+	RaftIPs bool
+	// Proxies puts a FaultNet proxy in front of every Raft listener and has
+	// each server advertise its proxy (implies RaftIPs). It needs the
+	// binary's --raft-advertise flag; Start skips the test without it.
+	Proxies bool
+}
+
+// AdvertiseFlag is the flag of `keymesh root bootstrap|join` that Proxies
+// needs.
+const AdvertiseFlag = "--raft-advertise"
+
+// Supports reports whether `bin <command...> --help` lists flag.
+func Supports(bin string, flag string, command ...string) bool {
+	out, err := exec.Command(bin, append(command, "--help")...).CombinedOutput()
+	return err == nil && bytes.Contains(out, []byte(flag+" "))
 }
 
 // StartCluster bootstraps r1 and joins n-1 more servers through it.
 func StartCluster(t testing.TB, bin string, n int, extra ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, Bin: bin, Base: t.TempDir(), Network: "e2e.keymesh.test", ExtraArgs: extra}
+	return Start(t, bin, Config{Servers: n, Extra: extra})
+}
+
+// Start bootstraps r1 and joins the other servers of cfg through it.
+func Start(t testing.TB, bin string, cfg Config) *Cluster {
+	t.Helper()
+	if cfg.Servers == 0 {
+		cfg.Servers = 3
+	}
+	if cfg.Network == "" {
+		cfg.Network = "e2e.keymesh.test"
+	}
+	c := &Cluster{t: t, Bin: bin, Base: t.TempDir(), Network: cfg.Network, ExtraArgs: cfg.Extra, raftIPs: cfg.RaftIPs || cfg.Proxies}
+	if cfg.Proxies {
+		if !Supports(bin, AdvertiseFlag, "root", "bootstrap") || !Supports(bin, AdvertiseFlag, "root", "join") {
+			t.Skipf("the keymesh binary has no %s flag yet: Raft proxies (link faults) need it", AdvertiseFlag)
+		}
+		c.Net = NewFaultNet()
+		t.Cleanup(c.Net.Close)
+	}
 	t.Cleanup(c.KillAll)
-	r1 := &Root{Name: "r1", Dir: filepath.Join(c.Base, "r1")}
-	c.Roots = append(c.Roots, r1)
-	c.spawn(r1, "root", "bootstrap", "--network", c.Network, "--name", "r1", "--data-dir", r1.Dir,
-		"--raft-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0")
+	r1 := c.newRoot("r1")
+	args := []string{"root", "bootstrap", "--network", c.Network, "--name", "r1", "--data-dir", r1.Dir}
+	c.spawn(r1, append(args, c.addrArgs(r1)...)...)
 	c.awaitReady(r1, 30*time.Second)
 	roots, err := ca.ReadCertsFile(cluster.RootsPath(r1.Dir))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.CAHash = ca.Hash(roots[0])
-	for i := 2; i <= n; i++ {
+	for i := 2; i <= cfg.Servers; i++ {
 		c.Join(fmt.Sprintf("r%d", i))
 	}
 	return c
+}
+
+// newRoot makes the record of the next server, with its Raft address and
+// proxy when the cluster has them.
+func (c *Cluster) newRoot(name string) *Root {
+	c.t.Helper()
+	c.added++
+	r := &Root{Name: name, Dir: filepath.Join(c.Base, name)}
+	if c.raftIPs {
+		if c.added > 200 {
+			c.t.Fatal("harness: out of loopback addresses for Raft")
+		}
+		r.RaftIP = fmt.Sprintf("127.0.0.%d", 10+c.added)
+	}
+	if c.Net != nil {
+		dir := r.Dir
+		addr, err := c.Net.Add(name, r.RaftIP, func() (string, error) { return raftBindAddr(dir) })
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		r.RaftAdvertise = addr
+	}
+	c.Roots = append(c.Roots, r)
+	return r
+}
+
+// addrArgs are the listener flags of bootstrap and join for r.
+func (c *Cluster) addrArgs(r *Root) []string {
+	ip := r.RaftIP
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	args := []string{"--raft-addr", ip + ":0", "--api-addr", "127.0.0.1:0"}
+	if r.RaftAdvertise != "" {
+		args = append(args, AdvertiseFlag, r.RaftAdvertise)
+	}
+	return args
+}
+
+// raftBindAddr reads where the server in dir listens for Raft.
+func raftBindAddr(dir string) (string, error) {
+	sf, err := readServerFile(dir)
+	if err != nil {
+		return "", err
+	}
+	if sf.RaftAddr == "" {
+		return "", errors.New("harness: server.json names no raft_addr")
+	}
+	return sf.RaftAddr, nil
 }
 
 // Join adds a new server through any running server, with a fresh token.
@@ -143,10 +256,10 @@ func (c *Cluster) Join(name string) *Root {
 // JoinWithToken adds a new server through any running server.
 func (c *Cluster) JoinWithToken(name, token string) *Root {
 	c.t.Helper()
-	r := &Root{Name: name, Dir: filepath.Join(c.Base, name)}
-	c.Roots = append(c.Roots, r)
-	c.spawn(r, "root", "join", "--join", c.AnyAPI(r), "--token", token, "--ca-hash", c.CAHash,
-		"--name", name, "--data-dir", r.Dir, "--raft-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0")
+	join := c.AnyAPI(nil)
+	r := c.newRoot(name)
+	args := []string{"root", "join", "--join", join, "--token", token, "--ca-hash", c.CAHash, "--name", name, "--data-dir", r.Dir}
+	c.spawn(r, append(args, c.addrArgs(r)...)...)
 	c.awaitReady(r, 60*time.Second)
 	return r
 }
@@ -210,19 +323,35 @@ func (c *Cluster) awaitReady(r *Root, timeout time.Duration) {
 	}
 }
 
+type serverFile struct {
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+}
+
+func readServerFile(dir string) (serverFile, error) {
+	var sf serverFile
+	b, err := os.ReadFile(filepath.Join(dir, "server.json"))
+	if err != nil {
+		return sf, err
+	}
+	err = json.Unmarshal(b, &sf)
+	return sf, err
+}
+
+// readAddrs fills r's addresses from its data directory. They are written
+// only when they change (the first time), so that other goroutines may read
+// them while a server restarts.
 func (c *Cluster) readAddrs(r *Root) error {
-	b, err := os.ReadFile(filepath.Join(r.Dir, "server.json"))
+	sf, err := readServerFile(r.Dir)
 	if err != nil {
 		return err
 	}
-	var sf struct {
-		RaftAddr string `json:"raft_addr"`
-		APIAddr  string `json:"api_addr"`
+	if r.RaftAddr != sf.RaftAddr {
+		r.RaftAddr = sf.RaftAddr
 	}
-	if err := json.Unmarshal(b, &sf); err != nil {
-		return err
+	if r.APIAddr != sf.APIAddr {
+		r.APIAddr = sf.APIAddr
 	}
-	r.RaftAddr, r.APIAddr = sf.RaftAddr, sf.APIAddr
 	return nil
 }
 
@@ -233,11 +362,21 @@ func (c *Cluster) Credential() string { return cluster.CredentialPath(c.Roots[0]
 func (c *Cluster) CAFile() string { return cluster.RootsPath(c.Roots[0].Dir) }
 
 func (c *Cluster) clientFor(r *Root, admin bool) (*client.Client, error) {
-	cfg := client.Config{Server: r.APIAddr, CAFile: c.CAFile(), Timeout: 10 * time.Second}
+	return c.newClient(r, admin, 10*time.Second)
+}
+
+func (c *Cluster) newClient(r *Root, admin bool, timeout time.Duration) (*client.Client, error) {
+	cfg := client.Config{Server: r.APIAddr, CAFile: c.CAFile(), Timeout: timeout}
 	if admin {
 		cfg.Credential = c.Credential()
 	}
 	return client.New(cfg)
+}
+
+// NewClient returns an admin client of r whose calls time out after timeout;
+// the caller closes it. Unlike Client it may be called from any goroutine.
+func (c *Cluster) NewClient(r *Root, timeout time.Duration) (*client.Client, error) {
+	return c.newClient(r, true, timeout)
 }
 
 // Client returns an admin client of r; the test owns it.
@@ -293,6 +432,16 @@ func (c *Cluster) Running() []*Root {
 		}
 	}
 	return out
+}
+
+// StatusOf asks r for its own status.
+func (c *Cluster) StatusOf(ctx context.Context, r *Root) (cluster.Status, error) {
+	cl, err := c.clientFor(r, true)
+	if err != nil {
+		return cluster.Status{}, err
+	}
+	defer cl.Close()
+	return cl.Status(ctx)
 }
 
 // Statuses asks every running server for its own status.
@@ -386,6 +535,24 @@ func (c *Cluster) Remove(r *Root) {
 			return
 		}
 	}
+}
+
+// WaitCaughtUp waits until r has applied at least index.
+func (c *Cluster) WaitCaughtUp(r *Root, index uint64, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last cluster.Status
+	var err error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		last, err = c.StatusOf(ctx, r)
+		cancel()
+		if err == nil && last.AppliedIndex >= index {
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	c.t.Fatalf("%s did not apply index %d within %s: applied %d, error %v", r.Name, index, timeout, last.AppliedIndex, err)
 }
 
 // KillAll kills every process (cleanup).
