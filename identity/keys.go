@@ -213,9 +213,9 @@ func (s *KeySet) Replace(keys []Key) {
 	s.mu.Unlock()
 }
 
-// JWKS returns the public JWKS of the set (staged, active and retiring keys
-// alike: third parties verify what the set's verifiers verify only if they
-// honour the states, so servers may filter before publishing).
+// JWKS returns the public JWKS of the set, sorted by kid. It holds staged,
+// active and retiring keys alike (a JWK carries no state); a server that
+// wants third parties to see only usable keys filters before publishing.
 func (s *KeySet) JWKS() (JWKS, error) {
 	s.mu.RLock()
 	keys := slices.Collect(maps.Values(s.keys))

@@ -243,7 +243,9 @@ func (v *Verifier) Verify(ctx context.Context, req VerifyRequest) (Verified, err
 			if err := checkRequest(&e.verified.Claims, aud, &req); err != nil {
 				return Verified{}, err
 			}
-			return e.verified, nil
+			vd := e.verified
+			vd.Claims.Audience = slices.Clone(vd.Claims.Audience) // the entry stays the cache's own
+			return vd, nil
 		}
 		v.misses.Add(1)
 	}
@@ -255,25 +257,28 @@ func (v *Verifier) Verify(ctx context.Context, req VerifyRequest) (Verified, err
 		return Verified{}, err
 	}
 	if v.cfg.CacheSize > 0 {
-		v.store(sum, &tokenEntry{gen: gen, until: vd.Claims.Expiry.Add(v.cfg.Skew), verified: vd, serials: serials}, now)
+		e := &tokenEntry{gen: gen, until: vd.Claims.Expiry.Add(v.cfg.Skew), verified: vd, serials: serials}
+		e.verified.Claims.Audience = slices.Clone(vd.Claims.Audience)
+		v.store(sum, e, now)
 	}
 	return vd, nil
 }
 
-// verify runs every check that does not depend on the request.
+// verify runs checks 2 to 12 of the package documentation: all but those
+// that depend on the request.
 func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Verified, []string, error) {
 	fail := func(err error) (Verified, []string, error) { return Verified{}, nil, err }
 
-	// 1. Strict compact-JWS parse (header and signature).
+	// 2. Strict compact-JWS parse (header and signature).
 	tok, err := parseCompact(token)
 	if err != nil {
 		return fail(wrapped(ErrMalformed, err))
 	}
-	// 2. Algorithm allow-list.
+	// 3. Algorithm allow-list.
 	if !allowedAlg(tok.alg) {
 		return fail(refuse(ErrAlgNotAllowed, "%q", truncate(tok.alg, 16)))
 	}
-	// 3. Key by kid (one refresh, rate-limited).
+	// 4. Key by kid (one refresh, rate-limited).
 	key, err := v.lookup(ctx, tok.kid, now)
 	if err != nil {
 		return fail(refuseErr(ErrUnknownKey, err))
@@ -281,7 +286,7 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Ver
 	if key.KID != tok.kid {
 		return fail(refuse(ErrUnknownKey, "key source returned kid %q for %q", truncate(key.KID, 64), truncate(tok.kid, 64)))
 	}
-	// 4. The algorithm must fit the key.
+	// 5. The algorithm must fit the key.
 	keyAlg, err := AlgorithmFor(key.Public)
 	if err != nil {
 		return fail(refuseErr(ErrAlgKeyMismatch, err))
@@ -289,7 +294,7 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Ver
 	if keyAlg != tok.alg {
 		return fail(refuse(ErrAlgKeyMismatch, "%s header on a %s key", tok.alg, keyAlg))
 	}
-	// 5. Signature; only then are the claims decoded (strictly).
+	// 6. Signature; only then are the claims decoded (strictly).
 	if !verifyJWS(key.Public, tok.alg, []byte(tok.input), tok.signature) {
 		return fail(refuse(ErrSignature, ""))
 	}
@@ -297,12 +302,12 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Ver
 	if err != nil {
 		return fail(wrapped(ErrClaims, err))
 	}
-	// 6. The key's certificate chain to an accepted anchor (cached per kid).
+	// 7. The key's certificate chain to an accepted anchor (cached per kid).
 	ch, err := v.chain(key, now)
 	if err != nil {
 		return fail(err)
 	}
-	// 7. Key state and lifetime.
+	// 8. Key state and lifetime.
 	switch key.State {
 	case KeyActive:
 	case KeyRetiring:
@@ -319,11 +324,11 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Ver
 		return fail(refuse(ErrKeyExpired, "token outlives the certificate (not after %v)", ch.leafUntil))
 	}
 	vd := Verified{Claims: c, Node: ch.id.Name, Network: ch.id.Network, Kind: ch.id.Kind, KID: key.KID}
-	// 8. Revocation: jti, kid, certificate serials, node.
+	// 9. Revocation: jti, kid, certificate serials, node.
 	if err := v.checkRevoked(vd, ch.serials); err != nil {
 		return fail(err)
 	}
-	// 9. Time, with bounded skew.
+	// 10. Time, with bounded skew.
 	if c.IssuedAt.After(c.Expiry) || c.NotBefore.After(c.Expiry) {
 		return fail(refuse(ErrClaims, "iat or nbf after exp"))
 	}
@@ -336,7 +341,7 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Ver
 	if c.IssuedAt.After(now.Add(v.cfg.Skew)) {
 		return fail(refuse(ErrIssuedInFuture, "at %v", c.IssuedAt))
 	}
-	// 10. iss == sub == the SPIFFE ID of the key's certificate; the key's
+	// 11. iss == sub == the SPIFFE ID of the key's certificate; the key's
 	// owner is that certificate's subject.
 	if c.Issuer != c.Subject {
 		return fail(refuse(ErrIssuer, ""))
@@ -347,7 +352,7 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Ver
 	if key.Node != ch.id.Name {
 		return fail(refuse(ErrKeyCertMismatch, "key owner %q, certificate %q", truncate(key.Node, 64), ch.id))
 	}
-	// 11. Principal known and granted.
+	// 12. Principal known and granted.
 	if !c.Principal.Known() {
 		return fail(refuse(ErrPrincipal, "%q", truncate(string(c.Principal), 32)))
 	}

@@ -60,12 +60,17 @@ func TestVerifyGood(t *testing.T) {
 			if vd.Claims.ID != claims.ID || vd.Claims.Principal != PrincipalNode || len(vd.Claims.Audience) != 2 {
 				t.Fatalf("claims = %+v, minted %+v", vd.Claims, claims)
 			}
+			vd.Claims.Audience[0] = "mutated by the caller"
 			// Second time from the cache, same result.
 			vd2, err := f.verify(tok)
-			if err != nil || vd2.Claims.ID != vd.Claims.ID {
+			if err != nil || vd2.Claims.ID != vd.Claims.ID || vd2.Claims.Audience[0] != "peer.example" {
 				t.Fatalf("cached verify: %v %+v", err, vd2)
 			}
-			if s := f.v.Stats(); s.Hits != 1 || s.Misses != 1 || s.Cached != 1 {
+			vd2.Claims.Audience[0] = "again"
+			if vd3, _ := f.verify(tok); vd3.Claims.Audience[0] != "peer.example" {
+				t.Fatal("a caller corrupted the cache")
+			}
+			if s := f.v.Stats(); s.Hits != 2 || s.Misses != 1 || s.Cached != 1 {
 				t.Fatalf("stats = %+v", s)
 			}
 		})
