@@ -674,7 +674,7 @@ func (p *JWKPut) apply(tx *txn) *CommandError {
 type JWKSetState struct {
 	KID      string    `json:"kid"`
 	State    string    `json:"state"`
-	NotAfter time.Time `json:"not_after"`
+	NotAfter time.Time `json:"not_after,omitzero"`
 }
 
 func (p *JWKSetState) check(time.Time) *CommandError {

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -9,7 +10,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,7 +27,7 @@ import (
 //	body    network, policy, the tables in tableID order (each a uvarint
 //	        count then its records in key order), tombstone floor and
 //	        tombstones sorted by (index, key)
-//	trailer sha256(body), 32 bytes
+//	trailer sha256(header || sha256(body)), 32 bytes
 //
 // Integers are (u)varints, strings and byte strings are uvarint length then
 // bytes, lists are uvarint count then items. The state hash (Store.Hash) is
@@ -81,18 +81,30 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		return 0, ErrReleased
 	}
 	e := &encoder{w: w, buf: make([]byte, 0, 64<<10)}
-	e.buf = append(e.buf, snapshotMagic...)
-	e.buf = append(e.buf, snapshotVersion)
-	e.uvarint(sn.index)
+	header := snapshotHeader(sn.index)
+	e.buf = append(e.buf, header...)
 	e.flush()
 	e.h = sha256.New()
 	sn.st.encodeBody(e)
 	e.flush()
 	sum := e.h.Sum(nil)
 	e.h = nil
-	e.buf = append(e.buf, sum...)
+	e.buf = append(e.buf, snapshotTrailer(header, sum)...)
 	e.flush()
 	return e.n, e.err
+}
+
+func snapshotHeader(index uint64) []byte {
+	h := append([]byte(snapshotMagic), snapshotVersion)
+	return binary.AppendUvarint(h, index)
+}
+
+// snapshotTrailer checks the header and, through the state hash, the body.
+func snapshotTrailer(header, bodySum []byte) []byte {
+	h := sha256.New()
+	h.Write(header)
+	h.Write(bodySum)
+	return h.Sum(nil)
 }
 
 // Release tells the store the snapshot is no longer needed. WriteTo fails
@@ -158,7 +170,7 @@ func (s *Store) Restore(r io.Reader) error {
 	if d.err != nil {
 		return d.fail("trailer")
 	}
-	if !bytes.Equal(sum, trailer) {
+	if !bytes.Equal(snapshotTrailer(snapshotHeader(index), sum), trailer) {
 		return fmt.Errorf("%w: checksum mismatch", ErrSnapshot)
 	}
 	if !d.atEOF() {
@@ -259,11 +271,17 @@ func (e *encoder) indexes(i Indexes) {
 	e.uvarint(i.ModifyIndex)
 }
 
+// encodeTable writes the records of m sorted by key.
 func encodeTable[V any](e *encoder, m map[string]V, enc func(*encoder, string, *V)) {
-	e.uvarint(uint64(len(m)))
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		v := m[k]
-		enc(e, k, &v)
+	keys := make([]string, 0, len(m))
+	vals := make([]V, 0, len(m))
+	for k, v := range m {
+		keys = append(keys, k)
+		vals = append(vals, v)
+	}
+	e.uvarint(uint64(len(keys)))
+	for _, i := range keyOrder(keys) {
+		enc(e, keys[i], &vals[i])
 		e.maybeFlush()
 	}
 }
@@ -368,33 +386,18 @@ func (st *state) encodeBody(e *encoder) {
 		e.indexes(v.Indexes)
 	})
 	e.uvarint(st.tombFloor)
-	tombs := slices.Collect(maps.Keys(st.tombs.m))
-	slices.SortFunc(tombs, func(a, b string) int {
-		ia, ib := st.tombs.m[a], st.tombs.m[b]
-		switch {
-		case ia < ib:
-			return -1
-		case ia > ib:
-			return 1
-		}
-		return cmpString(a, b)
-	})
-	e.uvarint(uint64(len(tombs)))
-	for _, k := range tombs {
-		e.uvarint(st.tombs.m[k])
-		e.str(k)
+	keys := make([]string, 0, len(st.tombs.m))
+	for k := range st.tombs.m {
+		keys = append(keys, k)
+	}
+	order := keyOrder(keys)
+	slices.SortStableFunc(order, func(a, b int32) int { return cmp.Compare(st.tombs.m[keys[a]], st.tombs.m[keys[b]]) })
+	e.uvarint(uint64(len(keys)))
+	for _, i := range order {
+		e.uvarint(st.tombs.m[keys[i]])
+		e.str(keys[i])
 		e.maybeFlush()
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // ---- decoding ----

@@ -111,8 +111,8 @@ func CurrentVersion(t MsgType) (v uint16, ok bool) {
 // Indexes are the Raft indexes at which a record was created and last
 // modified. Apply sets them; values in a payload are ignored.
 type Indexes struct {
-	CreateIndex uint64 `json:"create_index"`
-	ModifyIndex uint64 `json:"modify_index"`
+	CreateIndex uint64 `json:"create_index,omitzero"`
+	ModifyIndex uint64 `json:"modify_index,omitzero"`
 }
 
 func (i *Indexes) meta() *Indexes { return i }
@@ -201,10 +201,10 @@ type Revocation struct {
 	ID     string         `json:"id"`
 	Reason string         `json:"reason,omitempty"`
 	// Time is the command's timestamp; a value in the payload is ignored.
-	Time time.Time `json:"time"`
+	Time time.Time `json:"time,omitzero"`
 	// PruneAfter is when the revoked thing has expired anyway (its original
 	// expiry); PruneRevocations drops the record after it. Zero keeps it.
-	PruneAfter time.Time `json:"prune_after"`
+	PruneAfter time.Time `json:"prune_after,omitzero"`
 	Indexes
 }
 
@@ -240,7 +240,7 @@ type Node struct {
 	Status     string    `json:"status"`
 	CertSerial string    `json:"cert_serial,omitempty"`
 	PrevSerial string    `json:"prev_serial,omitempty"`
-	CertExpiry time.Time `json:"cert_expiry"`
+	CertExpiry time.Time `json:"cert_expiry,omitzero"`
 	Indexes
 }
 
@@ -267,7 +267,7 @@ type JWK struct {
 	Key      json.RawMessage `json:"key"`  // public JWK (may carry x5c); private members are rejected
 	Node     string          `json:"node"` // owner: a node id or a root server name
 	State    string          `json:"state"`
-	NotAfter time.Time       `json:"not_after"`
+	NotAfter time.Time       `json:"not_after,omitzero"`
 	Indexes
 }
 
@@ -289,7 +289,7 @@ type Registration struct {
 	Reason    string    `json:"reason,omitempty"`
 	Serial    string    `json:"serial,omitempty"` // of the certificate once approved
 	Issuer    string    `json:"issuer,omitempty"`
-	Created   time.Time `json:"created"` // the creating command's timestamp
+	Created   time.Time `json:"created,omitzero"` // the creating command's timestamp
 	Indexes
 }
 

@@ -1,0 +1,339 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+)
+
+var seedFlag = flag.Uint64("fsm.seed", 0, "seed of the randomized fsm tests (0: from the clock)")
+
+func testSeed(t *testing.T) uint64 {
+	seed := *seedFlag
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (rerun with -fsm.seed=%d)", seed, seed)
+	return seed
+}
+
+// cmdGen makes random commands over a small universe of names, so that
+// commands collide, conflict and get rejected often. About one in ten is
+// malformed on purpose.
+type cmdGen struct {
+	r   *rand.Rand
+	now time.Time
+	s   *Store // when set, peeked at so that compare-and-set and approvals succeed often
+}
+
+func (g *cmdGen) pick(prefix string, n int) string { return fmt.Sprintf("%s%d", prefix, g.r.IntN(n)) }
+func (g *cmdGen) network() string                  { return fmt.Sprintf("n%d.example", g.r.IntN(3)) }
+func (g *cmdGen) serial() string {
+	if g.chance(0.2) {
+		return fmt.Sprintf("%x", 1+g.r.IntN(20)) // repeats
+	}
+	return fmt.Sprintf("%x", 1+g.r.IntN(1<<20))
+}
+func (g *cmdGen) later() time.Time      { return g.now.Add(time.Duration(g.r.IntN(3600)) * time.Second) }
+func (g *cmdGen) chance(p float64) bool { return g.r.Float64() < p }
+
+func (g *cmdGen) principal() string {
+	return []string{PrincipalNode, PrincipalUser, PrincipalAdmin, "bogus"}[g.r.IntN(4)]
+}
+
+func (g *cmdGen) issued(node string) Issued {
+	return Issued{Issuer: g.pick("s", 8), Serial: g.serial(), NodeID: node, NotAfter: g.later(), Cert: der(g.pick("c", 1000))}
+}
+
+// pending picks a pending registration of the store.
+func (g *cmdGen) pending() (Registration, bool) {
+	var pending []Registration
+	for _, r := range g.s.Registrations() {
+		if r.Status == RegistrationPending {
+			pending = append(pending, r)
+		}
+	}
+	if len(pending) == 0 {
+		return Registration{}, false
+	}
+	return pending[g.r.IntN(len(pending))], true
+}
+
+func (g *cmdGen) next() []byte {
+	g.now = g.now.Add(time.Duration(1+g.r.IntN(5000)) * time.Millisecond)
+	switch g.r.IntN(40) {
+	case 0:
+		return []byte{byte(1 + g.r.IntN(int(msgTypeEnd)-1)), '{'}
+	case 1:
+		return append([]byte{byte(IgnoreUnknownFlag | 0x70)}, `{"v":1}`...)
+	case 2:
+		return rawCommand(MsgPolicySet, 9, g.now, PolicySet{Text: "x"})
+	}
+	t := MsgType(1 + g.r.IntN(int(msgTypeEnd)-1))
+	var p any
+	switch t {
+	case MsgServerPut:
+		p = ServerPut{Server: Server{Name: g.pick("s", 5), RaftAddr: g.pick("h", 9) + ":1", APIAddr: "a:2",
+			Status: []string{ServerJoining, ServerVoter, ServerRemoved, "x"}[g.r.IntN(4)]}}
+	case MsgServerRemove:
+		p = ServerRemove{Name: g.pick("s", 6)}
+	case MsgCAInit:
+		p = CAInit{CA: CA{Network: g.network(), Active: der(g.pick("root", 5)), SealedKey: []byte(g.pick("k", 5))}}
+	case MsgCAUpdate:
+		u := CAUpdate{CA: CA{Network: g.network(), Active: der(g.pick("root", 5)), Prepared: [][]byte{der(g.pick("p", 3))}, SealedKey: []byte("k")},
+			ExpectModifyIndex: uint64(g.r.IntN(40))}
+		if ca, ok := g.s.CA(u.CA.Network); ok && g.chance(0.7) {
+			u.ExpectModifyIndex = ca.ModifyIndex
+		}
+		p = u
+	case MsgIssuerPut:
+		p = &IssuerPut{Issuer: Issuer{ID: g.pick("s", 5), Network: g.network(), Cert: der("i"),
+			Status: IssuerActive}}
+		if g.chance(0.03) {
+			p.(*IssuerPut).Issuer.Status = IssuerRevoked
+		}
+	case MsgJoinTokenCreate:
+		id := g.pick("t", 8)
+		tok := JoinToken{ID: id, Hash: hashOf(id), Kind: []string{TokenKindNode, TokenKindRoot}[g.r.IntN(2)],
+			Uses: g.r.IntN(4), Expiry: g.later()}
+		if g.chance(0.3) {
+			tok.NodeID = g.pick("node", 30)
+		}
+		if g.chance(0.3) {
+			tok.Principal = g.principal()
+		}
+		p = JoinTokenCreate{Token: tok}
+	case MsgJoinTokenConsume:
+		p = JoinTokenConsume{Hash: hashOf(g.pick("t", 8)), Kind: []string{TokenKindNode, TokenKindRoot}[g.r.IntN(2)], NodeID: g.pick("node", 30)}
+	case MsgJoinTokenRevoke:
+		p = JoinTokenRevoke{ID: g.pick("t", 8)}
+	case MsgRevoke:
+		kind := []RevocationKind{RevocationCert, RevocationToken, RevocationToken, RevocationKey, RevocationCert, RevocationCert, RevocationToken, RevocationKey, RevocationToken, RevocationNode}[g.r.IntN(10)]
+		id := g.pick("jti", 200)
+		switch kind {
+		case RevocationCert:
+			id = g.serial()
+		case RevocationKey:
+			id = g.pick("k", 30)
+		case RevocationNode:
+			id = g.pick("node", 30)
+		}
+		r := Revocation{Kind: kind, ID: id, Reason: g.pick("reason", 3)}
+		if g.chance(0.7) {
+			r.PruneAfter = g.later()
+		}
+		p = Revoke{Revocation: r}
+	case MsgPruneRevocations:
+		p = PruneRevocations{}
+	case MsgTrustAnchorPut:
+		p = TrustAnchorPut{Anchor: TrustAnchor{Network: g.network(), Roots: [][]byte{der(g.pick("r", 3))}, Accept: []string{g.network()}}}
+	case MsgTrustAnchorDelete:
+		p = TrustAnchorDelete{Network: g.network()}
+	case MsgNodePut:
+		p = NodePut{Node: Node{ID: g.pick("node", 30), Network: g.network(), Principal: g.principal(),
+			Status: []string{NodeActive, NodeActive, NodeActive, NodeActive, NodeActive, NodeActive, NodeActive, NodeActive, NodeActive, NodeRevoked}[g.r.IntN(10)], CertSerial: g.serial(), CertExpiry: g.later()}}
+	case MsgIssuedPut:
+		p = IssuedPut{Cert: g.issued(g.pick("node", 30))}
+	case MsgNodeCertRenew:
+		p = NodeCertRenew{Cert: g.issued(g.pick("node", 30))}
+	case MsgJWKPut:
+		owner := g.pick("node", 30)
+		if g.chance(0.3) {
+			owner = g.pick("s", 5)
+		}
+		key := fmt.Sprintf(`{"kty":"EC","x":"%s"}`, g.pick("x", 3))
+		if g.chance(0.05) {
+			key = `{"kty":"EC","d":"private"}`
+		}
+		p = JWKPut{Key: JWK{KID: g.pick("k", 30), Key: json.RawMessage(key), Node: owner,
+			State: []string{JWKStaged, JWKActive, JWKRetiring}[g.r.IntN(3)], NotAfter: g.later()}}
+	case MsgJWKSetState:
+		p = JWKSetState{KID: g.pick("k", 30), State: []string{JWKStaged, JWKActive, JWKRetiring, "x"}[g.r.IntN(4)]}
+	case MsgJWKDelete:
+		p = JWKDelete{KID: g.pick("k", 30)}
+	case MsgRegistrationCreate:
+		node := g.pick("node", 30)
+		rc := RegistrationCreate{Registration: Registration{ID: g.pick("r", 100), NodeID: node, Network: g.network(), Principal: g.principal(), CSR: der("csr")}}
+		if g.chance(0.5) {
+			rc.TokenHash = hashOf(g.pick("t", 8))
+			c := g.issued(node)
+			rc.Cert = &c
+		}
+		p = rc
+	case MsgRegistrationApprove:
+		ra := RegistrationApprove{ID: g.pick("r", 100), Cert: g.issued(g.pick("node", 30))}
+		if r, ok := g.pending(); ok && g.chance(0.7) {
+			ra.ID, ra.Cert.NodeID = r.ID, r.NodeID
+		}
+		p = ra
+	case MsgRegistrationDeny:
+		rd := RegistrationDeny{ID: g.pick("r", 100), Reason: g.pick("why", 2)}
+		if r, ok := g.pending(); ok && g.chance(0.5) {
+			rd.ID = r.ID
+		}
+		p = rd
+	case MsgPolicySet:
+		ps := PolicySet{Text: g.pick("policy", 4), ExpectVersion: uint64(g.r.IntN(6))}
+		if g.chance(0.7) {
+			ps.ExpectVersion = g.s.Policy().Version
+		}
+		p = ps
+	case MsgRouteAuthPut:
+		p = RouteAuthPut{Auth: RouteAuth{Prefix: fmt.Sprintf("10.%d.0.0/16", g.r.IntN(4)), Origins: []string{g.pick("node", 30)}, MaxLength: 14 + g.r.IntN(12)}}
+	case MsgRouteAuthDelete:
+		p = RouteAuthDelete{Prefix: fmt.Sprintf("10.%d.0.0/16", g.r.IntN(4))}
+	default:
+		panic(fmt.Sprintf("no generator for %v", t))
+	}
+	return rawCommand(t, 1, g.now, p)
+}
+
+// TestRandomStreamsConverge applies one random command stream to a store
+// and, from its snapshot taken halfway, to a second store; both must end
+// with the same results, hash, snapshot bytes and query answers. Streams
+// that differ (one command missing, one timestamp, shifted indexes) must
+// end with different hashes.
+func TestRandomStreamsConverge(t *testing.T) {
+	seed := testSeed(t)
+	const n = 3000
+	a := New()
+	g := &cmdGen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), now: t0, s: a}
+	stream := make([][]byte, n)
+	acceptedByType := map[MsgType]int{}
+	results := make([]Result, n)
+	apply := func(s *Store, i int) Result {
+		return s.Apply(uint64(i+1), stream[i])
+	}
+	half := n / 2
+	var sn *Snapshot
+	lastMutating, lastRevoke, accepted := -1, -1, 0
+	for i := range stream {
+		if i == half {
+			var err error
+			if sn, err = a.Snapshot(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stream[i] = g.next()
+		before := ""
+		if i >= n-200 {
+			before = a.Hash()
+		}
+		results[i] = apply(a, i)
+		if results[i].Err == nil {
+			accepted++
+			acceptedByType[results[i].Type]++
+		}
+		if before != "" && a.Hash() != before {
+			lastMutating = i
+		}
+	}
+	t.Logf("%d of %d commands accepted; %d revocations, %d nodes, %d issued at the end",
+		accepted, n, a.RevocationCount(), len(a.Nodes()), len(a.IssuedList()))
+	if accepted < n/5 || accepted > n*9/10 {
+		t.Fatalf("generator is off: %d of %d accepted", accepted, n)
+	}
+	t.Logf("accepted by type: %v", acceptedByType)
+	for typ := MsgType(1); typ < msgTypeEnd; typ++ {
+		if acceptedByType[typ] == 0 {
+			t.Errorf("no %v command was accepted: the generator misses that path", typ)
+		}
+	}
+
+	// The snapshot was written after the second half was applied to a,
+	// and must still hold the state at half.
+	var buf bytes.Buffer
+	if _, err := sn.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	sn.Release()
+	b := New()
+	if err := b.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if b.Index() != uint64(half) {
+		t.Fatalf("restored index %d, want %d", b.Index(), half)
+	}
+	for i := half; i < n; i++ {
+		res := apply(b, i)
+		if ErrorCode(res.Err) != ErrorCode(results[i].Err) || res.Ignored != results[i].Ignored {
+			t.Fatalf("command %d (%v): result %v on the restored store, %v on the original", i+1, res.Type, res.Err, results[i].Err)
+		}
+	}
+	if a.Hash() != b.Hash() {
+		t.Fatal("hashes differ")
+	}
+	if !bytes.Equal(snapshotBytes(t, a), snapshotBytes(t, b)) {
+		t.Fatal("snapshots differ")
+	}
+	if !reflect.DeepEqual(viewOf(a), viewOf(b)) {
+		t.Fatal("query answers differ")
+	}
+	for _, since := range []uint64{0, uint64(half) - 1, uint64(half), uint64(n) - 100} {
+		ca, cb := a.Changes(since), b.Changes(since)
+		if !cb.Reset && !reflect.DeepEqual(ca, cb) {
+			t.Fatalf("Changes(%d) differ:\n%+v\n%+v", since, ca, cb)
+		}
+	}
+
+	// Diverging streams.
+	replay := func(skip int, shift uint64, edit func(i int, data []byte) []byte) string {
+		s := New()
+		for i := range stream {
+			if i == skip {
+				continue
+			}
+			data := stream[i]
+			if edit != nil {
+				data = edit(i, data)
+			}
+			s.Apply(uint64(i+1)+shift, data)
+		}
+		return s.Hash()
+	}
+	// The last revocation still held: its time is in the state.
+	for i := n - 1; i >= 0 && lastRevoke < 0; i-- {
+		if results[i].Type != MsgRevoke || results[i].Err != nil {
+			continue
+		}
+		env, _ := Decode(stream[i])
+		var rv Revoke
+		if err := json.Unmarshal(env.Payload, &rv); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := a.Revoked(rv.Revocation.Kind, rv.Revocation.ID); ok {
+			lastRevoke = i
+		}
+	}
+	if replay(-1, 0, nil) != a.Hash() {
+		t.Fatal("replaying the same stream gives another hash")
+	}
+	if lastMutating < 0 {
+		t.Fatal("no state change in the last 200 commands")
+	}
+	if replay(lastMutating, 0, nil) == a.Hash() {
+		t.Fatalf("dropping command %d did not change the hash", lastMutating+1)
+	}
+	if replay(-1, 1, nil) == a.Hash() {
+		t.Fatal("shifting every index did not change the hash")
+	}
+	retimed := replay(-1, 0, func(i int, data []byte) []byte {
+		if i != lastRevoke {
+			return data
+		}
+		env, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := fmt.Appendf([]byte{byte(env.Type)}, `{"v":%d,"ts":%d,"p":%s}`, env.Version, env.Time.UnixNano()+1, env.Payload)
+		return out
+	})
+	if lastRevoke < 0 || retimed == a.Hash() {
+		t.Fatalf("changing the time of revocation command %d did not change the hash", lastRevoke+1)
+	}
+}

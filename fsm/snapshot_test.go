@@ -1,0 +1,282 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func snapshotBytes(t testing.TB, s *Store) []byte {
+	t.Helper()
+	sn, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Release()
+	var buf bytes.Buffer
+	n, err := sn.WriteTo(&buf)
+	if err != nil || n != int64(buf.Len()) {
+		t.Fatalf("WriteTo = %d, %v (wrote %d)", n, err, buf.Len())
+	}
+	return buf.Bytes()
+}
+
+// restoreFrom restores dst from a snapshot of src and checks the result.
+func restoreFrom(t testing.TB, dst, src *Store) {
+	t.Helper()
+	if err := dst.Restore(bytes.NewReader(snapshotBytes(t, src))); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if dst.Index() != src.Index() || dst.Hash() != src.Hash() {
+		t.Fatalf("restored index %d hash %s, want %d %s", dst.Index(), dst.Hash(), src.Index(), src.Hash())
+	}
+}
+
+// view is everything the queries show, to compare two stores.
+type view struct {
+	Network       string
+	Servers       []Server
+	CAs           []CA
+	Issuers       []Issuer
+	Tokens        []JoinToken
+	Revocations   []Revocation
+	Anchors       []TrustAnchor
+	Nodes         []Node
+	Issued        []Issued
+	JWKS          []JWK
+	Registrations []Registration
+	Policy        Policy
+	Routes        []RouteAuth
+	TokenIDs      map[string]string
+}
+
+func viewOf(s *Store) view {
+	v := view{
+		Network: s.Network(), Servers: s.Servers(), CAs: s.CAs(), Issuers: s.Issuers(), Tokens: s.JoinTokens(),
+		Revocations: s.Revocations(), Anchors: s.TrustAnchors(), Nodes: s.Nodes(), Issued: s.IssuedList(),
+		JWKS: s.JWKS(), Registrations: s.Registrations(), Policy: s.Policy(), Routes: s.RouteAuths(),
+		TokenIDs: map[string]string{},
+	}
+	for _, tok := range v.Tokens {
+		byID, ok := s.JoinTokenByID(tok.ID)
+		if !ok {
+			v.TokenIDs[tok.ID] = "missing"
+		} else {
+			v.TokenIDs[tok.ID] = byID.Hash
+		}
+	}
+	return v
+}
+
+// richHarness has something in every table, deletions and a policy.
+func richHarness(t testing.TB) *harness {
+	h := newHarness(t)
+	h.seed()
+	h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationCert, ID: "a1", Reason: "superseded", PruneAfter: t0.Add(24 * time.Hour)}})
+	h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationToken, ID: "jti-1"}})
+	h.ok(MsgPolicySet, PolicySet{Text: "permit(principal, action, resource);"})
+	h.ok(MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 24}})
+	h.ok(MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}, Accept: []string{"fed.example.org", testNetwork}}})
+	h.ok(MsgCAUpdate, CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), Prepared: [][]byte{der("next")}, CrossSigns: [][]byte{der("x1"), der("x2")}, SealedKey: []byte("sealed")}, ExpectModifyIndex: 1})
+	h.ok(MsgRegistrationDeny, RegistrationDeny{ID: "reg-p", Reason: "no"})
+	h.ok(MsgServerRemove, ServerRemove{Name: "root-2"})
+	h.ok(MsgJoinTokenRevoke, JoinTokenRevoke{ID: "tokroot"})
+	return h
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	h := richHarness(t)
+	data := snapshotBytes(t, h.s)
+	r := New()
+	if err := r.Restore(bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if r.Index() != h.s.Index() || r.Hash() != h.s.Hash() {
+		t.Fatalf("index %d hash %s, want %d %s", r.Index(), r.Hash(), h.s.Index(), h.s.Hash())
+	}
+	if got, want := viewOf(r), viewOf(h.s); !reflect.DeepEqual(got, want) {
+		t.Fatalf("restored view differs:\n got %+v\nwant %+v", got, want)
+	}
+	// Byte-identical snapshots, and the cached hash after Restore is the
+	// recomputed one.
+	if again := snapshotBytes(t, r); !bytes.Equal(again, data) {
+		t.Fatal("snapshot of the restored store differs")
+	}
+	r.hash.Store(nil)
+	if r.Hash() != h.s.Hash() {
+		t.Fatal("recomputed hash differs")
+	}
+	// Both continue the same way.
+	h2 := &harness{t: t, s: r, idx: h.idx, now: h.now}
+	for _, x := range []*harness{h, h2} {
+		x.ok(MsgJoinTokenConsume, JoinTokenConsume{Hash: hashOf("secret-1"), Kind: TokenKindNode, NodeID: "n9"})
+		x.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationKey, ID: "kid-a"}})
+	}
+	if h.s.Hash() != r.Hash() {
+		t.Fatal("hashes differ after the same commands")
+	}
+}
+
+func TestSnapshotIsPointInTime(t *testing.T) {
+	h := richHarness(t)
+	wantHash, wantIdx := h.s.Hash(), h.s.Index()
+	wantView := viewOf(h.s)
+	sn, err := h.s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.Index() != wantIdx {
+		t.Fatalf("snapshot index %d", sn.Index())
+	}
+	// Change every table after the capture.
+	h.ok(MsgServerPut, ServerPut{Server: Server{Name: "root-9", RaftAddr: "a:1", APIAddr: "a:2", Status: ServerJoining}})
+	h.ok(MsgCAInit, CAInit{CA: CA{Network: "b.example", Active: der("b"), SealedKey: []byte("k")}})
+	h.ok(MsgIssuerPut, IssuerPut{Issuer: Issuer{ID: "root-1", Network: testNetwork, Cert: der("r1b"), Status: IssuerRevoked}})
+	h.ok(MsgJoinTokenConsume, JoinTokenConsume{Hash: hashOf("secret-1"), Kind: TokenKindNode})
+	h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-a"}})
+	h.ok(MsgTrustAnchorDelete, TrustAnchorDelete{Network: "fed.example.org"})
+	h.ok(MsgIssuedPut, IssuedPut{Cert: Issued{Issuer: "root-2", Serial: "ff", NodeID: "n", NotAfter: t0.Add(time.Hour), Cert: der("c")}})
+	h.ok(MsgJWKDelete, JWKDelete{KID: "kid-a"})
+	h.ok(MsgRegistrationCreate, RegistrationCreate{Registration: Registration{ID: "reg-z", NodeID: "z", Network: testNetwork, Principal: PrincipalUser, CSR: der("z")}})
+	h.ok(MsgPolicySet, PolicySet{Text: "forbid", ExpectVersion: 1})
+	h.ok(MsgRouteAuthDelete, RouteAuthDelete{Prefix: "10.0.0.0/8"})
+	h.now = h.now.Add(48 * time.Hour)
+	h.ok(MsgPruneRevocations, PruneRevocations{})
+
+	var buf bytes.Buffer
+	if _, err := sn.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	sn.Release()
+	r := New()
+	if err := r.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if r.Hash() != wantHash || r.Index() != wantIdx {
+		t.Fatal("snapshot saw changes applied after it was taken")
+	}
+	if !reflect.DeepEqual(viewOf(r), wantView) {
+		t.Fatal("restored view differs from the view at capture")
+	}
+	if h.s.Hash() == wantHash {
+		t.Fatal("the live store did not change")
+	}
+}
+
+func TestSnapshotRelease(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	sn, _ := h.s.Snapshot()
+	sn2, _ := h.s.Snapshot()
+	if got := h.s.st.nodes.refs.Load(); got != 2 {
+		t.Fatalf("refs %d, want 2", got)
+	}
+	sn.Release()
+	sn.Release() // idempotent
+	if _, err := sn.WriteTo(io.Discard); !errors.Is(err, ErrReleased) {
+		t.Fatalf("WriteTo after Release = %v", err)
+	}
+	sn2.Release()
+	if got := h.s.st.nodes.refs.Load(); got != 0 {
+		t.Fatalf("refs %d after release, want 0", got)
+	}
+	// With no snapshot left, a write does not copy the table.
+	before := h.s.st.nodes.refs
+	h.ok(MsgNodePut, NodePut{Node: Node{ID: "n", Network: testNetwork, Principal: PrincipalNode, Status: NodeActive}})
+	if h.s.st.nodes.refs != before {
+		t.Fatal("table copied with no snapshot holding it")
+	}
+}
+
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if len(f.data) == 0 {
+		return 0, f.err
+	}
+	n := copy(p, f.data)
+	f.data = f.data[n:]
+	return n, nil
+}
+
+// TestRestoreRejectsBadSnapshots feeds Restore broken input: each must
+// fail with a clear error and leave the store as it was.
+func TestRestoreRejectsBadSnapshots(t *testing.T) {
+	good := snapshotBytes(t, richHarness(t).s)
+	target := newHarness(t)
+	target.seed()
+	hash, idx := target.s.Hash(), target.s.Index()
+	unchanged := func(t *testing.T) {
+		t.Helper()
+		if target.s.Hash() != hash || target.s.Index() != idx {
+			t.Fatal("failed restore changed the store")
+		}
+		target.s.hash.Store(nil)
+		if target.s.Hash() != hash {
+			t.Fatal("failed restore changed the state")
+		}
+	}
+	flip := func(i int) []byte {
+		b := bytes.Clone(good)
+		b[i] ^= 0x01
+		return b
+	}
+	cases := []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"magic only", []byte("KMFSM")},
+		{"not a snapshot", []byte(`{"servers":[]}`)},
+		{"future format", append([]byte("KMFSM\x02"), good[6:]...)},
+		{"trailing data", append(bytes.Clone(good), 0)},
+		{"no trailer", good[:len(good)-32]},
+		{"flipped index", flip(6)},
+		{"flipped body", flip(len(good) / 2)},
+		{"flipped trailer", flip(len(good) - 1)},
+		{"huge count", append(append([]byte("KMFSM\x01\x05"), 0, 0, 0, 0, 0), 0xff, 0xff, 0xff, 0xff, 0x0f)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := target.s.Restore(bytes.NewReader(tc.data))
+			if !errors.Is(err, ErrSnapshot) {
+				t.Fatalf("err = %v, want ErrSnapshot", err)
+			}
+			unchanged(t)
+		})
+	}
+	t.Run("every truncation", func(t *testing.T) {
+		for n := 0; n < len(good); n++ {
+			if err := target.s.Restore(bytes.NewReader(good[:n])); !errors.Is(err, ErrSnapshot) {
+				t.Fatalf("truncated at %d: err = %v", n, err)
+			}
+		}
+		unchanged(t)
+	})
+	t.Run("every flipped byte", func(t *testing.T) {
+		for i := range good {
+			if err := target.s.Restore(bytes.NewReader(flip(i))); err == nil {
+				t.Fatalf("flipped byte %d accepted", i)
+			}
+		}
+		unchanged(t)
+	})
+	t.Run("reader error", func(t *testing.T) {
+		boom := errors.New("disk on fire")
+		err := target.s.Restore(&failingReader{data: good[:len(good)/2], err: boom})
+		if !errors.Is(err, boom) {
+			t.Fatalf("err = %v, want the reader's", err)
+		}
+		unchanged(t)
+	})
+	// And the good one still works on the same store.
+	if err := target.s.Restore(bytes.NewReader(good)); err != nil {
+		t.Fatal(err)
+	}
+}
