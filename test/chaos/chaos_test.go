@@ -1,0 +1,336 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/test/harness"
+)
+
+// bin is the keymesh binary built once for the whole package.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "keymesh-chaos-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin, err = harness.Build(dir, os.Getenv("KEYMESH_E2E_RACE") == "1")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// runConfig is TestChaos's configuration, from the environment:
+//
+//	CHAOS_KILLS           leader kills (default 5; make chaos: 25)
+//	CHAOS_STOPS           SIGSTOPs of the leader (default 1)
+//	CHAOS_FOLLOWER_KILLS  kills of a follower (default 1)
+//	CHAOS_ISOLATIONS      isolations of the leader behind the Raft proxies (default 1)
+//	CHAOS_STEADY          steady load without faults first, no leader change allowed (default 12s; make chaos: 60s)
+//	CHAOS_DURATION        time limit of the fault schedule (default 150s)
+//	CHAOS_CLIENTS         load clients (default 6)
+//	CHAOS_RATE            operations per second over all clients (default 80)
+//	CHAOS_TIMEOUT         client timeout of one operation (default 3s)
+//	CHAOS_SEED            seed of the load and the schedule (default: from the clock; reported)
+//	CHAOS_SERVER_FLAGS    extra flags for every root server, e.g. "--raft-heartbeat=500ms"
+//	CHAOS_REPORT          where the JSON report goes (default test/chaos/report.json)
+//	CHAOS_KEEP            directory that keeps the history and server logs (default: a new
+//	                      temporary directory, only when the run fails)
+type runConfig struct {
+	faults   FaultConfig
+	steady   time.Duration
+	duration time.Duration
+	load     LoadConfig
+	timeout  time.Duration
+	flags    []string
+	report   string
+	keep     string
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		t.Fatalf("%s=%q: want a non-negative integer", name, v)
+	}
+	return n
+}
+
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		t.Fatalf("%s=%q: want a duration like 60s", name, v)
+	}
+	return d
+}
+
+func configFromEnv(t *testing.T) runConfig {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("CHAOS_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("CHAOS_SEED=%q: want an unsigned integer", v)
+		}
+		seed = n
+	}
+	rate := 80.0
+	if v := os.Getenv("CHAOS_RATE"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r <= 0 {
+			t.Fatalf("CHAOS_RATE=%q: want operations per second", v)
+		}
+		rate = r
+	}
+	c := runConfig{
+		faults: FaultConfig{
+			LeaderKills:   envInt(t, "CHAOS_KILLS", 5),
+			LeaderStops:   envInt(t, "CHAOS_STOPS", 1),
+			FollowerKills: envInt(t, "CHAOS_FOLLOWER_KILLS", 1),
+			Isolations:    envInt(t, "CHAOS_ISOLATIONS", 1),
+			Seed:          seed,
+		},
+		steady:   envDuration(t, "CHAOS_STEADY", 12*time.Second),
+		duration: envDuration(t, "CHAOS_DURATION", 150*time.Second),
+		load:     LoadConfig{Clients: envInt(t, "CHAOS_CLIENTS", 6), Rate: rate, Seed: seed},
+		timeout:  envDuration(t, "CHAOS_TIMEOUT", 3*time.Second),
+		flags:    strings.Fields(os.Getenv("CHAOS_SERVER_FLAGS")),
+		report:   os.Getenv("CHAOS_REPORT"),
+		keep:     os.Getenv("CHAOS_KEEP"),
+	}
+	if c.report == "" {
+		c.report = "report.json" // the package directory: test/chaos/report.json
+	}
+	return c
+}
+
+// TestChaos runs three root servers under load: first steady (no leader
+// change allowed), then the fault schedule; then it checks the history and
+// the final state and writes the report.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the chaos run takes minutes; run it without -short")
+	}
+	cfg := configFromEnv(t)
+	proxies := harness.Supports(bin, harness.AdvertiseFlag, "root", "bootstrap") &&
+		harness.Supports(bin, harness.AdvertiseFlag, "root", "join")
+	started := time.Now()
+	c := harness.Start(t, bin, harness.Config{Servers: 3, RaftIPs: true, Proxies: proxies, Extra: cfg.flags})
+
+	rec := NewRecorder(nil)
+	keys := &Keys{}
+	target := NewClusterTarget(c, cfg.timeout)
+	defer target.Close()
+	load, err := StartLoad(cfg.load, target, rec, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer load.Stop()
+	run := &Runner{T: t, C: c, Rec: rec, Keys: keys, Target: target, Cfg: cfg.faults}
+	rep := &Report{Started: started, Seed: cfg.load.Seed, Servers: len(c.Roots), Clients: cfg.load.Clients, Rate: cfg.load.Rate, Proxies: proxies}
+	if !proxies {
+		t.Logf("the binary has no %s flag: leader isolation is skipped", harness.AdvertiseFlag)
+	}
+
+	if cfg.steady > 0 {
+		t.Run("steady", func(t *testing.T) {
+			run.T = t
+			s := run.Steady(cfg.steady)
+			rep.Steady = &s
+			if s.LeaderChanges > 0 {
+				t.Errorf("%d leader or term changes in %s of steady load: %v", s.LeaderChanges, cfg.steady, s.Changes)
+			}
+		})
+	}
+	t.Run("faults", func(t *testing.T) {
+		run.T = t
+		run.Run(cfg.faults.Schedule(), time.Now().Add(cfg.duration))
+	})
+	run.T = t
+	load.Stop()
+
+	finals := finalState(t, c, rec)
+	ops := rec.Ops()
+	rep.Counts = Count(ops)
+	rep.FaultLog, rep.Isolations, rep.Skipped = run.Faults, run.Isolations, run.Skipped
+	rep.Latencies()
+	rep.Finals = finals
+	if len(finals) > 0 {
+		rep.StateHash = finals[0].StateHash
+	}
+	vs := append([]Violation(nil), run.Violations...)
+	rep.Linear = true
+	for _, m := range Models() {
+		v := m.Check(ops, 2*time.Minute)
+		rep.Verdicts = append(rep.Verdicts, v)
+		if v.Result != VerdictOK {
+			rep.Linear = false
+			vs = append(vs, Violation{"linearizability", fmt.Sprintf("%s: %s in partition %q", v.Model, v.Result, v.Partition)})
+		}
+	}
+	fvs, lost := CheckFinal(ops, finals)
+	rep.Lost = lost
+	vs = append(vs, fvs...)
+	vs = append(vs, CheckTokenUses(ops, finals)...)
+	for _, iso := range run.Isolations {
+		vs = append(vs, CheckIsolation(iso, ops)...)
+	}
+	if n := rep.Faults[LeaderKill]; n < cfg.faults.LeaderKills {
+		vs = append(vs, Violation{"schedule", fmt.Sprintf("%d leader kills made, %d asked", n, cfg.faults.LeaderKills)})
+	}
+	rep.Violations = vs
+	rep.Pass = len(vs) == 0 && !t.Failed()
+	rep.Seconds = time.Since(started).Seconds()
+	if !rep.Pass || cfg.keep != "" {
+		rep.Kept = keep(t, cfg.keep, c, ops, rep)
+	}
+	if err := rep.WriteJSON(cfg.report); err != nil {
+		t.Errorf("write the report: %v", err)
+	}
+	t.Logf("report in %s\n%s", cfg.report, rep.Summary())
+	fmt.Print(rep.Summary())
+	for _, v := range vs {
+		t.Errorf("%s", v)
+	}
+}
+
+// finalState heals and restarts everything, waits until every server has
+// applied the same log, and reads every server's state: consistent reads
+// of every revocation kind (recorded in the history), local reads, and the
+// load's join tokens; and one read of the token table for the history,
+// linearizable because nothing writes any more.
+func finalState(t *testing.T, c *harness.Cluster, rec *Recorder) []Final {
+	t.Helper()
+	if c.Net != nil {
+		c.Net.Heal()
+	}
+	for _, r := range c.Roots {
+		if r.Running() {
+			c.Cont(r)
+		} else {
+			c.Restart(r)
+		}
+	}
+	c.WaitConverged(60 * time.Second)
+	target := NewClusterTarget(c, 15*time.Second)
+	defer target.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rng := rand.New(rand.NewPCG(0, 0))
+	var finals []Final
+	for _, r := range c.Roots {
+		f := Final{Server: r.Name, Consistent: map[string]bool{}, Local: map[string]bool{}, Tokens: map[string]TokenView{}}
+		for _, kind := range RevocationKinds {
+			op, _ := Run(ctx, fixedList(kind), target, r.Name, FinalClient, rng, nil, rec)
+			if op.Outcome != OK {
+				t.Fatalf("consistent list of %s revocations through %s: %s", kind, r.Name, op.Err)
+			}
+			for _, k := range op.Values {
+				f.Consistent[k] = true
+			}
+		}
+		api, err := target.API(r.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		local, err := api.Revocations(ctx, "", false)
+		if err != nil {
+			t.Fatalf("local list through %s: %v", r.Name, err)
+		}
+		for _, rv := range local {
+			f.Local[string(rv.Kind)+"/"+rv.ID] = true
+		}
+		toks, err := api.JoinTokens(ctx)
+		if err != nil {
+			t.Fatalf("join tokens of %s: %v", r.Name, err)
+		}
+		for _, tv := range tokenViews(toks) {
+			f.Tokens[tv.Key] = tv
+		}
+		st, err := c.StatusOf(ctx, r)
+		if err != nil {
+			t.Fatalf("status of %s: %v", r.Name, err)
+		}
+		f.StateHash, f.AppliedIndex = st.StateHash, st.AppliedIndex
+		finals = append(finals, f)
+	}
+	id := rec.Begin(Op{Kind: OpTokenRead, Client: FinalClient, Server: c.Roots[0].Name})
+	views := []TokenView{}
+	for _, tv := range finals[0].Tokens {
+		views = append(views, tv)
+	}
+	rec.End(id, Op{Server: c.Roots[0].Name, Outcome: OK, Result: ResOK, Tokens: views})
+	return finals
+}
+
+// fixedList lists one kind of revocation.
+type fixedList string
+
+func (fixedList) Kind() OpKind                   { return OpListRevocations }
+func (k fixedList) Prepare(*rand.Rand, *Keys) Op { return Op{Key: string(k)} }
+func (k fixedList) Do(ctx context.Context, api API, op Op) (Op, error) {
+	return ListRevocations{}.Do(ctx, api, op)
+}
+
+// keep writes the history, the report, the servers' logs and the view of
+// any failing model into dir (a new temporary directory when empty) and
+// returns it.
+func keep(t *testing.T, dir string, c *harness.Cluster, ops []Op, rep *Report) string {
+	t.Helper()
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "keymesh-chaos-"); err != nil {
+			t.Errorf("keep the history: %v", err)
+			return ""
+		}
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Errorf("keep the history: %v", err)
+		return ""
+	}
+	f, err := os.Create(filepath.Join(dir, "history.jsonl"))
+	if err == nil {
+		err = WriteHistory(f, ops)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		t.Errorf("write the history: %v", err)
+	}
+	for _, r := range c.Roots {
+		if err := os.WriteFile(filepath.Join(dir, r.Name+".log"), []byte(r.Log()), 0o644); err != nil {
+			t.Errorf("keep the log of %s: %v", r.Name, err)
+		}
+	}
+	for _, v := range rep.Verdicts {
+		if v.Result == VerdictViolation {
+			if err := v.Visualize(filepath.Join(dir, v.Model+".html")); err != nil {
+				t.Errorf("visualize %s: %v", v.Model, err)
+			}
+		}
+	}
+	return dir
+}

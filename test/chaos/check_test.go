@@ -1,0 +1,414 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/cluster"
+)
+
+// h builds a synthetic history: times are in milliseconds.
+type h []Op
+
+func at(ms int) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+func op(client int, kind OpKind, key string, call, ret int, outcome Outcome, result string) Op {
+	return Op{Client: client, Server: "r1", Kind: kind, Key: key, Call: at(call), Return: at(ret), Outcome: outcome, Result: result}
+}
+
+func list(client int, kind string, call, ret int, keys ...string) Op {
+	o := op(client, OpListRevocations, kind, call, ret, OK, ResOK)
+	o.Values = append([]string{}, keys...)
+	return o
+}
+
+func numbered(ops h) []Op {
+	out := append([]Op(nil), ops...)
+	for i := range out {
+		out[i].ID = i
+	}
+	return out
+}
+
+func TestRevocationModel(t *testing.T) {
+	tests := []struct {
+		name string
+		ops  h
+		want string
+	}{
+		{"correct", h{
+			op(0, OpRevoke, "token/a", 0, 10, OK, ResOK),
+			op(1, OpReadRevocation, "token/a", 5, 15, OK, ResAbsent), // concurrent: may miss it
+			op(1, OpReadRevocation, "token/a", 20, 30, OK, ResPresent),
+			op(0, OpRevoke, "token/a", 20, 25, OK, ResExists),
+			op(2, OpReadRevocation, "token/b", 21, 22, OK, ResAbsent),
+			list(2, "token", 40, 50, "token/a"),
+			op(2, OpRevoke, "key/k", 41, 45, OK, ResOK),
+			list(1, "key", 60, 61, "key/k"),
+		}, VerdictOK},
+		{"lost acknowledged write", h{
+			op(0, OpRevoke, "token/a", 0, 10, OK, ResOK),
+			list(1, "token", 20, 30),
+		}, VerdictViolation},
+		{"stale read", h{
+			op(0, OpRevoke, "token/a", 0, 10, OK, ResOK),
+			op(1, OpReadRevocation, "token/a", 20, 30, OK, ResAbsent),
+		}, VerdictViolation},
+		{"stale list across keys", h{
+			op(0, OpRevoke, "token/b", 0, 10, OK, ResOK),
+			op(0, OpRevoke, "token/a", 20, 30, OK, ResOK),
+			list(1, "token", 15, 40, "token/a"), // sees a, so it follows b: must see b
+		}, VerdictViolation},
+		{"read sees a write before it was made", h{
+			op(1, OpReadRevocation, "token/a", 0, 5, OK, ResPresent),
+			op(0, OpRevoke, "token/a", 10, 20, OK, ResOK),
+		}, VerdictViolation},
+		{"exists without a write", h{
+			op(0, OpRevoke, "node/n", 0, 10, OK, ResExists),
+		}, VerdictViolation},
+		{"two writes of one key both ok", h{
+			op(0, OpRevoke, "token/a", 0, 10, OK, ResOK),
+			op(1, OpRevoke, "token/a", 5, 15, OK, ResOK),
+		}, VerdictViolation},
+		{"unknown write seen later", h{
+			op(0, OpRevoke, "token/a", 0, 10, Unknown, ""),
+			op(1, OpReadRevocation, "token/a", 20, 30, OK, ResAbsent),
+			op(1, OpReadRevocation, "token/a", 40, 50, OK, ResPresent),
+			op(1, OpReadRevocation, "token/a", 60, 70, OK, ResPresent),
+		}, VerdictOK},
+		{"unknown write seen, then unseen", h{
+			op(0, OpRevoke, "token/a", 0, 10, Unknown, ""),
+			op(1, OpReadRevocation, "token/a", 40, 50, OK, ResPresent),
+			op(1, OpReadRevocation, "token/a", 60, 70, OK, ResAbsent),
+		}, VerdictViolation},
+		{"failed operations do not count", h{
+			op(0, OpRevoke, "token/a", 0, 10, Fail, ""),
+			op(1, OpReadRevocation, "token/a", 20, 30, Fail, ""),
+			op(1, OpReadRevocation, "token/a", 40, 50, OK, ResAbsent),
+		}, VerdictOK},
+		{"probe writes count as writes", h{
+			op(0, OpProbe, "token/p", 0, 10, OK, ResOK),
+			list(1, "token", 20, 30),
+		}, VerdictViolation},
+		{"pending write is open", h{
+			op(0, OpRevoke, "cert/c1", 0, 0, Pending, ""),
+			list(1, "cert", 20, 30, "cert/c1"),
+		}, VerdictOK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := RevocationModel{}.Check(numbered(tc.ops), 10*time.Second)
+			if v.Result != tc.want {
+				t.Fatalf("verdict %s (partition %q), want %s", v.Result, v.Partition, tc.want)
+			}
+		})
+	}
+}
+
+func TestRevocationModelDropsUnseenUnknowns(t *testing.T) {
+	ops := numbered(h{
+		op(0, OpRevoke, "token/a", 0, 10, Unknown, ""),
+		op(0, OpRevoke, "token/b", 0, 10, Unknown, ""),
+		op(1, OpReadRevocation, "token/b", 20, 30, OK, ResPresent),
+	})
+	v := RevocationModel{}.Check(ops, 10*time.Second)
+	if v.Result != VerdictOK || v.Dropped != 1 || v.Open != 1 {
+		t.Fatalf("verdict %+v: want ok with 1 dropped and 1 open", v)
+	}
+}
+
+func TestVerdictVisualize(t *testing.T) {
+	v := RevocationModel{}.Check(numbered(h{
+		op(0, OpRevoke, "token/a", 0, 10, OK, ResOK),
+		op(1, OpReadRevocation, "token/a", 20, 30, OK, ResAbsent),
+	}), 10*time.Second)
+	path := filepath.Join(t.TempDir(), "view.html")
+	if err := v.Visualize(path); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || !strings.Contains(string(b), "token/a") {
+		t.Errorf("visualization does not name the key: %v", err)
+	}
+	if err := (Verdict{Model: "x"}).Visualize(path); err == nil {
+		t.Error("an empty verdict must not visualize")
+	}
+}
+
+func tok(client int, kind OpKind, ref string, call, ret int, outcome Outcome, result string) Op {
+	return Op{Client: client, Server: "r1", Kind: kind, Ref: ref, Call: at(call), Return: at(ret), Outcome: outcome, Result: result}
+}
+
+func create(client int, key, ref string, uses, call, ret int, outcome Outcome) Op {
+	o := Op{Client: client, Server: "r1", Kind: OpTokenCreate, Key: key, Uses: uses, Call: at(call), Return: at(ret), Outcome: outcome}
+	if outcome == OK {
+		o.Ref, o.Result = ref, ResOK
+	}
+	return o
+}
+
+func read(client int, call, ret int, views ...TokenView) Op {
+	return Op{Client: client, Server: "r1", Kind: OpTokenRead, Call: at(call), Return: at(ret), Outcome: OK, Result: ResOK, Tokens: views}
+}
+
+func TestTokenModel(t *testing.T) {
+	tests := []struct {
+		name string
+		ops  h
+		want string
+	}{
+		{"uses spent in order", h{
+			create(0, "chaos-1", "t1", 2, 0, 10, OK),
+			tok(1, OpTokenConsume, "t1", 20, 30, OK, ResOK),
+			tok(2, OpTokenConsume, "t1", 20, 30, OK, ResOK),
+			tok(1, OpTokenConsume, "t1", 40, 50, OK, ResExhausted),
+			read(3, 60, 70, TokenView{Key: "chaos-1", Ref: "t1", Uses: 2, Used: 2}),
+		}, VerdictOK},
+		{"one use too many, across a failover", h{
+			create(0, "chaos-1", "t1", 2, 0, 10, OK),
+			tok(1, OpTokenConsume, "t1", 20, 30, OK, ResOK),
+			tok(2, OpTokenConsume, "t1", 20, 30, OK, ResOK),
+			tok(3, OpTokenConsume, "t1", 25, 35, OK, ResOK),
+		}, VerdictViolation},
+		{"used after its revocation", h{
+			create(0, "chaos-1", "t1", 3, 0, 10, OK),
+			tok(1, OpTokenRevoke, "t1", 10, 20, OK, ResOK),
+			tok(2, OpTokenConsume, "t1", 30, 40, OK, ResOK),
+		}, VerdictViolation},
+		{"use and revocation concurrent", h{
+			create(0, "chaos-1", "t1", 3, 0, 10, OK),
+			tok(1, OpTokenRevoke, "t1", 20, 40, OK, ResOK),
+			tok(2, OpTokenConsume, "t1", 20, 40, OK, ResOK),
+			tok(2, OpTokenConsume, "t1", 50, 60, OK, ResRevoked),
+		}, VerdictOK},
+		{"revocation answered not found after creation", h{
+			create(0, "chaos-1", "t1", 1, 0, 10, OK),
+			tok(1, OpTokenRevoke, "t1", 20, 30, OK, ResNotFound),
+		}, VerdictViolation},
+		{"revoked twice", h{
+			create(0, "chaos-1", "t1", 1, 0, 10, OK),
+			tok(1, OpTokenRevoke, "t1", 20, 30, OK, ResOK),
+			tok(1, OpTokenRevoke, "t1", 40, 50, OK, ResExists),
+		}, VerdictOK},
+		{"unknown use seen by a read", h{
+			create(0, "chaos-1", "t1", 1, 0, 10, OK),
+			tok(1, OpTokenConsume, "t1", 20, 30, Unknown, ""),
+			read(3, 60, 70, TokenView{Key: "chaos-1", Ref: "t1", Uses: 1, Used: 1}),
+			tok(2, OpTokenConsume, "t1", 80, 90, OK, ResExhausted),
+		}, VerdictOK},
+		{"read shows a use nobody made", h{
+			create(0, "chaos-1", "t1", 2, 0, 10, OK),
+			tok(1, OpTokenConsume, "t1", 20, 30, OK, ResOK),
+			read(3, 60, 70, TokenView{Key: "chaos-1", Ref: "t1", Uses: 2, Used: 2}),
+		}, VerdictViolation},
+		{"unknown creation seen later", h{
+			create(0, "chaos-1", "", 1, 0, 10, Unknown),
+			read(3, 60, 70, TokenView{Key: "chaos-1", Ref: "t1", Uses: 1}),
+			tok(2, OpTokenConsume, "t1", 80, 90, OK, ResOK),
+		}, VerdictOK},
+		{"token listed that nobody made", h{
+			read(3, 60, 70, TokenView{Key: "chaos-9", Ref: "t9", Uses: 1}),
+		}, VerdictViolation},
+		{"lost creation", h{
+			create(0, "chaos-1", "t1", 1, 0, 10, OK),
+			read(3, 60, 70),
+		}, VerdictViolation},
+		{"unknown id", h{
+			tok(1, OpTokenRevoke, "ghost1", 20, 30, OK, ResNotFound),
+			tok(1, OpTokenConsume, "ghost2", 20, 30, OK, ResNotFound),
+		}, VerdictOK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := TokenModel{}.Check(numbered(tc.ops), 10*time.Second)
+			if v.Result != tc.want {
+				t.Fatalf("verdict %s (partition %q), want %s", v.Result, v.Partition, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckFinal(t *testing.T) {
+	ops := numbered(h{
+		op(0, OpRevoke, "token/a", 0, 10, OK, ResOK),
+		op(0, OpRevoke, "token/b", 0, 10, OK, ResExists),
+		op(0, OpRevoke, "token/c", 0, 10, Unknown, ""),
+		op(0, OpRevoke, "token/d", 0, 10, Fail, ""),
+		create(1, "chaos-1", "t1", 1, 0, 10, OK),
+		tok(1, OpTokenRevoke, "t1", 20, 30, OK, ResOK),
+	})
+	full := func(name string) Final {
+		return Final{Server: name, StateHash: "h1",
+			Consistent: map[string]bool{"token/a": true, "token/b": true},
+			Local:      map[string]bool{"token/a": true, "token/b": true},
+			Tokens:     map[string]TokenView{"chaos-1": {Key: "chaos-1", Ref: "t1", Uses: 1, Revoked: true}}}
+	}
+	if vs, lost := CheckFinal(ops, []Final{full("r1"), full("r2")}); len(vs) != 0 || lost != 0 {
+		t.Fatalf("complete state: %v, lost %d", vs, lost)
+	}
+
+	r2 := full("r2")
+	r2.Local = map[string]bool{"token/b": true}
+	vs, lost := CheckFinal(ops, []Final{full("r1"), r2})
+	if lost != 1 || len(vs) != 1 || !strings.Contains(vs[0].Detail, "token/a") || !strings.Contains(vs[0].Detail, "r2 (local read)") {
+		t.Fatalf("lost write on r2's replica: %v, lost %d", vs, lost)
+	}
+
+	r2 = full("r2")
+	r2.StateHash = "h2"
+	r2.Tokens = map[string]TokenView{"chaos-1": {Key: "chaos-1", Ref: "t1", Uses: 1}}
+	vs, lost = CheckFinal(ops, []Final{full("r1"), r2})
+	if lost != 1 || len(vs) != 2 || vs[0].Check != "state-hash" {
+		t.Fatalf("diverged hash and lost token revocation: %v, lost %d", vs, lost)
+	}
+	if vs, _ := CheckFinal(ops, nil); len(vs) != 1 {
+		t.Fatalf("no finals must be a violation: %v", vs)
+	}
+}
+
+func TestCheckTokenUses(t *testing.T) {
+	ops := numbered(h{
+		create(0, "chaos-1", "t1", 1, 0, 10, OK),
+		tok(1, OpTokenConsume, "t1", 20, 30, OK, ResOK),
+	})
+	if vs := CheckTokenUses(ops, nil); len(vs) != 0 {
+		t.Fatalf("clean: %v", vs)
+	}
+	twice := append(ops, tok(2, OpTokenConsume, "t1", 20, 30, OK, ResOK))
+	if vs := CheckTokenUses(numbered(twice), nil); len(vs) != 1 || vs[0].Check != "token-uses" {
+		t.Fatalf("two acknowledged uses of a one-use token: %v", vs)
+	}
+	listed := append(ops, Op{Kind: OpTokenList, Outcome: OK, Tokens: []TokenView{{Key: "chaos-1", Ref: "t1", Uses: 1, Used: 2}}})
+	if vs := CheckTokenUses(numbered(listed), nil); len(vs) != 1 {
+		t.Fatalf("a list shows too many uses: %v", vs)
+	}
+	final := []Final{{Server: "r3", Tokens: map[string]TokenView{"chaos-7": {Key: "chaos-7", Ref: "t7", Uses: 1}}}}
+	if vs := CheckTokenUses(ops, final); len(vs) != 1 || vs[0].Check != "token-phantom" {
+		t.Fatalf("a token nobody made: %v", vs)
+	}
+}
+
+func TestCheckIsolation(t *testing.T) {
+	sample := func(ms int, commit, applied uint64) IndexSample {
+		return IndexSample{At: at(ms), State: "Leader", Commit: commit, Applied: applied}
+	}
+	good := Isolation{Server: "r1", Cut: at(100), Healed: at(2000), MajorityLeader: "r2", MajorityAcked: 30,
+		Samples: []IndexSample{sample(110, 50, 49), sample(500, 50, 50), sample(1900, 50, 50)}}
+	ops := numbered(h{
+		op(0, OpRevoke, "token/a", 50, 150, OK, ResOK),     // invoked before the cut
+		op(0, OpRevoke, "token/b", 200, 2100, OK, ResOK),   // answered after the heal
+		op(0, OpRevoke, "token/c", 200, 1000, Unknown, ""), // no answer
+		op(0, OpReadRevocation, "token/c", 200, 900, Fail, ""),
+	})
+	if vs := CheckIsolation(good, ops); len(vs) != 0 {
+		t.Fatalf("clean isolation: %v", vs)
+	}
+
+	moved := good
+	moved.Samples = []IndexSample{sample(110, 50, 49), sample(500, 51, 51)}
+	if vs := CheckIsolation(moved, ops); len(vs) != 1 || !strings.Contains(vs[0].Detail, "commit index moved") {
+		t.Fatalf("commit index moved while cut off: %v", vs)
+	}
+
+	acked := append(ops, op(3, OpRevoke, "token/z", 300, 400, OK, ResOK))
+	acked[len(acked)-1].Server = "r1"
+	acked = append(acked, op(3, OpReadRevocation, "token/z", 500, 600, OK, ResPresent))
+	if vs := CheckIsolation(good, numbered(acked)); len(vs) != 2 {
+		t.Fatalf("a write and a consistent read answered while cut off: %v", vs)
+	}
+
+	vain := good
+	vain.MajorityLeader, vain.MajorityAcked, vain.Samples = "r1", 0, vain.Samples[:1]
+	if vs := CheckIsolation(vain, ops); len(vs) != 3 {
+		t.Fatalf("an isolation without effect and without readings: %v", vs)
+	}
+}
+
+func TestFailover(t *testing.T) {
+	ops := numbered(h{
+		op(0, OpRevoke, "token/a", 900, 1100, OK, ResOK),  // invoked before the kill took hold
+		op(1, OpRevoke, "token/b", 1010, 1700, OK, ResOK), // through a survivor
+		op(2, OpProbe, "token/p", 1020, 1600, OK, ResOK),
+		op(2, OpProbe, "token/q", 1020, 1500, OK, ResExists),
+		op(2, OpProbe, "token/r", 1020, 1400, Unknown, ""),
+	})
+	ops[1].Server, ops[2].Server = "r2", "r3"
+	ops[0].Server = "r2"
+	d, ok := Failover(ops, "r1", at(1000), at(1005))
+	if !ok || d != at(600) {
+		t.Fatalf("failover %s %v, want 600ms", d, ok)
+	}
+	if _, ok := Failover(ops, "r1", at(2000), at(2000)); ok {
+		t.Error("no write after the fault: want none")
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 25; i++ {
+		ds = append(ds, at(i*10))
+	}
+	l := Percentiles(ds)
+	if l.Count != 25 || l.P50 != 130 || l.P99 != 250 || l.Max != 250 {
+		t.Fatalf("%+v", l)
+	}
+	if (Percentiles(nil) != Latency{}) {
+		t.Error("no durations: want zero")
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	cfg := FaultConfig{LeaderKills: 5, LeaderStops: 1, FollowerKills: 1, Isolations: 1}
+	s := cfg.Schedule()
+	n := map[string]int{}
+	for _, f := range s {
+		n[f]++
+	}
+	if len(s) != 8 || n[LeaderKill] != 5 || n[LeaderStop] != 1 || n[FollowerKill] != 1 || n[LeaderIsolation] != 1 {
+		t.Fatalf("schedule %v", s)
+	}
+	if s[0] != LeaderKill || s[len(s)-1] != LeaderKill {
+		t.Errorf("schedule %v: the other faults should sit among the kills", s)
+	}
+	if got := (FaultConfig{LeaderKills: 3}).Schedule(); len(got) != 3 {
+		t.Errorf("kills only: %v", got)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	dial := &url.Error{Op: "Post", URL: "https://x", Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}
+	reset := &url.Error{Op: "Post", URL: "https://x", Err: &net.OpError{Op: "read", Err: errors.New("connection reset")}}
+	tests := []struct {
+		name     string
+		err      error
+		write    bool
+		outcome  Outcome
+		failover bool
+	}{
+		{"answer", nil, true, OK, false},
+		{"refused to connect", fmt.Errorf("client: %w", dial), true, Fail, true},
+		{"reset after sending", fmt.Errorf("client: %w", reset), true, Unknown, true},
+		{"reset on a read", reset, false, Fail, true},
+		{"unknown outcome", &cluster.APIError{Status: 503, Code: "unknown_outcome"}, true, Unknown, true},
+		{"no leader on a read", &cluster.APIError{Status: 503, Code: "no_leader"}, false, Fail, true},
+		{"timeout", &cluster.APIError{Status: http.StatusGatewayTimeout, Code: "timeout"}, true, Unknown, true},
+		{"client gave up", context.DeadlineExceeded, true, Unknown, true},
+		{"bad request", &cluster.APIError{Status: 400, Code: "bad_request"}, true, Fail, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o, f := classify(tc.err, tc.write)
+			if o != tc.outcome || f != tc.failover {
+				t.Fatalf("classify = %s, %v; want %s, %v", o, f, tc.outcome, tc.failover)
+			}
+		})
+	}
+}

@@ -1,0 +1,33 @@
+// Package chaos runs a root cluster of real keymesh processes under a mixed
+// load, breaks it again and again (kill -9 of the leader, SIGSTOP of the
+// leader, kill of a follower, isolation of the leader behind the Raft
+// proxies), and then proves from the clients' histories and the servers'
+// final state that nothing acknowledged was lost and that every answer was
+// linearizable.
+//
+// # Pieces, in the order a run uses them
+//
+//   - Recorder: the client-side history. Every operation is an Op with its
+//     invocation and completion times on one monotonic clock, its client, the
+//     server it went through, and its outcome: ok (a definite answer,
+//     including a definite rejection such as "exists"), fail (nothing
+//     happened: refused before it was sent, or a read that failed) or unknown
+//     (a write that may or may not have been committed).
+//   - Load: workers that each prefer one server and fail over to the next on
+//     connection errors and on "no leader" answers, running Actions picked by
+//     weight. An Action is one kind of operation; new capabilities
+//     (registrations, token mint and verify, policy writes) add Actions and,
+//     where they have state, a Model.
+//   - Faults: Run drives the fault schedule against a harness.Cluster while
+//     the load runs, and measures the failover of every kill (kill to the
+//     first acknowledged write through a survivor).
+//   - Check: after the run, the history is checked for linearizability with
+//     porcupine against the models written here (the revocation set and the
+//     join-token lifecycle), against the servers' final state (every
+//     acknowledged write on every root, equal state hashes), for token uses,
+//     and for what an isolated server acknowledged.
+//   - Report: one short text summary and a JSON document.
+//
+// TestChaos (chaos_test.go) wires these together; its knobs are environment
+// variables described there.
+package chaos
