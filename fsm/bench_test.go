@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -126,7 +127,9 @@ func bigRevocationStore(n int) *Store {
 		} else {
 			key = fmt.Sprintf("t%08x-%04x-4%03x-8%03x-%012x", r.Uint32(), r.IntN(1<<16), r.IntN(1<<12), r.IntN(1<<12), r.Int64N(1<<48))
 		}
-		m[key] = revRec{reason: reasons[i%len(reasons)], time: base + int64(i), pruneAfter: base + int64(i) + int64(24*time.Hour), index: uint64(i + 1)}
+		// Cloned as JSON decoding would, interned as Apply does.
+		reason := s.reasons.str(strings.Clone(reasons[i%len(reasons)]))
+		m[key] = revRec{reason: reason, time: base + int64(i), pruneAfter: base + int64(i) + int64(24*time.Hour), index: uint64(i + 1)}
 	}
 	s.index.Store(uint64(n))
 	return s

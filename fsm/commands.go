@@ -392,7 +392,7 @@ func (p *Revoke) apply(tx *txn) *CommandError {
 	if _, ok := tx.st.revs.m[key]; ok {
 		return fail(ErrExists, "%s %q is already revoked", r.Kind, r.ID)
 	}
-	rec := revRec{reason: r.Reason, time: r.Time.UnixNano(), index: tx.index}
+	rec := revRec{reason: tx.s.reasons.str(r.Reason), time: r.Time.UnixNano(), index: tx.index}
 	if !r.PruneAfter.IsZero() {
 		rec.pruneAfter = r.PruneAfter.UnixNano()
 	}

@@ -220,3 +220,32 @@ func externalKey(id tableID, key string) string {
 func issuedKey(issuer, serial string) string { return issuer + "/" + serial }
 
 func tombKey(id tableID, key string) string { return string([]byte{byte(id)}) + key }
+
+// interner lets values that repeat a lot (revocation reasons) share one
+// string. It keeps at most internLimit short strings; others are stored as
+// they come. It only saves memory: values are the same either way.
+type interner struct{ m map[string]string }
+
+const (
+	internLimit  = 1024
+	internMaxLen = 64
+)
+
+func newInterner() *interner { return &interner{m: map[string]string{}} }
+
+func (in *interner) str(s string) string {
+	if v, ok := in.m[s]; ok {
+		return v
+	}
+	if len(s) <= internMaxLen && len(in.m) < internLimit {
+		in.m[s] = s
+	}
+	return s
+}
+
+func (in *interner) bytes(b []byte) string {
+	if v, ok := in.m[string(b)]; ok {
+		return v
+	}
+	return in.str(string(b))
+}

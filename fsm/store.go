@@ -39,6 +39,7 @@ type Store struct {
 
 	// Live-only bookkeeping, rebuilt on Restore and never snapshotted.
 	tokenIDs     map[string]string // join token id -> hash
+	reasons      *interner         // revocation reasons
 	tombQueue    []tombRef         // tombstones in the order they were made (may hold stale entries)
 	journal      []change          // recent changes in index order
 	journalFloor uint64            // the journal holds every change after this index
@@ -64,6 +65,7 @@ func New() *Store {
 		st:           newState(),
 		notify:       make(chan struct{}),
 		tokenIDs:     map[string]string{},
+		reasons:      newInterner(),
 		tombLimit:    DefaultTombstoneLimit,
 		journalLimit: defaultJournalLimit,
 	}
