@@ -30,6 +30,7 @@ const (
 	codeTimeout        = "timeout"
 	codeInternal       = "internal"
 	codeShutdown       = "shutting_down"
+	codeTooMany        = "too_many_requests"
 )
 
 type errorBody struct {
@@ -46,6 +47,8 @@ type APIError struct {
 	Status  int
 	Code    string
 	Message string
+	// RetryAfter is the server's Retry-After on a 429 or 503, zero if none.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
@@ -70,7 +73,10 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) {
 	var ce *fsm.CommandError
 	var ae *APIError
 	var mbe *http.MaxBytesError
+	var rl *rateLimited
 	switch {
+	case errors.As(err, &rl):
+		writeTooMany(w, rl.wait, rl.what)
 	case errors.As(err, &ae):
 		writeError(w, ae.Status, ae.Code, ae.Message)
 	case errors.As(err, &mbe):
@@ -143,22 +149,38 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// caller returns the verified identity of the client certificate, if any.
-// Certificates of another network, revoked certificates and certificates of
-// a revoked issuer give no identity.
-func (s *Server) caller(r *http.Request) (ca.Identity, bool) {
+// Why a request carries no usable identity.
+var (
+	errNoCredential = errors.New("no client certificate")
+	errOtherNetwork = errors.New("the client certificate is of another network")
+	errCertRevoked  = errors.New("the client certificate is revoked")
+	errNodeRevoked  = errors.New("the node is revoked")
+)
+
+// caller returns the verified identity of the client certificate, or why
+// there is none: no certificate, another network, a revoked certificate or
+// a revoked node.
+func (s *Server) caller(r *http.Request) (ca.Identity, error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		return ca.Identity{}, false
+		return ca.Identity{}, errNoCredential
 	}
 	chain := r.TLS.VerifiedChains[0]
 	id, err := ca.IdentityOf(chain[0])
-	if err != nil || id.Network != s.network {
-		return ca.Identity{}, false
+	if err != nil {
+		return ca.Identity{}, fmt.Errorf("the client certificate names no keymesh identity: %w", err)
 	}
-	if _, revoked := s.store.Revoked(fsm.RevocationKind("cert"), fsm.FormatSerial(chain[0].SerialNumber)); revoked {
-		return ca.Identity{}, false
+	if id.Network != s.network {
+		return ca.Identity{}, errOtherNetwork
 	}
-	return id, true
+	if _, revoked := s.store.Revoked(fsm.RevocationCert, fsm.FormatSerial(chain[0].SerialNumber)); revoked {
+		return id, errCertRevoked
+	}
+	if id.Kind == ca.KindNode {
+		if _, revoked := s.store.Revoked(fsm.RevocationNode, id.Name); revoked {
+			return id, errNodeRevoked
+		}
+	}
+	return id, nil
 }
 
 // Roles of callers. Issue-level authorization with Cedar replaces this table
@@ -172,12 +194,14 @@ const (
 	roleRoot               // root servers only (internal calls)
 )
 
-func (s *Server) allowed(id ca.Identity, ok bool, need role) (int, string, bool) {
-	if need == rolePublic {
+func (s *Server) allowed(id ca.Identity, err error, need role) (int, string, bool) {
+	switch {
+	case need == rolePublic:
 		return 0, "", true
-	}
-	if !ok {
+	case errors.Is(err, errNoCredential):
 		return http.StatusUnauthorized, "this call needs a client certificate of network " + s.network + " (pass --credential or set KEYMESH_CREDENTIAL)", false
+	case err != nil:
+		return http.StatusForbidden, err.Error(), false
 	}
 	switch need {
 	case roleMember:
@@ -197,8 +221,8 @@ func (s *Server) allowed(id ca.Identity, ok bool, need role) (int, string, bool)
 // route registers a handler behind the role check and the request timeout.
 func (s *Server) route(mux *http.ServeMux, pattern string, need role, h http.HandlerFunc) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		id, ok := s.caller(r)
-		if status, msg, pass := s.allowed(id, ok, need); !pass {
+		id, err := s.caller(r)
+		if status, msg, pass := s.allowed(id, err, need); !pass {
 			code := codeUnauthorized
 			if status == http.StatusForbidden {
 				code = codeForbidden
@@ -225,6 +249,14 @@ func (s *Server) handler() http.Handler {
 	s.route(mux, "GET /v1/revocations", roleAdmin, s.handleListRevocations)
 	s.route(mux, "GET /v1/revocations/{kind}/{id}", roleMember, s.handleGetRevocation)
 	s.route(mux, "GET /v1/trust", roleMember, s.handleTrust)
+	s.route(mux, "GET /v1/ca/crl", rolePublic, s.handleCRL)
+	s.route(mux, "GET /v1/ca/crl/{issuer}", rolePublic, s.handleCRL)
+	s.route(mux, "POST /v1/registrations", rolePublic, s.handleRegister)
+	s.route(mux, "POST /v1/registrations/{id}/collect", rolePublic, s.handleCollect)
+	s.route(mux, "GET /v1/registrations", roleAdmin, s.handleListRegistrations)
+	s.route(mux, "POST /v1/registrations/{id}/approve", roleAdmin, s.handleApprove)
+	s.route(mux, "POST /v1/registrations/{id}/deny", roleAdmin, s.handleDeny)
+	s.route(mux, "POST /v1/certs/renew", roleMember, s.handleRenew)
 	s.route(mux, "POST /v1/internal/apply", roleRoot, s.handleInternalApply)
 	s.route(mux, "POST /v1/internal/read-index", roleRoot, s.handleInternalReadIndex)
 	s.route(mux, "POST /v1/internal/add-voter", roleRoot, s.handleInternalAddVoter)

@@ -77,6 +77,21 @@ type Limits struct {
 	RequestTimeout time.Duration
 	// MaxWait bounds the wait of a blocking query. Default 5m.
 	MaxWait time.Duration
+	// RegistrationRate is how many registration requests per second one
+	// client address may make, with RegistrationBurst in a burst. Default
+	// 20/s, burst 40. Fleets registering through one NAT raise it.
+	RegistrationRate  float64
+	RegistrationBurst int
+	// SigningRate is how many certificates per second this server signs in
+	// all (registrations, approvals, renewals), with SigningBurst in a
+	// burst. Default 2000/s, burst 500.
+	SigningRate  float64
+	SigningBurst int
+	// MaxSources bounds how many client addresses the per-source limiter
+	// remembers. Default 10000.
+	MaxSources int
+	// NodeCertValidity is the lifetime of node certificates. Default 24h.
+	NodeCertValidity time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -91,6 +106,24 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxWait == 0 {
 		l.MaxWait = 5 * time.Minute
+	}
+	if l.RegistrationRate == 0 {
+		l.RegistrationRate = 20
+	}
+	if l.RegistrationBurst == 0 {
+		l.RegistrationBurst = 40
+	}
+	if l.SigningRate == 0 {
+		l.SigningRate = 2000
+	}
+	if l.SigningBurst == 0 {
+		l.SigningBurst = 500
+	}
+	if l.MaxSources == 0 {
+		l.MaxSources = 10000
+	}
+	if l.NodeCertValidity == 0 {
+		l.NodeCertValidity = 24 * time.Hour
 	}
 	return l
 }
@@ -139,6 +172,13 @@ func (o Options) withDefaults() Options {
 func (o Options) validate() error {
 	if err := o.Raft.validate(); err != nil {
 		return err
+	}
+	l := o.Limits
+	if l.RegistrationRate < 0 || l.RegistrationBurst < 1 || l.SigningRate < 0 || l.SigningBurst < 1 || l.MaxSources < 1 {
+		return errors.New("rate limits must be positive")
+	}
+	if l.NodeCertValidity < 10*time.Minute || l.NodeCertValidity > 90*24*time.Hour {
+		return fmt.Errorf("node certificate validity %s is outside 10m..2160h", l.NodeCertValidity)
 	}
 	if o.SnapshotRetain < 1 {
 		return errors.New("snapshot retention must keep at least one snapshot")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"golang.org/x/time/rate"
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
@@ -49,6 +50,13 @@ type Server struct {
 
 	http       *http.Server
 	peerClient *http.Client
+
+	regLimit  *sourceLimiter // registrations and collections per client address
+	signLimit *rate.Limiter  // certificates signed by this server
+
+	crlMu    sync.Mutex
+	crlDER   []byte
+	crlIndex uint64
 
 	// readyTerm is the term in which this server, as leader, has applied
 	// every entry committed before its term (a barrier); consistent reads
@@ -121,6 +129,9 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 		stop:     make(chan struct{}),
 		fatal:    make(chan error, 1),
 	}
+	l := o.Limits
+	s.regLimit = newSourceLimiter(l.RegistrationRate, l.RegistrationBurst, l.MaxSources)
+	s.signLimit = rate.NewLimiter(rate.Limit(l.SigningRate), l.SigningBurst)
 	s.peerClient = &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     tid.clientConfig(""),
 		MaxIdleConnsPerHost: 64,

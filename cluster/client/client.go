@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/fsm"
 )
@@ -34,9 +35,15 @@ type Config struct {
 	CAFile string
 	// CAPEM is used instead of CAFile when set.
 	CAPEM []byte
+	// CAHash pins the AS root by its hash (sha256:...) when no CA is known
+	// yet: a node's first contact. Used only when CAFile and CAPEM are empty.
+	CAHash string
 	// Credential is a PEM file with a client certificate chain and its key;
 	// empty for unauthenticated calls.
 	Credential string
+	// Certificate is used instead of Credential when set (a node agent's
+	// certificate held in memory).
+	Certificate *tls.Certificate
 	// Timeout bounds each call. Default 15s; blocking queries add their wait.
 	Timeout time.Duration
 }
@@ -68,21 +75,30 @@ func New(cfg Config) (*Client, error) {
 	if base.Scheme != "https" {
 		return nil, fmt.Errorf("client: server %q must use https", cfg.Server)
 	}
+	var tlsCfg *tls.Config
 	caPEM := cfg.CAPEM
-	if caPEM == nil {
-		if cfg.CAFile == "" {
-			return nil, errors.New("client: no CA to trust; pass --ca-file or set KEYMESH_CA_FILE (or --data-dir of a local server)")
+	switch {
+	case caPEM == nil && cfg.CAFile == "" && cfg.CAHash != "":
+		if tlsCfg, err = ca.PinnedTLSConfig(cfg.CAHash, base.Hostname(), nil); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
 		}
-		if caPEM, err = os.ReadFile(cfg.CAFile); err != nil {
-			return nil, fmt.Errorf("client: CA file: %w", err)
+	case caPEM == nil && cfg.CAFile == "":
+		return nil, errors.New("client: no CA to trust; pass --ca-file or set KEYMESH_CA_FILE (or --data-dir of a local server)")
+	default:
+		if caPEM == nil {
+			if caPEM, err = os.ReadFile(cfg.CAFile); err != nil {
+				return nil, fmt.Errorf("client: CA file: %w", err)
+			}
 		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, fmt.Errorf("client: CA file %s holds no PEM certificate", cfg.CAFile)
+		}
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("client: CA file %s holds no PEM certificate", cfg.CAFile)
-	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}
-	if cfg.Credential != "" {
+	if cfg.Certificate != nil {
+		tlsCfg.Certificates = []tls.Certificate{*cfg.Certificate}
+	} else if cfg.Credential != "" {
 		cert, err := cluster.LoadCredential(cfg.Credential)
 		if err != nil {
 			return nil, err
@@ -119,7 +135,7 @@ func (c *Client) doNoTimeout(ctx context.Context, method, path string, query url
 		return header, err
 	}
 	if status/100 != 2 {
-		return header, apiError(status, b)
+		return header, apiError(status, header, b)
 	}
 	if out == nil {
 		return header, nil
@@ -167,14 +183,18 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 }
 
 // apiError turns an error answer into *cluster.APIError.
-func apiError(status int, b []byte) error {
+func apiError(status int, header http.Header, b []byte) error {
 	var eb struct {
 		Error struct{ Code, Message string } `json:"error"`
 	}
+	e := &cluster.APIError{Status: status, Code: "http", Message: http.StatusText(status)}
 	if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
-		return &cluster.APIError{Status: status, Code: eb.Error.Code, Message: eb.Error.Message}
+		e.Code, e.Message = eb.Error.Code, eb.Error.Message
 	}
-	return &cluster.APIError{Status: status, Code: "http", Message: http.StatusText(status)}
+	if secs, err := strconv.Atoi(header.Get("Retry-After")); err == nil && secs > 0 {
+		e.RetryAfter = time.Duration(secs) * time.Second
+	}
+	return e
 }
 
 // ErrNoLeader is returned by Health when the server answers but knows no
@@ -200,7 +220,7 @@ func (c *Client) Health(ctx context.Context) (cluster.Health, error) {
 		}
 		return h, nil
 	default:
-		return h, apiError(status, b)
+		return h, apiError(status, nil, b)
 	}
 }
 
@@ -290,5 +310,65 @@ func (c *Client) Trust(ctx context.Context, index uint64, wait time.Duration) (c
 	defer cancel()
 	var out cluster.Trust
 	_, err := c.doNoTimeout(ctx, http.MethodGet, "/v1/trust", q, nil, &out)
+	return out, err
+}
+
+// Register asks for a node certificate. With a valid token the answer
+// carries the certificate chain (HTTP 201); without, the registration is
+// pending (HTTP 202) until an operator approves it.
+func (c *Client) Register(ctx context.Context, req cluster.RegisterRequest) (cluster.RegistrationResponse, error) {
+	var out cluster.RegistrationResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/registrations", nil, req, &out)
+	return out, err
+}
+
+// Collect asks for the certificate of a registration, proving possession of
+// its key.
+func (c *Client) Collect(ctx context.Context, id string, req cluster.CollectRequest) (cluster.RegistrationResponse, error) {
+	var out cluster.RegistrationResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/registrations/"+url.PathEscape(id)+"/collect", nil, req, &out)
+	return out, err
+}
+
+// Registrations lists registrations (of one status when status is not
+// empty).
+func (c *Client) Registrations(ctx context.Context, status string, consistent bool) ([]cluster.RegistrationInfo, error) {
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", status)
+	}
+	if consistent {
+		q.Set("consistent", "true")
+	}
+	var out []cluster.RegistrationInfo
+	_, err := c.do(ctx, http.MethodGet, "/v1/registrations", q, nil, &out)
+	return out, err
+}
+
+// Approve approves a pending registration.
+func (c *Client) Approve(ctx context.Context, id string) (cluster.RegistrationResponse, error) {
+	var out cluster.RegistrationResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/registrations/"+url.PathEscape(id)+"/approve", nil, struct{}{}, &out)
+	return out, err
+}
+
+// Deny denies a pending registration.
+func (c *Client) Deny(ctx context.Context, id, reason string) (cluster.RegistrationResponse, error) {
+	var out cluster.RegistrationResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/registrations/"+url.PathEscape(id)+"/deny", nil, cluster.DenyRequest{Reason: reason}, &out)
+	return out, err
+}
+
+// Renew renews the certificate the client presents (a node's).
+func (c *Client) Renew(ctx context.Context, csr []byte) (cluster.CertResponse, error) {
+	var out cluster.CertResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/certs/renew", nil, cluster.RenewRequest{CSR: csr}, &out)
+	return out, err
+}
+
+// CRL returns the DER CRL of the answering server's issuer.
+func (c *Client) CRL(ctx context.Context) ([]byte, error) {
+	var out []byte
+	_, err := c.do(ctx, http.MethodGet, "/v1/ca/crl", nil, nil, &out)
 	return out, err
 }

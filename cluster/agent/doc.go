@@ -1,0 +1,18 @@
+// Package agent is the node side of keymesh: registration with the root
+// servers, collection of a pending registration, and renewal of the node
+// certificate.
+//
+// # Data directory
+//
+// A node keeps node.json (who it is and where its roots are), node.key (its
+// private key, 0600, never sent anywhere), node.pem (its certificate chain)
+// and ca.pem (the AS root, learnt at first contact pinned by the CA hash).
+//
+// # Order of calls
+//
+// Join makes the key and the CSR and registers. With a join token it comes
+// back with a certificate; without one the registration is pending and
+// Collect (or Wait) fetches the certificate once an operator approved it,
+// after a restart too. Renew, or a Renewer running in the agent, replaces
+// the certificate at two thirds of its lifetime over mutual TLS.
+package agent

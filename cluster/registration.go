@@ -1,0 +1,501 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"net/http"
+	"time"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// Limits of one registration request.
+const (
+	maxDNSNames     = 16
+	collectSkew     = 5 * time.Minute
+	possessionCtx   = "collect"
+	registrationTag = "reg-"
+)
+
+// RegisterRequest is the body of POST /v1/registrations: a node asks for a
+// certificate. Identity comes from these fields (checked, and approved by
+// a token or an operator), never from the CSR's subject or SANs.
+type RegisterRequest struct {
+	CSR       []byte   `json:"csr"` // DER PKCS#10, P-256, P-384 or Ed25519
+	NodeID    string   `json:"node_id"`
+	Network   string   `json:"network,omitempty"`   // must be this server's network when given
+	Token     string   `json:"token,omitempty"`     // node join token: approval at once
+	Principal string   `json:"principal,omitempty"` // default: the token's, else NODE
+	DNSNames  []string `json:"dns_names,omitempty"`
+}
+
+// RegistrationInfo is a registration as the API shows it (without the CSR).
+type RegistrationInfo struct {
+	ID        string    `json:"id"`
+	NodeID    string    `json:"node_id"`
+	Network   string    `json:"network"`
+	Principal string    `json:"principal"`
+	DNSNames  []string  `json:"dns_names,omitempty"`
+	Status    string    `json:"status"` // pending, approved, denied
+	Reason    string    `json:"reason,omitempty"`
+	Serial    string    `json:"serial,omitempty"`
+	Issuer    string    `json:"issuer,omitempty"`
+	Created   time.Time `json:"created"`
+}
+
+func registrationInfo(r fsm.Registration) RegistrationInfo {
+	return RegistrationInfo{ID: r.ID, NodeID: r.NodeID, Network: r.Network, Principal: r.Principal, DNSNames: r.DNSNames,
+		Status: r.Status, Reason: r.Reason, Serial: r.Serial, Issuer: r.Issuer, Created: r.Created}
+}
+
+// RegistrationResponse answers a registration, a collection or an approval.
+// Chain (DER, leaf first, then the issuing intermediate) is present once the
+// registration is approved and its issuance committed.
+type RegistrationResponse struct {
+	Registration RegistrationInfo `json:"registration"`
+	Chain        [][]byte         `json:"chain,omitempty"`
+	Index        uint64           `json:"index,omitempty"`
+}
+
+// CollectRequest proves possession of the registration's key: Signature is
+// ca.SignPossession(key, "collect", id, Time) with Time in RFC 3339.
+type CollectRequest struct {
+	Time      string `json:"time"`
+	Signature []byte `json:"signature"`
+}
+
+// DenyRequest is the body of POST /v1/registrations/{id}/deny.
+type DenyRequest struct {
+	Reason string `json:"reason"`
+}
+
+// RenewRequest is the body of POST /v1/certs/renew, sent over mutual TLS
+// with the node's current certificate.
+type RenewRequest struct {
+	CSR []byte `json:"csr"`
+}
+
+// CertResponse answers a renewal.
+type CertResponse struct {
+	Chain [][]byte `json:"chain"`
+	Index uint64   `json:"index"`
+}
+
+// rateLimited is returned when a limit refuses a request.
+type rateLimited struct {
+	what string
+	wait time.Duration
+}
+
+func (e *rateLimited) Error() string { return e.what + " is over its rate limit" }
+
+func forbidden(format string, args ...any) error {
+	return &APIError{Status: http.StatusForbidden, Code: codeForbidden, Message: fmt.Sprintf(format, args...)}
+}
+
+func conflict(format string, args ...any) error {
+	return &APIError{Status: http.StatusConflict, Code: codeConflict, Message: fmt.Sprintf(format, args...)}
+}
+
+// signNode signs a node certificate with this server's issuer, within the
+// signing rate.
+func (s *Server) signNode(pub any, nodeID string, dns []string) (fsm.Issued, [][]byte, error) {
+	now := s.opts.Clock()
+	if wait, ok := take(s.signLimit, now); !ok {
+		return fsm.Issued{}, nil, &rateLimited{what: "certificate signing on this server", wait: wait}
+	}
+	cert, err := ca.SignNode(s.issuer, ca.NodeRequest{PublicKey: pub, Network: s.network, NodeID: nodeID, DNSNames: dns,
+		Validity: s.opts.Limits.NodeCertValidity, Now: now}, nil)
+	if err != nil {
+		return fsm.Issued{}, nil, badRequest("cannot sign a certificate for this request: %v", err)
+	}
+	issued := fsm.Issued{Issuer: s.name, Serial: fsm.FormatSerial(cert.SerialNumber), NodeID: nodeID, NotAfter: cert.NotAfter, Cert: cert.Raw}
+	return issued, [][]byte{cert.Raw, s.issuer.Cert.Raw}, nil
+}
+
+// checkRegistration validates a registration request and returns its CSR.
+func (s *Server) checkRegistration(req *RegisterRequest) (*x509.CertificateRequest, error) {
+	if err := ca.ValidateName(req.NodeID); err != nil {
+		return nil, badRequest("node_id: %v", err)
+	}
+	if req.Network != "" && req.Network != s.network {
+		return nil, badRequest("this cluster is the root of network %q, not %q", s.network, req.Network)
+	}
+	if req.Principal != "" && !validPrincipal(req.Principal) {
+		return nil, badRequest("principal %q is not one of ADMIN, NODE, NODE_CUSTODIAN, DATA_CUSTODIAN, USER", req.Principal)
+	}
+	if len(req.DNSNames) > maxDNSNames {
+		return nil, badRequest("at most %d DNS names, not %d", maxDNSNames, len(req.DNSNames))
+	}
+	for _, d := range req.DNSNames {
+		if err := ca.ValidateNetwork(d); err != nil {
+			return nil, badRequest("DNS name %q: %v", d, err)
+		}
+	}
+	csr, err := ca.CheckCSR(req.CSR)
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	if n, ok := s.store.Node(req.NodeID); ok {
+		switch n.Status {
+		case fsm.NodeRevoked:
+			return nil, forbidden("node %q is revoked; register under a new node id", req.NodeID)
+		case fsm.NodeActive:
+			return nil, conflict("node %q is already active; renew its certificate with `keymesh node renew`, or revoke it first", req.NodeID)
+		}
+	}
+	return csr, nil
+}
+
+func newRegistrationID() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return registrationTag + hex.EncodeToString(b)
+}
+
+func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
+	if wait, ok := s.regLimit.allow(r, s.opts.Clock()); !ok {
+		writeTooMany(w, wait, "registration from "+r.RemoteAddr)
+		return
+	}
+	var req RegisterRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	resp, status, err := s.register(r.Context(), req)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, status, resp)
+}
+
+// register stores a registration: approved at once with a valid node token
+// (the certificate is returned only after its issuance is committed),
+// pending otherwise.
+func (s *Server) register(ctx context.Context, req RegisterRequest) (*RegistrationResponse, int, error) {
+	csr, err := s.checkRegistration(&req)
+	if err != nil {
+		return nil, 0, err
+	}
+	reg := fsm.Registration{ID: newRegistrationID(), NodeID: req.NodeID, Network: s.network, Principal: req.Principal,
+		CSR: csr.Raw, DNSNames: req.DNSNames}
+	cmd := fsm.RegistrationCreate{Registration: reg}
+	var chain [][]byte
+	if req.Token != "" {
+		hash := hashToken(req.Token)
+		tok, ok := s.store.JoinToken(hash)
+		if !ok {
+			return nil, 0, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenNotFound),
+				Message: "the join token is not known to this cluster; ask an operator for one (`keymesh tokens create`)"}
+		}
+		switch {
+		case req.Principal == "":
+			cmd.Registration.Principal = tok.Principal
+		case tok.Principal != "" && tok.Principal != req.Principal:
+			return nil, 0, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenConstraint),
+				Message: fmt.Sprintf("this token grants principal %s, not %s", tok.Principal, req.Principal)}
+		}
+		if cmd.Registration.Principal == "" {
+			cmd.Registration.Principal = fsm.PrincipalNode
+		}
+		issued, c, err := s.signNode(csr.PublicKey, req.NodeID, req.DNSNames)
+		if err != nil {
+			return nil, 0, err
+		}
+		cmd.TokenHash, cmd.Cert, chain = hash, &issued, c
+	} else if cmd.Registration.Principal == "" {
+		cmd.Registration.Principal = fsm.PrincipalNode
+	}
+	idx, err := s.Propose(ctx, fsm.MsgRegistrationCreate, cmd)
+	if err != nil {
+		return nil, 0, err
+	}
+	stored, _ := s.store.Registration(reg.ID)
+	resp := &RegistrationResponse{Registration: registrationInfo(stored), Chain: chain, Index: idx}
+	if chain == nil {
+		s.log.Info("registration pending", "id", reg.ID, "node", req.NodeID)
+		return resp, http.StatusAccepted, nil
+	}
+	s.log.Info("registered node", "id", reg.ID, "node", req.NodeID, "serial", cmd.Cert.Serial)
+	return resp, http.StatusCreated, nil
+}
+
+// chainOf returns the committed certificate of an approved registration and
+// the issuing intermediate that signed it.
+func (s *Server) chainOf(reg fsm.Registration) ([][]byte, error) {
+	issued, ok := s.store.Issued(reg.Issuer, reg.Serial)
+	if !ok {
+		return nil, fmt.Errorf("cluster: registration %s is approved but its certificate is not in the state", reg.ID)
+	}
+	is, ok := s.store.Issuer(reg.Issuer)
+	if !ok {
+		return nil, fmt.Errorf("cluster: issuer %q of registration %s is unknown", reg.Issuer, reg.ID)
+	}
+	return [][]byte{issued.Cert, is.Cert}, nil
+}
+
+// handleCollect hands out the certificate of an approved registration to
+// whoever proves possession of the registration's key.
+func (s *Server) handleCollect(w http.ResponseWriter, r *http.Request) {
+	if wait, ok := s.regLimit.allow(r, s.opts.Clock()); !ok {
+		writeTooMany(w, wait, "collection from "+r.RemoteAddr)
+		return
+	}
+	var req CollectRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	id := r.PathValue("id")
+	reg, ok := s.store.Registration(id)
+	if !ok {
+		// The registration may have been committed through another server a
+		// moment ago: look once more at a consistent state.
+		if err := s.ConsistentRead(r.Context()); err == nil {
+			reg, ok = s.store.Registration(id)
+		}
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no registration %q; register again with `keymesh node join`", id))
+		return
+	}
+	t, err := time.Parse(time.RFC3339, req.Time)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "time must be RFC 3339")
+		return
+	}
+	if d := s.opts.Clock().Sub(t); d > collectSkew || d < -collectSkew {
+		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("the proof's time is %s away from this server's clock; check the node's clock", d.Round(time.Second)))
+		return
+	}
+	csr, err := x509.ParseCertificateRequest(reg.CSR)
+	if err != nil {
+		s.writeErr(w, fmt.Errorf("cluster: stored CSR of %s: %w", id, err))
+		return
+	}
+	if err := ca.VerifyPossession(csr.PublicKey, req.Signature, possessionCtx, id, req.Time); err != nil {
+		writeError(w, http.StatusForbidden, codeForbidden, "the proof of possession does not match the registration's key")
+		return
+	}
+	resp := RegistrationResponse{Registration: registrationInfo(reg)}
+	switch reg.Status {
+	case fsm.RegistrationPending:
+		writeJSON(w, http.StatusAccepted, resp)
+		return
+	case fsm.RegistrationApproved:
+		if resp.Chain, err = s.chainOf(reg); err != nil {
+			s.writeErr(w, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) handleListRegistrations(w http.ResponseWriter, r *http.Request) {
+	if !s.maybeConsistent(w, r) {
+		return
+	}
+	status := r.URL.Query().Get("status")
+	out := []RegistrationInfo{}
+	for _, reg := range s.store.Registrations() {
+		if status == "" || reg.Status == status {
+			out = append(out, registrationInfo(reg))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) pendingRegistration(ctx context.Context, id string) (fsm.Registration, error) {
+	reg, ok := s.store.Registration(id)
+	if !ok {
+		if err := s.ConsistentRead(ctx); err == nil {
+			reg, ok = s.store.Registration(id)
+		}
+	}
+	if !ok {
+		return reg, &APIError{Status: http.StatusNotFound, Code: codeNotFound,
+			Message: fmt.Sprintf("no registration %q; `keymesh registrations list` shows them", id)}
+	}
+	if reg.Status != fsm.RegistrationPending {
+		return reg, conflict("registration %s is %s, not pending", id, reg.Status)
+	}
+	return reg, nil
+}
+
+func (s *Server) handleApprove(w http.ResponseWriter, r *http.Request) {
+	reg, err := s.pendingRegistration(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	csr, err := ca.CheckCSR(reg.CSR)
+	if err != nil {
+		s.writeErr(w, badRequest("%v", err))
+		return
+	}
+	issued, chain, err := s.signNode(csr.PublicKey, reg.NodeID, reg.DNSNames)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	idx, err := s.Propose(r.Context(), fsm.MsgRegistrationApprove, fsm.RegistrationApprove{ID: reg.ID, Cert: issued})
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	stored, _ := s.store.Registration(reg.ID)
+	s.log.Info("approved registration", "id", reg.ID, "node", reg.NodeID, "serial", issued.Serial)
+	writeJSON(w, http.StatusOK, RegistrationResponse{Registration: registrationInfo(stored), Chain: chain, Index: idx})
+}
+
+func (s *Server) handleDeny(w http.ResponseWriter, r *http.Request) {
+	var req DenyRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	reg, err := s.pendingRegistration(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	idx, err := s.Propose(r.Context(), fsm.MsgRegistrationDeny, fsm.RegistrationDeny{ID: reg.ID, Reason: req.Reason})
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	stored, _ := s.store.Registration(reg.ID)
+	writeJSON(w, http.StatusOK, RegistrationResponse{Registration: registrationInfo(stored), Index: idx})
+}
+
+// handleRenew signs a new certificate for the node that presents its
+// current one over mutual TLS. The old certificate stays valid until it
+// expires; a revoked node cannot renew.
+func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
+	id, _ := s.caller(r)
+	if id.Kind != ca.KindNode {
+		writeError(w, http.StatusForbidden, codeForbidden, "only nodes renew their certificates here; present the node certificate")
+		return
+	}
+	var req RenewRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	n, ok := s.store.Node(id.Name)
+	switch {
+	case !ok:
+		writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("node %q is not registered", id.Name))
+		return
+	case n.Status != fsm.NodeActive:
+		writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("node %q is %s and cannot renew; register it again under a new id", id.Name, n.Status))
+		return
+	}
+	presented := r.TLS.VerifiedChains[0][0]
+	if serial := fsm.FormatSerial(presented.SerialNumber); serial != n.CertSerial && serial != n.PrevSerial {
+		writeError(w, http.StatusForbidden, codeForbidden, "this certificate is no longer the node's current one; use the newest")
+		return
+	}
+	csr, err := ca.CheckCSR(req.CSR)
+	if err != nil {
+		s.writeErr(w, badRequest("%v", err))
+		return
+	}
+	issued, chain, err := s.signNode(csr.PublicKey, id.Name, presented.DNSNames)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	idx, err := s.Propose(r.Context(), fsm.MsgNodeCertRenew, fsm.NodeCertRenew{Cert: issued})
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	s.log.Info("renewed node certificate", "node", id.Name, "serial", issued.Serial)
+	writeJSON(w, http.StatusOK, CertResponse{Chain: chain, Index: idx})
+}
+
+// crl returns this server's CRL (DER), cached until the state moves.
+func (s *Server) crl() ([]byte, error) {
+	idx := s.store.Index()
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	if s.crlDER != nil && s.crlIndex == idx {
+		return s.crlDER, nil
+	}
+	var entries []x509.RevocationListEntry
+	add := func(serial string, at time.Time) {
+		if _, ok := s.store.Issued(s.name, serial); !ok {
+			return
+		}
+		n, ok := parseSerialBig(serial)
+		if ok {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: at})
+		}
+	}
+	for _, rev := range s.store.Revocations() {
+		switch rev.Kind {
+		case fsm.RevocationCert:
+			add(rev.ID, rev.Time)
+		case fsm.RevocationNode:
+			if n, ok := s.store.Node(rev.ID); ok {
+				for _, serial := range []string{n.CertSerial, n.PrevSerial} {
+					if serial != "" {
+						add(serial, rev.Time)
+					}
+				}
+			}
+		}
+	}
+	now := s.opts.Clock()
+	der, err := ca.CreateCRL(s.issuer, entries, bigUint(idx), now, now.Add(crlValidity), nil)
+	if err != nil {
+		return nil, err
+	}
+	s.crlDER, s.crlIndex = der, idx
+	return der, nil
+}
+
+// crlValidity is how far ahead a CRL's nextUpdate lies.
+const crlValidity = time.Hour
+
+func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) {
+	issuer := r.PathValue("issuer")
+	if issuer != "" && issuer != s.name {
+		rec, ok := s.store.Server(issuer)
+		if !ok {
+			writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no root server %q; each issuer serves its own CRL", issuer))
+			return
+		}
+		w.Header().Set("Location", "https://"+rec.APIAddr+"/v1/ca/crl")
+		writeError(w, http.StatusTemporaryRedirect, "redirect", fmt.Sprintf("the CRL of issuer %s is served by %s", issuer, rec.APIAddr))
+		return
+	}
+	der, err := s.crl()
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.Header().Set("Cache-Control", "max-age=5")
+	w.Write(der)
+}
+
+// parseSerialBig parses a canonical serial.
+func parseSerialBig(s string) (*big.Int, bool) {
+	return new(big.Int).SetString(s, 16)
+}
+
+func bigUint(n uint64) *big.Int { return new(big.Int).SetUint64(n) }
+
+// validPrincipal reports whether p is one of the five principals.
+func validPrincipal(p string) bool {
+	switch p {
+	case fsm.PrincipalAdmin, fsm.PrincipalNode, fsm.PrincipalNodeCustodian, fsm.PrincipalDataCustodian, fsm.PrincipalUser:
+		return true
+	}
+	return false
+}
