@@ -267,6 +267,25 @@ func TestApplyCommands(t *testing.T) {
 				t.Fatalf("registration %+v", r)
 			}
 		}},
+		{name: "registration dns names", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.DNSNames = []string{"node-q.example.net", "*.svc.example.net"}
+			return r
+		}()}, check: func(t *testing.T, h *harness) {
+			if r, _ := h.s.Registration("reg-q"); len(r.DNSNames) != 2 {
+				t.Fatalf("registration %+v", r)
+			}
+		}},
+		{name: "registration bad dns name", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.DNSNames = []string{"node q.example"}
+			return r
+		}()}, err: ErrInvalid},
+		{name: "registration duplicate dns name", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.DNSNames = []string{"a.example", "a.example"}
+			return r
+		}()}, err: ErrInvalid},
 		{name: "registration duplicate id", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-a", "node-q")}, err: ErrExists},
 		{name: "registration unknown network", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: Registration{ID: "r", NodeID: "n", Network: "x.example", Principal: PrincipalNode, CSR: der("c")}}, err: ErrNotFound},
 		{name: "registration no csr", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: Registration{ID: "r", NodeID: "n", Network: testNetwork, Principal: PrincipalNode}}, err: ErrInvalid},

@@ -210,6 +210,20 @@ func TestFormatSerial(t *testing.T) {
 	}
 }
 
+func TestDNSNames(t *testing.T) {
+	if err := checkDNSNames("d", []string{"a", "A.example", "*.x.example", "x-1.y"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"", "*.", "*", "a..b", "-a", "a b", "a_b", "*.*.a", "a.*", strings.Repeat("a", 64)} {
+		if err := checkDNSNames("d", []string{bad}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if err := checkDNSNames("d", make([]string, MaxDNSNames+1)); err == nil {
+		t.Error("too many accepted")
+	}
+}
+
 func TestNetworkNames(t *testing.T) {
 	for _, ok := range []string{"a", "mainnet.example.net", "x-1.y", strings.Repeat("a", 63) + ".b"} {
 		if err := checkNetwork("n", ok); err != nil {

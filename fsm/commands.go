@@ -758,6 +758,10 @@ func (p *RegistrationCreate) check(now time.Time) *CommandError {
 	if err := checkDER("registration.csr", r.CSR, true); err != nil {
 		return err
 	}
+	r.DNSNames = nilIfEmpty(r.DNSNames)
+	if err := checkDNSNames("registration.dns_names", r.DNSNames); err != nil {
+		return err
+	}
 	r.Status, r.Reason, r.Serial, r.Issuer, r.Created = RegistrationPending, "", "", "", now
 	if p.TokenHash == "" {
 		if p.Cert != nil {

@@ -46,7 +46,10 @@ func cloneIssued(c Issued) Issued { c.Cert = cloneBytes(c.Cert); return c }
 
 func cloneJWK(k JWK) JWK { k.Key = cloneBytes(k.Key); return k }
 
-func cloneRegistration(r Registration) Registration { r.CSR = cloneBytes(r.CSR); return r }
+func cloneRegistration(r Registration) Registration {
+	r.CSR, r.DNSNames = cloneBytes(r.CSR), slices.Clone(r.DNSNames)
+	return r
+}
 
 func cloneRouteAuth(a RouteAuth) RouteAuth { a.Origins = slices.Clone(a.Origins); return a }
 

@@ -133,7 +133,9 @@ func (sn *Snapshot) Release() {
 
 // Hash returns the hex SHA-256 of the canonical encoding of the state (the
 // snapshot body). Replicas that applied the same log have the same hash; a
-// rejected or ignored command does not change it.
+// rejected or ignored command does not change it. It encodes the whole
+// state (about as long as writing a snapshot) and is cached until the next
+// change.
 func (s *Store) Hash() string {
 	if h := s.hash.Load(); h != nil {
 		return *h
@@ -382,6 +384,7 @@ func (st *state) encodeBody(e *encoder) {
 		e.str(v.Network)
 		e.str(v.Principal)
 		e.bytes(v.CSR)
+		e.strs(v.DNSNames)
 		e.str(v.Status)
 		e.str(v.Reason)
 		e.str(v.Serial)
@@ -724,7 +727,7 @@ func decodeBody(d *decoder) *state {
 	})
 	st.regs = decodeTable(d, func(d *decoder) (string, Registration) {
 		v := Registration{ID: d.str(), NodeID: d.str(), Network: d.str(), Principal: d.str(), CSR: d.bytes(),
-			Status: d.str(), Reason: d.str(), Serial: d.str(), Issuer: d.str(), Created: d.time(), Indexes: d.indexes()}
+			DNSNames: d.strs(), Status: d.str(), Reason: d.str(), Serial: d.str(), Issuer: d.str(), Created: d.time(), Indexes: d.indexes()}
 		return v.ID, v
 	})
 	st.routes = decodeTable(d, func(d *decoder) (string, RouteAuth) {

@@ -278,13 +278,16 @@ const (
 	RegistrationDenied   = "denied"
 )
 
-// Registration is a node's request for a certificate.
+// Registration is a node's request for a certificate. Once approved, its
+// certificate is Store.Issued(Issuer, Serial); the issuance is committed
+// before the registration reads approved.
 type Registration struct {
 	ID        string    `json:"id"`
 	NodeID    string    `json:"node_id"`
 	Network   string    `json:"network"`
 	Principal string    `json:"principal"`
-	CSR       []byte    `json:"csr"` // DER
+	CSR       []byte    `json:"csr"`                 // DER
+	DNSNames  []string  `json:"dns_names,omitempty"` // DNS SANs asked for (up to MaxDNSNames)
 	Status    string    `json:"status"`
 	Reason    string    `json:"reason,omitempty"`
 	Serial    string    `json:"serial,omitempty"` // of the certificate once approved

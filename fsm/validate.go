@@ -19,6 +19,7 @@ const (
 	MaxListLen        = 64 // certificates in a list, route origins
 	MaxAcceptLen      = 256
 	MaxTokenUses      = 1_000_000
+	MaxDNSNames       = 16
 	maxSerialHexDigit = 64
 )
 
@@ -258,6 +259,45 @@ func checkUniqueWords(field string, list []string, max, maxLen int, network bool
 			return fail(ErrInvalid, "%s lists %q twice", field, s)
 		}
 		seen[s] = struct{}{}
+	}
+	return nil
+}
+
+// checkDNSNames accepts up to MaxDNSNames distinct host names (letters,
+// digits, '-', labels of 1..63, at most 253 bytes), each optionally
+// starting with "*." for a wildcard.
+func checkDNSNames(field string, names []string) *CommandError {
+	if len(names) > MaxDNSNames {
+		return fail(ErrInvalid, "%s has %d entries, limit %d", field, len(names), MaxDNSNames)
+	}
+	seen := make(map[string]struct{}, len(names))
+	for _, n := range names {
+		if _, dup := seen[n]; dup {
+			return fail(ErrInvalid, "%s lists %q twice", field, n)
+		}
+		seen[n] = struct{}{}
+		h := n
+		if len(h) > 2 && h[:2] == "*." {
+			h = h[2:]
+		}
+		if h == "" || len(n) > MaxNetworkLen {
+			return fail(ErrInvalid, "%s %q is not a host name", field, n)
+		}
+		label := 0
+		for i := 0; i <= len(h); i++ {
+			if i == len(h) || h[i] == '.' {
+				if label == 0 || label > 63 || h[i-label] == '-' || h[i-1] == '-' {
+					return fail(ErrInvalid, "%s %q is not a host name", field, n)
+				}
+				label = 0
+				continue
+			}
+			c := h[i]
+			if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' {
+				return fail(ErrInvalid, "%s %q is not a host name", field, n)
+			}
+			label++
+		}
 	}
 	return nil
 }
