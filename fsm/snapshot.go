@@ -19,8 +19,8 @@ import (
 // Snapshot format (version 1): a compact binary encoding written by hand,
 // not JSON, for three reasons:
 //
-//   - speed: for 100,000 revocations (6.9 MB) it writes in about 65-95 ms
-//     and restores in about 50-85 ms on the 2-core test machine, where
+//   - speed: for 100,000 revocations (6.9 MB) it writes in about 65-110 ms
+//     and restores in about 50-90 ms on the shared 2-core test machine, where
 //     encoding/json takes about 5 times as long each way (the benchmarks
 //     BenchmarkSnapshot100k and BenchmarkRestore100k report both);
 //   - canonical by construction: tables in a fixed order, records sorted by
