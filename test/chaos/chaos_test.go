@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,6 +47,7 @@ func TestMain(m *testing.M) {
 //	CHAOS_RATE            operations per second over all clients (default 80)
 //	CHAOS_TIMEOUT         client timeout of one operation (default 3s)
 //	CHAOS_SEED            seed of the load and the schedule (default: from the clock; reported)
+//	CHAOS_FAILOVER_P99    when set, a leader-kill failover p99 above it is a violation (the goal is 1s)
 //	CHAOS_SERVER_FLAGS    extra flags for every root server, e.g. "--raft-heartbeat=500ms"
 //	CHAOS_REPORT          where the JSON report goes (default test/chaos/report.json)
 //	CHAOS_KEEP            directory that keeps the history and server logs (default: a new
@@ -56,6 +58,7 @@ type runConfig struct {
 	duration time.Duration
 	load     LoadConfig
 	timeout  time.Duration
+	p99      time.Duration
 	flags    []string
 	report   string
 	keep     string
@@ -117,6 +120,7 @@ func configFromEnv(t *testing.T) runConfig {
 		duration: envDuration(t, "CHAOS_DURATION", 150*time.Second),
 		load:     LoadConfig{Clients: envInt(t, "CHAOS_CLIENTS", 6), Rate: rate, Seed: seed},
 		timeout:  envDuration(t, "CHAOS_TIMEOUT", 3*time.Second),
+		p99:      envDuration(t, "CHAOS_FAILOVER_P99", 0),
 		flags:    strings.Fields(os.Getenv("CHAOS_SERVER_FLAGS")),
 		report:   os.Getenv("CHAOS_REPORT"),
 		keep:     os.Getenv("CHAOS_KEEP"),
@@ -150,7 +154,8 @@ func TestChaos(t *testing.T) {
 	}
 	defer load.Stop()
 	run := &Runner{T: t, C: c, Rec: rec, Keys: keys, Target: target, Cfg: cfg.faults}
-	rep := &Report{Started: started, Seed: cfg.load.Seed, Servers: len(c.Roots), Clients: cfg.load.Clients, Rate: cfg.load.Rate, Proxies: proxies}
+	rep := &Report{Started: started, Seed: cfg.load.Seed, Servers: len(c.Roots), Clients: cfg.load.Clients, Rate: cfg.load.Rate, Proxies: proxies,
+		Machine: Machine{CPUs: runtime.NumCPU(), LoadStart: LoadAverage()}}
 	if !proxies {
 		t.Logf("the binary has no %s flag: leader isolation is skipped", harness.AdvertiseFlag)
 	}
@@ -201,9 +206,13 @@ func TestChaos(t *testing.T) {
 	if n := rep.Faults[LeaderKill]; n < cfg.faults.LeaderKills {
 		vs = append(vs, Violation{"schedule", fmt.Sprintf("%d leader kills made, %d asked", n, cfg.faults.LeaderKills)})
 	}
+	if cfg.p99 > 0 && rep.Failover.P99 > ms(cfg.p99) {
+		vs = append(vs, Violation{"failover", fmt.Sprintf("p99 %.0fms over %d leader kills exceeds %s", rep.Failover.P99, rep.Failover.Count, cfg.p99)})
+	}
 	rep.Violations = vs
 	rep.Pass = len(vs) == 0 && !t.Failed()
 	rep.Seconds = time.Since(started).Seconds()
+	rep.Machine.LoadEnd = LoadAverage()
 	if !rep.Pass || cfg.keep != "" {
 		rep.Kept = keep(t, cfg.keep, c, ops, rep)
 	}

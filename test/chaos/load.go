@@ -41,6 +41,25 @@ type Target interface {
 // revocation model partitions the history by them.
 var RevocationKinds = []string{"token", "key", "node", "cert"}
 
+// ListedKind is the kind the load lists. It gets the fewest writes, so that
+// lists stay short: a list's cost grows with the run, and its answer is a
+// whole partition of the model.
+const ListedKind = "node"
+
+// newKind picks the kind of a new revocation: token 40%, key 30%, cert
+// 20%, node 10%.
+func newKind(rng *rand.Rand) string {
+	switch n := rng.IntN(10); {
+	case n < 4:
+		return "token"
+	case n < 7:
+		return "key"
+	case n < 9:
+		return "cert"
+	}
+	return ListedKind
+}
+
 // TokenPrefix starts the description of every join token the load makes;
 // tokens without it (the harness's root-join tokens) are not the load's.
 const TokenPrefix = "chaos-"
@@ -73,14 +92,26 @@ func (k *Keys) NewRevocation(kind string) string {
 	return key
 }
 
+// recent is how many of the newest keys count as recent.
+const recent = 8
+
 // AnyRevocation returns a revocation key written before, or "" if none.
-func (k *Keys) AnyRevocation(rng *rand.Rand) string {
+// With fresh, it picks among the newest: reads of just-written keys
+// through another server are where stale reads would show.
+func (k *Keys) AnyRevocation(rng *rand.Rand, fresh bool) string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if len(k.revs) == 0 {
+	return pickKey(rng, k.revs, fresh)
+}
+
+func pickKey(rng *rand.Rand, keys []string, fresh bool) string {
+	if len(keys) == 0 {
 		return ""
 	}
-	return k.revs[rng.IntN(len(k.revs))]
+	if fresh {
+		return keys[len(keys)-1-rng.IntN(min(recent, len(keys)))]
+	}
+	return keys[rng.IntN(len(keys))]
 }
 
 // AddToken remembers the id of a token whose creation was acknowledged.
@@ -90,14 +121,12 @@ func (k *Keys) AddToken(ref string) {
 	k.mu.Unlock()
 }
 
-// AnyToken returns the id of a token made before, or "" if none.
-func (k *Keys) AnyToken(rng *rand.Rand) string {
+// AnyToken returns the id of a token made before, or "" if none; with
+// fresh, one of the newest.
+func (k *Keys) AnyToken(rng *rand.Rand, fresh bool) string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if len(k.tokens) == 0 {
-		return ""
-	}
-	return k.tokens[rng.IntN(len(k.tokens))]
+	return pickKey(rng, k.tokens, fresh)
 }
 
 // SplitKey splits a revocation key "kind/id".
@@ -143,7 +172,7 @@ type RevokeNew struct{}
 
 func (RevokeNew) Kind() OpKind { return OpRevoke }
 func (RevokeNew) Prepare(rng *rand.Rand, keys *Keys) Op {
-	return Op{Key: keys.NewRevocation(RevocationKinds[rng.IntN(len(RevocationKinds))])}
+	return Op{Key: keys.NewRevocation(newKind(rng))}
 }
 func (RevokeNew) Do(ctx context.Context, api API, op Op) (Op, error) { return doRevoke(ctx, api, op) }
 
@@ -152,7 +181,7 @@ type RevokeAgain struct{}
 
 func (RevokeAgain) Kind() OpKind { return OpRevoke }
 func (RevokeAgain) Prepare(rng *rand.Rand, keys *Keys) Op {
-	if key := keys.AnyRevocation(rng); key != "" {
+	if key := keys.AnyRevocation(rng, rng.IntN(2) == 0); key != "" {
 		return Op{Key: key}
 	}
 	return RevokeNew{}.Prepare(rng, keys)
@@ -174,12 +203,12 @@ func doRevoke(ctx context.Context, api API, op Op) (Op, error) {
 }
 
 // ReadRevocation reads one key with a consistent read: mostly a key written
-// before, sometimes one never written.
+// before (often one of the newest), sometimes one never written.
 type ReadRevocation struct{}
 
 func (ReadRevocation) Kind() OpKind { return OpReadRevocation }
 func (ReadRevocation) Prepare(rng *rand.Rand, keys *Keys) Op {
-	if key := keys.AnyRevocation(rng); key != "" && rng.IntN(5) > 0 {
+	if key := keys.AnyRevocation(rng, rng.IntN(2) == 0); key != "" && rng.IntN(5) > 0 {
 		return Op{Key: key}
 	}
 	kind := RevocationKinds[rng.IntN(len(RevocationKinds))]
@@ -202,13 +231,12 @@ func (ReadRevocation) Do(ctx context.Context, api API, op Op) (Op, error) {
 	return op, nil
 }
 
-// ListRevocations lists every revocation of one kind with a consistent read.
+// ListRevocations lists every revocation of ListedKind with a consistent
+// read.
 type ListRevocations struct{}
 
-func (ListRevocations) Kind() OpKind { return OpListRevocations }
-func (ListRevocations) Prepare(rng *rand.Rand, _ *Keys) Op {
-	return Op{Key: RevocationKinds[rng.IntN(len(RevocationKinds))]}
-}
+func (ListRevocations) Kind() OpKind                 { return OpListRevocations }
+func (ListRevocations) Prepare(*rand.Rand, *Keys) Op { return Op{Key: ListedKind} }
 func (ListRevocations) Do(ctx context.Context, api API, op Op) (Op, error) {
 	revs, err := api.Revocations(ctx, op.Key, true)
 	if err != nil {
@@ -267,12 +295,13 @@ func tokenViews(toks []cluster.JoinTokenInfo) []TokenView {
 	return out
 }
 
-// RevokeToken revokes a token made before, sometimes one that never existed.
+// RevokeToken revokes a token made before (often one just made, maybe
+// through another server), sometimes one that never existed.
 type RevokeToken struct{}
 
 func (RevokeToken) Kind() OpKind { return OpTokenRevoke }
 func (RevokeToken) Prepare(rng *rand.Rand, keys *Keys) Op {
-	if ref := keys.AnyToken(rng); ref != "" && rng.IntN(10) > 0 {
+	if ref := keys.AnyToken(rng, rng.IntN(2) == 0); ref != "" && rng.IntN(10) > 0 {
 		return Op{Ref: ref}
 	}
 	return Op{Ref: fmt.Sprintf("ghost%d", keys.next())}

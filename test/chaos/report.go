@@ -73,14 +73,17 @@ func Count(ops []Op) Counts {
 
 // Report is the result of one chaos run.
 type Report struct {
-	Pass     bool      `json:"pass"`
-	Started  time.Time `json:"started"`
-	Seconds  float64   `json:"seconds"`
-	Seed     uint64    `json:"seed"`
-	Servers  int       `json:"servers"`
-	Clients  int       `json:"clients"`
-	Rate     float64   `json:"rate_ops_per_s"`
-	Proxies  bool      `json:"raft_proxies"`
+	Pass    bool      `json:"pass"`
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
+	Seed    uint64    `json:"seed"`
+	Servers int       `json:"servers"`
+	Clients int       `json:"clients"`
+	Rate    float64   `json:"rate_ops_per_s"`
+	Proxies bool      `json:"raft_proxies"`
+	// Machine is the host's CPU count and load average (1, 5, 15 minutes)
+	// at the start and the end: other work on the host slows the servers.
+	Machine  Machine `json:"machine"`
 	Counts   `json:"ops"`
 	Lost     int            `json:"lost"`
 	Faults   map[string]int `json:"faults"`
@@ -106,6 +109,27 @@ type Report struct {
 	Kept string `json:"kept,omitempty"`
 }
 
+// Machine describes the host of a run.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	LoadStart string `json:"load_start"`
+	LoadEnd   string `json:"load_end"`
+}
+
+// LoadAverage returns the first three fields of /proc/loadavg, or "" where
+// there is none.
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
 // Latencies fills the failover summaries from the fault log.
 func (r *Report) Latencies() {
 	by := map[string][]time.Duration{}
@@ -129,7 +153,8 @@ func (r *Report) Summary() string {
 	if !r.Pass {
 		verdict = "FAIL"
 	}
-	fmt.Fprintf(&b, "chaos %s: %d servers, %d clients at %.0f ops/s, %.0fs, seed %d\n", verdict, r.Servers, r.Clients, r.Rate, r.Seconds, r.Seed)
+	fmt.Fprintf(&b, "chaos %s: %d servers, %d clients at %.0f ops/s, %.0fs, seed %d; host %d CPUs, load %s -> %s\n",
+		verdict, r.Servers, r.Clients, r.Rate, r.Seconds, r.Seed, r.Machine.CPUs, orNone(r.Machine.LoadStart), orNone(r.Machine.LoadEnd))
 	kinds := make([]string, 0, len(r.Faults))
 	for k := range r.Faults {
 		kinds = append(kinds, k)

@@ -99,7 +99,8 @@ func (r *Root) PID() int {
 	return r.cmd.Process.Pid
 }
 
-// Log returns what the process wrote so far.
+// Log returns what the server's processes wrote so far, every restart
+// after the one before.
 func (r *Root) Log() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -122,6 +123,9 @@ type Cluster struct {
 
 	raftIPs bool
 	added   int // servers added so far, for their Raft addresses
+
+	mu      sync.Mutex
+	clients map[*Root]*client.Client // kept for status calls: a TLS handshake per poll costs too much CPU
 }
 
 // Config describes a cluster for Start.
@@ -175,6 +179,7 @@ func Start(t testing.TB, bin string, cfg Config) *Cluster {
 		t.Cleanup(c.Net.Close)
 	}
 	t.Cleanup(c.KillAll)
+	t.Cleanup(c.closeClients)
 	r1 := c.newRoot("r1")
 	args := []string{"root", "bootstrap", "--network", c.Network, "--name", "r1", "--data-dir", r1.Dir}
 	c.spawn(r1, append(args, c.addrArgs(r1)...)...)
@@ -268,8 +273,14 @@ func (c *Cluster) spawn(r *Root, args ...string) {
 	c.t.Helper()
 	args = append(args, c.ExtraArgs...)
 	cmd := exec.Command(c.Bin, args...)
-	var buf bytes.Buffer
-	w := &lockedWriter{w: &buf, mu: &r.mu}
+	r.mu.Lock()
+	if r.log == nil {
+		r.log = &bytes.Buffer{}
+	} else {
+		fmt.Fprintf(r.log, "--- harness: %s restarts at %s ---\n", r.Name, time.Now().UTC().Format(time.RFC3339Nano))
+	}
+	w := &lockedWriter{w: r.log, mu: &r.mu}
+	r.mu.Unlock()
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.Env = append(os.Environ(), "KEYMESH_SERVER=", "KEYMESH_CA_FILE=", "KEYMESH_CREDENTIAL=")
 	if err := cmd.Start(); err != nil {
@@ -281,7 +292,7 @@ func (c *Cluster) spawn(r *Root, args ...string) {
 		close(done)
 	}()
 	r.mu.Lock()
-	r.cmd, r.done, r.log = cmd, done, &buf
+	r.cmd, r.done = cmd, done
 	r.mu.Unlock()
 }
 
@@ -434,13 +445,39 @@ func (c *Cluster) Running() []*Root {
 	return out
 }
 
-// StatusOf asks r for its own status.
-func (c *Cluster) StatusOf(ctx context.Context, r *Root) (cluster.Status, error) {
+// statusClient returns the kept admin client of r, made on first use.
+func (c *Cluster) statusClient(r *Root) (*client.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.clients[r]; ok {
+		return cl, nil
+	}
 	cl, err := c.clientFor(r, true)
+	if err != nil {
+		return nil, err
+	}
+	if c.clients == nil {
+		c.clients = map[*Root]*client.Client{}
+	}
+	c.clients[r] = cl
+	return cl, nil
+}
+
+func (c *Cluster) closeClients() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cl := range c.clients {
+		cl.Close()
+	}
+	c.clients = nil
+}
+
+// StatusOf asks r for its own status. It may be called from any goroutine.
+func (c *Cluster) StatusOf(ctx context.Context, r *Root) (cluster.Status, error) {
+	cl, err := c.statusClient(r)
 	if err != nil {
 		return cluster.Status{}, err
 	}
-	defer cl.Close()
 	return cl.Status(ctx)
 }
 
@@ -448,13 +485,7 @@ func (c *Cluster) StatusOf(ctx context.Context, r *Root) (cluster.Status, error)
 func (c *Cluster) Statuses(ctx context.Context) map[string]cluster.Status {
 	out := map[string]cluster.Status{}
 	for _, r := range c.Running() {
-		cl, err := c.clientFor(r, true)
-		if err != nil {
-			continue
-		}
-		st, err := cl.Status(ctx)
-		cl.Close()
-		if err == nil {
+		if st, err := c.StatusOf(ctx, r); err == nil {
 			out[r.Name] = st
 		}
 	}
