@@ -272,6 +272,9 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListJoinTokens(w http.ResponseWriter, r *http.Request) {
+	if !s.maybeConsistent(w, r) {
+		return
+	}
 	out := []JoinTokenInfo{}
 	for _, t := range s.store.JoinTokens() {
 		out = append(out, tokenInfo(t))
@@ -281,7 +284,7 @@ func (s *Server) handleListJoinTokens(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleRevokeJoinToken(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, ok := s.store.JoinTokenByID(id); !ok {
+	if _, ok := lookupConsistent(r.Context(), s, s.store.JoinTokenByID, id); !ok {
 		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no join token with id %q; `keymesh tokens list` shows them", id))
 		return
 	}

@@ -105,7 +105,7 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 	if err != nil {
 		return nil, nil, err
 	}
-	issuerKey, err := ca.GenerateKey(ca.KeyP384, nil)
+	issuerKey, err := ca.GenerateKey(o.IssuerKeyType, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -282,7 +282,7 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 		}
 	}()
 	sf := serverFile{Name: cfg.Name, RaftAddr: raftLn.Addr().String(), RaftAdvertise: cfg.RaftAdvertise, APIAddr: apiLn.Addr().String(), JoinAddr: cfg.Join}
-	issuerKey, err := ca.GenerateKey(ca.KeyP384, nil)
+	issuerKey, err := ca.GenerateKey(o.IssuerKeyType, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -189,7 +189,7 @@ func (s *Server) register(ctx context.Context, req RegisterRequest) (*Registrati
 	var chain [][]byte
 	if req.Token != "" {
 		hash := hashToken(req.Token)
-		tok, ok := s.store.JoinToken(hash)
+		tok, ok := s.joinToken(ctx, hash)
 		if !ok {
 			return nil, 0, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenNotFound),
 				Message: "the join token is not known to this cluster; ask an operator for one (`keymesh tokens create`)"}
@@ -252,14 +252,7 @@ func (s *Server) handleCollect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	reg, ok := s.store.Registration(id)
-	if !ok {
-		// The registration may have been committed through another server a
-		// moment ago: look once more at a consistent state.
-		if err := s.ConsistentRead(r.Context()); err == nil {
-			reg, ok = s.store.Registration(id)
-		}
-	}
+	reg, ok := lookupConsistent(r.Context(), s, s.store.Registration, id)
 	if !ok {
 		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no registration %q; register again with `keymesh node join`", id))
 		return
@@ -311,12 +304,7 @@ func (s *Server) handleListRegistrations(w http.ResponseWriter, r *http.Request)
 }
 
 func (s *Server) pendingRegistration(ctx context.Context, id string) (fsm.Registration, error) {
-	reg, ok := s.store.Registration(id)
-	if !ok {
-		if err := s.ConsistentRead(ctx); err == nil {
-			reg, ok = s.store.Registration(id)
-		}
-	}
+	reg, ok := lookupConsistent(ctx, s, s.store.Registration, id)
 	if !ok {
 		return reg, &APIError{Status: http.StatusNotFound, Code: codeNotFound,
 			Message: fmt.Sprintf("no registration %q; `keymesh registrations list` shows them", id)}
@@ -498,4 +486,23 @@ func validPrincipal(p string) bool {
 		return true
 	}
 	return false
+}
+
+// lookupConsistent looks key up in the local replica and, when it is not
+// there, once more after catching up with the leader: a record committed
+// through another server a moment ago is found.
+func lookupConsistent[V any](ctx context.Context, s *Server, get func(string) (V, bool), key string) (V, bool) {
+	if v, ok := get(key); ok {
+		return v, ok
+	}
+	if err := s.ConsistentRead(ctx); err != nil {
+		var zero V
+		return zero, false
+	}
+	return get(key)
+}
+
+// joinToken finds a join token by the hash of its secret.
+func (s *Server) joinToken(ctx context.Context, hash string) (fsm.JoinToken, bool) {
+	return lookupConsistent(ctx, s, s.store.JoinToken, hash)
 }

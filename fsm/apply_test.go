@@ -318,6 +318,17 @@ func TestApplyCommands(t *testing.T) {
 		{name: "registration revoked node", setup: func(h *harness) {
 			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-q"}})
 		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q")}, err: ErrConflict},
+		{name: "registration of an active node id", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-a")}, err: ErrExists},
+		{name: "registration with token of an active node id consumes nothing", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-a"), TokenHash: hashOf("secret-1"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-a", NotAfter: later, Cert: der("c")}}, err: ErrExists,
+			check: func(t *testing.T, h *harness) {
+				if tok, _ := h.s.JoinToken(hashOf("secret-1")); tok.Used != 1 {
+					t.Fatalf("token used %d, want 1", tok.Used)
+				}
+			}},
+		{name: "registration approve when the node became active meanwhile", setup: func(h *harness) {
+			h.ok(MsgRegistrationCreate, RegistrationCreate{Registration: pendingReg("reg-p2", "node-p")})
+			h.ok(MsgRegistrationApprove, RegistrationApprove{ID: "reg-p2", Cert: cert("root-1", "b2", "node-p")})
+		}, typ: MsgRegistrationApprove, p: RegistrationApprove{ID: "reg-p", Cert: cert("root-1", "b1", "node-p")}, err: ErrExists},
 		{name: "registration approve", typ: MsgRegistrationApprove, p: RegistrationApprove{ID: "reg-p", Cert: cert("root-1", "b1", "node-p")},
 			check: func(t *testing.T, h *harness) {
 				r, _ := h.s.Registration("reg-p")

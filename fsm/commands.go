@@ -795,6 +795,9 @@ func (p *RegistrationCreate) apply(tx *txn) *CommandError {
 	if tx.nodeRevoked(r.NodeID) {
 		return fail(ErrConflict, "node %q is revoked", r.NodeID)
 	}
+	if err := tx.nodeFree(r.NodeID); err != nil {
+		return err
+	}
 	if p.TokenHash == "" {
 		put(tx, &tx.st.regs, tRegs, r.ID, r)
 		return nil
@@ -811,6 +814,15 @@ func (p *RegistrationCreate) apply(tx *txn) *CommandError {
 	}
 	put(tx, &tx.st.tokens, tTokens, tok.Hash, tok)
 	tx.approve(r, *p.Cert)
+	return nil
+}
+
+// nodeFree refuses a registration for a node id that is already active:
+// two registrations racing for one id get one certificate between them.
+func (tx *txn) nodeFree(id string) *CommandError {
+	if n, ok := tx.st.nodes.m[id]; ok && n.Status == NodeActive {
+		return fail(ErrExists, "node %q is already active", id)
+	}
 	return nil
 }
 
@@ -858,6 +870,9 @@ func (p *RegistrationApprove) apply(tx *txn) *CommandError {
 	}
 	if tx.nodeRevoked(r.NodeID) {
 		return fail(ErrConflict, "node %q is revoked", r.NodeID)
+	}
+	if err := tx.nodeFree(r.NodeID); err != nil {
+		return err
 	}
 	if err := tx.canIssue(&p.Cert); err != nil {
 		return err
