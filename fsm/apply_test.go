@@ -208,6 +208,39 @@ func TestApplyCommands(t *testing.T) {
 					t.Fatalf("node %+v", n)
 				}
 			}},
+		{name: "node cert renew with a new key rotates", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-a"),
+			Key: &JWK{KID: "kid-a2", Key: key, Node: "node-a", State: JWKActive, NotAfter: later}},
+			check: func(t *testing.T, h *harness) {
+				cur, _ := h.s.JWK("kid-a2")
+				old, _ := h.s.JWK("kid-a")
+				if cur.State != JWKActive || old.State != JWKRetiring || !old.RetiringSince.Equal(h.now) {
+					t.Fatalf("new key %+v, old key %+v", cur, old)
+				}
+			}},
+		{name: "node cert renew with the same key keeps it active", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-a"),
+			Key: &JWK{KID: "kid-a", Key: key, Node: "node-a", State: JWKActive, NotAfter: later}},
+			check: func(t *testing.T, h *harness) {
+				if k, _ := h.s.JWK("kid-a"); k.State != JWKActive || !k.RetiringSince.IsZero() {
+					t.Fatalf("key %+v", k)
+				}
+			}},
+		{name: "node cert renew key of another node", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-a"),
+			Key: &JWK{KID: "kid-x", Key: key, Node: "node-b", State: JWKActive}}, err: ErrInvalid},
+		{name: "node cert renew with a revoked kid changes nothing", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationKey, ID: "kid-bad"}})
+		}, typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-a"),
+			Key: &JWK{KID: "kid-bad", Key: key, Node: "node-a", State: JWKActive}}, err: ErrConflict},
+		{name: "node cert renew with a staged key", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-a"),
+			Key: &JWK{KID: "kid-a2", Key: key, Node: "node-a", State: JWKStaged}}, err: ErrInvalid},
+		{name: "prune drops keys past their not-after", setup: func(h *harness) {
+			h.ok(MsgJWKSetState, JWKSetState{KID: "kid-a", State: JWKRetiring, NotAfter: h.now.Add(time.Second)})
+			h.now = h.now.Add(time.Minute)
+		}, typ: MsgPruneRevocations, p: PruneRevocations{},
+			check: func(t *testing.T, h *harness) {
+				if _, ok := h.s.JWK("kid-a"); ok {
+					t.Fatal("expired key not pruned")
+				}
+			}},
 		{name: "node cert renew unknown node", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-x")}, err: ErrNotFound},
 		{name: "node cert renew repeated serial", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-1", "a1", "node-a")}, err: ErrExists},
 		{name: "node cert renew revoked node", setup: func(h *harness) {
@@ -301,6 +334,22 @@ func TestApplyCommands(t *testing.T) {
 					t.Fatalf("registration %+v node %+v token used %d issued %v", r, n, tok.Used, issued)
 				}
 			}},
+		{name: "registration with token puts the key", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"), TokenHash: hashOf("secret-1"),
+			Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-q", NotAfter: later, Cert: der("c")}, Key: &JWK{KID: "kid-q", Key: key, Node: "node-q", State: JWKActive, NotAfter: later}},
+			check: func(t *testing.T, h *harness) {
+				if k, ok := h.s.JWK("kid-q"); !ok || k.Node != "node-q" || k.State != JWKActive {
+					t.Fatalf("key %+v ok=%v", k, ok)
+				}
+			}},
+		{name: "registration with token and a kid of another node consumes nothing", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"), TokenHash: hashOf("secret-1"),
+			Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-q", NotAfter: later, Cert: der("c")}, Key: &JWK{KID: "kid-a", Key: key, Node: "node-q", State: JWKActive}}, err: ErrConflict,
+			check: func(t *testing.T, h *harness) {
+				if tok, _ := h.s.JoinToken(hashOf("secret-1")); tok.Used != 1 {
+					t.Fatalf("token used %d, want 1", tok.Used)
+				}
+			}},
+		{name: "pending registration with a key", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"),
+			Key: &JWK{KID: "kid-q", Key: key, Node: "node-q", State: JWKActive}}, err: ErrInvalid},
 		{name: "registration token cert for other node", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"), TokenHash: hashOf("secret-1"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-z", NotAfter: later, Cert: der("c")}}, err: ErrInvalid},
 		{name: "registration token principal mismatch", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
 			r := pendingReg("reg-q", "node-q")

@@ -408,8 +408,9 @@ func (p *Revoke) apply(tx *txn) *CommandError {
 }
 
 // PruneRevocations drops revocations whose PruneAfter is before the command
-// time, and join tokens that are expired (command time at or after Expiry)
-// or used up (MsgPruneRevocations). It never fails.
+// time, join tokens that are expired (command time at or after Expiry) or
+// used up, and JWKS keys past their NotAfter (MsgPruneRevocations). It never
+// fails.
 type PruneRevocations struct{}
 
 func (p *PruneRevocations) check(time.Time) *CommandError { return nil }
@@ -427,8 +428,18 @@ func (p *PruneRevocations) apply(tx *txn) *CommandError {
 			toks = append(toks, h)
 		}
 	}
+	var keys []string
+	for kid, k := range tx.st.jwks.m {
+		if !k.NotAfter.IsZero() && k.NotAfter.Before(tx.now) {
+			keys = append(keys, kid)
+		}
+	}
 	slices.Sort(revs)
 	slices.Sort(toks)
+	slices.Sort(keys)
+	for _, kid := range keys {
+		del(tx, &tx.st.jwks, tJWKS, kid)
+	}
 	for _, k := range revs {
 		del(tx, &tx.st.revs, tRevs, k)
 	}
@@ -592,9 +603,17 @@ func (p *IssuedPut) apply(tx *txn) *CommandError {
 // new (ErrExists).
 type NodeCertRenew struct {
 	Cert Issued `json:"cert"`
+	// Key is the public JWK of the certificate's key; a new kid rotates the
+	// node to it and its previous keys start retiring.
+	Key *JWK `json:"key,omitempty"`
 }
 
-func (p *NodeCertRenew) check(time.Time) *CommandError { return checkIssued("cert", &p.Cert) }
+func (p *NodeCertRenew) check(now time.Time) *CommandError {
+	if err := checkIssued("cert", &p.Cert); err != nil {
+		return err
+	}
+	return checkNodeKey(p.Key, now, &p.Cert)
+}
 
 func (p *NodeCertRenew) apply(tx *txn) *CommandError {
 	n, ok := tx.st.nodes.m[p.Cert.NodeID]
@@ -607,9 +626,13 @@ func (p *NodeCertRenew) apply(tx *txn) *CommandError {
 	if err := tx.canIssue(&p.Cert); err != nil {
 		return err
 	}
+	if err := tx.checkKeyOwner(p.Key); err != nil {
+		return err
+	}
 	put(tx, &tx.st.issued, tIssued, issuedKey(p.Cert.Issuer, p.Cert.Serial), p.Cert)
 	n.PrevSerial, n.CertSerial, n.CertExpiry = n.CertSerial, p.Cert.Serial, p.Cert.NotAfter
 	put(tx, &tx.st.nodes, tNodes, n.ID, n)
+	tx.putNodeKey(p.Key)
 	return nil
 }
 
@@ -648,6 +671,16 @@ func (p *JWKPut) check(time.Time) *CommandError {
 
 func (p *JWKPut) apply(tx *txn) *CommandError {
 	k := p.Key
+	if err := tx.canPutKey(k); err != nil {
+		return err
+	}
+	put(tx, &tx.st.jwks, tJWKS, k.KID, k)
+	return nil
+}
+
+// canPutKey checks that k may enter the JWKS: its kid is not revoked or
+// owned by another, and its owner is a live node or root server.
+func (tx *txn) canPutKey(k JWK) *CommandError {
 	if _, ok := tx.st.revs.m[revKey(RevocationKey, k.KID)]; ok {
 		return fail(ErrConflict, "key %q is revoked", k.KID)
 	}
@@ -665,8 +698,64 @@ func (p *JWKPut) apply(tx *txn) *CommandError {
 	} else {
 		return fail(ErrNotFound, "no node or server %q", k.Node)
 	}
-	put(tx, &tx.st.jwks, tJWKS, k.KID, k)
 	return nil
+}
+
+// checkNodeKey checks the key that comes with a node certificate: a
+// public JWK owned by the certificate's node, active.
+func checkNodeKey(k *JWK, now time.Time, cert *Issued) *CommandError {
+	if k == nil {
+		return nil
+	}
+	jp := JWKPut{Key: *k}
+	if err := jp.check(now); err != nil {
+		return err
+	}
+	*k = jp.Key
+	if k.Node != cert.NodeID {
+		return fail(ErrInvalid, "key.node %q is not the certificate's node %q", k.Node, cert.NodeID)
+	}
+	if k.State != JWKActive {
+		return fail(ErrInvalid, "the key of a new certificate is active, not %s", k.State)
+	}
+	return nil
+}
+
+// checkKeyOwner is canPutKey for a node that the same command is about to
+// make active (so it need not exist yet).
+func (tx *txn) checkKeyOwner(k *JWK) *CommandError {
+	if k == nil {
+		return nil
+	}
+	if _, ok := tx.st.revs.m[revKey(RevocationKey, k.KID)]; ok {
+		return fail(ErrConflict, "key %q is revoked", k.KID)
+	}
+	if cur, ok := tx.st.jwks.m[k.KID]; ok && cur.Node != k.Node {
+		return fail(ErrConflict, "key %q belongs to %q", k.KID, cur.Node)
+	}
+	return nil
+}
+
+// putNodeKey makes k its node's signing key; the node's other active keys
+// start retiring now and keep verifying what they signed until their
+// NotAfter. The caller has checked k.
+func (tx *txn) putNodeKey(k *JWK) {
+	if k == nil {
+		return
+	}
+	var others []string
+	for kid, cur := range tx.st.jwks.m {
+		if cur.Node == k.Node && kid != k.KID && cur.State == JWKActive {
+			others = append(others, kid)
+		}
+	}
+	slices.Sort(others)
+	for _, kid := range others {
+		cur := tx.st.jwks.m[kid]
+		cur.State, cur.RetiringSince = JWKRetiring, tx.now
+		put(tx, &tx.st.jwks, tJWKS, kid, cur)
+	}
+	put(tx, &tx.st.jwks, tJWKS, k.KID, *k)
 }
 
 // JWKSetState moves a key to another state (MsgJWKSetState); a non-zero
@@ -695,6 +784,9 @@ func (p *JWKSetState) apply(tx *txn) *CommandError {
 	k, ok := tx.st.jwks.m[p.KID]
 	if !ok {
 		return fail(ErrNotFound, "key %q", p.KID)
+	}
+	if k.State != JWKRetiring && p.State == JWKRetiring {
+		k.RetiringSince = tx.now
 	}
 	k.State = p.State
 	if !p.NotAfter.IsZero() {
@@ -739,6 +831,9 @@ type RegistrationCreate struct {
 	Registration Registration `json:"registration"`
 	TokenHash    string       `json:"token_hash,omitempty"`
 	Cert         *Issued      `json:"cert,omitempty"`
+	// Key, with Cert, is the node key's public JWK; it enters the JWKS as
+	// the node's active key in the same command.
+	Key *JWK `json:"key,omitempty"`
 }
 
 func (p *RegistrationCreate) check(now time.Time) *CommandError {
@@ -764,8 +859,8 @@ func (p *RegistrationCreate) check(now time.Time) *CommandError {
 	}
 	r.Status, r.Reason, r.Serial, r.Issuer, r.Created = RegistrationPending, "", "", "", now
 	if p.TokenHash == "" {
-		if p.Cert != nil {
-			return fail(ErrInvalid, "cert without token_hash: approve the registration instead")
+		if p.Cert != nil || p.Key != nil {
+			return fail(ErrInvalid, "cert or key without token_hash: approve the registration instead")
 		}
 		return nil
 	}
@@ -781,7 +876,7 @@ func (p *RegistrationCreate) check(now time.Time) *CommandError {
 	if p.Cert.NodeID != r.NodeID {
 		return fail(ErrInvalid, "cert.node_id %q is not registration.node_id %q", p.Cert.NodeID, r.NodeID)
 	}
-	return nil
+	return checkNodeKey(p.Key, now, p.Cert)
 }
 
 func (p *RegistrationCreate) apply(tx *txn) *CommandError {
@@ -812,8 +907,12 @@ func (p *RegistrationCreate) apply(tx *txn) *CommandError {
 	if err := tx.canIssue(p.Cert); err != nil {
 		return err
 	}
+	if err := tx.checkKeyOwner(p.Key); err != nil {
+		return err
+	}
 	put(tx, &tx.st.tokens, tTokens, tok.Hash, tok)
 	tx.approve(r, *p.Cert)
+	tx.putNodeKey(p.Key)
 	return nil
 }
 
@@ -848,13 +947,17 @@ func (tx *txn) approve(r Registration, cert Issued) {
 type RegistrationApprove struct {
 	ID   string `json:"id"`
 	Cert Issued `json:"cert"`
+	Key  *JWK   `json:"key,omitempty"` // as in RegistrationCreate
 }
 
-func (p *RegistrationApprove) check(time.Time) *CommandError {
+func (p *RegistrationApprove) check(now time.Time) *CommandError {
 	if err := checkWord("id", p.ID, MaxIDLen, true); err != nil {
 		return err
 	}
-	return checkIssued("cert", &p.Cert)
+	if err := checkIssued("cert", &p.Cert); err != nil {
+		return err
+	}
+	return checkNodeKey(p.Key, now, &p.Cert)
 }
 
 func (p *RegistrationApprove) apply(tx *txn) *CommandError {
@@ -877,7 +980,11 @@ func (p *RegistrationApprove) apply(tx *txn) *CommandError {
 	if err := tx.canIssue(&p.Cert); err != nil {
 		return err
 	}
+	if err := tx.checkKeyOwner(p.Key); err != nil {
+		return err
+	}
 	tx.approve(r, p.Cert)
+	tx.putNodeKey(p.Key)
 	return nil
 }
 

@@ -376,6 +376,7 @@ func (st *state) encodeBody(e *encoder) {
 		e.str(v.Node)
 		e.str(v.State)
 		e.time(v.NotAfter)
+		e.time(v.RetiringSince)
 		e.indexes(v.Indexes)
 	})
 	encodeTable(e, st.regs.m, func(e *encoder, _ string, v *Registration) {
@@ -722,7 +723,7 @@ func decodeBody(d *decoder) *state {
 		return issuedKey(v.Issuer, v.Serial), v
 	})
 	st.jwks = decodeTable(d, func(d *decoder) (string, JWK) {
-		v := JWK{KID: d.str(), Key: d.bytes(), Node: d.str(), State: d.str(), NotAfter: d.time(), Indexes: d.indexes()}
+		v := JWK{KID: d.str(), Key: d.bytes(), Node: d.str(), State: d.str(), NotAfter: d.time(), RetiringSince: d.time(), Indexes: d.indexes()}
 		return v.KID, v
 	})
 	st.regs = decodeTable(d, func(d *decoder) (string, Registration) {

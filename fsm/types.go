@@ -268,6 +268,10 @@ type JWK struct {
 	Node     string          `json:"node"` // owner: a node id or a root server name
 	State    string          `json:"state"`
 	NotAfter time.Time       `json:"not_after,omitzero"`
+	// RetiringSince is when the key stopped signing new tokens (its node
+	// rotated to another key); tokens it signed before keep verifying until
+	// NotAfter.
+	RetiringSince time.Time `json:"retiring_since,omitzero"`
 	Indexes
 }
 
