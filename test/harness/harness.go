@@ -72,6 +72,7 @@ type Root struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  *bytes.Buffer
+	from int // where the current process's output starts in log
 }
 
 // Running reports whether the process is alive (it may be stopped).
@@ -97,6 +98,13 @@ func (r *Root) PID() int {
 		return 0
 	}
 	return r.cmd.Process.Pid
+}
+
+// current returns what the current process wrote so far.
+func (r *Root) current() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.log.String()[r.from:]
 }
 
 // Log returns what the server's processes wrote so far, every restart
@@ -183,7 +191,7 @@ func Start(t testing.TB, bin string, cfg Config) *Cluster {
 	r1 := c.newRoot("r1")
 	args := []string{"root", "bootstrap", "--network", c.Network, "--name", "r1", "--data-dir", r1.Dir}
 	c.spawn(r1, append(args, c.addrArgs(r1)...)...)
-	c.awaitReady(r1, 30*time.Second)
+	c.awaitReady(r1, readyBootstrap, 30*time.Second)
 	roots, err := ca.ReadCertsFile(cluster.RootsPath(r1.Dir))
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +273,7 @@ func (c *Cluster) JoinWithToken(name, token string) *Root {
 	r := c.newRoot(name)
 	args := []string{"root", "join", "--join", join, "--token", token, "--ca-hash", c.CAHash, "--name", name, "--data-dir", r.Dir}
 	c.spawn(r, append(args, c.addrArgs(r)...)...)
-	c.awaitReady(r, 60*time.Second)
+	c.awaitReady(r, readyJoin, 60*time.Second)
 	return r
 }
 
@@ -279,6 +287,7 @@ func (c *Cluster) spawn(r *Root, args ...string) {
 	} else {
 		fmt.Fprintf(r.log, "--- harness: %s restarts at %s ---\n", r.Name, time.Now().UTC().Format(time.RFC3339Nano))
 	}
+	r.from = r.log.Len()
 	w := &lockedWriter{w: r.log, mu: &r.mu}
 	r.mu.Unlock()
 	cmd.Stdout, cmd.Stderr = w, w
@@ -307,28 +316,37 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// awaitReady waits until r's data directory is complete and its API answers.
-func (c *Cluster) awaitReady(r *Root, timeout time.Duration) {
+// What keymesh prints on stdout once a server is ready: bootstrap after the
+// network exists, join after the server has become a voter, start once it
+// serves (a lone restarted server has no quorum and need not have one).
+const (
+	readyBootstrap = "Bootstrapped network"
+	readyJoin      = " joined: raft "
+	readyStart     = " started: raft "
+)
+
+// awaitReady waits until r's data directory is complete, its current
+// process printed ready and its API answers.
+func (c *Cluster) awaitReady(r *Root, ready string, timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		if !r.Running() {
 			c.t.Fatalf("%s exited before it was ready:\n%s", r.Name, r.Log())
 		}
-		if err := c.readAddrs(r); err == nil {
+		if err := c.readAddrs(r); err == nil && strings.Contains(r.current(), ready) {
 			if cl, err := c.clientFor(r, false); err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				_, herr := cl.Health(ctx)
 				cancel()
 				cl.Close()
-				// Answering is ready; a lone restarted server has no quorum.
 				if herr == nil || errors.Is(herr, client.ErrNoLeader) {
 					return
 				}
 			}
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("%s not ready within %s:\n%s", r.Name, timeout, r.Log())
+			c.t.Fatalf("%s not ready within %s (no %q on its output):\n%s", r.Name, timeout, strings.TrimSpace(ready), r.Log())
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval
 	}
@@ -555,7 +573,7 @@ func (c *Cluster) Restart(r *Root) {
 		c.t.Fatalf("%s is still running", r.Name)
 	}
 	c.spawn(r, "root", "start", "--data-dir", r.Dir)
-	c.awaitReady(r, 30*time.Second)
+	c.awaitReady(r, readyStart, 30*time.Second)
 }
 
 // Remove forgets r (after it was removed from the cluster).
