@@ -200,6 +200,7 @@ func TestChaos(t *testing.T) {
 	rep.Lost = lost
 	vs = append(vs, fvs...)
 	vs = append(vs, CheckTokenUses(ops, finals)...)
+	vs = append(vs, CheckSerials(finals)...)
 	for _, iso := range run.Isolations {
 		vs = append(vs, CheckIsolation(iso, ops)...)
 	}
@@ -251,7 +252,7 @@ func finalState(t *testing.T, c *harness.Cluster, rec *Recorder) []Final {
 	rng := rand.New(rand.NewPCG(0, 0))
 	var finals []Final
 	for _, r := range c.Roots {
-		f := Final{Server: r.Name, Consistent: map[string]bool{}, Local: map[string]bool{}, Tokens: map[string]TokenView{}}
+		f := Final{Server: r.Name, Consistent: map[string]bool{}, Local: map[string]bool{}, Tokens: map[string]TokenView{}, Nodes: map[string]NodeView{}}
 		for _, kind := range RevocationKinds {
 			op, _ := Run(ctx, fixedList(kind), target, r.Name, FinalClient, rng, nil, rec)
 			if op.Outcome != OK {
@@ -278,6 +279,13 @@ func finalState(t *testing.T, c *harness.Cluster, rec *Recorder) []Final {
 		}
 		for _, tv := range tokenViews(toks) {
 			f.Tokens[tv.Key] = tv
+		}
+		regs, err := api.Registrations(ctx, "", true)
+		if err != nil {
+			t.Fatalf("registrations through %s: %v", r.Name, err)
+		}
+		for _, n := range nodeViews(regs) {
+			f.Nodes[n.Node] = n
 		}
 		st, err := c.StatusOf(ctx, r)
 		if err != nil {

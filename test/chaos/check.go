@@ -24,9 +24,20 @@ type Final struct {
 	Local      map[string]bool `json:"-"`
 	// Tokens are the load's join tokens in its replica, by key.
 	Tokens map[string]TokenView `json:"-"`
+	// Nodes are the load's registrations as a consistent read through this
+	// server lists them, by node id.
+	Nodes map[string]NodeView `json:"-"`
 	// StateHash and AppliedIndex as the server reports them.
 	StateHash    string `json:"state_hash"`
 	AppliedIndex uint64 `json:"applied_index"`
+}
+
+// NodeView is a registration as a list shows it.
+type NodeView struct {
+	Node   string `json:"node"`
+	Status string `json:"status"`
+	Issuer string `json:"issuer,omitempty"`
+	Serial string `json:"serial,omitempty"`
 }
 
 // maxListed bounds how many keys a violation names.
@@ -74,6 +85,13 @@ func CheckFinal(ops []Op, finals []Final) (vs []Violation, lost int) {
 					missing["revocation of token "+op.Ref] = append(missing["revocation of token "+op.Ref], f.Server)
 				}
 			}
+		case op.Kind == OpTokenConsume && op.Result == ResOK:
+			for _, f := range finals {
+				if n, ok := f.Nodes[op.Node]; !ok || n.Status != "approved" || n.Serial != op.Serial {
+					what := "registration of " + op.Node + " (serial " + op.Serial + ")"
+					missing[what] = append(missing[what], fmt.Sprintf("%s (has %+v)", f.Server, n))
+				}
+			}
 		}
 	}
 	lost = len(missing)
@@ -101,9 +119,31 @@ func revokedIn(toks map[string]TokenView, ref string) bool {
 	return false
 }
 
+// CheckSerials checks that no issuer signed two of the load's
+// certificates with one serial, as each server's final state shows them.
+func CheckSerials(finals []Final) []Violation {
+	var vs []Violation
+	for _, f := range finals {
+		seen := map[[2]string]string{}
+		for _, n := range f.Nodes {
+			if n.Status != "approved" {
+				continue
+			}
+			k := [2]string{n.Issuer, n.Serial}
+			if other, dup := seen[k]; dup {
+				vs = append(vs, Violation{"serials", fmt.Sprintf("%s: issuer %s gave serial %s to %s and %s", f.Server, n.Issuer, n.Serial, other, n.Node)})
+			}
+			seen[k] = n.Node
+		}
+	}
+	sort.Slice(vs, func(i, j int) bool { return vs[i].Detail < vs[j].Detail })
+	return vs
+}
+
 // CheckTokenUses checks that no join token was used more often than it
 // allows: by the acknowledged uses in the history and by every list and
-// final state that shows it. It also checks that no list shows a token of
+// final state that shows it; that a final state counts every acknowledged
+// use and no use nobody may have made; and that no list shows a token of
 // the load that no client asked for.
 func CheckTokenUses(ops []Op, finals []Final) []Violation {
 	var vs []Violation
@@ -119,7 +159,8 @@ func CheckTokenUses(ops []Op, finals []Final) []Violation {
 			}
 		}
 	}
-	consumed := map[string]int{}
+	consumed := map[string]int{} // acknowledged uses by token key
+	maybe := map[string]int{}    // uses of unknown outcome
 	over := func(where string, t TokenView) {
 		if t.Used > t.Uses {
 			vs = append(vs, Violation{"token-uses", fmt.Sprintf("%s shows token %s used %d times of %d", where, t.Ref, t.Used, t.Uses)})
@@ -129,9 +170,12 @@ func CheckTokenUses(ops []Op, finals []Final) []Violation {
 		}
 	}
 	for _, op := range ops {
-		if op.Kind == OpTokenConsume && op.Outcome == OK && op.Result == ResOK {
-			if k, ok := keyOf[op.Ref]; ok {
+		if k, ok := keyOf[op.Ref]; ok && op.Kind == OpTokenConsume {
+			switch {
+			case op.Outcome == OK && op.Result == ResOK:
 				consumed[k]++
+			case op.Outcome == Unknown || op.Outcome == Pending:
+				maybe[k]++
 			}
 		}
 		for _, t := range op.Tokens {
@@ -146,6 +190,10 @@ func CheckTokenUses(ops []Op, finals []Final) []Violation {
 	for _, f := range finals {
 		for _, t := range f.Tokens {
 			over("final state of "+f.Server, t)
+			if t.Used < consumed[t.Key] || t.Used > consumed[t.Key]+maybe[t.Key] {
+				vs = append(vs, Violation{"token-uses", fmt.Sprintf("final state of %s counts %d uses of token %s; the history has %d acknowledged and %d unknown",
+					f.Server, t.Used, t.Ref, consumed[t.Key], maybe[t.Key])})
+			}
 		}
 	}
 	sort.Slice(vs, func(i, j int) bool { return vs[i].Detail < vs[j].Detail })

@@ -237,19 +237,23 @@ func TestTokenModel(t *testing.T) {
 }
 
 func TestCheckFinal(t *testing.T) {
+	reg := tok(1, OpTokenConsume, "t1", 12, 18, OK, ResOK)
+	reg.Node, reg.Serial = "chaos-node-1", "5e"
 	ops := numbered(h{
 		op(0, OpRevoke, "token/a", 0, 10, OK, ResOK),
 		op(0, OpRevoke, "token/b", 0, 10, OK, ResExists),
 		op(0, OpRevoke, "token/c", 0, 10, Unknown, ""),
 		op(0, OpRevoke, "token/d", 0, 10, Fail, ""),
 		create(1, "chaos-1", "t1", 1, 0, 10, OK),
+		reg,
 		tok(1, OpTokenRevoke, "t1", 20, 30, OK, ResOK),
 	})
 	full := func(name string) Final {
 		return Final{Server: name, StateHash: "h1",
 			Consistent: map[string]bool{"token/a": true, "token/b": true},
 			Local:      map[string]bool{"token/a": true, "token/b": true},
-			Tokens:     map[string]TokenView{"chaos-1": {Key: "chaos-1", Ref: "t1", Uses: 1, Revoked: true}}}
+			Tokens:     map[string]TokenView{"chaos-1": {Key: "chaos-1", Ref: "t1", Uses: 1, Used: 1, Revoked: true}},
+			Nodes:      map[string]NodeView{"chaos-node-1": {Node: "chaos-node-1", Status: "approved", Issuer: "r1", Serial: "5e"}}}
 	}
 	if vs, lost := CheckFinal(ops, []Final{full("r1"), full("r2")}); len(vs) != 0 || lost != 0 {
 		t.Fatalf("complete state: %v, lost %d", vs, lost)
@@ -268,6 +272,13 @@ func TestCheckFinal(t *testing.T) {
 	vs, lost = CheckFinal(ops, []Final{full("r1"), r2})
 	if lost != 1 || len(vs) != 2 || vs[0].Check != "state-hash" {
 		t.Fatalf("diverged hash and lost token revocation: %v, lost %d", vs, lost)
+	}
+
+	r2 = full("r2")
+	r2.Nodes = map[string]NodeView{"chaos-node-1": {Node: "chaos-node-1", Status: "pending"}}
+	vs, lost = CheckFinal(ops, []Final{full("r1"), r2})
+	if lost != 1 || len(vs) != 1 || !strings.Contains(vs[0].Detail, "registration of chaos-node-1") {
+		t.Fatalf("an acknowledged registration is not approved on r2: %v, lost %d", vs, lost)
 	}
 	if vs, _ := CheckFinal(ops, nil); len(vs) != 1 {
 		t.Fatalf("no finals must be a violation: %v", vs)
@@ -293,6 +304,36 @@ func TestCheckTokenUses(t *testing.T) {
 	final := []Final{{Server: "r3", Tokens: map[string]TokenView{"chaos-7": {Key: "chaos-7", Ref: "t7", Uses: 1}}}}
 	if vs := CheckTokenUses(ops, final); len(vs) != 1 || vs[0].Check != "token-phantom" {
 		t.Fatalf("a token nobody made: %v", vs)
+	}
+	counted := func(used int) []Final {
+		return []Final{{Server: "r1", Tokens: map[string]TokenView{"chaos-1": {Key: "chaos-1", Ref: "t1", Uses: 2, Used: used}}}}
+	}
+	if vs := CheckTokenUses(ops, counted(1)); len(vs) != 0 {
+		t.Fatalf("final state counts the one use: %v", vs)
+	}
+	if vs := CheckTokenUses(ops, counted(0)); len(vs) != 1 || !strings.Contains(vs[0].Detail, "1 acknowledged") {
+		t.Fatalf("final state lost an acknowledged use: %v", vs)
+	}
+	maybe := numbered(h{create(0, "chaos-1", "t1", 2, 0, 10, OK), tok(1, OpTokenConsume, "t1", 20, 30, Unknown, "")})
+	for used, want := range map[int]int{0: 0, 1: 0, 2: 1} {
+		if vs := CheckTokenUses(maybe, counted(used)); len(vs) != want {
+			t.Errorf("one use of unknown outcome, final count %d: %v", used, vs)
+		}
+	}
+}
+
+func TestCheckSerials(t *testing.T) {
+	f := Final{Server: "r1", Nodes: map[string]NodeView{
+		"n1": {Node: "n1", Status: "approved", Issuer: "r1", Serial: "a1"},
+		"n2": {Node: "n2", Status: "approved", Issuer: "r2", Serial: "a1"},
+		"n3": {Node: "n3", Status: "pending"},
+	}}
+	if vs := CheckSerials([]Final{f}); len(vs) != 0 {
+		t.Fatalf("one serial under two issuers: %v", vs)
+	}
+	f.Nodes["n4"] = NodeView{Node: "n4", Status: "approved", Issuer: "r1", Serial: "a1"}
+	if vs := CheckSerials([]Final{f}); len(vs) != 1 {
+		t.Fatalf("issuer r1 repeats serial a1: %v", vs)
 	}
 }
 

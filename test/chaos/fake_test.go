@@ -20,6 +20,7 @@ type fakeCluster struct {
 	mu     sync.Mutex
 	log    []string // revocation keys in commit order
 	tokens map[string]*cluster.JoinTokenInfo
+	regs   []cluster.RegistrationInfo
 	// stale makes reads miss the last stale revocations.
 	stale int
 	// loseEvery acknowledges every loseEvery-th new revocation without
@@ -96,7 +97,34 @@ func (a fakeAPI) CreateJoinToken(_ context.Context, req cluster.CreateJoinTokenR
 	id := fmt.Sprintf("t%d", len(f.tokens)+1)
 	info := cluster.JoinTokenInfo{ID: id, Kind: req.Kind, Uses: req.Uses, Description: req.Description}
 	f.tokens[id] = &info
-	return cluster.CreatedJoinToken{JoinTokenInfo: info}, nil
+	return cluster.CreatedJoinToken{JoinTokenInfo: info, Secret: "secret-" + id}, nil
+}
+
+func (a fakeAPI) Register(_ context.Context, req cluster.RegisterRequest) (cluster.RegistrationResponse, error) {
+	f := a.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tokens[strings.TrimPrefix(req.Token, "secret-")]
+	switch {
+	case !ok || !strings.HasPrefix(req.Token, "secret-"):
+		return cluster.RegistrationResponse{}, &cluster.APIError{Status: http.StatusForbidden, Code: "token_not_found"}
+	case t.Revoked:
+		return cluster.RegistrationResponse{}, &cluster.APIError{Status: http.StatusForbidden, Code: "token_revoked"}
+	case t.Used >= t.Uses:
+		return cluster.RegistrationResponse{}, &cluster.APIError{Status: http.StatusForbidden, Code: "token_exhausted"}
+	}
+	t.Used++
+	reg := cluster.RegistrationInfo{ID: fmt.Sprintf("reg-%d", len(f.regs)), NodeID: req.NodeID, Status: "approved",
+		Serial: fmt.Sprintf("%x", len(f.regs)+1), Issuer: "r1"}
+	f.regs = append(f.regs, reg)
+	return cluster.RegistrationResponse{Registration: reg, Chain: [][]byte{{1}, {2}}}, nil
+}
+
+func (a fakeAPI) Registrations(context.Context, string, bool) ([]cluster.RegistrationInfo, error) {
+	f := a.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]cluster.RegistrationInfo(nil), f.regs...), nil
 }
 
 func (a fakeAPI) JoinTokens(context.Context) ([]cluster.JoinTokenInfo, error) {
@@ -130,7 +158,7 @@ func (f *fakeCluster) finals(rec *Recorder) []Final {
 	var out []Final
 	for _, name := range f.Servers() {
 		api, _ := f.API(name)
-		fin := Final{Server: name, StateHash: "same", Consistent: map[string]bool{}, Local: map[string]bool{}, Tokens: map[string]TokenView{}}
+		fin := Final{Server: name, StateHash: "same", Consistent: map[string]bool{}, Local: map[string]bool{}, Tokens: map[string]TokenView{}, Nodes: map[string]NodeView{}}
 		revs, _ := api.Revocations(context.Background(), "", true)
 		for _, r := range revs {
 			fin.Consistent[string(r.Kind)+"/"+r.ID] = true
@@ -139,6 +167,10 @@ func (f *fakeCluster) finals(rec *Recorder) []Final {
 		toks, _ := api.JoinTokens(context.Background())
 		for _, t := range tokenViews(toks) {
 			fin.Tokens[t.Key] = t
+		}
+		regs, _ := api.Registrations(context.Background(), "", true)
+		for _, n := range nodeViews(regs) {
+			fin.Nodes[n.Node] = n
 		}
 		out = append(out, fin)
 	}
@@ -176,18 +208,36 @@ func TestCheckerPassesACorrectCluster(t *testing.T) {
 			t.Errorf("%s: %s in %s", m.Name(), v.Result, v.Partition)
 		}
 	}
-	if vs, lost := CheckFinal(ops, f.finals(NewRecorder(nil))); len(vs) != 0 || lost != 0 {
+	finals := f.finals(NewRecorder(nil))
+	if vs, lost := CheckFinal(ops, finals); len(vs) != 0 || lost != 0 {
 		t.Errorf("final: %v", vs)
+	}
+	if vs := CheckTokenUses(ops, finals); len(vs) != 0 {
+		t.Errorf("token uses: %v", vs)
+	}
+	if vs := CheckSerials(finals); len(vs) != 0 {
+		t.Errorf("serials: %v", vs)
 	}
 	c := Count(ops)
 	if c.Acknowledged == 0 || c.Reads == 0 || c.Rejected == 0 {
 		t.Errorf("the load made too little of everything: %+v", c)
 	}
+	results := map[string]bool{}
+	for _, op := range ops {
+		if op.Kind == OpTokenConsume {
+			results[op.Result] = true
+		}
+	}
+	for _, r := range []string{ResOK, ResExhausted, ResRevoked, ResNotFound} {
+		if !results[r] {
+			t.Errorf("no registration was answered %s", r)
+		}
+	}
 	kinds := map[OpKind]bool{}
 	for _, op := range ops {
 		kinds[op.Kind] = true
 	}
-	for _, k := range []OpKind{OpRevoke, OpReadRevocation, OpListRevocations, OpTokenCreate, OpTokenList, OpTokenRevoke} {
+	for _, k := range []OpKind{OpRevoke, OpReadRevocation, OpListRevocations, OpTokenCreate, OpTokenList, OpTokenRevoke, OpTokenConsume} {
 		if !kinds[k] {
 			t.Errorf("the load made no %s", k)
 		}

@@ -73,13 +73,17 @@ type TokenView struct {
 
 // Op is one operation of the history.
 type Op struct {
-	ID      int     `json:"id"`
-	Client  int     `json:"client"`
-	Server  string  `json:"server"`
-	Kind    OpKind  `json:"kind"`
-	Key     string  `json:"key,omitempty"`
-	Ref     string  `json:"ref,omitempty"`
-	Uses    int     `json:"uses,omitempty"`
+	ID     int    `json:"id"`
+	Client int    `json:"client"`
+	Server string `json:"server"`
+	Kind   OpKind `json:"kind"`
+	Key    string `json:"key,omitempty"`
+	Ref    string `json:"ref,omitempty"`
+	Uses   int    `json:"uses,omitempty"`
+	// Node is the node id a registration asked for; Serial the serial of
+	// the certificate it got.
+	Node    string  `json:"node,omitempty"`
+	Serial  string  `json:"serial,omitempty"`
 	Outcome Outcome `json:"outcome"`
 	Result  string  `json:"result,omitempty"`
 	// Values are the keys a revocation list returned.
@@ -92,6 +96,8 @@ type Op struct {
 	// Return is when the client gave up, not when the write took effect.
 	Call   time.Duration `json:"call_ns"`
 	Return time.Duration `json:"return_ns"`
+
+	secret string // a token's secret, between the load's steps; never recorded
 }
 
 // Acked reports whether op is a write the cluster acknowledged as done
@@ -143,7 +149,7 @@ func (r *Recorder) End(id int, done Op) {
 	defer r.mu.Unlock()
 	op := &r.ops[id]
 	op.Server = done.Server
-	op.Key, op.Ref, op.Uses = done.Key, done.Ref, done.Uses
+	op.Key, op.Ref, op.Uses, op.Node, op.Serial = done.Key, done.Ref, done.Uses, done.Node, done.Serial
 	op.Outcome, op.Result, op.Err = done.Outcome, done.Result, done.Err
 	op.Values, op.Tokens = done.Values, done.Tokens
 	op.Return = now

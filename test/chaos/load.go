@@ -2,8 +2,13 @@ package chaos
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -25,6 +30,8 @@ type API interface {
 	CreateJoinToken(ctx context.Context, req cluster.CreateJoinTokenRequest) (cluster.CreatedJoinToken, error)
 	JoinTokens(ctx context.Context) ([]cluster.JoinTokenInfo, error)
 	RevokeJoinToken(ctx context.Context, id string) error
+	Register(ctx context.Context, req cluster.RegisterRequest) (cluster.RegistrationResponse, error)
+	Registrations(ctx context.Context, status string, consistent bool) ([]cluster.RegistrationInfo, error)
 }
 
 // Target is the cluster the load runs against.
@@ -70,9 +77,10 @@ const TokenPrefix = "chaos-"
 type Keys struct {
 	seq atomic.Uint64
 
-	mu     sync.Mutex
-	revs   []string // revocation keys "kind/id" of every revoke invoked
-	tokens []string // ids of tokens whose creation was acknowledged
+	mu      sync.Mutex
+	revs    []string          // revocation keys "kind/id" of every revoke invoked
+	tokens  []string          // ids of tokens whose creation was acknowledged
+	secrets map[string]string // token id -> secret
 }
 
 // next returns a number never returned before.
@@ -114,11 +122,23 @@ func pickKey(rng *rand.Rand, keys []string, fresh bool) string {
 	return keys[rng.IntN(len(keys))]
 }
 
-// AddToken remembers the id of a token whose creation was acknowledged.
-func (k *Keys) AddToken(ref string) {
+// AddToken remembers the id and the secret of a token whose creation was
+// acknowledged.
+func (k *Keys) AddToken(ref, secret string) {
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	k.tokens = append(k.tokens, ref)
-	k.mu.Unlock()
+	if k.secrets == nil {
+		k.secrets = map[string]string{}
+	}
+	k.secrets[ref] = secret
+}
+
+// secret returns the secret of token ref.
+func (k *Keys) secret(ref string) string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.secrets[ref]
 }
 
 // AnyToken returns the id of a token made before, or "" if none; with
@@ -162,8 +182,9 @@ func DefaultActions() []Weighted {
 		{ReadRevocation{}, 26},
 		{ListRevocations{}, 8},
 		{CreateToken{}, 9},
-		{ListTokens{}, 7},
-		{RevokeToken{}, 8},
+		{ListTokens{}, 6},
+		{RevokeToken{}, 5},
+		{Register{}, 6},
 	}
 }
 
@@ -264,7 +285,7 @@ func (CreateToken) Do(ctx context.Context, api API, op Op) (Op, error) {
 	if err != nil {
 		return op, err
 	}
-	op.Ref, op.Result = tok.ID, ResOK
+	op.Ref, op.Result, op.secret = tok.ID, ResOK, tok.Secret
 	return op, nil
 }
 
@@ -319,6 +340,66 @@ func (RevokeToken) Do(ctx context.Context, api API, op Op) (Op, error) {
 		return op, err
 	}
 	return op, nil
+}
+
+// Register registers a new node with a join token, which spends one of its
+// uses: mostly a token made before (often one just made), sometimes one
+// that does not exist. The node's key is made here, as a node would.
+type Register struct {
+	// Rand is the source of the node keys; nil means crypto/rand.
+	Rand io.Reader
+}
+
+// NodePrefix starts the node id of every node the load registers.
+const NodePrefix = "chaos-node-"
+
+func (Register) Kind() OpKind { return OpTokenConsume }
+func (Register) Prepare(rng *rand.Rand, keys *Keys) Op {
+	op := Op{Node: fmt.Sprintf("%s%d", NodePrefix, keys.next())}
+	if ref := keys.AnyToken(rng, rng.IntN(2) == 0); ref != "" && rng.IntN(10) > 0 {
+		op.Ref, op.secret = ref, keys.secret(ref)
+		return op
+	}
+	n := keys.next()
+	op.Ref, op.secret = fmt.Sprintf("ghost%d", n), fmt.Sprintf("kmjt.ghost-%d", n)
+	return op
+}
+func (a Register) Do(ctx context.Context, api API, op Op) (Op, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), a.Rand)
+	if err != nil {
+		return op, err
+	}
+	csr, err := x509.CreateCertificateRequest(a.Rand, &x509.CertificateRequest{Subject: pkix.Name{CommonName: op.Node}}, key)
+	if err != nil {
+		return op, err
+	}
+	resp, err := api.Register(ctx, cluster.RegisterRequest{CSR: csr, NodeID: op.Node, Token: op.secret})
+	switch {
+	case err == nil && len(resp.Chain) > 0:
+		op.Result, op.Serial = ResOK, resp.Registration.Serial
+	case err == nil:
+		return op, fmt.Errorf("chaos: registration %s with a token is %s, without a certificate", resp.Registration.ID, resp.Registration.Status)
+	case isAPI(err, http.StatusForbidden, "token_exhausted"):
+		op.Result = ResExhausted
+	case isAPI(err, http.StatusForbidden, "token_revoked"):
+		op.Result = ResRevoked
+	case isAPI(err, http.StatusForbidden, "token_not_found"):
+		op.Result = ResNotFound
+	default:
+		return op, err
+	}
+	return op, nil
+}
+
+// nodeViews keeps the load's registrations of a list.
+func nodeViews(regs []cluster.RegistrationInfo) []NodeView {
+	var out []NodeView
+	for _, r := range regs {
+		if strings.HasPrefix(r.NodeID, NodePrefix) {
+			out = append(out, NodeView{Node: r.NodeID, Status: r.Status, Issuer: r.Issuer, Serial: r.Serial})
+		}
+	}
+	return out
 }
 
 func isAPI(err error, status int, code string) bool {
@@ -498,7 +579,7 @@ func Run(ctx context.Context, a Action, target Target, server string, client int
 	}
 	rec.End(id, res)
 	if res.Kind == OpTokenCreate && res.Outcome == OK {
-		keys.AddToken(res.Ref)
+		keys.AddToken(res.Ref, res.secret)
 	}
 	return res, failover
 }

@@ -44,13 +44,24 @@ type Counts struct {
 	Unknown      int `json:"unknown"`      // writes of unknown outcome
 	Failed       int `json:"failed"`       // operations that certainly had no effect
 	Reads        int `json:"reads"`        // reads that answered
+	// ByKind counts operations by kind and by answer (the result of a
+	// definite answer, else the outcome).
+	ByKind map[OpKind]map[string]int `json:"by_kind"`
 }
 
 // Count counts ops.
 func Count(ops []Op) Counts {
-	var c Counts
+	c := Counts{ByKind: map[OpKind]map[string]int{}}
 	c.Operations = len(ops)
 	for _, op := range ops {
+		if c.ByKind[op.Kind] == nil {
+			c.ByKind[op.Kind] = map[string]int{}
+		}
+		answer := string(op.Outcome)
+		if op.Outcome == OK {
+			answer = op.Result
+		}
+		c.ByKind[op.Kind][answer]++
 		w := op.Kind.IsWrite()
 		if w {
 			c.Writes++
