@@ -14,6 +14,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity/policy"
 )
 
 // Error codes of the API's one error shape: {"error":{"code":..,"message":..}}.
@@ -56,8 +57,15 @@ func (e *APIError) Error() string {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	writeJSONStatus(w, status, v)
+}
+
+// writeJSONCached writes v with the Cache-Control the caller set.
+func writeJSONCached(w http.ResponseWriter, v any) { writeJSONStatus(w, http.StatusOK, v) }
+
+func writeJSONStatus(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -157,10 +165,10 @@ var (
 	errNodeRevoked  = errors.New("the node is revoked")
 )
 
-// caller returns the verified identity of the client certificate, or why
+// callerID returns the verified identity of the client certificate, or why
 // there is none: no certificate, another network, a revoked certificate or
 // a revoked node.
-func (s *Server) caller(r *http.Request) (ca.Identity, error) {
+func (s *Server) callerID(r *http.Request) (ca.Identity, error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 		return ca.Identity{}, errNoCredential
 	}
@@ -183,84 +191,44 @@ func (s *Server) caller(r *http.Request) (ca.Identity, error) {
 	return id, nil
 }
 
-// Roles of callers. Issue-level authorization with Cedar replaces this table
-// when it lands; until then admins and root servers may do every call.
-type role int
-
-const (
-	rolePublic role = iota // anyone, no credential
-	roleMember             // any certificate of this network
-	roleAdmin              // an admin credential or a root server
-	roleRoot               // root servers only (internal calls)
-)
-
-func (s *Server) allowed(id ca.Identity, err error, need role) (int, string, bool) {
-	switch {
-	case need == rolePublic:
-		return 0, "", true
-	case errors.Is(err, errNoCredential):
-		return http.StatusUnauthorized, "this call needs a client certificate of network " + s.network + " (pass --credential or set KEYMESH_CREDENTIAL)", false
-	case err != nil:
-		return http.StatusForbidden, err.Error(), false
-	}
-	switch need {
-	case roleMember:
-		return 0, "", true
-	case roleAdmin:
-		if id.Kind == ca.KindAdmin || id.Kind == ca.KindRoot {
-			return 0, "", true
-		}
-	case roleRoot:
-		if id.Kind == ca.KindRoot {
-			return 0, "", true
-		}
-	}
-	return http.StatusForbidden, fmt.Sprintf("%s may not make this call", id), false
-}
-
-// route registers a handler behind the role check and the request timeout.
-func (s *Server) route(mux *http.ServeMux, pattern string, need role, h http.HandlerFunc) {
-	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		id, err := s.caller(r)
-		if status, msg, pass := s.allowed(id, err, need); !pass {
-			code := codeUnauthorized
-			if status == http.StatusForbidden {
-				code = codeForbidden
-			}
-			writeError(w, status, code, msg)
-			return
-		}
-		h(w, r)
-	})
-}
-
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
-	s.route(mux, "GET /v1/sys/health", rolePublic, s.handleHealth)
-	s.route(mux, "GET /v1/ca/bundle", rolePublic, s.handleBundle)
-	s.route(mux, "POST /v1/cluster/join", rolePublic, s.handleJoin)
-	s.route(mux, "GET /v1/cluster/status", roleAdmin, s.handleStatus)
-	s.route(mux, "GET /v1/cluster/peers", roleAdmin, s.handlePeers)
-	s.route(mux, "DELETE /v1/cluster/servers/{name}", roleAdmin, s.handleRemoveServer)
-	s.route(mux, "POST /v1/join-tokens", roleAdmin, s.handleCreateJoinToken)
-	s.route(mux, "GET /v1/join-tokens", roleAdmin, s.handleListJoinTokens)
-	s.route(mux, "DELETE /v1/join-tokens/{id}", roleAdmin, s.handleRevokeJoinToken)
-	s.route(mux, "POST /v1/revocations", roleAdmin, s.handleRevoke)
-	s.route(mux, "GET /v1/revocations", roleAdmin, s.handleListRevocations)
-	s.route(mux, "GET /v1/revocations/{kind}/{id}", roleMember, s.handleGetRevocation)
-	s.route(mux, "GET /v1/trust", roleMember, s.handleTrust)
-	s.route(mux, "GET /v1/ca/crl", rolePublic, s.handleCRL)
-	s.route(mux, "GET /v1/ca/crl/{issuer}", rolePublic, s.handleCRL)
-	s.route(mux, "POST /v1/registrations", rolePublic, s.handleRegister)
-	s.route(mux, "POST /v1/registrations/{id}/collect", rolePublic, s.handleCollect)
-	s.route(mux, "GET /v1/registrations", roleAdmin, s.handleListRegistrations)
-	s.route(mux, "POST /v1/registrations/{id}/approve", roleAdmin, s.handleApprove)
-	s.route(mux, "POST /v1/registrations/{id}/deny", roleAdmin, s.handleDeny)
-	s.route(mux, "POST /v1/certs/renew", roleMember, s.handleRenew)
-	s.route(mux, "POST /v1/internal/apply", roleRoot, s.handleInternalApply)
-	s.route(mux, "POST /v1/internal/read-index", roleRoot, s.handleInternalReadIndex)
-	s.route(mux, "POST /v1/internal/add-voter", roleRoot, s.handleInternalAddVoter)
-	s.route(mux, "POST /v1/internal/remove-server", roleRoot, s.handleInternalRemove)
+	// Public: health, the CA, the JWKS, joins and registrations (which carry
+	// their own credential: a join token or a proof of possession), and
+	// token verification.
+	s.route(mux, "GET /v1/sys/health", "", s.handleHealth)
+	s.route(mux, "GET /v1/ca/bundle", "", s.handleBundle)
+	s.route(mux, "GET /v1/ca/crl", "", s.handleCRL)
+	s.route(mux, "GET /v1/ca/crl/{issuer}", "", s.handleCRL)
+	s.route(mux, "GET /.well-known/jwks.json", "", s.handleJWKS)
+	s.route(mux, "GET /.well-known/openid-configuration", "", s.handleDiscovery)
+	s.route(mux, "POST /v1/cluster/join", "", s.handleJoin)
+	s.route(mux, "POST /v1/registrations", "", s.handleRegister)
+	s.route(mux, "POST /v1/registrations/{id}/collect", "", s.handleCollect)
+	s.route(mux, "POST /v1/verify", "", s.handleVerify)
+	s.route(mux, "POST /v1/authorize", "", s.handleAuthorize)
+	// Decided by Cedar.
+	s.route(mux, "GET /v1/cluster/status", policy.ClusterRead, s.handleStatus)
+	s.route(mux, "GET /v1/cluster/peers", policy.ClusterRead, s.handlePeers)
+	s.route(mux, "DELETE /v1/cluster/servers/{id}", policy.ClusterRemove, s.handleRemoveServer)
+	s.route(mux, "POST /v1/join-tokens", policy.TokenCreate, s.handleCreateJoinToken)
+	s.route(mux, "GET /v1/join-tokens", policy.TokenList, s.handleListJoinTokens)
+	s.route(mux, "DELETE /v1/join-tokens/{id}", policy.TokenRevoke, s.handleRevokeJoinToken)
+	s.route(mux, "POST /v1/revocations", policy.RevocationCreate, s.handleRevoke)
+	s.route(mux, "GET /v1/revocations", policy.RevocationList, s.handleListRevocations)
+	s.route(mux, "GET /v1/revocations/{kind}/{id}", policy.TrustRead, s.handleGetRevocation)
+	s.route(mux, "GET /v1/trust", policy.TrustRead, s.handleTrust)
+	s.route(mux, "GET /v1/registrations", policy.RegistrationList, s.handleListRegistrations)
+	s.route(mux, "POST /v1/registrations/{id}/approve", policy.RegistrationApprove, s.handleApprove)
+	s.route(mux, "POST /v1/registrations/{id}/deny", policy.RegistrationDeny, s.handleDeny)
+	s.route(mux, "POST /v1/certs/renew", policy.CertRenew, s.handleRenew)
+	s.route(mux, "GET /v1/policies", policy.PolicyRead, s.handleGetPolicy)
+	s.route(mux, "PUT /v1/policies", policy.PolicyWrite, s.handleSetPolicy)
+	// Consensus plumbing between root servers.
+	s.internal(mux, "POST /v1/internal/apply", s.handleInternalApply)
+	s.internal(mux, "POST /v1/internal/read-index", s.handleInternalReadIndex)
+	s.internal(mux, "POST /v1/internal/add-voter", s.handleInternalAddVoter)
+	s.internal(mux, "POST /v1/internal/remove-server", s.handleInternalRemove)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no API call %s %s; see the README for the API", r.Method, r.URL.Path))
 	})

@@ -97,8 +97,14 @@ func TestAPIRefusesBadInput(t *testing.T) {
 		{"join with a bad issuer key", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2","issuer_key":"AAAA"}`, 400, codeBadRequest},
 		{"join with a bad name", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r 9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2"}`, 400, codeBadRequest},
 		{"join with a wildcard address", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"0.0.0.0:1","api_addr":"127.0.0.1:2"}`, 400, codeBadRequest},
-		{"trust index not a number", "node", "GET", "/v1/trust?index=-1", "", ``, 400, codeBadRequest},
+		{"trust index not a number", "admin", "GET", "/v1/trust?index=-1", "", ``, 400, codeBadRequest},
 		{"unknown route", "admin", "GET", "/v1/nothing", "", ``, 404, codeNotFound},
+		{"oversized registration", "", "POST", "/v1/registrations", "", `{"node_id":"a","csr":"` + strings.Repeat("A", 70<<10) + `"}`, 413, codeTooLarge},
+		{"registration with unknown field", "", "POST", "/v1/registrations", "", `{"node_id":"a","cn":"x"}`, 400, codeBadRequest},
+		{"collect of an unknown registration", "", "POST", "/v1/registrations/reg-x/collect", "", `{"time":"2026-01-01T00:00:00Z","signature":"AAAA"}`, 404, codeNotFound},
+		{"approve unknown registration", "admin", "POST", "/v1/registrations/reg-x/approve", "", `{}`, 404, codeNotFound},
+		{"policy that does not parse", "admin", "PUT", "/v1/policies", "", `{"text":"permit (","expect_version":0}`, 400, codeBadRequest},
+		{"bearer without a token", "", "GET", "/v1/cluster/status", "", ``, 401, codeUnauthorized},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -150,7 +156,8 @@ func call(t *testing.T, hc *http.Client, srv *Server, c apiCase) (int, string, s
 func FuzzDecodeRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"kind":"token","id":"x"}`, `{"kind":"root","uses":2,"ttl":"1h"}`, `{"token":"t","name":"r2","raft_addr":"a:1","api_addr":"b:2","issuer_key":"AAAA"}`,
-		`{"command":"AQID"}`, `{}`, `[]`, `null`, `{"a":1}{}`, "\x00", `{"id":"` + strings.Repeat("9", 100) + `"}`,
+		`{"command":"AQID"}`, `{"csr":"MIIB","node_id":"n1","token":"kmjt.x","dns_names":["a.example"]}`,
+		`{"time":"2026-01-01T00:00:00Z","signature":"AAAA"}`, `{"text":"permit(principal,action,resource);","expect_version":3}`, `{}`, `[]`, `null`, `{"a":1}{}`, "\x00", `{"id":"` + strings.Repeat("9", 100) + `"}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -160,6 +167,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		func() any { return &RevokeRequest{} }, func() any { return &CreateJoinTokenRequest{} },
 		func() any { return &JoinRequest{} }, func() any { return &applyRequest{} },
 		func() any { return &addVoterRequest{} }, func() any { return &removeServerRequest{} },
+		func() any { return &RegisterRequest{} }, func() any { return &CollectRequest{} },
+		func() any { return &DenyRequest{} }, func() any { return &RenewRequest{} },
+		func() any { return &SetPolicyRequest{} }, func() any { return &TokenRequest{} },
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, mk := range targets {

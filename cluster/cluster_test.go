@@ -160,3 +160,34 @@ func TestBootstrapRefusesUsedDataDir(t *testing.T) {
 		t.Fatalf("the refused bootstrap touched the existing server: %v", err)
 	}
 }
+
+// TestLeaderPrunes: a revocation past its prune-after time is dropped by
+// the leader's periodic prune, on every replica.
+func TestLeaderPrunes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	opts := testOptions(t)
+	opts.PruneInterval = 50 * time.Millisecond
+	srv, _, err := Bootstrap(ctx, BootstrapConfig{Network: "prune.example", Name: "r1", DataDir: t.TempDir() + "/r1",
+		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	if _, err := srv.Propose(ctx, fsm.MsgRevoke, fsm.Revoke{Revocation: fsm.Revocation{Kind: fsm.RevocationToken, ID: "short",
+		PruneAfter: time.Now().Add(300 * time.Millisecond)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := revoke(ctx, srv, "long"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "pruned", 10*time.Second, func() error {
+		if _, ok := srv.Store().Revoked(fsm.RevocationToken, "short"); ok {
+			return errors.New("still there")
+		}
+		return nil
+	})
+	if _, ok := srv.Store().Revoked(fsm.RevocationToken, "long"); !ok {
+		t.Fatal("a revocation not yet due was pruned")
+	}
+}

@@ -148,6 +148,10 @@ type Options struct {
 	// Clock returns the current time; nil means time.Now. It stamps commands
 	// and signs certificates.
 	Clock func() time.Time
+	// PruneInterval is how often the leader drops revocations past their
+	// prune-after time, spent or expired join tokens and JWKS keys past
+	// their end of life. Default 1m.
+	PruneInterval time.Duration
 	// IssuerKeyType is the key type of a new server's issuing intermediate.
 	// Default P-256: it signs node certificates (and crypto/x509 verifies
 	// each signature it makes) about six times faster than P-384, which
@@ -172,6 +176,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
+	}
+	if o.PruneInterval == 0 {
+		o.PruneInterval = time.Minute
 	}
 	if o.IssuerKeyType == "" {
 		o.IssuerKeyType = ca.KeyP256

@@ -24,6 +24,7 @@ const (
 	fileTLSKey     = "tls.key"              // key of the Raft/API certificate
 	fileTLSCert    = "tls.pem"              // Raft/API certificate chain (leaf, intermediate)
 	fileCredential = "admin-credential.pem" // admin client certificate chain and key, for the CLI
+	fileAdminToken = "admin.token"          // the system admin token minted at bootstrap (0600)
 	dirRaft        = "raft"                 // raft.db (boltdb log and stable store) and snapshots/
 )
 
@@ -56,6 +57,8 @@ type material struct {
 	issuer     ca.Signer
 	tlsCert    tls.Certificate
 	credential []byte // PEM: admin certificate, its issuer, its key
+
+	admin ca.Signer // the admin credential, in memory at bootstrap and join
 }
 
 type dataDir string
@@ -64,6 +67,9 @@ func (d dataDir) path(name string) string { return filepath.Join(string(d), name
 
 // CredentialPath is where the admin credential of a server in dir is kept.
 func CredentialPath(dir string) string { return dataDir(dir).path(fileCredential) }
+
+// AdminTokenPath is where bootstrap leaves the system admin token.
+func AdminTokenPath(dir string) string { return dataDir(dir).path(fileAdminToken) }
 
 // RootsPath is where the AS root certificates of a server in dir are kept.
 func RootsPath(dir string) string { return dataDir(dir).path(fileRoots) }

@@ -151,7 +151,7 @@ func (s *Server) handleInternalAddVoter(w http.ResponseWriter, r *http.Request) 
 	if !s.decode(w, r, &req) {
 		return
 	}
-	id, _ := s.caller(r)
+	id, _ := s.callerID(r)
 	if id.Name != req.Name {
 		writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("server %q may only add itself, not %q", id.Name, req.Name))
 		return

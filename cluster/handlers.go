@@ -151,7 +151,7 @@ func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleRemoveServer(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+	name := r.PathValue("id")
 	if err := ca.ValidateName(name); err != nil {
 		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
 		return
@@ -402,13 +402,17 @@ func (s *Server) maybeConsistent(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// Trust is the answer of GET /v1/trust: what a verifier needs.
+// Trust is the answer of GET /v1/trust: everything a verifier needs — the
+// trust anchors and access list, the revocations, the JWKS, and the nodes
+// and root servers that own keys (for their status and principal).
 type Trust struct {
 	Index       uint64            `json:"index"`
 	Network     string            `json:"network"`
 	Anchors     []fsm.TrustAnchor `json:"anchors"`
 	Revocations []fsm.Revocation  `json:"revocations"`
 	JWKS        []fsm.JWK         `json:"jwks"`
+	Nodes       []fsm.Node        `json:"nodes"`
+	Servers     []fsm.Server      `json:"servers"`
 }
 
 // handleTrust is a blocking query: with ?index=N it waits (up to ?wait,
@@ -438,8 +442,7 @@ func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request) {
 		_, _ = s.store.WaitIndex(ctx, after)
 		cancel()
 	}
-	t := Trust{Index: s.store.Index(), Network: s.network, Anchors: s.store.TrustAnchors(),
-		Revocations: s.store.Revocations(), JWKS: s.store.JWKS()}
+	t := s.trustDoc()
 	w.Header().Set("X-Keymesh-Index", strconv.FormatUint(t.Index, 10))
 	writeJSON(w, http.StatusOK, t)
 }
@@ -454,4 +457,12 @@ func parseSerial(s string) (string, error) {
 		return "", fmt.Errorf("certificate serial %q is not a positive hex number (as `openssl x509 -serial` prints it)", s)
 	}
 	return fsm.FormatSerial(n), nil
+}
+
+// trustDoc is the trust document of the local replica. Reads are not one
+// atomic view; the index is taken first, so a reader that resumes from it
+// sees anything that moved meanwhile again.
+func (s *Server) trustDoc() Trust {
+	return Trust{Index: s.store.Index(), Network: s.network, Anchors: s.store.TrustAnchors(),
+		Revocations: s.store.Revocations(), JWKS: s.store.JWKS(), Nodes: s.store.Nodes(), Servers: s.store.Servers()}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
 )
 
 // Validity of the certificates a root server makes for itself.
@@ -45,6 +46,7 @@ type BootstrapResult struct {
 	RootJoinToken  string // one-time root-join token, valid 24h
 	CredentialPath string // admin credential (client certificate and key)
 	RootsPath      string // AS root certificate in PEM
+	AdminTokenPath string // system admin token (bearer), valid 24h
 }
 
 // Bootstrap makes a new network and starts its first root server as the
@@ -150,6 +152,16 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 			return nil, nil, fmt.Errorf("cluster: bootstrap: %w", err)
 		}
 	}
+	if err := srv.publishAdminKey(ctx, m); err != nil {
+		return nil, nil, err
+	}
+	adminToken, err := mintAdminToken(m, cfg.Network, o.Clock, adminTokenTTL)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := writeFileAtomic(dir.path(fileAdminToken), []byte(adminToken+"\n"), 0o600); err != nil {
+		return nil, nil, err
+	}
 	if err := dir.writeServer(sf); err != nil {
 		return nil, nil, err
 	}
@@ -157,7 +169,39 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 	return srv, &BootstrapResult{
 		CAHash: ca.Hash(root.Cert), RootJoinToken: secret,
 		CredentialPath: CredentialPath(cfg.DataDir), RootsPath: RootsPath(cfg.DataDir),
+		AdminTokenPath: AdminTokenPath(cfg.DataDir),
 	}, nil
+}
+
+// adminTokenTTL is the lifetime of the system admin token of a bootstrap;
+// later ones are minted from the admin credential as needed.
+const adminTokenTTL = 24 * time.Hour
+
+// publishAdminKey puts the admin credential's key in the JWKS, owned by
+// this server, so that tokens minted with it verify everywhere.
+func (s *Server) publishAdminKey(ctx context.Context, m material) error {
+	key, err := nodeJWK([]*x509.Certificate{m.admin.Cert, m.issuer.Cert})
+	if err != nil {
+		return err
+	}
+	key.Node = s.name
+	if _, err := s.Propose(ctx, fsm.MsgJWKPut, fsm.JWKPut{Key: *key}); err != nil {
+		return fmt.Errorf("cluster: publish the admin key: %w", err)
+	}
+	return nil
+}
+
+// mintAdminToken mints an ADMIN token for the root API with the admin
+// credential.
+func mintAdminToken(m material, network string, clock func() time.Time, ttl time.Duration) (string, error) {
+	mt, err := identity.NewMinter(identity.MinterConfig{Key: m.admin.Key, Cert: m.admin.Cert,
+		Chain: []*x509.Certificate{m.admin.Cert, m.issuer.Cert}, Clock: clock, MaxTTL: ttl,
+		Principals: []identity.Principal{identity.PrincipalAdmin}})
+	if err != nil {
+		return "", err
+	}
+	tok, _, err := mt.Mint(identity.MintRequest{Audience: []string{APIAudience(network)}, TTL: ttl, Principal: identity.PrincipalAdmin})
+	return tok, err
 }
 
 // selfIssue makes the server's own TLS certificate and admin credential
@@ -185,6 +229,7 @@ func selfIssue(sf serverFile, issuer ca.Signer, roots []*x509.Certificate, sealK
 		return m, err
 	}
 	m.credential, err = credentialPEM([]*x509.Certificate{adminCert, issuer.Cert}, adminKey)
+	m.admin = ca.Signer{Cert: adminCert, Key: adminKey}
 	return m, err
 }
 
@@ -321,6 +366,9 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 		return nil, err
 	}
 	if err := srv.becomeVoter(ctx); err != nil {
+		return nil, err
+	}
+	if err := srv.publishAdminKey(ctx, m); err != nil {
 		return nil, err
 	}
 	srv.log.Info("joined network", "network", sf.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr)

@@ -103,19 +103,24 @@ func conflict(format string, args ...any) error {
 }
 
 // signNode signs a node certificate with this server's issuer, within the
-// signing rate.
-func (s *Server) signNode(pub any, nodeID string, dns []string) (fsm.Issued, [][]byte, error) {
+// signing rate. It returns the issuance record, the chain (leaf, issuing
+// intermediate) and the key's JWKS entry.
+func (s *Server) signNode(pub any, nodeID string, dns []string) (fsm.Issued, [][]byte, *fsm.JWK, error) {
 	now := s.opts.Clock()
 	if wait, ok := take(s.signLimit, now); !ok {
-		return fsm.Issued{}, nil, &rateLimited{what: "certificate signing on this server", wait: wait}
+		return fsm.Issued{}, nil, nil, &rateLimited{what: "certificate signing on this server", wait: wait}
 	}
 	cert, err := ca.SignNode(s.issuer, ca.NodeRequest{PublicKey: pub, Network: s.network, NodeID: nodeID, DNSNames: dns,
 		Validity: s.opts.Limits.NodeCertValidity, Now: now}, nil)
 	if err != nil {
-		return fsm.Issued{}, nil, badRequest("cannot sign a certificate for this request: %v", err)
+		return fsm.Issued{}, nil, nil, badRequest("cannot sign a certificate for this request: %v", err)
+	}
+	key, err := nodeJWK([]*x509.Certificate{cert, s.issuer.Cert})
+	if err != nil {
+		return fsm.Issued{}, nil, nil, badRequest("cannot publish this key: %v", err)
 	}
 	issued := fsm.Issued{Issuer: s.name, Serial: fsm.FormatSerial(cert.SerialNumber), NodeID: nodeID, NotAfter: cert.NotAfter, Cert: cert.Raw}
-	return issued, [][]byte{cert.Raw, s.issuer.Cert.Raw}, nil
+	return issued, [][]byte{cert.Raw, s.issuer.Cert.Raw}, key, nil
 }
 
 // checkRegistration validates a registration request and returns its CSR.
@@ -204,11 +209,11 @@ func (s *Server) register(ctx context.Context, req RegisterRequest) (*Registrati
 		if cmd.Registration.Principal == "" {
 			cmd.Registration.Principal = fsm.PrincipalNode
 		}
-		issued, c, err := s.signNode(csr.PublicKey, req.NodeID, req.DNSNames)
+		issued, c, key, err := s.signNode(csr.PublicKey, req.NodeID, req.DNSNames)
 		if err != nil {
 			return nil, 0, err
 		}
-		cmd.TokenHash, cmd.Cert, chain = hash, &issued, c
+		cmd.TokenHash, cmd.Cert, cmd.Key, chain = hash, &issued, key, c
 	} else if cmd.Registration.Principal == "" {
 		cmd.Registration.Principal = fsm.PrincipalNode
 	}
@@ -326,12 +331,12 @@ func (s *Server) handleApprove(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, badRequest("%v", err))
 		return
 	}
-	issued, chain, err := s.signNode(csr.PublicKey, reg.NodeID, reg.DNSNames)
+	issued, chain, key, err := s.signNode(csr.PublicKey, reg.NodeID, reg.DNSNames)
 	if err != nil {
 		s.writeErr(w, err)
 		return
 	}
-	idx, err := s.Propose(r.Context(), fsm.MsgRegistrationApprove, fsm.RegistrationApprove{ID: reg.ID, Cert: issued})
+	idx, err := s.Propose(r.Context(), fsm.MsgRegistrationApprove, fsm.RegistrationApprove{ID: reg.ID, Cert: issued, Key: key})
 	if err != nil {
 		s.writeErr(w, err)
 		return
@@ -364,7 +369,7 @@ func (s *Server) handleDeny(w http.ResponseWriter, r *http.Request) {
 // current one over mutual TLS. The old certificate stays valid until it
 // expires; a revoked node cannot renew.
 func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
-	id, _ := s.caller(r)
+	id, _ := s.callerID(r)
 	if id.Kind != ca.KindNode {
 		writeError(w, http.StatusForbidden, codeForbidden, "only nodes renew their certificates here; present the node certificate")
 		return
@@ -392,12 +397,12 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, badRequest("%v", err))
 		return
 	}
-	issued, chain, err := s.signNode(csr.PublicKey, id.Name, presented.DNSNames)
+	issued, chain, key, err := s.signNode(csr.PublicKey, id.Name, presented.DNSNames)
 	if err != nil {
 		s.writeErr(w, err)
 		return
 	}
-	idx, err := s.Propose(r.Context(), fsm.MsgNodeCertRenew, fsm.NodeCertRenew{Cert: issued})
+	idx, err := s.Propose(r.Context(), fsm.MsgNodeCertRenew, fsm.NodeCertRenew{Cert: issued, Key: key})
 	if err != nil {
 		s.writeErr(w, err)
 		return

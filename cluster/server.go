@@ -16,6 +16,8 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/policy"
 )
 
 // Errors of the write path. Each says what the caller can do next.
@@ -57,6 +59,13 @@ type Server struct {
 	crlMu    sync.Mutex
 	crlDER   []byte
 	crlIndex uint64
+
+	verifier *identity.Verifier // tokens, against the live replica
+	authz    *policy.Authorizer // Cedar, with the replicated policies
+	// policyVersion is the version of the policy set authz holds.
+	policyVersion atomic.Uint64
+	policyMu      sync.Mutex
+	jwks          atomic.Pointer[jwksCache]
 
 	// readyTerm is the term in which this server, as leader, has applied
 	// every entry committed before its term (a barrier); consistent reads
@@ -129,6 +138,13 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 		stop:     make(chan struct{}),
 		fatal:    make(chan error, 1),
 	}
+	keys := &TrustKeys{State: func() TrustState { return s.store }}
+	v, err := identity.NewVerifier(identity.VerifierConfig{Keys: keys, Revocations: keys,
+		Anchors: identity.TrustAnchors{Accepted: []string{sf.Network}}, Audience: []string{APIAudience(sf.Network)}, Clock: o.Clock})
+	if err != nil {
+		return nil, err
+	}
+	s.verifier, s.authz = v, policy.NewAuthorizer(nil)
 	l := o.Limits
 	s.regLimit = newSourceLimiter(l.RegistrationRate, l.RegistrationBurst, l.MaxSources)
 	s.signLimit = rate.NewLimiter(rate.Limit(l.SigningRate), l.SigningBurst)
@@ -149,8 +165,15 @@ func (s *Server) start(raftLn, apiLn net.Listener, bootstrap bool) error {
 		return err
 	}
 	s.node = node
-	s.wg.Add(1)
+	s.wg.Add(3)
+	go s.prune()
 	go s.watchLeadership()
+	watchCtx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-s.stop
+		cancel()
+	}()
+	go s.watchTrust(watchCtx)
 	s.serveAPI(apiLn)
 	return nil
 }
@@ -176,6 +199,30 @@ func (s *Server) watchLeadership() {
 			s.readyTerm.Store(term)
 			s.log.Info("leading", "term", term, "applied_index", s.store.Index())
 		}
+	}
+}
+
+// prune proposes a PruneRevocations command every PruneInterval while this
+// server leads. The command is cheap when nothing is due: it changes
+// nothing and the state hash stays.
+func (s *Server) prune() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.PruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if s.node.raft.State() != raft.Leader {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Limits.RequestTimeout)
+		if _, err := s.Propose(ctx, fsm.MsgPruneRevocations, fsm.PruneRevocations{}); err != nil {
+			s.log.Warn("pruning failed", "error", err)
+		}
+		cancel()
 	}
 }
 

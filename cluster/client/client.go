@@ -44,6 +44,9 @@ type Config struct {
 	// Certificate is used instead of Credential when set (a node agent's
 	// certificate held in memory).
 	Certificate *tls.Certificate
+	// Token is a bearer token (a JWT minted by a member of the network, such
+	// as the system admin token of bootstrap) sent with every call.
+	Token string
 	// Timeout bounds each call. Default 15s; blocking queries add their wait.
 	Timeout time.Duration
 }
@@ -53,6 +56,7 @@ type Client struct {
 	base    *url.URL
 	http    *http.Client
 	timeout time.Duration
+	token   string
 }
 
 // ErrNoServer is returned when no server address was given.
@@ -109,6 +113,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.Timeout = 15 * time.Second
 	}
 	return &Client{
+		token:   strings.TrimSpace(cfg.Token),
 		base:    base,
 		http:    &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 128}},
 		timeout: cfg.Timeout,
@@ -169,6 +174,9 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -371,4 +379,39 @@ func (c *Client) CRL(ctx context.Context) ([]byte, error) {
 	var out []byte
 	_, err := c.do(ctx, http.MethodGet, "/v1/ca/crl", nil, nil, &out)
 	return out, err
+}
+
+// Policy returns the policy set in force and its version.
+func (c *Client) Policy(ctx context.Context) (cluster.PolicyDoc, error) {
+	var out cluster.PolicyDoc
+	_, err := c.do(ctx, http.MethodGet, "/v1/policies", nil, nil, &out)
+	return out, err
+}
+
+// SetPolicy replaces the policy set if its version is still expect.
+func (c *Client) SetPolicy(ctx context.Context, text string, expect uint64) (cluster.PolicyDoc, error) {
+	var out cluster.PolicyDoc
+	_, err := c.do(ctx, http.MethodPut, "/v1/policies", nil, cluster.SetPolicyRequest{Text: text, ExpectVersion: expect}, &out)
+	return out, err
+}
+
+// Verify asks the root server to verify a token against its replica.
+func (c *Client) Verify(ctx context.Context, token, aud string) (cluster.Verification, error) {
+	var out cluster.Verification
+	_, err := c.do(ctx, http.MethodPost, "/v1/verify", nil, cluster.TokenRequest{Token: token, Audience: aud}, &out)
+	return out, err
+}
+
+// Authorize asks which actions a token's principal may take.
+func (c *Client) Authorize(ctx context.Context, token, aud string) (cluster.Verification, error) {
+	var out cluster.Verification
+	_, err := c.do(ctx, http.MethodPost, "/v1/authorize", nil, cluster.TokenRequest{Token: token, Audience: aud}, &out)
+	return out, err
+}
+
+// JWKS returns the JWKS document and its ETag.
+func (c *Client) JWKS(ctx context.Context) ([]byte, string, error) {
+	var out []byte
+	h, err := c.do(ctx, http.MethodGet, "/.well-known/jwks.json", nil, nil, &out)
+	return out, h.Get("ETag"), err
 }

@@ -1,0 +1,354 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/policy"
+)
+
+// APIAudience is the audience of tokens presented to the root servers' API
+// of network.
+func APIAudience(network string) string { return "spiffe://" + network + "/api" }
+
+// caller is who makes a request, once authenticated: by a client
+// certificate of the network or by a bearer token minted by a member.
+type caller struct {
+	principal identity.Principal
+	ctx       policy.Context
+	kind      ca.Kind // root, admin or node
+	name      string
+}
+
+// authenticate finds the caller of r. A bearer token wins over the client
+// certificate; with both, a token bound to a certificate must be bound to
+// the one presented.
+func (s *Server) authenticate(r *http.Request) (caller, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			return caller{}, errors.New("the Authorization header must be \"Bearer <token>\"")
+		}
+		req := identity.VerifyRequest{Token: strings.TrimSpace(tok)}
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			req.PeerCert = r.TLS.PeerCertificates[0]
+		}
+		v, err := s.verifier.Verify(r.Context(), req)
+		if err != nil {
+			return caller{}, fmt.Errorf("the bearer token is refused: %w", err)
+		}
+		return caller{principal: v.Claims.Principal, ctx: policy.ContextOf(v, ""), kind: ca.Kind(v.Kind), name: v.Node}, nil
+	}
+	id, err := s.callerID(r)
+	if err != nil {
+		return caller{}, err
+	}
+	c := caller{kind: id.Kind, name: id.Name, ctx: policy.Context{Subject: id.String(), Node: id.Name, Network: id.Network}}
+	switch id.Kind {
+	case ca.KindAdmin, ca.KindRoot:
+		c.principal = identity.PrincipalAdmin
+	case ca.KindNode:
+		n, ok := s.store.Node(id.Name)
+		if !ok || n.Status != fsm.NodeActive {
+			return caller{}, fmt.Errorf("node %q is not an active node of this network", id.Name)
+		}
+		c.principal = identity.Principal(n.Principal)
+	default:
+		return caller{}, fmt.Errorf("%s carries no principal", id)
+	}
+	return c, nil
+}
+
+// route registers a handler. action "" is a public call; otherwise the
+// caller must authenticate and Cedar must permit the action.
+func (s *Server) route(mux *http.ServeMux, pattern string, action policy.Action, h http.HandlerFunc) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if action == "" {
+			h(w, r)
+			return
+		}
+		c, err := s.authenticate(r)
+		switch {
+		case errors.Is(err, errNoCredential):
+			writeError(w, http.StatusUnauthorized, codeUnauthorized,
+				"this call needs a client certificate or a bearer token of network "+s.network+" (pass --credential or --token, or set KEYMESH_CREDENTIAL or KEYMESH_TOKEN)")
+			return
+		case err != nil:
+			writeError(w, http.StatusForbidden, codeForbidden, err.Error())
+			return
+		}
+		c.ctx.Target = r.PathValue("id")
+		s.syncPolicy()
+		d, err := s.authz.Decide(c.principal, action, c.ctx)
+		if err != nil || !d.Allow {
+			why := "no policy permits it"
+			if len(d.Reasons) > 0 {
+				why = "policy " + strings.Join(d.Reasons, ", ") + " forbids it"
+			}
+			writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("principal %s (%s) may not %s: %s; see `keymesh policy get`", c.principal, c.ctx.Subject, action, why))
+			return
+		}
+		h(w, r)
+	})
+}
+
+// internal registers a leader-plumbing call: root servers of this network
+// only, by client certificate; no Cedar (it is consensus, not operation).
+func (s *Server) internal(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		id, err := s.callerID(r)
+		if errors.Is(err, errNoCredential) {
+			writeError(w, http.StatusUnauthorized, codeUnauthorized, "internal calls need a root server certificate")
+			return
+		}
+		if err != nil || id.Kind != ca.KindRoot {
+			writeError(w, http.StatusForbidden, codeForbidden, "internal calls are for root servers of "+s.network)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// watchTrust keeps the verifier and the authorizer in step with the
+// replicated state: every change of the JWKS, revocations, nodes or anchors
+// empties the verifier's caches; a new policy version is parsed and swapped
+// in.
+func (s *Server) watchTrust(ctx context.Context) {
+	defer s.wg.Done()
+	var seen uint64
+	for {
+		idx, err := s.store.WaitIndex(ctx, seen)
+		if err != nil {
+			return
+		}
+		s.refreshTrust(seen)
+		seen = idx
+	}
+}
+
+// refreshTrust applies what changed after index since.
+func (s *Server) refreshTrust(since uint64) {
+	ch := s.store.Changes(since)
+	anchors, keys := ch.Reset, ch.Reset
+	for _, t := range ch.Tables {
+		switch t.Table {
+		case fsm.TableTrustAnchors:
+			anchors = true
+		case fsm.TableJWKS, fsm.TableRevocations, fsm.TableNodes, fsm.TableServers, fsm.TableIssuers:
+			keys = true
+		}
+	}
+	if anchors {
+		if a, err := Anchors(s.store, s.network); err == nil {
+			s.verifier.SetAnchors(a)
+		} else {
+			s.log.Error("trust anchors in the state do not parse", "error", err)
+		}
+	}
+	if anchors || keys {
+		s.verifier.Invalidate()
+	}
+}
+
+// syncPolicy makes the authorizer use the policy set of the local replica
+// as it is now: every decision follows the replicated policies, including
+// one committed a moment ago through this server.
+func (s *Server) syncPolicy() {
+	p := s.store.Policy()
+	if p.Version == s.policyVersion.Load() {
+		return
+	}
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	if p.Version == s.policyVersion.Load() {
+		return
+	}
+	defer s.policyVersion.Store(p.Version)
+	if p.Text == "" {
+		s.authz.SetPolicies(policy.Default())
+		return
+	}
+	ps, err := policy.ParsePolicies(p.Text)
+	if err != nil {
+		// It was validated before it was proposed; a replica that cannot
+		// parse it keeps what it had, loudly.
+		s.log.Error("replicated policy does not parse; keeping the previous one", "version", p.Version, "error", err)
+		return
+	}
+	s.authz.SetPolicies(ps)
+}
+
+// PolicyDoc is the answer of GET /v1/policies and the body of PUT.
+type PolicyDoc struct {
+	Text    string `json:"text"`
+	Version uint64 `json:"version"`
+	// Default is true while no policy was set and the built-in one applies.
+	Default bool `json:"default,omitempty"`
+}
+
+func (s *Server) handleGetPolicy(w http.ResponseWriter, r *http.Request) {
+	p := s.store.Policy()
+	doc := PolicyDoc{Text: p.Text, Version: p.Version}
+	if p.Text == "" {
+		doc.Text, doc.Default = policy.DefaultText(), true
+	}
+	writeJSON(w, http.StatusOK, doc)
+}
+
+// SetPolicyRequest is the body of PUT /v1/policies: the new text and the
+// version it replaces (optimistic concurrency, as `keymesh policy get`
+// printed it).
+type SetPolicyRequest struct {
+	Text          string `json:"text"`
+	ExpectVersion uint64 `json:"expect_version"`
+}
+
+func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
+	var req SetPolicyRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	if _, err := policy.ParsePolicies(req.Text); err != nil {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "the policy set is refused: "+err.Error())
+		return
+	}
+	idx, err := s.Propose(r.Context(), fsm.MsgPolicySet, fsm.PolicySet{Text: req.Text, ExpectVersion: req.ExpectVersion})
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	p := s.store.Policy()
+	s.log.Info("policy set", "version", p.Version, "index", idx)
+	writeJSON(w, http.StatusOK, PolicyDoc{Text: p.Text, Version: p.Version})
+}
+
+// TokenRequest is the body of POST /v1/authorize and POST /v1/verify.
+type TokenRequest struct {
+	Token string `json:"token"`
+	// Audience the token must name; default the root API's audience.
+	Audience string `json:"aud,omitempty"`
+}
+
+// Verification is the answer of POST /v1/verify.
+type Verification struct {
+	Valid     bool             `json:"valid"`
+	Reason    string           `json:"reason,omitempty"`
+	Message   string           `json:"message,omitempty"`
+	Node      string           `json:"node,omitempty"`
+	Network   string           `json:"network,omitempty"`
+	Principal string           `json:"principal,omitempty"`
+	KID       string           `json:"kid,omitempty"`
+	Claims    *identity.Claims `json:"claims,omitempty"`
+	// Actions, for POST /v1/authorize, are what the token's principal may do.
+	Actions []policy.Action `json:"actions,omitempty"`
+}
+
+// verifyToken verifies a token against the live replicated state: a
+// revocation is refused here as soon as it is applied.
+func (s *Server) verifyToken(ctx context.Context, req TokenRequest) (Verification, identity.Verified) {
+	vr := identity.VerifyRequest{Token: req.Token}
+	if req.Audience != "" {
+		vr.Audience = []string{req.Audience}
+	}
+	v, err := s.verifier.Verify(ctx, vr)
+	if err != nil {
+		out := Verification{Message: err.Error(), Reason: "invalid"}
+		var ve *identity.VerifyError
+		if errors.As(err, &ve) {
+			out.Reason = ve.Reason
+		}
+		return out, v
+	}
+	return Verification{Valid: true, Node: v.Node, Network: v.Network, Principal: string(v.Claims.Principal), KID: v.KID, Claims: &v.Claims}, v
+}
+
+func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
+	var req TokenRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	out, _ := s.verifyToken(r.Context(), req)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleAuthorize answers, for a token, which actions its principal may
+// take under the replicated policies.
+func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	var req TokenRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	out, v := s.verifyToken(r.Context(), req)
+	if out.Valid {
+		out.Actions = s.authz.Allowed(v.Claims.Principal, policy.ContextOf(v, ""))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// jwksCache is the encoded JWKS document of one state index.
+type jwksCache struct {
+	index uint64
+	body  []byte
+	etag  string
+}
+
+// jwksDoc encodes the published keys (active and retiring) of the JWKS.
+func (s *Server) jwksDoc() (jwksCache, error) {
+	idx := s.store.Index()
+	if c := s.jwks.Load(); c != nil && c.index == idx {
+		return *c, nil
+	}
+	var set identity.JWKS
+	for _, rec := range s.store.JWKS() {
+		if rec.State != fsm.JWKActive && rec.State != fsm.JWKRetiring {
+			continue
+		}
+		var j identity.JWK
+		if err := json.Unmarshal(rec.Key, &j); err != nil {
+			return jwksCache{}, fmt.Errorf("cluster: JWKS entry %s: %w", rec.KID, err)
+		}
+		set.Keys = append(set.Keys, j)
+	}
+	if set.Keys == nil {
+		set.Keys = []identity.JWK{}
+	}
+	body, err := set.Encode()
+	if err != nil {
+		return jwksCache{}, err
+	}
+	c := jwksCache{index: idx, body: body, etag: identity.ETag(body)}
+	s.jwks.Store(&c)
+	return c, nil
+}
+
+// jwksMaxAge is how long clients may cache the JWKS.
+const jwksMaxAge = "public, max-age=30"
+
+func (s *Server) handleJWKS(w http.ResponseWriter, r *http.Request) {
+	c, err := s.jwksDoc()
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	w.Header().Set("Cache-Control", jwksMaxAge)
+	w.Header().Set("ETag", c.etag)
+	if match := r.Header.Get("If-None-Match"); match != "" && match == c.etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Write(c.body)
+}
+
+func (s *Server) handleDiscovery(w http.ResponseWriter, r *http.Request) {
+	issuer := "https://" + s.apiAddr
+	w.Header().Set("Cache-Control", jwksMaxAge)
+	writeJSONCached(w, identity.NewDiscovery(issuer, issuer+"/.well-known/jwks.json"))
+}
