@@ -177,6 +177,18 @@ func TestChaos(t *testing.T) {
 	run.T = t
 	load.Stop()
 
+	// Should the final reads fail the test, keep what there is.
+	done := false
+	defer func() {
+		if !done {
+			rep.Counts, rep.FaultLog, rep.Violations = Count(rec.Ops()), run.Faults, run.Violations
+			rep.Kept = keep(t, cfg.keep, c, rec.Ops(), rep)
+			if err := rep.WriteJSON(cfg.report); err != nil {
+				t.Errorf("write the report: %v", err)
+			}
+			t.Logf("the run stopped before its checks; history kept in %s", rep.Kept)
+		}
+	}()
 	finals := finalState(t, c, rec)
 	ops := rec.Ops()
 	rep.Counts = Count(ops)
@@ -217,6 +229,7 @@ func TestChaos(t *testing.T) {
 	if !rep.Pass || cfg.keep != "" {
 		rep.Kept = keep(t, cfg.keep, c, ops, rep)
 	}
+	done = true
 	if err := rep.WriteJSON(cfg.report); err != nil {
 		t.Errorf("write the report: %v", err)
 	}

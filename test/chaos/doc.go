@@ -14,18 +14,21 @@
 //     happened: refused before it was sent, or a read that failed) or unknown
 //     (a write that may or may not have been committed).
 //   - Load: workers that each prefer one server and fail over to the next on
-//     connection errors and on "no leader" answers, running Actions picked by
-//     weight. An Action is one kind of operation; new capabilities
-//     (registrations, token mint and verify, policy writes) add Actions and,
-//     where they have state, a Model.
+//     connection errors and on answers without a definite outcome, running
+//     Actions picked by weight: revocations, consistent reads and lists of
+//     them, join-token creation, listing and revocation, and node
+//     registrations that spend join-token uses. An Action is one kind of
+//     operation; new capabilities (token mint and verify, policy writes) add
+//     Actions and, where they have state, a Model.
 //   - Faults: Run drives the fault schedule against a harness.Cluster while
 //     the load runs, and measures the failover of every kill (kill to the
 //     first acknowledged write through a survivor).
 //   - Check: after the run, the history is checked for linearizability with
 //     porcupine against the models written here (the revocation set and the
-//     join-token lifecycle), against the servers' final state (every
-//     acknowledged write on every root, equal state hashes), for token uses,
-//     and for what an isolated server acknowledged.
+//     join-token lifecycle with its uses), against the servers' final state
+//     (every acknowledged write on every root, equal state hashes, no serial
+//     twice per issuer), for token uses, and for what an isolated server
+//     acknowledged.
 //   - Report: one short text summary and a JSON document.
 //
 // TestChaos (chaos_test.go) wires these together; its knobs are environment

@@ -202,7 +202,7 @@ func runFake(t *testing.T, f *fakeCluster, n int) []Op {
 
 func TestCheckerPassesACorrectCluster(t *testing.T) {
 	f := newFake()
-	ops := runFake(t, f, 600)
+	ops := runFake(t, f, 2000)
 	for _, m := range Models() {
 		if v := m.Check(ops, 30*time.Second); v.Result != VerdictOK {
 			t.Errorf("%s: %s in %s", m.Name(), v.Result, v.Partition)

@@ -167,6 +167,14 @@ type Action interface {
 	Do(ctx context.Context, api API, op Op) (Op, error)
 }
 
+// Chained is an Action whose definite answer the same client follows at
+// once, through the next server, with the operation Next returns: a write
+// acknowledged by one server must be visible through every other at once.
+type Chained interface {
+	Action
+	Next(done Op, rng *rand.Rand) (Action, bool)
+}
+
 // Weighted is an Action with its share of the load.
 type Weighted struct {
 	Action Action
@@ -185,7 +193,60 @@ func DefaultActions() []Weighted {
 		{ListTokens{}, 6},
 		{RevokeToken{}, 5},
 		{Register{}, 6},
+		{RevokeThenRead{}, 4},
+		{CreateThenUse{}, 3},
 	}
+}
+
+// RevokeThenRead revokes a new key, then reads it at once with a consistent
+// read through the next server.
+type RevokeThenRead struct{ RevokeNew }
+
+func (RevokeThenRead) Next(done Op, _ *rand.Rand) (Action, bool) {
+	return readKey(done.Key), done.Result == ResOK
+}
+
+// readKey reads one given key with a consistent read.
+type readKey string
+
+func (readKey) Kind() OpKind                   { return OpReadRevocation }
+func (k readKey) Prepare(*rand.Rand, *Keys) Op { return Op{Key: string(k)} }
+func (readKey) Do(ctx context.Context, api API, op Op) (Op, error) {
+	return ReadRevocation{}.Do(ctx, api, op)
+}
+
+// CreateThenUse makes a token, then at once, through the next server,
+// registers a node with it or revokes it.
+type CreateThenUse struct{ CreateToken }
+
+func (CreateThenUse) Next(done Op, rng *rand.Rand) (Action, bool) {
+	if done.Result != ResOK {
+		return nil, false
+	}
+	if rng.IntN(2) == 0 {
+		return revokeRef(done.Ref), true
+	}
+	return registerWith{ref: done.Ref, secret: done.secret}, true
+}
+
+// revokeRef revokes one given token.
+type revokeRef string
+
+func (revokeRef) Kind() OpKind                   { return OpTokenRevoke }
+func (r revokeRef) Prepare(*rand.Rand, *Keys) Op { return Op{Ref: string(r)} }
+func (revokeRef) Do(ctx context.Context, api API, op Op) (Op, error) {
+	return RevokeToken{}.Do(ctx, api, op)
+}
+
+// registerWith registers a new node with one given token.
+type registerWith struct{ ref, secret string }
+
+func (registerWith) Kind() OpKind { return OpTokenConsume }
+func (r registerWith) Prepare(_ *rand.Rand, keys *Keys) Op {
+	return Op{Node: fmt.Sprintf("%s%d", NodePrefix, keys.next()), Ref: r.ref, secret: r.secret}
+}
+func (registerWith) Do(ctx context.Context, api API, op Op) (Op, error) {
+	return Register{}.Do(ctx, api, op)
 }
 
 // RevokeNew revokes a key never written before.
@@ -553,7 +614,13 @@ func (l *Load) client(ctx context.Context, id, i int, interval time.Duration) {
 		a := pick(l.cfg.Actions, total, rng)
 		// In-flight operations finish after Stop: their client timeout
 		// bounds them, and a completed answer is worth more than an unknown.
-		_, failover := Run(context.Background(), a, l.target, servers[cur], id, rng, l.keys, l.rec)
+		done, failover := Run(context.Background(), a, l.target, servers[cur], id, rng, l.keys, l.rec)
+		if c, ok := a.(Chained); ok && done.Outcome == OK {
+			if next, ok := c.Next(done, rng); ok {
+				other := nextUp(l.target, servers, cur)
+				Run(context.Background(), next, l.target, servers[other], id, rng, l.keys, l.rec)
+			}
+		}
 		if failover {
 			cur = nextUp(l.target, servers, cur)
 		}
