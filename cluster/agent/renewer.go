@@ -135,7 +135,7 @@ func (r *Renewer) Run(ctx context.Context) error {
 	}
 	next := RenewAt(cert)
 	log.Info("keeping the node certificate renewed", "serial", fsm.FormatSerial(cert.SerialNumber),
-		"not_after", cert.NotAfter.UTC(), "renew_at", next.UTC())
+		"not_after", stamp(cert.NotAfter), "renew_at", stamp(next))
 	backoff := time.Duration(0)
 	failures := 0
 	for {
@@ -161,7 +161,7 @@ func (r *Renewer) Run(ctx context.Context) error {
 				next = now.Add(r.cfg.MinBackoff)
 			}
 			log.Info("renewed the node certificate", "serial", fsm.FormatSerial(cert.SerialNumber),
-				"not_after", cert.NotAfter.UTC(), "renew_at", next.UTC())
+				"not_after", stamp(cert.NotAfter), "renew_at", stamp(next))
 			continue
 		}
 		if err := permanent(err); err != nil {
@@ -170,16 +170,19 @@ func (r *Renewer) Run(ctx context.Context) error {
 		}
 		if !now.Before(cert.NotAfter) {
 			log.Error("node certificate expired before it could be renewed", "serial", fsm.FormatSerial(cert.SerialNumber),
-				"not_after", cert.NotAfter.UTC(), "error", err)
-			return fmt.Errorf("%w (at %s): %w", ErrExpired, cert.NotAfter.UTC().Format(time.RFC3339), err)
+				"not_after", stamp(cert.NotAfter), "error", err)
+			return fmt.Errorf("%w (at %s): %w", ErrExpired, stamp(cert.NotAfter), err)
 		}
 		failures++
 		backoff = min(max(2*backoff, r.cfg.MinBackoff), r.cfg.MaxBackoff)
 		next = now.Add(backoff)
 		log.Warn("renewal failed; retrying", "serial", fsm.FormatSerial(cert.SerialNumber), "failures", failures,
-			"retry_in", backoff.String(), "not_after", cert.NotAfter.UTC(), "error", err)
+			"retry_in", backoff.String(), "not_after", stamp(cert.NotAfter), "error", err)
 	}
 }
+
+// stamp formats a time for logs and errors: UTC, whole seconds.
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // permanent returns the error that ends Run when err is a refusal that a
 // retry cannot change, and nil otherwise.
