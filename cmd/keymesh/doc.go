@@ -2,18 +2,21 @@
 // servers and talks to their HTTP API as an operator would.
 //
 // It is wiring only. Flags, configuration and output live here; everything
-// with logic worth testing lives in package cluster (servers) and package
-// cluster/client (the API client).
+// with logic worth testing lives in package cluster (servers), package
+// cluster/agent (the node side: registration, collection, renewal) and
+// package cluster/client (the API client).
 //
 // # Commands
 //
-//	keymesh root bootstrap|join|start   run a root server in the foreground
-//	keymesh root token|status|remove    manage the root cluster
-//	keymesh tokens create|list|revoke   join tokens for nodes (and roots)
-//	keymesh revoke cert|token|key|node  commit a revocation
-//	keymesh revocations list            list revocations
-//	keymesh health                      ask one server whether it has a leader
-//	keymesh dev                         three root servers on loopback, for trying things out
+//	keymesh root bootstrap|join|start        run a root server in the foreground
+//	keymesh root token|status|remove         manage the root cluster
+//	keymesh tokens create|list|revoke        join tokens for nodes (and roots)
+//	keymesh registrations list|approve|deny  node registrations waiting for an operator
+//	keymesh node join|renew|run              register a node, renew its certificate, run its agent
+//	keymesh revoke cert|token|key|node       commit a revocation
+//	keymesh revocations list                 list revocations
+//	keymesh health                           ask one server whether it has a leader
+//	keymesh dev                              three root servers and three nodes on loopback, for trying things out
 //
 // # Finding a server
 //
@@ -31,4 +34,14 @@
 // Every command that prints takes --output text|json; json is one object or
 // list on one line. A failure prints one line, "keymesh: <what went wrong and
 // what to do>", on stderr and exits 1; a usage error exits 2.
+//
+// # Nodes
+//
+// Node commands find everything in the node's data directory (--data-dir),
+// made by "keymesh node join": the key, the certificate, the AS root and the
+// server it registered with. A join without a token waits for an operator,
+// showing the time it has waited (one line redrawn on a terminal, a plain
+// line every 30 s otherwise); --no-wait, --timeout and Ctrl-C leave the
+// registration pending, and "keymesh node join --resume --data-dir DIR"
+// collects it later.
 package main

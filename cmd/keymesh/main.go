@@ -69,7 +69,8 @@ func (a *app) rootCmd() *cobra.Command {
 		Use:   "keymesh",
 		Short: "Security control plane of a routing mesh",
 		Long: `keymesh runs the root servers of a network (an autonomous system's certificate
-authority and replicated trust state) and talks to their API.
+authority and replicated trust state), registers and runs its nodes, and
+talks to their API.
 
 Start with "keymesh dev" for a three-server cluster on loopback, or
 "keymesh root bootstrap" for the first server of a real network.`,
@@ -92,6 +93,8 @@ Start with "keymesh dev" for a three-server cluster on loopback, or
 	root.AddCommand(
 		a.rootGroupCmd(),
 		a.tokensCmd(),
+		a.registrationsCmd(),
+		a.nodeCmd(),
 		a.revokeCmd(),
 		a.revocationsCmd(),
 		a.healthCmd(),

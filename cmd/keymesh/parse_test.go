@@ -2,7 +2,9 @@ package main
 
 import (
 	"os/exec"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestCanonicalSerial(t *testing.T) {
@@ -55,6 +57,58 @@ func TestShellQuote(t *testing.T) {
 		out, err := exec.Command("sh", "-c", "printf %s "+shellQuote(in)).Output()
 		if err != nil || string(out) != in {
 			t.Errorf("sh read %q back as %q (%v)", in, out, err)
+		}
+	}
+}
+
+// TestWaitDisplay: on a terminal one line is redrawn in place and closed
+// before anything else is printed; otherwise every update is a line.
+func TestWaitDisplay(t *testing.T) {
+	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := start
+	for _, tc := range []struct {
+		tty  bool
+		want string
+	}{
+		{true, "\rwaiting for approval of reg-1: 0s elapsed \rwaiting for approval of reg-1: 1m5s elapsed \n" +
+			"cannot reach x; trying again\n\rwaiting for approval of reg-1: 1m5s elapsed \n"},
+		{false, "waiting for approval of reg-1: 0s elapsed\nwaiting for approval of reg-1: 1m5s elapsed\n" +
+			"cannot reach x; trying again\nwaiting for approval of reg-1: 1m5s elapsed\n"},
+	} {
+		var b strings.Builder
+		now = start
+		d := &waitDisplay{w: &b, tty: tc.tty, id: "reg-1", since: start, now: func() time.Time { return now }}
+		d.show()
+		now = start.Add(65*time.Second + 300*time.Millisecond)
+		d.show()
+		d.note("cannot reach x; trying again")
+		d.note("cannot reach x; trying again") // shown once
+		d.show()
+		d.end()
+		d.end()
+		if got := b.String(); got != tc.want {
+			t.Errorf("tty=%v: got %q, want %q", tc.tty, got, tc.want)
+		}
+	}
+	var b strings.Builder
+	d := &waitDisplay{w: &b, tty: true, quiet: true, id: "reg-1", since: start, now: func() time.Time { return now }}
+	d.show()
+	d.note("x")
+	d.end()
+	if b.Len() != 0 {
+		t.Errorf("quiet display printed %q", b.String())
+	}
+}
+
+func TestCheckServer(t *testing.T) {
+	for _, s := range []string{"127.0.0.1:8400", "[::1]:8400", "root.example.net:8400", "https://root.example.net:8400"} {
+		if err := checkServer(s); err != nil {
+			t.Errorf("checkServer(%q): %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "nowhere", ":8400", "127.0.0.1:0", "127.0.0.1:99999", "127.0.0.1:x"} {
+		if err := checkServer(s); err == nil {
+			t.Errorf("checkServer(%q) = nil, want an error", s)
 		}
 	}
 }

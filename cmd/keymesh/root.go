@@ -75,8 +75,16 @@ func (a *app) createToken(ctx context.Context, cf connFlags, req cluster.CreateJ
 	if tok.Kind == "root" {
 		out.JoinCommand = joinCommand(hostPort(c.server), tok.Secret, hash, "<NAME>")
 	} else {
-		out.JoinCommand = fmt.Sprintf("keymesh node join --server %s --ca-hash %s --token %s",
-			shellQuote(hostPort(c.server)), shellQuote(hash), shellQuote(tok.Secret))
+		network := "<NETWORK>"
+		if h, err := cl.Health(ctx); err == nil && h.Network != "" {
+			network = h.Network
+		}
+		nodeID := "<NODE-ID>"
+		if tok.NodeID != "" {
+			nodeID = shellQuote(tok.NodeID)
+		}
+		out.JoinCommand = fmt.Sprintf("keymesh node join --server %s --ca-hash %s --network %s --node-id %s --data-dir <DIR> --token %s",
+			shellQuote(hostPort(c.server)), shellQuote(hash), shellQuote(network), nodeID, shellQuote(tok.Secret))
 	}
 	return a.emit(out, func(w io.Writer) {
 		var scope []string

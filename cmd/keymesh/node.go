@@ -1,0 +1,554 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// How `keymesh node join` waits for an approval.
+const (
+	joinPollEvery = 2 * time.Second  // how often it asks the server
+	joinShowTTY   = time.Second      // how often the in-place line is redrawn on a terminal
+	joinShowPlain = 30 * time.Second // how often a plain line is printed otherwise
+	resumeFlags   = "--data-dir, --no-wait, --timeout"
+)
+
+func (a *app) nodeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run a node: register it, renew its certificate, run its agent",
+	}
+	groupCmd(cmd)
+	cmd.AddCommand(a.nodeJoinCmd(), a.nodeRenewCmd(), a.nodeRunCmd())
+	return cmd
+}
+
+// joinFlags are the flags of `keymesh node join`.
+type joinFlags struct {
+	server, caHash, network, nodeID, dataDir, token, principal, keyType string
+	dns                                                                 []string
+	noWait, resume                                                      bool
+	timeout                                                             time.Duration
+}
+
+// nodeJoinOutput is what `keymesh node join` prints.
+type nodeJoinOutput struct {
+	RegistrationID string    `json:"registration_id"`
+	Status         string    `json:"status"` // pending, approved or denied
+	NodeID         string    `json:"node_id"`
+	Network        string    `json:"network"`
+	Reason         string    `json:"reason,omitempty"`
+	Serial         string    `json:"serial,omitempty"`
+	NotAfter       time.Time `json:"not_after,omitzero"`
+	DataDir        string    `json:"data_dir"`
+	CertPath       string    `json:"cert_path,omitempty"`
+	KeyPath        string    `json:"key_path,omitempty"`
+	ApproveCommand string    `json:"approve_command,omitempty"`
+	ResumeCommand  string    `json:"resume_command,omitempty"`
+}
+
+func (a *app) nodeJoinCmd() *cobra.Command {
+	var f joinFlags
+	cmd := &cobra.Command{
+		Use:   "join",
+		Short: "Register a new node and get its certificate",
+		Long: `Register a new node with the root servers of a network. The node's key is made
+here (node.key, mode 0600) and never leaves the data directory; the first
+contact is pinned by the CA hash.
+
+With a node join token (from "keymesh tokens create") the certificate comes
+back at once. Without one the registration waits, pending, until an operator
+runs "keymesh registrations approve ID" or denies it; the command shows that
+it waits, or returns at once with --no-wait. A registration is collected
+later, after a restart too, with "keymesh node join --resume --data-dir DIR",
+which proves possession of the node key.`,
+		Example: "  keymesh node join --server 10.0.0.1:8400 --ca-hash sha256:... --network mainnet.example.net \\\n" +
+			"    --node-id edge-1 --data-dir /var/lib/keymesh/node --token kmjt....\n" +
+			"  keymesh node join --resume --data-dir /var/lib/keymesh/node",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := f.check(cmd)
+			if err != nil {
+				return err
+			}
+			return a.nodeJoin(cmd.Context(), f, cfg)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.server, "server", "", "API address (host:port) of any root server of the network")
+	fl.StringVar(&f.caHash, "ca-hash", "", "CA hash of the network (sha256:..., printed by `keymesh root bootstrap` and `keymesh tokens create`)")
+	fl.StringVar(&f.network, "network", "", "the network to join, e.g. mainnet.example.net")
+	fl.StringVar(&f.nodeID, "node-id", "", "this node's id, unique in the network (e.g. edge-1)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "empty or new directory for the node's key and certificate")
+	fl.StringVar(&f.token, "token", "", "node join token; without one the registration waits for an operator")
+	fl.StringVar(&f.principal, "principal", "", "principal to ask for: "+strings.Join(principals, ", ")+" (default: the token's, else NODE)")
+	fl.StringArrayVar(&f.dns, "dns", nil, "DNS name for the certificate (repeat for more)")
+	fl.StringVar(&f.keyType, "key-type", string(ca.KeyP384), "node key type: p384, p256 or ed25519")
+	fl.BoolVar(&f.noWait, "no-wait", false, "return at once when the registration is pending")
+	fl.DurationVar(&f.timeout, "timeout", 0, "stop waiting for approval after this long (0: wait until approved or denied)")
+	fl.BoolVar(&f.resume, "resume", false, "collect the registration kept in --data-dir (takes only "+resumeFlags+")")
+	return cmd
+}
+
+// check validates the flags: usage errors, nothing touched.
+func (f *joinFlags) check(cmd *cobra.Command) (agent.JoinConfig, error) {
+	if f.timeout < 0 {
+		return agent.JoinConfig{}, usagef("--timeout must not be negative, got %s (0 waits until approved or denied)", f.timeout)
+	}
+	if f.resume {
+		for _, name := range []string{"server", "ca-hash", "network", "node-id", "token", "principal", "dns", "key-type"} {
+			if cmd.Flags().Changed(name) {
+				return agent.JoinConfig{}, usagef("--resume collects the registration kept in --data-dir and takes only %s; drop --%s", resumeFlags, name)
+			}
+		}
+		if f.dataDir == "" {
+			return agent.JoinConfig{}, usagef("--resume needs --data-dir, the node's data directory")
+		}
+		return agent.JoinConfig{}, nil
+	}
+	if err := require([2]string{"server", f.server}, [2]string{"ca-hash", f.caHash}, [2]string{"network", f.network},
+		[2]string{"node-id", f.nodeID}, [2]string{"data-dir", f.dataDir}); err != nil {
+		return agent.JoinConfig{}, err
+	}
+	if err := checkServer(f.server); err != nil {
+		return agent.JoinConfig{}, err
+	}
+	if _, err := ca.ParseHash(f.caHash); err != nil {
+		return agent.JoinConfig{}, usagef("--ca-hash: %w", err)
+	}
+	if err := ca.ValidateNetwork(f.network); err != nil {
+		return agent.JoinConfig{}, usagef("--network: %w", err)
+	}
+	if err := ca.ValidateName(f.nodeID); err != nil {
+		return agent.JoinConfig{}, usagef("--node-id: %w", err)
+	}
+	principal := strings.ToUpper(f.principal)
+	if principal != "" && !contains(principals, principal) {
+		return agent.JoinConfig{}, usagef("--principal must be one of %s, not %q", strings.Join(principals, ", "), f.principal)
+	}
+	for _, d := range f.dns {
+		if err := ca.ValidateNetwork(d); err != nil {
+			return agent.JoinConfig{}, usagef("--dns %q is not a DNS name: use a lower-case host name such as edge-1.example.net", d)
+		}
+	}
+	kt, err := ca.ParseKeyType(strings.ToLower(f.keyType))
+	if err != nil {
+		return agent.JoinConfig{}, usagef("--key-type %q: use p384, p256 or ed25519", f.keyType)
+	}
+	return agent.JoinConfig{Server: f.server, CAHash: f.caHash, Network: f.network, NodeID: f.nodeID, Token: f.token,
+		Principal: principal, DNSNames: f.dns, KeyType: kt}, nil
+}
+
+// checkServer checks the shape of --server: host:port with a port, or an
+// https URL (the client checks the rest).
+func checkServer(s string) error {
+	if strings.Contains(s, "://") {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return usagef("--server %q is not host:port (for example 10.0.0.1:8400)", s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return usagef("--server %q has no valid port", s)
+	}
+	return nil
+}
+
+// nodeJoin registers (or, with --resume, collects) and then waits as the
+// flags say.
+func (a *app) nodeJoin(ctx context.Context, f joinFlags, cfg agent.JoinConfig) error {
+	dir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return err
+	}
+	var res agent.Result
+	if f.resume {
+		res, err = agent.Collect(ctx, dir, a.now)
+		if errors.Is(err, agent.ErrPending) {
+			err = nil
+		}
+	} else {
+		cfg.DataDir, cfg.Clock = dir, a.now
+		res, err = agent.Join(ctx, cfg)
+	}
+	switch {
+	case errors.Is(err, agent.ErrNodeExists):
+		return fmt.Errorf("%s already holds a node; collect its certificate with `%s`, or choose an empty or new --data-dir", dir, resumeCommand(dir))
+	case errors.Is(err, agent.ErrDenied):
+		return a.denied(res, dir)
+	case err != nil:
+		return explainNode("registration", err)
+	}
+	if res.Status == fsm.RegistrationPending {
+		if err := a.showPending(res, dir, f.noWait); err != nil || f.noWait {
+			return err
+		}
+		if res, err = a.waitApproval(ctx, res, dir, f.timeout); err != nil {
+			return err
+		}
+	}
+	return a.joined(res, dir)
+}
+
+func resumeCommand(dir string) string {
+	return "keymesh node join --resume --data-dir " + shellQuote(dir)
+}
+
+func approveCommand(id string) string {
+	return "keymesh registrations approve " + shellQuote(id)
+}
+
+// outputOf is the printed form of a registration's state.
+func outputOf(res agent.Result, dir string) nodeJoinOutput {
+	out := nodeJoinOutput{RegistrationID: res.RegistrationID, Status: res.Status, NodeID: res.NodeID, Network: res.Network,
+		Reason: res.Reason, DataDir: dir}
+	switch res.Status {
+	case fsm.RegistrationPending:
+		out.ApproveCommand, out.ResumeCommand = approveCommand(res.RegistrationID), resumeCommand(dir)
+	case fsm.RegistrationApproved:
+		out.CertPath, out.KeyPath, out.NotAfter = agent.CertPath(dir), agent.KeyPath(dir), res.NotAfter.UTC()
+		if certs, err := ca.ReadCertsFile(out.CertPath); err == nil {
+			out.Serial, out.NotAfter = fsm.FormatSerial(certs[0].SerialNumber), certs[0].NotAfter.UTC()
+		}
+	}
+	return out
+}
+
+// joined prints an approved registration.
+func (a *app) joined(res agent.Result, dir string) error {
+	out := outputOf(res, dir)
+	return a.emit(out, func(w io.Writer) {
+		fmt.Fprintf(w, "node %s of network %s joined: registration %s, certificate serial %s, valid until %s\n",
+			out.NodeID, out.Network, out.RegistrationID, out.Serial, timeText(out.NotAfter))
+		fmt.Fprintf(w, "  certificate  %s\n  key          %s\n", out.CertPath, out.KeyPath)
+	})
+}
+
+// denied prints a denied registration (JSON only) and returns its error.
+func (a *app) denied(res agent.Result, dir string) error {
+	if a.output == "json" {
+		if err := a.emit(outputOf(res, dir), nil); err != nil {
+			return err
+		}
+	}
+	reason := res.Reason
+	if reason == "" {
+		reason = "no reason given"
+	}
+	return fmt.Errorf("registration %s of node %s was denied: %s; to ask again, remove %s and run `keymesh node join` anew",
+		res.RegistrationID, res.NodeID, reason, dir)
+}
+
+// showPending says that the registration waits and how an operator
+// approves it. With --output json it prints the state only when the
+// command returns at once.
+func (a *app) showPending(res agent.Result, dir string, noWait bool) error {
+	if a.output == "json" {
+		if noWait {
+			return a.emit(outputOf(res, dir), nil)
+		}
+		return nil
+	}
+	w := a.stdout
+	fmt.Fprintf(w, "registration %s of node %s (network %s) is pending approval. An operator approves it with:\n\n  %s\n\n",
+		res.RegistrationID, res.NodeID, res.Network, approveCommand(res.RegistrationID))
+	if noWait {
+		fmt.Fprintf(w, "Collect the certificate once it is approved with:\n\n  %s\n", resumeCommand(dir))
+		return nil
+	}
+	fmt.Fprintf(w, "Waiting for approval; Ctrl-C stops waiting, and `%s` resumes.\n", resumeCommand(dir))
+	return nil
+}
+
+// waitApproval collects the registration every joinPollEvery until it is
+// approved or denied, showing the time it has waited. A server that cannot
+// be reached or is busy is tried again; timeout 0 waits for ever.
+func (a *app) waitApproval(parent context.Context, res agent.Result, dir string, timeout time.Duration) (agent.Result, error) {
+	ctx, cancel := parent, context.CancelFunc(func() {})
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(parent, timeout)
+	}
+	defer cancel()
+	d := &waitDisplay{w: a.stdout, tty: isTerminal(a.stdout), quiet: a.output == "json", id: res.RegistrationID, since: res.Requested, now: a.now}
+	if d.since.IsZero() {
+		d.since = a.now()
+	}
+	every := joinShowPlain
+	if d.tty {
+		every = joinShowTTY
+	}
+	poll, show := time.NewTicker(joinPollEvery), time.NewTicker(every)
+	defer poll.Stop()
+	defer show.Stop()
+	d.show()
+	for {
+		select {
+		case <-ctx.Done():
+			d.end()
+			if a.output == "json" {
+				a.emit(outputOf(res, dir), nil)
+			}
+			why := fmt.Sprintf("still pending after waiting %s", timeout)
+			if parent.Err() != nil {
+				why = "still pending; stopped waiting"
+			}
+			return res, fmt.Errorf("registration %s of node %s is %s; collect the certificate later with `%s`",
+				res.RegistrationID, res.NodeID, why, resumeCommand(dir))
+		case <-show.C:
+			d.show()
+		case <-poll.C:
+			r, err := agent.Collect(ctx, dir, a.now)
+			switch {
+			case errors.Is(err, agent.ErrPending):
+				res = r
+				d.note("")
+			case ctx.Err() != nil:
+				// The deadline or a signal came during the call.
+			case err == nil:
+				d.end()
+				if !d.quiet {
+					fmt.Fprintf(d.w, "approved after %s.\n", d.elapsed())
+				}
+				return r, nil
+			case errors.Is(err, agent.ErrDenied):
+				d.end()
+				return r, a.denied(r, dir)
+			case transient(err):
+				d.note(fmt.Sprintf("%v; trying again", explainNode("collection", err)))
+			default:
+				d.end()
+				return r, explainNode("collection", err)
+			}
+		}
+	}
+}
+
+// transient reports whether a failed collection is worth trying again: the
+// server was unreachable, busy or without a leader.
+func transient(err error) bool {
+	var ae *cluster.APIError
+	if errors.As(err, &ae) {
+		return ae.Status == http.StatusTooManyRequests || ae.Status >= 500
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+// waitDisplay shows how long a registration has waited: one line redrawn
+// in place on a terminal, plain lines otherwise.
+type waitDisplay struct {
+	w     io.Writer
+	tty   bool
+	quiet bool // --output json: nothing but the final object
+	id    string
+	since time.Time
+	now   func() time.Time
+	open  bool   // an in-place line is on the screen
+	last  string // the last note shown
+}
+
+func (d *waitDisplay) elapsed() time.Duration {
+	return max(d.now().Sub(d.since), 0).Round(time.Second)
+}
+
+func (d *waitDisplay) show() {
+	if d.quiet {
+		return
+	}
+	line := fmt.Sprintf("waiting for approval of %s: %s elapsed", d.id, d.elapsed())
+	if d.tty {
+		fmt.Fprintf(d.w, "\r%s ", line)
+		d.open = true
+		return
+	}
+	fmt.Fprintln(d.w, line)
+}
+
+// note shows msg once, on its own line; "" clears it so that the next
+// problem is shown again.
+func (d *waitDisplay) note(msg string) {
+	if msg == d.last || d.quiet {
+		d.last = msg
+		return
+	}
+	d.last = msg
+	if msg == "" {
+		return
+	}
+	d.end()
+	fmt.Fprintln(d.w, oneLine(msg))
+}
+
+// end finishes an in-place line.
+func (d *waitDisplay) end() {
+	if d.open {
+		fmt.Fprintln(d.w)
+		d.open = false
+	}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// explainNode turns an error of the node side into one line that says what
+// happened; what names the call ("registration", "renewal").
+func explainNode(what string, err error) error {
+	var (
+		ae *cluster.APIError
+		ue *url.Error
+	)
+	switch {
+	case errors.As(err, &ae):
+		return fmt.Errorf("%s refused: %s (HTTP %d, %s)", what, ae.Message, ae.Status, ae.Code)
+	case errors.Is(err, syscall.ECONNREFUSED) && errors.As(err, &ue):
+		return fmt.Errorf("cannot reach %s: connection refused; is a root server running there?", hostOf(ue.URL))
+	case errors.Is(err, context.DeadlineExceeded) && errors.As(err, &ue):
+		return fmt.Errorf("%s did not answer in time; check that it runs and that the cluster has a leader", hostOf(ue.URL))
+	}
+	return err
+}
+
+// hostOf is the host:port of a URL, or the URL when it does not parse.
+func hostOf(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return raw
+}
+
+// nodeCertOutput is what renew prints, and run once it runs.
+type nodeCertOutput struct {
+	NodeID    string    `json:"node_id"`
+	Network   string    `json:"network"`
+	Serial    string    `json:"serial"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	RenewAt   time.Time `json:"renew_at"`
+	CertPath  string    `json:"cert_path"`
+}
+
+func certOutput(dir string, cert *x509.Certificate) nodeCertOutput {
+	out := nodeCertOutput{Serial: fsm.FormatSerial(cert.SerialNumber), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(),
+		RenewAt: agent.RenewAt(cert).UTC(), CertPath: agent.CertPath(dir)}
+	if id, err := ca.IdentityOf(cert); err == nil {
+		out.NodeID, out.Network = id.Name, id.Network
+	}
+	return out
+}
+
+func (a *app) nodeRenewCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "renew",
+		Short: "Renew the node's certificate now (over mutual TLS with the current one)",
+		Long: `Renew the node's certificate now, for the same key, over mutual TLS with the
+current certificate. The old certificate stays valid until it expires. A
+revoked node cannot renew. "keymesh node run" renews on its own at two thirds
+of the lifetime.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := require([2]string{"data-dir", dataDir}); err != nil {
+				return err
+			}
+			dir, err := filepath.Abs(dataDir)
+			if err != nil {
+				return err
+			}
+			cert, err := agent.Renew(cmd.Context(), dir)
+			if err != nil {
+				return explainNode("renewal", err)
+			}
+			out := certOutput(dir, cert)
+			return a.emit(out, func(w io.Writer) {
+				fmt.Fprintf(w, "renewed the certificate of node %s: serial %s, valid until %s (renew again after %s)\n",
+					out.NodeID, out.Serial, timeText(out.NotAfter), timeText(out.RenewAt))
+			})
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (made by `keymesh node join`)")
+	return cmd
+}
+
+func (a *app) nodeRunCmd() *cobra.Command {
+	var dataDir, logLevel string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the node agent in the foreground: it keeps the certificate renewed",
+		Long: `Run the node agent in the foreground until SIGINT or SIGTERM. It renews the
+node certificate at two thirds of its lifetime and retries failures with
+capped exponential backoff. It stops with an error when the node is revoked
+or its certificate expired before a renewal succeeded.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := require([2]string{"data-dir", dataDir}); err != nil {
+				return err
+			}
+			level, err := parseLevel(logLevel)
+			if err != nil {
+				return err
+			}
+			dir, err := filepath.Abs(dataDir)
+			if err != nil {
+				return err
+			}
+			log := hclog.New(&hclog.LoggerOptions{Name: "keymesh.node", Level: level, Output: a.stderr})
+			r, err := agent.NewRenewer(agent.RenewerConfig{DataDir: dir, Clock: a.now, Logger: log})
+			if err != nil {
+				return err
+			}
+			cert, err := r.Current()
+			if err != nil {
+				return err
+			}
+			out := certOutput(dir, cert)
+			if err := a.emit(out, func(w io.Writer) {
+				fmt.Fprintf(w, "node %s of network %s running: certificate serial %s valid until %s, renewal at %s; until Ctrl-C\n",
+					out.NodeID, out.Network, out.Serial, timeText(out.NotAfter), timeText(out.RenewAt))
+			}); err != nil {
+				return err
+			}
+			err = r.Run(cmd.Context())
+			switch {
+			case errors.Is(err, agent.ErrRevoked):
+				return fmt.Errorf("node %s is revoked: the root servers refuse to renew its certificate; register it again under a new node id", out.NodeID)
+			case errors.Is(err, agent.ErrExpired):
+				return fmt.Errorf("node %s: %w; register the node again", out.NodeID, err)
+			case err != nil:
+				return explainNode("renewal", err)
+			}
+			log.Info("stopped")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (made by `keymesh node join`)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level on stderr: trace, debug, info, warn or error")
+	return cmd
+}
