@@ -16,7 +16,9 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/cluster/client"
+	"github.com/keymesh/keymesh/fsm"
 )
 
 // Settings of the development cluster.
@@ -25,7 +27,12 @@ const (
 	devHost     = "127.0.0.1:0" // port 0: the cluster picks free ports
 	devReadyMax = 30 * time.Second
 	devTokenTTL = 10 * time.Minute
+	devNodes    = 3 // node-1 and node-2 join with a token, node-3 waits for approval
 )
+
+// envPending names the pending registration of the development cluster, for
+// the tour to approve.
+const envPending = "KEYMESH_PENDING_REGISTRATION"
 
 // devServerInfo is one server of the development cluster as printed.
 type devServerInfo struct {
@@ -35,16 +42,26 @@ type devServerInfo struct {
 	DataDir  string `json:"data_dir"`
 }
 
+// devNodeInfo is one node of the development cluster as printed.
+type devNodeInfo struct {
+	Name           string `json:"name"`
+	DataDir        string `json:"data_dir"`
+	Status         string `json:"status"` // approved, pending or denied
+	RegistrationID string `json:"registration_id"`
+}
+
 // devOutput is what `keymesh dev` prints once the cluster is ready.
 type devOutput struct {
-	Network        string            `json:"network"`
-	Dir            string            `json:"dir"`
-	CAHash         string            `json:"ca_hash"`
-	CredentialPath string            `json:"credential_path"`
-	RootsPath      string            `json:"roots_path"`
-	Servers        []devServerInfo   `json:"servers"`
-	Env            map[string]string `json:"env"`
-	Keep           bool              `json:"keep"`
+	Network             string            `json:"network"`
+	Dir                 string            `json:"dir"`
+	CAHash              string            `json:"ca_hash"`
+	CredentialPath      string            `json:"credential_path"`
+	RootsPath           string            `json:"roots_path"`
+	Servers             []devServerInfo   `json:"servers"`
+	Nodes               []devNodeInfo     `json:"nodes"`
+	PendingRegistration string            `json:"pending_registration,omitempty"`
+	Env                 map[string]string `json:"env"`
+	Keep                bool              `json:"keep"`
 }
 
 func (a *app) devCmd() *cobra.Command {
@@ -55,10 +72,13 @@ func (a *app) devCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run three root servers on loopback for trying keymesh out",
+		Short: "Run three root servers and three nodes on loopback for trying keymesh out",
 		Long: `Run a three-server root cluster in this process, on 127.0.0.1 with free ports,
-in a temporary directory (or --dir). It prints the endpoints, the CA hash, the
-admin credential and the environment for client commands.
+in a temporary directory (or --dir), and register three nodes with it:
+node-1 and node-2 with a node join token, node-3 without one, left pending
+for an operator to approve. It prints the endpoints, the CA hash, the admin
+credential, the nodes' data directories, the pending registration and the
+environment for client commands (with ` + envPending + `).
 
 With --env-file, those exports are also written to a file, last and
 atomically: the file appears when the cluster is ready, and is removed when
@@ -174,14 +194,25 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 	if err != nil {
 		return err
 	}
+	nodes, err := a.devNodes(ctx, dir, c, hash, first.Network(), restart)
+	if err != nil {
+		return err
+	}
 	out := devOutput{
 		Network: first.Network(), Dir: dir, CAHash: hash, CredentialPath: c.credential, RootsPath: c.caFile, Keep: cfg.keep,
-		Env: map[string]string{envServer: c.server, envCAFile: c.caFile, envCredential: c.credential},
+		Nodes: nodes, Env: map[string]string{envServer: c.server, envCAFile: c.caFile, envCredential: c.credential},
 	}
 	for _, s := range servers {
 		out.Servers = append(out.Servers, devServerInfo{Name: s.Name(), RaftAddr: s.RaftAddr(), APIAddr: s.APIAddr(), DataDir: s.DataDir()})
 	}
-	exports := exportLine(c)
+	var pendingNode devNodeInfo
+	for _, n := range nodes {
+		if n.Status == fsm.RegistrationPending {
+			pendingNode, out.PendingRegistration = n, n.RegistrationID
+			out.Env[envPending] = n.RegistrationID
+		}
+	}
+	exports := exportLine(c, out.PendingRegistration)
 	if err := a.emit(out, func(w io.Writer) {
 		fmt.Fprintf(w, "keymesh dev: network %s, %d root servers in %s\n\n", out.Network, len(servers), dir)
 		var cells [][]string
@@ -190,6 +221,16 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 		}
 		table(w, []string{"  NAME", "API", "RAFT"}, cells)
 		fmt.Fprintf(w, "\n  CA hash     %s\n  credential  %s\n  roots       %s\n\n", hash, c.credential, c.caFile)
+		cells = nil
+		for _, n := range out.Nodes {
+			cells = append(cells, []string{"  " + n.Name, n.Status, n.RegistrationID, n.DataDir})
+		}
+		table(w, []string{"  NODE", "STATUS", "REGISTRATION", "DATA DIR"}, cells)
+		if out.PendingRegistration != "" {
+			fmt.Fprintf(w, "\n%s waits for approval; approve it, then collect its certificate:\n\n  %s\n  %s\n",
+				pendingNode.Name, approveCommand(out.PendingRegistration), resumeCommand(pendingNode.DataDir))
+		}
+		fmt.Fprintln(w)
 		fmt.Fprintf(w, "Use it from another shell:\n\n  %s\n\n", exports)
 		if cfg.keep {
 			fmt.Fprintf(w, "Ctrl-C stops the servers and keeps %s.\n", dir)
@@ -275,14 +316,69 @@ func waitHealthy(ctx context.Context, c conn) error {
 	}
 }
 
-// exportLine is the shell line that points client commands at c.
-func exportLine(c conn) string {
-	return strings.Join([]string{
+// exportLine is the shell line that points client commands at c, and
+// names the pending registration when there is one.
+func exportLine(c conn, pending string) string {
+	words := []string{
 		"export",
 		envServer + "=" + shellQuote(c.server),
 		envCAFile + "=" + shellQuote(c.caFile),
 		envCredential + "=" + shellQuote(c.credential),
-	}, " ")
+	}
+	if pending != "" {
+		words = append(words, envPending+"="+shellQuote(pending))
+	}
+	return strings.Join(words, " ")
+}
+
+// devNodes registers the nodes of a new development cluster: the first
+// ones with a node join token, the last without, left pending. On a
+// restart it reports the nodes kept in dir, collecting what was approved
+// meanwhile.
+func (a *app) devNodes(ctx context.Context, dir string, c conn, hash, network string, restart bool) ([]devNodeInfo, error) {
+	names := make([]string, devNodes)
+	for i := range names {
+		names[i] = fmt.Sprintf("node-%d", i+1)
+	}
+	var nodes []devNodeInfo
+	if restart {
+		for _, n := range names {
+			nd := filepath.Join(dir, n)
+			if _, err := os.Stat(nd); err != nil {
+				continue
+			}
+			res, err := agent.Collect(ctx, nd, a.now)
+			if err != nil && !errors.Is(err, agent.ErrPending) && !errors.Is(err, agent.ErrDenied) {
+				return nil, fmt.Errorf("node %s in %s: %w", n, nd, explainNode("collection", err))
+			}
+			nodes = append(nodes, devNodeInfo{Name: n, DataDir: nd, Status: res.Status, RegistrationID: res.RegistrationID})
+		}
+		return nodes, nil
+	}
+	admin, err := c.dial(c.server, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	withToken := names[:len(names)-1]
+	tok, err := admin.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", Principal: fsm.PrincipalNode, Uses: len(withToken),
+		TTL: devTokenTTL.String(), Description: "keymesh dev: " + strings.Join(withToken, ", ")})
+	if err != nil {
+		return nil, fmt.Errorf("making a node join token: %w", c.explain(err))
+	}
+	for i, n := range names {
+		cfg := agent.JoinConfig{Server: c.server, CAHash: hash, Network: network, NodeID: n, DataDir: filepath.Join(dir, n),
+			DNSNames: []string{n + "." + network}, Clock: a.now}
+		if i < len(withToken) {
+			cfg.Token = tok.Secret
+		}
+		res, err := agent.Join(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("registering %s: %w", n, explainNode("registration", err))
+		}
+		nodes = append(nodes, devNodeInfo{Name: n, DataDir: cfg.DataDir, Status: res.Status, RegistrationID: res.RegistrationID})
+	}
+	return nodes, nil
 }
 
 // writeFileAtomic writes data to path through a temporary file and a
