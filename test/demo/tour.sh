@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A short scripted tour of keymesh for `make demo`: start a three-root
-# development cluster, run the commands an operator would, stop it, and
-# check that it cleaned up after itself.
+# development cluster with its three nodes, run the commands an operator
+# would (approve the pending node, collect its certificate, revoke a node
+# and see that it can no longer renew), stop it, and check that it cleaned
+# up after itself.
 #
 # Usage: test/demo/tour.sh [path/to/keymesh]   (default: bin/keymesh)
 # It builds nothing; `make demo` builds the binary first.
@@ -61,6 +63,18 @@ step() {
 	"$km" "$@"
 }
 
+# step_fails shows a command that must fail with exit status 1, runs it,
+# and stops the tour if it succeeds or fails otherwise.
+step_fails() {
+	printf '\n$ keymesh %s    # expected to fail\n' "$*"
+	local status=0
+	"$km" "$@" || status=$?
+	if ((status != 1)); then
+		echo "tour: \`keymesh $*\` exited with status $status; it must fail with status 1" >&2
+		exit 1
+	fi
+}
+
 echo "Starting a three-root cluster on loopback: keymesh dev --env-file $work/env"
 "$km" dev --env-file "$work/env" >"$work/dev.out" 2>"$work/dev.log" &
 dev_pid=$!
@@ -92,6 +106,24 @@ step tokens create --kind node --principal NODE --uses 2
 step tokens list
 step revoke cert 01ab23cd45ef --reason key-compromise
 step revocations list --consistent
+
+# Nodes: node-1 and node-2 joined with a token; node-3 waits for approval.
+if [[ -z ${KEYMESH_PENDING_REGISTRATION:-} ]]; then
+	echo "tour: keymesh dev named no pending registration (KEYMESH_PENDING_REGISTRATION)" >&2
+	exit 1
+fi
+step registrations list
+step registrations approve "$KEYMESH_PENDING_REGISTRATION"
+step node join --resume --data-dir "$dev_dir/node-3"
+if command -v openssl >/dev/null; then
+	printf '\n$ openssl x509 -noout -subject -ext subjectAltName -in %s\n' "$dev_dir/node-1/node.pem"
+	openssl x509 -noout -subject -ext subjectAltName -in "$dev_dir/node-1/node.pem"
+fi
+step node renew --data-dir "$dev_dir/node-1"
+
+# A revoked node cannot renew its certificate.
+step revoke node node-2 --reason decommissioned
+step_fails node renew --data-dir "$dev_dir/node-2"
 
 echo
 echo "Stopping the cluster (SIGINT)."
