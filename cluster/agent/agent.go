@@ -374,6 +374,7 @@ func Wait(ctx context.Context, dir string, every time.Duration, progress func(Re
 
 // Certificate returns the node's current TLS certificate (chain and key).
 func Certificate(dir string) (tls.Certificate, error) {
+	recoverRotation(dir)
 	key, err := ca.ReadKeyFile(KeyPath(dir))
 	if err != nil {
 		return tls.Certificate{}, err
