@@ -157,7 +157,12 @@ func (g *cmdGen) next() []byte {
 	case MsgJWKDelete:
 		p = JWKDelete{KID: g.pick("k", 30)}
 	case MsgRegistrationCreate:
+		// Mostly fresh node ids: a registration for an active node is
+		// refused, and the known ids soon are.
 		node := g.pick("node", 30)
+		if g.r.IntN(4) > 0 {
+			node = g.pick("fresh", 400)
+		}
 		rc := RegistrationCreate{Registration: Registration{ID: g.pick("r", 100), NodeID: node, Network: g.network(), Principal: g.principal(), CSR: der("csr")}}
 		if g.chance(0.5) {
 			rc.TokenHash = hashOf(g.pick("t", 8))
