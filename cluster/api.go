@@ -32,6 +32,10 @@ const (
 	codeInternal       = "internal"
 	codeShutdown       = "shutting_down"
 	codeTooMany        = "too_many_requests"
+	// CodeNodeRevoked and CodeCertRevoked refuse callers whose node or
+	// certificate is revoked; agents stop retrying on them.
+	CodeNodeRevoked = "node_revoked"
+	CodeCertRevoked = "cert_revoked"
 )
 
 type errorBody struct {

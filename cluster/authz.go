@@ -80,6 +80,12 @@ func (s *Server) route(mux *http.ServeMux, pattern string, action policy.Action,
 			writeError(w, http.StatusUnauthorized, codeUnauthorized,
 				"this call needs a client certificate or a bearer token of network "+s.network+" (pass --credential or --token, or set KEYMESH_CREDENTIAL or KEYMESH_TOKEN)")
 			return
+		case errors.Is(err, errNodeRevoked):
+			writeError(w, http.StatusForbidden, CodeNodeRevoked, err.Error()+"; register the node again under a new id")
+			return
+		case errors.Is(err, errCertRevoked):
+			writeError(w, http.StatusForbidden, CodeCertRevoked, err.Error())
+			return
 		case err != nil:
 			writeError(w, http.StatusForbidden, codeForbidden, err.Error())
 			return

@@ -384,7 +384,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("node %q is not registered", id.Name))
 		return
 	case n.Status != fsm.NodeActive:
-		writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("node %q is %s and cannot renew; register it again under a new id", id.Name, n.Status))
+		writeError(w, http.StatusForbidden, CodeNodeRevoked, fmt.Sprintf("node %q is %s and cannot renew; register it again under a new id", id.Name, n.Status))
 		return
 	}
 	presented := r.TLS.VerifiedChains[0][0]

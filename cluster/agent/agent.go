@@ -78,6 +78,10 @@ type Result struct {
 	NotAfter time.Time // of the certificate, once approved
 }
 
+// ReadState reads the node's state from its data directory, without the
+// network.
+func ReadState(dir string) (State, error) { return readState(dir) }
+
 func readState(dir string) (State, error) {
 	var st State
 	b, err := os.ReadFile(filepath.Join(dir, fileNode))

@@ -221,7 +221,8 @@ func TestRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = agent.Renew(e.ctx, dir)
-	if !isStatus(err, http.StatusForbidden) || !strings.Contains(err.Error(), "revoked") {
+	var ae *cluster.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || ae.Code != cluster.CodeNodeRevoked {
 		t.Fatalf("renewal of a revoked node: %v", err)
 	}
 }

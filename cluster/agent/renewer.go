@@ -191,9 +191,9 @@ func permanent(err error) error {
 	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
 		return nil
 	}
-	// The API has one code for every refusal; the node's status is in the
-	// message ("node "n1" is revoked and cannot renew").
-	if strings.Contains(ae.Message, fsm.NodeRevoked) {
+	// A revoked node or certificate has its own code; older servers said
+	// so only in the message.
+	if ae.Code == cluster.CodeNodeRevoked || ae.Code == cluster.CodeCertRevoked || strings.Contains(ae.Message, fsm.NodeRevoked) {
 		return fmt.Errorf("%w: %w", ErrRevoked, err)
 	}
 	return fmt.Errorf("%w: %w", ErrRenewRefused, err)
