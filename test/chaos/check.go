@@ -32,6 +32,31 @@ type Final struct {
 	AppliedIndex uint64 `json:"applied_index"`
 }
 
+// WrittenKeys returns the revocation keys of every write in ops.
+func WrittenKeys(ops []Op) map[string]bool {
+	out := map[string]bool{}
+	for _, op := range ops {
+		if op.Kind == OpRevoke || op.Kind == OpProbe {
+			out[op.Key] = true
+		}
+	}
+	return out
+}
+
+// RecordReads records a consistent list of revocations, made through
+// server between call and ret, as a read of each key in keys: present when
+// the list had it. Unlike a list, such reads leave the keys independent
+// for the model.
+func RecordReads(rec *Recorder, server string, keys, present map[string]bool, call, ret time.Duration) {
+	for k := range keys {
+		res := ResAbsent
+		if present[k] {
+			res = ResPresent
+		}
+		rec.Record(Op{Kind: OpReadRevocation, Client: FinalClient, Server: server, Key: k, Outcome: OK, Result: res, Call: call, Return: ret})
+	}
+}
+
 // NodeView is a registration as a list shows it.
 type NodeView struct {
 	Node   string `json:"node"`

@@ -169,8 +169,6 @@ type Runner struct {
 	Isolations []Isolation
 	Violations []Violation
 	Skipped    []string
-
-	probeSeq atomic.Uint64
 }
 
 // ProbeClient is the first client id of failover probes; the checker's own
@@ -289,25 +287,46 @@ func (r *Runner) leader(skip *harness.Root) (*harness.Root, cluster.Status) {
 	return nil, cluster.Status{}
 }
 
-// probe sends fresh revocations through each of servers, one at a time
-// per server, until one is acknowledged; it reports whether one was.
+// probeEvery is how often the failover probe starts another write through
+// each server while earlier ones are still waiting: a write forwarded to a
+// leader that froze may wait for its client's timeout, and the probe
+// measures when the cluster can take writes again, not that timeout.
+const probeEvery = 100 * time.Millisecond
+
+// probe sends fresh revocations through each of servers, a new one every
+// probeEvery, until one is acknowledged; it waits for the writes in flight
+// to end and reports whether one was acknowledged. Each write is its own
+// client in the history (ProbeClient and up).
 func (r *Runner) probe(servers []*harness.Root) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), r.Cfg.Recover)
-	defer cancel()
+	deadline := time.Now().Add(r.Cfg.Recover)
 	var done atomic.Bool
 	var wg sync.WaitGroup
 	for i, root := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(r.Cfg.Seed, r.probeSeq.Add(1)))
-			for n := 0; n < 1000 && !done.Load() && ctx.Err() == nil; n++ {
-				op, _ := Run(ctx, probeAction{}, r.Target, root.Name, ProbeClient+i, rng, r.Keys, r.Rec)
-				if op.Acked() {
-					done.Store(true)
-					return
+			tick := time.NewTicker(probeEvery)
+			defer tick.Stop()
+			ended := make(chan struct{}, 1)
+			for n := 0; n < 1000 && !done.Load() && time.Now().Before(deadline); n++ {
+				client := ProbeClient + 1000*i + n
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					op, _ := Run(context.Background(), probeAction{}, r.Target, root.Name, client, nil, r.Keys, r.Rec)
+					if op.Acked() {
+						done.Store(true)
+					}
+					select {
+					case ended <- struct{}{}:
+					default:
+					}
+				}()
+				select {
+				case <-tick.C:
+				case <-ended:
+					time.Sleep(5 * time.Millisecond) // pace retries against a refusing server
 				}
-				time.Sleep(5 * time.Millisecond) // pace retries against a refusing server
 			}
 		}()
 	}

@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -158,6 +160,17 @@ func (r *Recorder) End(id int, done Op) {
 	}
 }
 
+// Record adds an operation that is already complete, with its own times.
+func (r *Recorder) Record(op Op) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	op.ID = len(r.ops)
+	r.ops = append(r.ops, op)
+	if op.Acked() {
+		r.acked.Add(1)
+	}
+}
+
 // Acked counts the acknowledged writes so far.
 func (r *Recorder) Acked() int64 { return r.acked.Load() }
 
@@ -166,6 +179,23 @@ func (r *Recorder) Ops() []Op {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]Op(nil), r.ops...)
+}
+
+// ReadHistory reads JSON lines written by WriteHistory.
+func ReadHistory(r io.Reader) ([]Op, error) {
+	var ops []Op
+	dec := json.NewDecoder(r)
+	for {
+		var op Op
+		err := dec.Decode(&op)
+		if errors.Is(err, io.EOF) {
+			return ops, nil
+		}
+		if err != nil {
+			return ops, fmt.Errorf("chaos: history line %d: %w", len(ops)+1, err)
+		}
+		ops = append(ops, op)
+	}
 }
 
 // WriteHistory writes ops as JSON lines.
