@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
 )
 
@@ -190,4 +191,39 @@ func TestLeaderPrunes(t *testing.T) {
 	if _, ok := srv.Store().Revoked(fsm.RevocationToken, "long"); !ok {
 		t.Fatal("a revocation not yet due was pruned")
 	}
+}
+
+// TestLookupWithoutLeaderIsNotNotFound: a follower that does not find a
+// join token locally and cannot reach a leader says so (503), instead of
+// calling a token that may well exist unknown (found by the chaos suite).
+func TestLookupWithoutLeaderIsNotNotFound(t *testing.T) {
+	tc := newTestCluster(t, 2)
+	f := follower(tc)
+	l := tc.leader()
+	for i, s := range tc.servers {
+		if s == l {
+			s.Shutdown()
+			tc.servers[i] = nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, _, err := f.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: "kmjt.made-up"})
+	if !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("registration with an unknown token and no leader: %v, want ErrNoLeader", err)
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		t.Fatalf("answered %d %s", ae.Status, ae.Code)
+	}
+}
+
+func testCSR(t *testing.T) []byte {
+	t.Helper()
+	k, _ := ca.GenerateKey(ca.KeyP256, nil)
+	csr, err := ca.NewCSR(k, ca.Identity{Network: "test.keymesh.example", Kind: ca.KindNode, Name: "n1"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
 }

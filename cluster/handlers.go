@@ -284,7 +284,12 @@ func (s *Server) handleListJoinTokens(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleRevokeJoinToken(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, ok := lookupConsistent(r.Context(), s, s.store.JoinTokenByID, id); !ok {
+	_, ok, err := lookupConsistent(r.Context(), s, s.store.JoinTokenByID, id)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	if !ok {
 		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no join token with id %q; `keymesh tokens list` shows them", id))
 		return
 	}

@@ -74,7 +74,10 @@ func (s *Server) admit(ctx context.Context, req JoinRequest) (*JoinResponse, err
 		return nil, badRequest("issuer_key is not a PKIX public key: %v", err)
 	}
 	hash := hashToken(req.Token)
-	tok, ok := s.joinToken(ctx, hash)
+	tok, ok, err := s.joinToken(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
 	if !ok || subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(hash)) != 1 {
 		return nil, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenNotFound),
 			Message: "the join token is not known to this cluster; make one with `keymesh root token` on a running server"}

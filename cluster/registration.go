@@ -194,7 +194,10 @@ func (s *Server) register(ctx context.Context, req RegisterRequest) (*Registrati
 	var chain [][]byte
 	if req.Token != "" {
 		hash := hashToken(req.Token)
-		tok, ok := s.joinToken(ctx, hash)
+		tok, ok, err := s.joinToken(ctx, hash)
+		if err != nil {
+			return nil, 0, err
+		}
 		if !ok {
 			return nil, 0, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenNotFound),
 				Message: "the join token is not known to this cluster; ask an operator for one (`keymesh tokens create`)"}
@@ -257,7 +260,11 @@ func (s *Server) handleCollect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	reg, ok := lookupConsistent(r.Context(), s, s.store.Registration, id)
+	reg, ok, err := lookupConsistent(r.Context(), s, s.store.Registration, id)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
 	if !ok {
 		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no registration %q; register again with `keymesh node join`", id))
 		return
@@ -309,7 +316,10 @@ func (s *Server) handleListRegistrations(w http.ResponseWriter, r *http.Request)
 }
 
 func (s *Server) pendingRegistration(ctx context.Context, id string) (fsm.Registration, error) {
-	reg, ok := lookupConsistent(ctx, s, s.store.Registration, id)
+	reg, ok, err := lookupConsistent(ctx, s, s.store.Registration, id)
+	if err != nil {
+		return reg, err
+	}
 	if !ok {
 		return reg, &APIError{Status: http.StatusNotFound, Code: codeNotFound,
 			Message: fmt.Sprintf("no registration %q; `keymesh registrations list` shows them", id)}
@@ -495,19 +505,22 @@ func validPrincipal(p string) bool {
 
 // lookupConsistent looks key up in the local replica and, when it is not
 // there, once more after catching up with the leader: a record committed
-// through another server a moment ago is found.
-func lookupConsistent[V any](ctx context.Context, s *Server, get func(string) (V, bool), key string) (V, bool) {
+// through another server a moment ago is found. When the cluster cannot
+// say (no leader during an election) it returns that error, never "not
+// found".
+func lookupConsistent[V any](ctx context.Context, s *Server, get func(string) (V, bool), key string) (V, bool, error) {
 	if v, ok := get(key); ok {
-		return v, ok
+		return v, true, nil
 	}
 	if err := s.ConsistentRead(ctx); err != nil {
 		var zero V
-		return zero, false
+		return zero, false, err
 	}
-	return get(key)
+	v, ok := get(key)
+	return v, ok, nil
 }
 
 // joinToken finds a join token by the hash of its secret.
-func (s *Server) joinToken(ctx context.Context, hash string) (fsm.JoinToken, bool) {
+func (s *Server) joinToken(ctx context.Context, hash string) (fsm.JoinToken, bool, error) {
 	return lookupConsistent(ctx, s, s.store.JoinToken, hash)
 }
