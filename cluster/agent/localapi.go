@@ -1,0 +1,407 @@
+package agent
+
+import (
+	"bytes"
+	stdjson "encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-json-experiment/json"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
+)
+
+// Paths of the local API.
+const (
+	PathMint      = "/v1/mint"
+	PathVerify    = "/v1/verify"
+	PathStatus    = "/v1/status"
+	PathJWKS      = "/.well-known/jwks.json"
+	PathDiscovery = "/.well-known/openid-configuration"
+)
+
+// MaxLocalBody bounds a request body of the local API.
+const MaxLocalBody = 64 << 10
+
+// jwksCacheControl is how long clients may cache the JWKS and the
+// discovery document (as the root servers say).
+const jwksCacheControl = "public, max-age=30"
+
+// Error codes of the local API, in {"error":{"code","message"}}.
+const (
+	CodeBadRequest  = "bad_request"
+	CodeTooLarge    = "too_large"
+	CodeNotFound    = "not_found"
+	CodeMethod      = "method_not_allowed"
+	CodeForbidden   = "forbidden"
+	CodeMintRefused = "mint_refused"
+	CodeUnavailable = "unavailable"
+	CodeInternal    = "internal"
+)
+
+// Audience is one audience or several; it decodes from a JSON string or an
+// array of strings and encodes as a string when there is one.
+type Audience []string
+
+// UnmarshalJSON accepts "a" or ["a","b"].
+func (a *Audience) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*a = Audience{s}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil {
+		return err
+	}
+	*a = list
+	return nil
+}
+
+// MarshalJSON writes one audience as a string, several as an array.
+func (a Audience) MarshalJSON() ([]byte, error) {
+	if len(a) == 1 {
+		return stdjson.Marshal(a[0])
+	}
+	return stdjson.Marshal([]string(a))
+}
+
+// MintRequest is the body of POST /v1/mint.
+type MintRequest struct {
+	// Audience names who the token is for (required).
+	Audience Audience `json:"aud"`
+	// TTL is the token's lifetime as a Go duration ("10m"); default 10m, at
+	// most 24h, and never past the node certificate's NotAfter.
+	TTL string `json:"ttl,omitempty"`
+	// BindCert binds the token to the node's TLS certificate
+	// (cnf.x5t#S256, RFC 8705).
+	BindCert bool `json:"bind_cert,omitempty"`
+	// Principal is the role the token claims; default the node's principal
+	// in the trust state (NODE when the state does not know the node yet).
+	Principal string `json:"principal,omitempty"`
+}
+
+// MintResponse is the answer of POST /v1/mint.
+type MintResponse struct {
+	Token     string    `json:"token"`
+	KID       string    `json:"kid"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// Claims are the token's claims in their token form.
+	Claims stdjson.RawMessage `json:"claims"`
+}
+
+// VerifyRequest is the body of POST /v1/verify.
+type VerifyRequest struct {
+	// Token is the compact JWS (required).
+	Token string `json:"token"`
+	// Audience the token must name; default the node's SPIFFE ID.
+	Audience Audience `json:"aud,omitempty"`
+	// PeerCert is the PEM certificate the token was presented with; a
+	// bound token must match it.
+	PeerCert string `json:"peer_cert,omitempty"`
+	// RequireBinding refuses unbound tokens.
+	RequireBinding bool `json:"require_binding,omitempty"`
+}
+
+// VerifyResponse is the answer of POST /v1/verify: valid with what the token
+// says, or not valid with a stable reason (identity.VerifyError.Reason).
+type VerifyResponse struct {
+	Valid     bool               `json:"valid"`
+	Reason    string             `json:"reason,omitempty"`
+	Message   string             `json:"message,omitempty"`
+	Node      string             `json:"node,omitempty"`
+	Network   string             `json:"network,omitempty"`
+	Principal string             `json:"principal,omitempty"`
+	KID       string             `json:"kid,omitempty"`
+	Claims    stdjson.RawMessage `json:"claims,omitempty"`
+	// Index is the trust state index the answer rests on.
+	Index uint64 `json:"index"`
+}
+
+// StatusResponse is the answer of GET /v1/status.
+type StatusResponse struct {
+	Node         string         `json:"node"`
+	Network      string         `json:"network"`
+	KID          string         `json:"kid"`
+	CertSerial   string         `json:"cert_serial"`
+	CertNotAfter time.Time      `json:"cert_not_after"`
+	Trust        FollowerStatus `json:"trust"`
+}
+
+// ErrorBody is the shape of every error answer.
+type ErrorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// jwksDoc is the encoded JWKS of one trust index.
+type jwksDoc struct {
+	index uint64
+	body  []byte
+	etag  string
+}
+
+// localAPI serves the local API of one Agent. On the unix socket it mints;
+// on TCP it only verifies and publishes (anyone on the host can reach a
+// loopback port).
+type localAPI struct {
+	a    *Agent
+	mint bool
+	jwks *atomic.Pointer[jwksDoc] // shared by the socket and TCP handlers
+}
+
+func (h *localAPI) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(PathMint, h.only(http.MethodPost, h.handleMint))
+	mux.HandleFunc(PathVerify, h.only(http.MethodPost, h.handleVerify))
+	mux.HandleFunc(PathStatus, h.only(http.MethodGet, h.handleStatus))
+	mux.HandleFunc(PathJWKS, h.only(http.MethodGet, h.handleJWKS))
+	mux.HandleFunc(PathDiscovery, h.only(http.MethodGet, h.handleDiscovery))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeLocalError(w, http.StatusNotFound, CodeNotFound, fmt.Sprintf("no call %s %s on the node agent", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// only answers 405 to any other method than method.
+func (h *localAPI) only(method string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			writeLocalError(w, http.StatusMethodNotAllowed, CodeMethod, fmt.Sprintf("%s takes %s, not %s", r.URL.Path, method, r.Method))
+			return
+		}
+		next(w, r)
+	}
+}
+
+func writeLocalJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := stdjson.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		writeLocalError(w, http.StatusInternalServerError, CodeInternal, "cannot encode the answer")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+func writeLocalError(w http.ResponseWriter, status int, code, msg string) {
+	var body ErrorBody
+	body.Error.Code, body.Error.Message = code, msg
+	b, _ := stdjson.Marshal(body)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// errBodyTooLarge is what decodeLocal returns for a body over MaxLocalBody.
+var errBodyTooLarge = fmt.Errorf("request body larger than %d bytes", MaxLocalBody)
+
+// decodeLocal strictly decodes one JSON object: case-sensitive names, no
+// duplicate or unknown members, valid UTF-8, nothing after it.
+func decodeLocal(body []byte, v any) error {
+	if len(body) > MaxLocalBody {
+		return errBodyTooLarge
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errors.New("request body is empty; send a JSON object")
+	}
+	if err := json.Unmarshal(body, v, json.RejectUnknownMembers(true)); err != nil {
+		return fmt.Errorf("request body is not valid JSON for this call: %w", err)
+	}
+	return nil
+}
+
+// readBody reads and decodes a request body, answering the error itself.
+func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeLocalError(w, http.StatusUnsupportedMediaType, CodeBadRequest, "send the request body as application/json")
+		return false
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxLocalBody))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeLocalError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, errBodyTooLarge.Error())
+		return false
+	}
+	if err != nil {
+		writeLocalError(w, http.StatusBadRequest, CodeBadRequest, "cannot read the request body")
+		return false
+	}
+	if err := decodeLocal(b, v); err != nil {
+		writeLocalError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return false
+	}
+	return true
+}
+
+func (h *localAPI) handleMint(w http.ResponseWriter, r *http.Request) {
+	if !h.mint {
+		writeLocalError(w, http.StatusForbidden, CodeForbidden, "tokens are minted on the agent's unix socket only ("+SocketPath(h.a.cfg.DataDir)+")")
+		return
+	}
+	var req MintRequest
+	if !readBody(w, r, &req) {
+		return
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			writeLocalError(w, http.StatusBadRequest, CodeBadRequest, fmt.Sprintf("ttl %q is not a positive duration like 10m", req.TTL))
+			return
+		}
+		ttl = d
+	}
+	tok, kid, claims, err := h.a.Mint(identity.MintRequest{Audience: req.Audience, TTL: ttl,
+		Principal: identity.Principal(req.Principal)}, req.BindCert)
+	switch {
+	case errors.Is(err, identity.ErrMint):
+		writeLocalError(w, http.StatusBadRequest, CodeMintRefused, err.Error())
+		return
+	case err != nil:
+		writeLocalError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+		return
+	}
+	cj, err := claims.MarshalJSON()
+	if err != nil {
+		writeLocalError(w, http.StatusInternalServerError, CodeInternal, "cannot encode the claims")
+		return
+	}
+	writeLocalJSON(w, http.StatusOK, MintResponse{Token: tok, KID: kid, ExpiresAt: claims.Expiry.UTC(), Claims: cj})
+}
+
+func (h *localAPI) handleVerify(w http.ResponseWriter, r *http.Request) {
+	var req VerifyRequest
+	if !readBody(w, r, &req) {
+		return
+	}
+	vr := identity.VerifyRequest{Token: req.Token, Audience: req.Audience, RequireBinding: req.RequireBinding}
+	if req.PeerCert != "" {
+		certs, err := ca.ParseCertsPEM([]byte(req.PeerCert))
+		if err != nil || len(certs) != 1 {
+			writeLocalError(w, http.StatusBadRequest, CodeBadRequest, "peer_cert must hold exactly one PEM certificate")
+			return
+		}
+		vr.PeerCert = certs[0]
+	}
+	index := h.a.follower.Index()
+	v, err := h.a.verifier.Verify(r.Context(), vr)
+	if err != nil {
+		out := VerifyResponse{Reason: "refused", Message: err.Error(), Index: index}
+		var ve *identity.VerifyError
+		if errors.As(err, &ve) {
+			out.Reason = ve.Reason
+		}
+		writeLocalJSON(w, http.StatusOK, out)
+		return
+	}
+	cj, err := v.Claims.MarshalJSON()
+	if err != nil {
+		writeLocalError(w, http.StatusInternalServerError, CodeInternal, "cannot encode the claims")
+		return
+	}
+	writeLocalJSON(w, http.StatusOK, VerifyResponse{Valid: true, Node: v.Node, Network: v.Network,
+		Principal: string(v.Claims.Principal), KID: v.KID, Claims: cj, Index: index})
+}
+
+func (h *localAPI) handleStatus(w http.ResponseWriter, r *http.Request) {
+	out := StatusResponse{Node: h.a.state.NodeID, Network: h.a.state.Network, Trust: h.a.follower.Status()}
+	if nc, err := h.a.creds.current(); err == nil {
+		out.KID, out.CertSerial, out.CertNotAfter = nc.minter.KID(), fsm.FormatSerial(nc.leaf.SerialNumber), nc.leaf.NotAfter.UTC()
+	}
+	writeLocalJSON(w, http.StatusOK, out)
+}
+
+// jwksDoc returns the encoded JWKS of the current trust document: its
+// active and retiring keys (staged keys are not published).
+func (h *localAPI) jwksDoc() (*jwksDoc, error) {
+	cur := h.a.follower.Current()
+	var index uint64
+	if cur != nil {
+		index = cur.Doc().Index
+	}
+	if d := h.jwks.Load(); d != nil && d.index == index {
+		return d, nil
+	}
+	set := identity.JWKS{Keys: []identity.JWK{}}
+	if cur != nil {
+		for _, rec := range cur.Doc().JWKS {
+			if rec.State != fsm.JWKActive && rec.State != fsm.JWKRetiring {
+				continue
+			}
+			j, err := identity.ParseJWK(rec.Key, identity.Limits{})
+			if err != nil {
+				h.a.log.Warn("JWKS entry of the trust state unusable; not published", "kid", rec.KID, "error", err)
+				continue
+			}
+			set.Keys = append(set.Keys, j)
+		}
+	}
+	body, err := set.Encode()
+	if err != nil {
+		return nil, err
+	}
+	d := &jwksDoc{index: index, body: body, etag: identity.ETag(body)}
+	h.jwks.Store(d)
+	return d, nil
+}
+
+// etagMatches reports whether an If-None-Match header names etag.
+func etagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *localAPI) handleJWKS(w http.ResponseWriter, r *http.Request) {
+	d, err := h.jwksDoc()
+	if err != nil {
+		writeLocalError(w, http.StatusInternalServerError, CodeInternal, err.Error())
+		return
+	}
+	w.Header().Set("Cache-Control", jwksCacheControl)
+	w.Header().Set("ETag", d.etag)
+	if m := r.Header.Get("If-None-Match"); m != "" && etagMatches(m, d.etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Write(d.body)
+}
+
+func (h *localAPI) handleDiscovery(w http.ResponseWriter, r *http.Request) {
+	host := r.Host
+	if host == "" {
+		host = "localhost"
+	}
+	issuer := "http://" + host
+	var buf bytes.Buffer
+	enc := stdjson.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.Encode(identity.NewDiscovery(issuer, issuer+PathJWKS))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", jwksCacheControl)
+	w.Write(buf.Bytes())
+}

@@ -1,0 +1,445 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/client"
+	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
+)
+
+// fileSocket is the local API's unix socket in the data directory.
+const fileSocket = "agent.sock"
+
+// SocketPath is where the agent of the node in dir serves its local API.
+func SocketPath(dir string) string { return filepath.Join(dir, fileSocket) }
+
+// maxSocketPath is the longest unix socket path the kernel takes (sun_path
+// less its terminating NUL).
+const maxSocketPath = 107
+
+// Errors of the agent runtime.
+var (
+	// ErrAgentRunning: another agent serves the node's socket.
+	ErrAgentRunning = errors.New("agent: another agent of this node is running (its socket answers)")
+	// ErrNotLoopback: ListenTCP names an address off the host.
+	ErrNotLoopback = errors.New("agent: the local API listens on loopback addresses only")
+	// ErrNotApproved: the node has no certificate yet.
+	ErrNotApproved = errors.New("agent: the node has no certificate yet; finish `keymesh node join` first")
+)
+
+// Component is a long-running part of the agent (the certificate Renewer,
+// gossip, sessions): Run until ctx ends, then return nil.
+type Component interface {
+	Run(ctx context.Context) error
+}
+
+// RunConfig configures an Agent. Zero fields take the defaults.
+type RunConfig struct {
+	// DataDir is the node's data directory (required): node.json, node.key,
+	// node.pem and ca.pem from `keymesh node join`; the agent adds
+	// trust.json and agent.sock.
+	DataDir string
+	// Logger receives structured logs; nil discards them.
+	Logger hclog.Logger
+	// Clock returns the current time; nil means time.Now. Minting,
+	// verification and the follower's bookkeeping use it.
+	Clock func() time.Time
+	// After returns a channel that receives once d has passed; nil means
+	// time.After (the follower's backoff).
+	After func(d time.Duration) <-chan time.Time
+	// ListenTCP, if set, is a loopback host:port where the local API is
+	// served too, without minting: verify, JWKS, discovery, status.
+	ListenTCP string
+	// Servers are root server API addresses besides the one in node.json.
+	Servers []string
+	// TrustWait is how long one blocking trust query waits. Default 30s.
+	TrustWait time.Duration
+	// MinBackoff and MaxBackoff bound the follower's pause when no root
+	// server answers. Defaults 250ms and 30s.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+	// Dial makes the TrustSource of a root server; nil means HTTPS with the
+	// node certificate, trusting ca.pem. Tests inject faults here.
+	Dial func(server string) (TrustSource, error)
+	// VerifierCacheSize is the verifier's cache of verified tokens (see
+	// identity.VerifierConfig.CacheSize); 0 means its default.
+	VerifierCacheSize int
+	// Components run beside the follower and the local API (hook for the
+	// certificate Renewer and what comes later). A component's error ends
+	// Run with that error.
+	Components []Component
+}
+
+func (c *RunConfig) validate() error {
+	if c.DataDir == "" {
+		return errors.New("agent: the agent needs the node's data directory (--data-dir)")
+	}
+	if len(SocketPath(c.DataDir)) > maxSocketPath {
+		return fmt.Errorf("agent: socket path %s is longer than %d bytes; use a shorter --data-dir", SocketPath(c.DataDir), maxSocketPath)
+	}
+	if c.ListenTCP != "" {
+		if err := checkLoopback(c.ListenTCP); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkLoopback accepts host:port with a loopback IP or localhost.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("agent: --listen %q is not host:port: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("%w: %q", ErrNotLoopback, addr)
+}
+
+// Agent is a node's runtime: it follows the trust state of the roots,
+// verifies tokens locally against it, mints under the node's own key, and
+// serves that on the local API. Make it with New, then Run it.
+type Agent struct {
+	cfg      RunConfig
+	log      hclog.Logger
+	state    State
+	id       identity.SPIFFEID
+	roots    []*x509.Certificate
+	creds    *credentials
+	follower *Follower
+	keys     *trustKeys
+	verifier *identity.Verifier
+
+	anchors []byte // JSON of the anchors in the verifier; guarded by the follower's apply order
+
+	ready   chan struct{}
+	tcpAddr atomic.Pointer[net.TCPAddr]
+}
+
+// trustKeys is the verifier's key source: cluster.TrustKeys over the
+// followed state, whose unknown kid is identity's (so that the verifier
+// refreshes), and whose Refresh asks the roots at once.
+type trustKeys struct {
+	*cluster.TrustKeys
+	follower *Follower
+}
+
+var _ identity.Refresher = (*trustKeys)(nil)
+
+func (k *trustKeys) Key(kid string) (identity.Key, error) {
+	key, err := k.TrustKeys.Key(kid)
+	if errors.Is(err, cluster.ErrUnknownKey) && !errors.Is(err, identity.ErrUnknownKey) {
+		return key, fmt.Errorf("%w: %w", identity.ErrUnknownKey, err)
+	}
+	return key, err
+}
+
+func (k *trustKeys) Refresh(ctx context.Context) error { return k.follower.Refresh(ctx) }
+
+// New reads the node's data directory (it must hold an approved node) and
+// trust.json if there is one, so that the agent verifies at once, before
+// any root server answers. It opens nothing; Run does.
+func New(cfg RunConfig) (*Agent, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	st, err := readState(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if st.Status != fsm.RegistrationApproved {
+		return nil, fmt.Errorf("%w (registration %s is %s)", ErrNotApproved, st.RegistrationID, st.Status)
+	}
+	roots, err := ca.ReadCertsFile(RootsPath(cfg.DataDir))
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", st.NodeID), state: st, roots: roots,
+		id:    identity.SPIFFEID{Network: st.Network, Kind: identity.KindNode, Name: st.NodeID},
+		creds: newCredentials(cfg.DataDir, cfg.Clock), ready: make(chan struct{})}
+	if _, err := a.creds.current(); err != nil {
+		return nil, err
+	}
+	dial := cfg.Dial
+	if dial == nil {
+		caPEM := ca.EncodeCertsPEM(roots...)
+		dial = func(server string) (TrustSource, error) {
+			return &nodeSource{server: server, caPEM: caPEM, creds: a.creds}, nil
+		}
+	}
+	a.follower, err = NewFollower(FollowerConfig{DataDir: cfg.DataDir, Network: st.Network,
+		Servers: append([]string{st.Server}, cfg.Servers...), Dial: dial, Wait: cfg.TrustWait,
+		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Clock: cfg.Clock, After: cfg.After,
+		Logger: a.log.Named("trust"), OnChange: a.trustChanged})
+	if err != nil {
+		return nil, err
+	}
+	a.keys = &trustKeys{TrustKeys: &cluster.TrustKeys{State: a.follower.State}, follower: a.follower}
+	anchors, raw := a.anchorsOf(a.follower.Current())
+	a.verifier, err = identity.NewVerifier(identity.VerifierConfig{Keys: a.keys, Revocations: a.keys.TrustKeys,
+		Anchors: anchors, Audience: []string{a.id.String()}, Clock: cfg.Clock, CacheSize: cfg.VerifierCacheSize})
+	if err != nil {
+		return nil, err
+	}
+	a.anchors = raw
+	return a, nil
+}
+
+// anchorsOf returns the trust anchors of a document (the roots of ca.pem
+// for the node's network when the document has none) and their JSON.
+func (a *Agent) anchorsOf(x *cluster.TrustIndex) (identity.TrustAnchors, []byte) {
+	fallback := identity.TrustAnchors{Roots: map[string][]*x509.Certificate{a.state.Network: a.roots}, Accepted: []string{a.state.Network}}
+	if x == nil {
+		return fallback, nil
+	}
+	raw, _ := json.Marshal(x.Doc().Anchors)
+	an, err := cluster.Anchors(x, a.state.Network)
+	if err != nil {
+		a.log.Error("trust anchors of the trust state unusable; using ca.pem", "error", err)
+		return fallback, raw
+	}
+	if len(an.Roots[a.state.Network]) == 0 {
+		an.Roots[a.state.Network] = a.roots
+	}
+	return an, raw
+}
+
+// trustChanged is the follower's OnChange: the verifier forgets what it
+// cached, and takes new anchors when they changed.
+func (a *Agent) trustChanged(_, cur *cluster.TrustIndex) {
+	raw, _ := json.Marshal(cur.Doc().Anchors)
+	if !bytes.Equal(raw, a.anchors) {
+		an, _ := a.anchorsOf(cur)
+		if err := a.verifier.SetAnchors(an); err != nil {
+			a.log.Error("trust anchors of the trust state refused; keeping the previous ones", "error", err)
+		} else {
+			a.anchors = raw
+			return
+		}
+	}
+	a.verifier.Invalidate()
+}
+
+// Verifier verifies tokens against the followed trust state.
+func (a *Agent) Verifier() *identity.Verifier { return a.verifier }
+
+// Follower is the agent's trust follower.
+func (a *Agent) Follower() *Follower { return a.follower }
+
+// ID is the node's SPIFFE ID (the default audience of Verify).
+func (a *Agent) ID() identity.SPIFFEID { return a.id }
+
+// Ready is closed once Run listens (the socket and ListenTCP).
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// TCPAddr is where the local API listens on TCP once Ready; nil without
+// ListenTCP.
+func (a *Agent) TCPAddr() *net.TCPAddr { return a.tcpAddr.Load() }
+
+// SocketPath is the local API's unix socket.
+func (a *Agent) SocketPath() string { return SocketPath(a.cfg.DataDir) }
+
+// Mint mints a token under the node's current key and certificate (read
+// again after a renewal or rotation). An empty principal means the node's
+// principal in the trust state; bind binds the token to the node
+// certificate. It returns the token, its kid and its claims.
+func (a *Agent) Mint(req identity.MintRequest, bind bool) (string, string, identity.Claims, error) {
+	nc, err := a.creds.current()
+	if err != nil {
+		return "", "", identity.Claims{}, err
+	}
+	if req.Principal == "" {
+		req.Principal = identity.PrincipalNode
+		if n, ok := a.follower.State().Node(a.state.NodeID); ok && n.Principal != "" {
+			req.Principal = identity.Principal(n.Principal)
+		}
+	}
+	if bind {
+		req.BindCert = nc.leaf
+	}
+	tok, claims, err := nc.minter.Mint(req)
+	return tok, nc.minter.KID(), claims, err
+}
+
+// Run Runs the agent until ctx ends: it listens on agent.sock (mode 0600)
+// and ListenTCP, follows the trust state, serves the local API and runs the
+// Components. It returns nil when ctx ends, or the first error of a
+// listener, server or component. Run is called once.
+func Run(ctx context.Context, cfg RunConfig) error {
+	a, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// Run runs a made Agent; see the function Run.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sock, err := listenSocket(a.SocketPath())
+	if err != nil {
+		return err
+	}
+	lns := []net.Listener{sock}
+	if a.cfg.ListenTCP != "" {
+		ln, err := net.Listen("tcp", a.cfg.ListenTCP)
+		if err != nil {
+			sock.Close()
+			return fmt.Errorf("agent: local API on %s: %w", a.cfg.ListenTCP, err)
+		}
+		a.tcpAddr.Store(ln.Addr().(*net.TCPAddr))
+		lns = append(lns, ln)
+	}
+	jwks := new(atomic.Pointer[jwksDoc])
+	errLog := a.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	var servers []*http.Server
+	for i := range lns {
+		api := &localAPI{a: a, mint: i == 0, jwks: jwks}
+		servers = append(servers, &http.Server{Handler: api.handler(), ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+			MaxHeaderBytes: 16 << 10, ErrorLog: errLog})
+	}
+	close(a.ready)
+	a.log.Info("agent running", "socket", a.SocketPath(), "tcp", a.cfg.ListenTCP, "trust_index", a.follower.Index())
+
+	errc := make(chan error, len(servers)+len(a.cfg.Components)+1)
+	var wg sync.WaitGroup
+	spawn := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil {
+				errc <- err
+			}
+		}()
+	}
+	spawn(func() error { return a.follower.Run(ctx) })
+	for _, c := range a.cfg.Components {
+		spawn(func() error { return c.Run(ctx) })
+	}
+	for i, srv := range servers {
+		spawn(func() error {
+			if err := srv.Serve(lns[i]); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("agent: local API on %s: %w", lns[i].Addr(), err)
+			}
+			return nil
+		})
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		a.log.Error("agent stopping", "error", err)
+	}
+	cancel()
+	shutdown, done := context.WithTimeout(context.Background(), 5*time.Second)
+	for _, srv := range servers {
+		srv.Shutdown(shutdown)
+	}
+	done()
+	wg.Wait()
+	a.log.Info("agent stopped")
+	return err
+}
+
+// listenSocket listens on a unix socket at path with mode 0600. A socket
+// left by a dead agent is replaced; one that answers is another agent's.
+func listenSocket(path string) (net.Listener, error) {
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%w: %s", ErrAgentRunning, path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("agent: removing the stale socket: %w", err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("agent: local API socket: %w", err)
+	}
+	// The data directory is 0700 already; the socket is the node's alone too.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("agent: local API socket: %w", err)
+	}
+	return ln, nil
+}
+
+// nodeSource is the TrustSource of one root server over mutual TLS with
+// the node certificate; a new certificate (renewal, rotation) makes a new
+// client.
+type nodeSource struct {
+	server string
+	caPEM  []byte
+	creds  *credentials
+
+	mu  sync.Mutex
+	cur *nodeCreds
+	cl  *client.Client
+}
+
+// sourceTimeout bounds one call to a root server beyond its blocking wait.
+const sourceTimeout = 10 * time.Second
+
+func (s *nodeSource) client() (*client.Client, error) {
+	nc, err := s.creds.current()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cl != nil && s.cur == nc {
+		return s.cl, nil
+	}
+	cert := nc.tls
+	cl, err := client.New(client.Config{Server: s.server, CAPEM: s.caPEM, Certificate: &cert, Timeout: sourceTimeout})
+	if err != nil {
+		return nil, err
+	}
+	if s.cl != nil {
+		s.cl.Close()
+	}
+	s.cl, s.cur = cl, nc
+	return cl, nil
+}
+
+func (s *nodeSource) Trust(ctx context.Context, index uint64, wait time.Duration) (cluster.Trust, error) {
+	cl, err := s.client()
+	if err != nil {
+		return cluster.Trust{}, err
+	}
+	return cl.Trust(ctx, index, wait)
+}
+
+func (s *nodeSource) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cl != nil {
+		s.cl.Close()
+	}
+}
