@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,6 +52,8 @@ func TestMain(m *testing.M) {
 //	CHAOS_REPORT          where the JSON report goes (default test/chaos/report.json)
 //	CHAOS_KEEP            directory that keeps the history and server logs (default: a new
 //	                      temporary directory, only when the run fails)
+//
+// Relative paths are taken from the repository's root.
 type runConfig struct {
 	faults   FaultConfig
 	steady   time.Duration
@@ -125,9 +128,23 @@ func configFromEnv(t *testing.T) runConfig {
 		keep:     os.Getenv("CHAOS_KEEP"),
 	}
 	if c.report == "" {
-		c.report = "report.json" // the package directory: test/chaos/report.json
+		c.report = "test/chaos/report.json"
 	}
+	c.report, c.keep = fromRoot(c.report), fromRoot(c.keep)
 	return c
+}
+
+// fromRoot resolves a relative path against the repository's root, where
+// make runs, rather than this package's directory, where go test runs.
+func fromRoot(path string) string {
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return path
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..", path)
 }
 
 // TestChaos runs three root servers under load: first steady (no leader
@@ -193,7 +210,7 @@ func TestChaos(t *testing.T) {
 	rep.Counts = Count(ops)
 	rep.FaultLog, rep.Isolations, rep.Skipped = run.Faults, run.Isolations, run.Skipped
 	rep.Latencies()
-	rep.Finals = finals
+	rep.SetFinals(finals)
 	if len(finals) > 0 {
 		rep.StateHash = finals[0].StateHash
 	}
@@ -232,7 +249,7 @@ func TestChaos(t *testing.T) {
 	if err := rep.WriteJSON(cfg.report); err != nil {
 		t.Errorf("write the report: %v", err)
 	}
-	t.Logf("report in %s\n%s", cfg.report, rep.Summary())
+	t.Logf("report in %s", cfg.report)
 	fmt.Print(rep.Summary())
 	for _, v := range vs {
 		t.Errorf("%s", v)
@@ -349,6 +366,15 @@ func keep(t *testing.T, dir string, c *harness.Cluster, ops []Op, rep *Report) s
 			t.Errorf("keep the log of %s: %v", r.Name, err)
 		}
 	}
+	if len(rep.Finals) > 0 {
+		b, err := json.Marshal(rep.Finals)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, "finals.json"), b, 0o644)
+		}
+		if err != nil {
+			t.Errorf("keep the final states: %v", err)
+		}
+	}
 	for _, v := range rep.Verdicts {
 		if v.Result == VerdictViolation {
 			if err := v.Visualize(filepath.Join(dir, v.Model+".html")); err != nil {
@@ -359,10 +385,11 @@ func keep(t *testing.T, dir string, c *harness.Cluster, ops []Op, rep *Report) s
 	return dir
 }
 
-// TestRecheck checks a kept history again: CHAOS_HISTORY names its
+// TestRecheck checks a kept history again, with the final states kept
+// next to it (finals.json) when there are: CHAOS_HISTORY names its
 // history.jsonl. Without it the test is skipped.
 func TestRecheck(t *testing.T) {
-	path := os.Getenv("CHAOS_HISTORY")
+	path := fromRoot(os.Getenv("CHAOS_HISTORY"))
 	if path == "" {
 		t.Skip("set CHAOS_HISTORY to a kept history.jsonl to check it again")
 	}
@@ -374,6 +401,19 @@ func TestRecheck(t *testing.T) {
 	ops, err := ReadHistory(f)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var finals []Final
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(path), "finals.json")); err == nil {
+		if err := json.Unmarshal(b, &finals); err != nil {
+			t.Fatalf("finals.json: %v", err)
+		}
+		vs, lost := CheckFinal(ops, finals)
+		vs = append(vs, CheckTokenUses(ops, finals)...)
+		vs = append(vs, CheckSerials(finals)...)
+		t.Logf("final states of %d servers: %d violations, %d lost", len(finals), len(vs), lost)
+		for _, v := range vs {
+			t.Errorf("%s", v)
+		}
 	}
 	for _, m := range Models() {
 		v := m.Check(ops, 2*time.Minute)

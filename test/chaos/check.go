@@ -15,18 +15,19 @@ type Violation struct {
 func (v Violation) String() string { return v.Check + ": " + v.Detail }
 
 // Final is what one root server holds after the run, once every server has
-// applied the same log.
+// applied the same log. The report shows only its hash and index; the kept
+// finals.json has everything.
 type Final struct {
 	Server string `json:"server"`
 	// Consistent are the revocation keys a consistent read through this
 	// server returned; Local those of its own replica.
-	Consistent map[string]bool `json:"-"`
-	Local      map[string]bool `json:"-"`
+	Consistent map[string]bool `json:"consistent,omitempty"`
+	Local      map[string]bool `json:"local,omitempty"`
 	// Tokens are the load's join tokens in its replica, by key.
-	Tokens map[string]TokenView `json:"-"`
+	Tokens map[string]TokenView `json:"tokens,omitempty"`
 	// Nodes are the load's registrations as a consistent read through this
 	// server lists them, by node id.
-	Nodes map[string]NodeView `json:"-"`
+	Nodes map[string]NodeView `json:"nodes,omitempty"`
 	// StateHash and AppliedIndex as the server reports them.
 	StateHash    string `json:"state_hash"`
 	AppliedIndex uint64 `json:"applied_index"`
@@ -70,8 +71,9 @@ const maxListed = 10
 
 // CheckFinal checks that every acknowledged write is on every server, in
 // consistent and in local reads, and that every server has the same state
-// hash. It returns the violations and how many acknowledged writes are
-// missing somewhere (lost).
+// hash. A join token whose uses may all be spent may be missing (the
+// leader prunes such tokens). It returns the violations and how many
+// acknowledged writes are missing somewhere (lost).
 func CheckFinal(ops []Op, finals []Final) (vs []Violation, lost int) {
 	if len(finals) == 0 {
 		return []Violation{{"final", "no server's final state was read"}}, 0
@@ -83,6 +85,22 @@ func CheckFinal(ops []Op, finals []Final) (vs []Violation, lost int) {
 	if len(hashes) != 1 || finals[0].StateHash == "" {
 		vs = append(vs, Violation{"state-hash", fmt.Sprintf("servers disagree: %v", hashes)})
 	}
+	// A token whose uses may all be spent may have been pruned.
+	uses, spent, keyOf := map[string]int{}, map[string]int{}, map[string]string{}
+	for _, op := range ops {
+		if op.Kind == OpTokenCreate {
+			uses[op.Key] = op.Uses
+			if op.Ref != "" {
+				keyOf[op.Ref] = op.Key
+			}
+		}
+	}
+	for _, op := range ops {
+		if op.Kind == OpTokenConsume && (op.Outcome == Unknown || op.Outcome == Pending || op.Outcome == OK && op.Result == ResOK) {
+			spent[keyOf[op.Ref]]++
+		}
+	}
+	prunable := func(key string) bool { return key != "" && spent[key] >= uses[key] }
 	missing := map[string][]string{} // write -> where it is missing
 	for _, op := range ops {
 		if op.Outcome != OK {
@@ -100,13 +118,14 @@ func CheckFinal(ops []Op, finals []Final) (vs []Violation, lost int) {
 			}
 		case op.Kind == OpTokenCreate && op.Result == ResOK:
 			for _, f := range finals {
-				if _, ok := f.Tokens[op.Key]; !ok {
+				if _, ok := f.Tokens[op.Key]; !ok && !prunable(op.Key) {
 					missing["token "+op.Key] = append(missing["token "+op.Key], f.Server)
 				}
 			}
 		case op.Kind == OpTokenRevoke && op.Result == ResOK:
 			for _, f := range finals {
-				if !revokedIn(f.Tokens, op.Ref) {
+				t, ok := f.Tokens[keyOf[op.Ref]]
+				if ok && !t.Revoked || !ok && !prunable(keyOf[op.Ref]) {
 					missing["revocation of token "+op.Ref] = append(missing["revocation of token "+op.Ref], f.Server)
 				}
 			}
@@ -133,15 +152,6 @@ func CheckFinal(ops []Op, finals []Final) (vs []Violation, lost int) {
 		vs = append(vs, Violation{"lost", fmt.Sprintf("acknowledged write %s is missing on %v", k, missing[k])})
 	}
 	return vs, lost
-}
-
-func revokedIn(toks map[string]TokenView, ref string) bool {
-	for _, t := range toks {
-		if t.Ref == ref {
-			return t.Revoked
-		}
-	}
-	return false
 }
 
 // CheckSerials checks that no issuer signed two of the load's

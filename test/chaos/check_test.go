@@ -254,6 +254,25 @@ func TestTokenModel(t *testing.T) {
 			tok(1, OpTokenRevoke, "ghost1", 20, 30, OK, ResNotFound),
 			tok(1, OpTokenConsume, "ghost2", 20, 30, OK, ResNotFound),
 		}, VerdictOK},
+		{"used up, then pruned", h{
+			create(0, "chaos-1", "t1", 1, 0, 10, OK),
+			tok(1, OpTokenConsume, "t1", 20, 30, OK, ResOK),
+			tok(1, OpTokenConsume, "t1", 40, 50, OK, ResExhausted),
+			tok(2, OpTokenRevoke, "t1", 60, 70, OK, ResNotFound),
+			tok(1, OpTokenConsume, "t1", 80, 90, OK, ResNotFound),
+			read(3, 100, 110),
+		}, VerdictOK},
+		{"pruned before it was used up", h{
+			create(0, "chaos-1", "t1", 2, 0, 10, OK),
+			tok(1, OpTokenConsume, "t1", 20, 30, OK, ResOK),
+			tok(2, OpTokenRevoke, "t1", 60, 70, OK, ResNotFound),
+		}, VerdictViolation},
+		{"back after it was pruned", h{
+			create(0, "chaos-1", "t1", 1, 0, 10, OK),
+			tok(1, OpTokenConsume, "t1", 20, 30, OK, ResOK),
+			read(3, 40, 50),
+			read(3, 60, 70, TokenView{Key: "chaos-1", Ref: "t1", Uses: 1, Used: 1}),
+		}, VerdictViolation},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -113,11 +113,31 @@ type Report struct {
 	FaultLog          []Fault     `json:"fault_log"`
 	Isolations        []Isolation `json:"isolations,omitempty"`
 	StateHash         string      `json:"state_hash"`
-	Finals            []Final     `json:"finals"`
+	Finals            []Final     `json:"-"`
+	States            []State     `json:"finals"`
 	Violations        []Violation `json:"violations"`
 	// Kept names the directory with the history (and the linearizability
 	// view of a failing model), kept when the run failed.
 	Kept string `json:"kept,omitempty"`
+}
+
+// State is a server's final state as the report shows it.
+type State struct {
+	Server       string `json:"server"`
+	StateHash    string `json:"state_hash"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Revocations  int    `json:"revocations"`
+	Tokens       int    `json:"tokens"`
+	Nodes        int    `json:"nodes"`
+}
+
+// SetFinals keeps the finals and their summary.
+func (r *Report) SetFinals(fs []Final) {
+	r.Finals, r.States = fs, nil
+	for _, f := range fs {
+		r.States = append(r.States, State{Server: f.Server, StateHash: f.StateHash, AppliedIndex: f.AppliedIndex,
+			Revocations: len(f.Consistent), Tokens: len(f.Tokens), Nodes: len(f.Nodes)})
+	}
 }
 
 // Machine describes the host of a run.

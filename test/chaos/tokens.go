@@ -13,7 +13,9 @@ import (
 // exhausted when every use is spent (the state machine checks in that
 // order); a linearizable read of the token table shows its uses, its use
 // count and whether it is revoked, or that it does not exist. Tokens do not
-// expire during a run (the load makes them for two hours).
+// expire during a run (the load makes them for two hours), but a token
+// whose uses are all spent may be pruned at any time (the leader prunes
+// every minute, a write no client sees): from then on it does not exist.
 //
 // The history is partitioned by token: its key is the description its
 // creator chose; revokes and consumes name the id the cluster gave it,
@@ -30,7 +32,10 @@ type tokState struct {
 	Uses    int
 	Used    int
 	Revoked bool
+	Pruned  bool // it existed, was used up, and is gone
 }
+
+func (s tokState) exists() bool { return s.Created && !s.Pruned }
 
 type tokIn struct {
 	kind OpKind
@@ -168,8 +173,27 @@ func (m TokenModel) Check(ops []Op, timeout time.Duration) Verdict {
 	return check(m.Name(), m.porcupine(), parts, timeout, dropped)
 }
 
-// stepToken is the sequential specification of one token.
-func stepToken(s tokState, in tokIn, out tokOut) (bool, tokState) {
+// stepToken is the sequential specification of one token: the states it
+// may be in after the operation. A used-up token may have been pruned
+// before it.
+func stepToken(s tokState, in tokIn, out tokOut) []tokState {
+	from := []tokState{s}
+	if s.exists() && s.Used >= s.Uses {
+		gone := s
+		gone.Pruned = true
+		from = append(from, gone)
+	}
+	var next []tokState
+	for _, f := range from {
+		if ok, n := stepOne(f, in, out); ok {
+			next = append(next, n)
+		}
+	}
+	return next
+}
+
+// stepOne is one operation on a token in a known state.
+func stepOne(s tokState, in tokIn, out tokOut) (bool, tokState) {
 	switch in.kind {
 	case OpTokenCreate:
 		if s.Created {
@@ -181,7 +205,7 @@ func stepToken(s tokState, in tokIn, out tokOut) (bool, tokState) {
 	case OpTokenRevoke:
 		want, next := ResOK, s
 		switch {
-		case !s.Created:
+		case !s.exists():
 			want = ResNotFound
 		case s.Revoked:
 			want = ResExists
@@ -195,7 +219,7 @@ func stepToken(s tokState, in tokIn, out tokOut) (bool, tokState) {
 	case OpTokenConsume:
 		want, next := ResOK, s
 		switch {
-		case !s.Created:
+		case !s.exists():
 			want = ResNotFound
 		case s.Revoked:
 			want = ResRevoked
@@ -210,19 +234,23 @@ func stepToken(s tokState, in tokIn, out tokOut) (bool, tokState) {
 		return out.result == want, next
 	case OpTokenRead:
 		if out.view == nil {
-			return !s.Created, s
+			return !s.exists(), s
 		}
 		v := out.view
-		return s.Created && v.Uses == s.Uses && v.Used == s.Used && v.Revoked == s.Revoked, s
+		return s.exists() && v.Uses == s.Uses && v.Used == s.Used && v.Revoked == s.Revoked, s
 	}
 	return false, s
 }
 
 func (TokenModel) porcupine() porcupine.Model {
-	return porcupine.Model{
-		Init: func() any { return tokState{} },
-		Step: func(state, input, output any) (bool, any) {
-			return stepToken(state.(tokState), input.(tokIn), output.(tokOut))
+	nd := porcupine.NondeterministicModel{
+		Init: func() []any { return []any{tokState{}} },
+		Step: func(state, input, output any) []any {
+			var out []any
+			for _, n := range stepToken(state.(tokState), input.(tokIn), output.(tokOut)) {
+				out = append(out, n)
+			}
+			return out
 		},
 		DescribeOperation: func(input, output any) string {
 			in, out := input.(tokIn), output.(tokOut)
@@ -239,10 +267,14 @@ func (TokenModel) porcupine() porcupine.Model {
 		},
 		DescribeState: func(state any) string {
 			s := state.(tokState)
-			if !s.Created {
+			switch {
+			case s.Pruned:
+				return "pruned"
+			case !s.Created:
 				return "absent"
 			}
 			return fmt.Sprintf("used %d/%d revoked=%v", s.Used, s.Uses, s.Revoked)
 		},
 	}
+	return nd.ToModel()
 }
