@@ -83,6 +83,10 @@ func TestLocalAPIBadInput(t *testing.T) {
 	cl := socketHTTP(t, a.SocketPath())
 	const base = "http://agent"
 	good := mint(t, a, a.ID().String(), "5m")
+	eventually(t, 10*time.Second, "the node in its own trust state", func() bool {
+		_, ok := a.Follower().State().Node("strict")
+		return ok
+	})
 	ctJSON := "application/json"
 
 	for _, tc := range []struct {
@@ -108,6 +112,7 @@ func TestLocalAPIBadInput(t *testing.T) {
 		{"no audience", "POST", agent.PathMint, ctJSON, `{}`, 400, agent.CodeMintRefused},
 		{"empty audience", "POST", agent.PathMint, ctJSON, `{"aud":""}`, 400, agent.CodeMintRefused},
 		{"unknown principal", "POST", agent.PathMint, ctJSON, `{"aud":"x","principal":"ROOT"}`, 400, agent.CodeMintRefused},
+		{"principal not granted", "POST", agent.PathMint, ctJSON, `{"aud":"x","principal":"ADMIN"}`, 400, agent.CodeMintRefused},
 		{"verify malformed", "POST", agent.PathVerify, ctJSON, `{"token":`, 400, agent.CodeBadRequest},
 		{"verify unknown field", "POST", agent.PathVerify, ctJSON, `{"token":"x","alg":"none"}`, 400, agent.CodeBadRequest},
 		{"verify bad peer cert", "POST", agent.PathVerify, ctJSON, `{"token":"x","peer_cert":"not PEM"}`, 400, agent.CodeBadRequest},
@@ -148,6 +153,9 @@ func TestLocalAPIBadInput(t *testing.T) {
 				t.Fatalf("got %+v, want reason %s", got, tc.reason)
 			}
 		})
+	}
+	if m, err := a.local.Mint(e.ctx, agent.MintRequest{Audience: agent.Audience{"x", "y"}, Principal: "NODE"}); err != nil || m.Token == "" {
+		t.Fatalf("mint with the node's own principal: %v", err)
 	}
 	// The audience is checked per request.
 	got, err := a.local.Verify(e.ctx, agent.VerifyRequest{Token: good.Token, Audience: agent.Audience{"someone-else"}})

@@ -272,11 +272,18 @@ func (a *Agent) Mint(req identity.MintRequest, bind bool) (string, string, ident
 	if err != nil {
 		return "", "", identity.Claims{}, err
 	}
-	if req.Principal == "" {
+	granted := identity.Principal("")
+	if n, ok := a.follower.State().Node(a.state.NodeID); ok {
+		granted = identity.Principal(n.Principal)
+	}
+	switch {
+	case req.Principal == "" && granted != "":
+		req.Principal = granted
+	case req.Principal == "":
 		req.Principal = identity.PrincipalNode
-		if n, ok := a.follower.State().Node(a.state.NodeID); ok && n.Principal != "" {
-			req.Principal = identity.Principal(n.Principal)
-		}
+	case granted != "" && req.Principal != granted:
+		// Verifiers would refuse it (principal_not_granted); say so now.
+		return "", "", identity.Claims{}, fmt.Errorf("%w: this node holds principal %s, not %s", identity.ErrMint, granted, req.Principal)
 	}
 	if bind {
 		req.BindCert = nc.leaf

@@ -1,9 +1,15 @@
 package agent
 
 import (
+	"crypto"
+	"crypto/x509"
 	"errors"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/ca"
 )
 
 // FuzzTrustFile: whatever trust.json holds, decoding it returns a document
@@ -68,5 +74,74 @@ func TestDecodeLocal(t *testing.T) {
 		if err := decodeLocal([]byte(bad), &m); err == nil {
 			t.Errorf("accepted %.40q", bad)
 		}
+	}
+}
+
+// TestCredentialsFollowFiles: the minter follows node.key and node.pem; a
+// half-done rotation (a new key, the old certificate) keeps the previous
+// pair until the certificate for the new key is in place.
+func TestCredentialsFollowFiles(t *testing.T) {
+	now := time.Now()
+	root, err := ca.NewRoot("creds.example", now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ikey, _ := ca.GenerateKey(ca.KeyP256, nil)
+	icert, err := ca.SignIntermediate(root, ikey.Public(), "creds.example", "r1", now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := ca.Signer{Cert: icert, Key: ikey}
+	dir := t.TempDir()
+	put := func(writeKey, writeCert bool) (crypto.Signer, *x509.Certificate) {
+		t.Helper()
+		k, _ := ca.GenerateKey(ca.KeyP384, nil)
+		c, err := ca.SignNode(issuer, ca.NodeRequest{PublicKey: k.Public(), Network: "creds.example", NodeID: "n1", Now: now}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if writeKey {
+			if err := ca.WriteKeyFile(KeyPath(dir), k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if writeCert {
+			if err := ca.WriteCertsFile(CertPath(dir), c, icert); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return k, c
+	}
+	creds := newCredentials(dir, nil)
+	if _, err := creds.current(); err == nil {
+		t.Fatal("credentials from an empty directory")
+	}
+	_, c1 := put(true, true)
+	n1, err := creds.current()
+	if err != nil || !n1.leaf.Equal(c1) {
+		t.Fatalf("first reading: %v", err)
+	}
+	if again, _ := creds.current(); again != n1 {
+		t.Fatal("unchanged files read again")
+	}
+	k2, _ := put(true, false) // the key of a rotation, its certificate not yet
+	if n, err := creds.current(); err != nil || n != n1 {
+		t.Fatalf("half-done rotation: %v, changed %v", err, n != n1)
+	}
+	c2, err := ca.SignNode(issuer, ca.NodeRequest{PublicKey: k2.Public(), Network: "creds.example", NodeID: "n1", Now: now}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteCertsFile(CertPath(dir), c2, icert); err != nil {
+		t.Fatal(err)
+	}
+	n2, err := creds.current()
+	if err != nil || !n2.leaf.Equal(c2) || n2.gen != n1.gen+1 || n2.minter.KID() == n1.minter.KID() {
+		t.Fatalf("after the rotation: %v", err)
+	}
+	// Files gone: the last good pair stays.
+	os.Remove(CertPath(dir))
+	if n, err := creds.current(); err != nil || n != n2 {
+		t.Fatalf("certificate file gone: %v", err)
 	}
 }

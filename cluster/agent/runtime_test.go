@@ -509,6 +509,19 @@ func TestKeyRotation(t *testing.T) {
 	dir := e.node("rotor")
 	victim := e.start(dir, agent.RunConfig{})
 	aud := va.ID().String()
+	// A renewal (same key, new certificate): the agent mints under it.
+	st1, err := victim.local.Status(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := agent.Renew(e.ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2, err := victim.local.Status(e.ctx)
+	if err != nil || st2.CertSerial == st1.CertSerial || st2.CertSerial != identity.SerialHex(renewed) || st2.KID != st1.KID {
+		t.Fatalf("status after renewal %+v (before %+v), %v", st2, st1, err)
+	}
 	oldCreds, err := agent.Certificate(dir)
 	if err != nil {
 		t.Fatal(err)
