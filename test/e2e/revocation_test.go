@@ -168,7 +168,11 @@ func TestRevocationPropagation(t *testing.T) {
 				pollers.Add(1)
 				go func() {
 					defer pollers.Done()
-					<-start
+					select {
+					case <-start:
+					case <-pollCtx.Done():
+						return
+					}
 					for pollCtx.Err() == nil {
 						err := verify(a, token)
 						if err != nil {
