@@ -170,7 +170,7 @@ func TestChaos(t *testing.T) {
 	}
 	defer load.Stop()
 	run := &Runner{T: t, C: c, Rec: rec, Keys: keys, Target: target, Cfg: cfg.faults}
-	rep := &Report{Started: started, Seed: cfg.load.Seed, Servers: len(c.Roots), Clients: cfg.load.Clients, Rate: cfg.load.Rate, Proxies: proxies,
+	rep := &Report{Started: started, HistoryStart: rec.Start().UTC(), Seed: cfg.load.Seed, Servers: len(c.Roots), Clients: cfg.load.Clients, Rate: cfg.load.Rate, Proxies: proxies,
 		Machine: Machine{CPUs: runtime.NumCPU(), LoadStart: LoadAverage()}}
 	if !proxies {
 		t.Logf("the binary has no %s flag: leader isolation is skipped", harness.AdvertiseFlag)

@@ -128,6 +128,10 @@ func NewRecorder(clock func() time.Time) *Recorder {
 	return &Recorder{start: clock(), clock: clock}
 }
 
+// Start is when the recorder started, on the wall clock of the host (the
+// servers' logs use it too).
+func (r *Recorder) Start() time.Time { return r.start }
+
 // Now is the time since the recorder started.
 func (r *Recorder) Now() time.Duration { return r.clock().Sub(r.start) }
 

@@ -86,12 +86,15 @@ func Count(ops []Op) Counts {
 type Report struct {
 	Pass    bool      `json:"pass"`
 	Started time.Time `json:"started"`
-	Seconds float64   `json:"seconds"`
-	Seed    uint64    `json:"seed"`
-	Servers int       `json:"servers"`
-	Clients int       `json:"clients"`
-	Rate    float64   `json:"rate_ops_per_s"`
-	Proxies bool      `json:"raft_proxies"`
+	// HistoryStart is the wall-clock time the history's times count from,
+	// to find an operation or a fault in the servers' logs.
+	HistoryStart time.Time `json:"history_start"`
+	Seconds      float64   `json:"seconds"`
+	Seed         uint64    `json:"seed"`
+	Servers      int       `json:"servers"`
+	Clients      int       `json:"clients"`
+	Rate         float64   `json:"rate_ops_per_s"`
+	Proxies      bool      `json:"raft_proxies"`
 	// Machine is the host's CPU count and load average (1, 5, 15 minutes)
 	// at the start and the end: other work on the host slows the servers.
 	Machine  Machine `json:"machine"`
