@@ -37,6 +37,7 @@ func TestMain(m *testing.M) {
 
 // runConfig is TestChaos's configuration, from the environment:
 //
+//	CHAOS_FULL=1          the defaults of `make chaos`: 25 kills, 60s steady, 20m limit
 //	CHAOS_KILLS           leader kills (default 5; make chaos: 25)
 //	CHAOS_STOPS           SIGSTOPs of the leader (default 1)
 //	CHAOS_FOLLOWER_KILLS  kills of a follower (default 1)
@@ -110,16 +111,20 @@ func configFromEnv(t *testing.T) runConfig {
 		}
 		rate = r
 	}
+	kills, steady, limit := 5, 12*time.Second, 150*time.Second
+	if os.Getenv("CHAOS_FULL") == "1" {
+		kills, steady, limit = 25, 60*time.Second, 20*time.Minute
+	}
 	c := runConfig{
 		faults: FaultConfig{
-			LeaderKills:   envInt(t, "CHAOS_KILLS", 5),
+			LeaderKills:   envInt(t, "CHAOS_KILLS", kills),
 			LeaderStops:   envInt(t, "CHAOS_STOPS", 1),
 			FollowerKills: envInt(t, "CHAOS_FOLLOWER_KILLS", 1),
 			Isolations:    envInt(t, "CHAOS_ISOLATIONS", 1),
 			Seed:          seed,
 		},
-		steady:   envDuration(t, "CHAOS_STEADY", 12*time.Second),
-		duration: envDuration(t, "CHAOS_DURATION", 150*time.Second),
+		steady:   envDuration(t, "CHAOS_STEADY", steady),
+		duration: envDuration(t, "CHAOS_DURATION", limit),
 		load:     LoadConfig{Clients: envInt(t, "CHAOS_CLIENTS", 6), Rate: rate, Seed: seed},
 		timeout:  envDuration(t, "CHAOS_TIMEOUT", 3*time.Second),
 		p99:      envDuration(t, "CHAOS_FAILOVER_P99", 0),

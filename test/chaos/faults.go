@@ -361,11 +361,12 @@ func (r *Runner) catchUp(root *harness.Root) {
 	r.C.WaitCaughtUp(root, st.CommitIndex, r.Cfg.Recover)
 }
 
-// recordFailover fills f's failover from the history and appends it.
-func (r *Runner) record(f Fault, probed bool) {
+// record fills in the failover of f from the history and keeps f. A
+// missing failover is a violation unless one was reported already.
+func (r *Runner) record(f Fault, reported bool) {
 	if d, ok := Failover(r.Rec.Ops(), f.Server, f.At, f.Down); ok {
 		f.Failover = d
-	} else if !probed {
+	} else if !reported {
 		r.violate(f.Kind, fmt.Sprintf("no write acknowledged through the other servers after the %s of %s", f.Kind, f.Server))
 	}
 	r.Faults = append(r.Faults, f)
