@@ -3,7 +3,6 @@ package cluster
 import (
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -27,7 +26,8 @@ type TrustState interface {
 var _ TrustState = (*fsm.Store)(nil)
 
 // ErrUnknownKey is returned by a TrustKeys source for a kid not in the JWKS.
-var ErrUnknownKey = errors.New("cluster: no such key in the JWKS")
+// It matches identity.ErrUnknownKey, so a Verifier refreshes once on it.
+var ErrUnknownKey = fmt.Errorf("cluster: %w", identity.ErrUnknownKey)
 
 // TrustKeys adapts a TrustState to the identity package's KeySource and
 // RevocationSource. Parsed keys are cached by kid and record index.

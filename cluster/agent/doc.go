@@ -14,5 +14,17 @@
 // back with a certificate; without one the registration is pending and
 // Collect (or Wait) fetches the certificate once an operator approved it,
 // after a restart too. Renew, or a Renewer running in the agent, replaces
-// the certificate at two thirds of its lifetime over mutual TLS.
+// the certificate at two thirds of its lifetime over mutual TLS; RotateKey
+// replaces key and certificate (the old kid retires).
+//
+// # The agent at run time
+//
+// New(RunConfig) loads the persisted trust document (trust.json), so a
+// restarted agent verifies and mints offline at once. Run then listens on
+// agent.sock (0600; minting only there) and optionally on a loopback TCP
+// address (no minting), follows the roots' trust state with blocking
+// queries on /v1/trust (resuming from its last index, failing over to the
+// other roots), persists each new document and empties the verifier's
+// caches, and runs the Components — the Renewer among them — until ctx
+// ends or one of them fails. LocalClient talks to a running agent.
 package agent
