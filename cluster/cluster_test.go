@@ -227,3 +227,17 @@ func testCSR(t *testing.T) []byte {
 	}
 	return csr
 }
+
+// TestJoinThroughAFollower: a new server given a follower's address
+// becomes a voter (the follower forwards its add-voter call to the leader).
+func TestJoinThroughAFollower(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tc := newTestCluster(t, 2)
+	f := follower(tc)
+	s := tc.joinVia(ctx, 3, f.APIAddr())
+	if !s.isVoter() {
+		t.Fatal("joined through a follower but is not a voter")
+	}
+	waitFor(t, "three replicas equal", 10*time.Second, sameHash(tc))
+}

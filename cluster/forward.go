@@ -146,6 +146,10 @@ func (s *Server) handleInternalReadIndex(w http.ResponseWriter, r *http.Request)
 	writeJSON(w, http.StatusOK, readIndexResponse{Index: idx})
 }
 
+// handleInternalAddVoter adds an admitted server as a voter. A joining
+// server may ask any root server; a follower forwards the call to the
+// leader. What guards it is the admission: the name must have a record
+// made by a join with a root-join token, with the same Raft address.
 func (s *Server) handleInternalAddVoter(w http.ResponseWriter, r *http.Request) {
 	var req addVoterRequest
 	if !s.decode(w, r, &req) {
@@ -153,14 +157,15 @@ func (s *Server) handleInternalAddVoter(w http.ResponseWriter, r *http.Request) 
 	}
 	id, _ := s.callerID(r)
 	if id.Name != req.Name {
-		writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("server %q may only add itself, not %q", id.Name, req.Name))
-		return
+		if _, isRoot := s.store.Server(id.Name); !isRoot {
+			writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("server %q may only add itself, not %q", id.Name, req.Name))
+			return
+		}
 	}
-	if s.node.raft.State() != raft.Leader {
-		writeError(w, http.StatusServiceUnavailable, codeNotLeader, "this server does not lead; ask again")
-		return
-	}
-	if err := s.addVoter(r.Context(), req.Name, req.RaftAddr); err != nil {
+	err := s.onLeader(r.Context(), "/v1/internal/add-voter", req, &struct{}{}, func(ctx context.Context) error {
+		return s.addVoter(ctx, req.Name, req.RaftAddr)
+	})
+	if err != nil {
 		s.writeErr(w, err)
 		return
 	}

@@ -75,6 +75,12 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 
 func (tc *testCluster) join(ctx context.Context, i int) *Server {
 	tc.t.Helper()
+	return tc.joinVia(ctx, i, tc.anyAPI())
+}
+
+// joinVia joins server i through the API at addr.
+func (tc *testCluster) joinVia(ctx context.Context, i int, addr string) *Server {
+	tc.t.Helper()
 	token := tc.token
 	tc.token = ""
 	if token == "" {
@@ -90,7 +96,7 @@ func (tc *testCluster) join(ctx context.Context, i int) *Server {
 	name := "r" + string(rune('0'+i))
 	dir := filepath.Join(filepath.Dir(tc.dirs[0]), name)
 	srv, err := Join(ctx, JoinConfig{
-		Join: tc.anyAPI(), Token: token, CAHash: tc.caHash, Name: name, DataDir: dir,
+		Join: addr, Token: token, CAHash: tc.caHash, Name: name, DataDir: dir,
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: testOptions(tc.t),
 	})
 	if err != nil {
