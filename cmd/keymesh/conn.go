@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -28,7 +29,11 @@ const (
 	envServer     = "KEYMESH_SERVER"
 	envCAFile     = "KEYMESH_CA_FILE"
 	envCredential = "KEYMESH_CREDENTIAL"
+	envToken      = "KEYMESH_TOKEN"
 )
+
+// maxTokenFile bounds a token file (tokens are a few hundred bytes).
+const maxTokenFile = 64 << 10
 
 // serverFileName is the file in a root server's data directory that names
 // its addresses (written by cluster; its presence means "initialised").
@@ -39,6 +44,8 @@ type connFlags struct {
 	server     string
 	caFile     string
 	credential string
+	token      string
+	tokenFile  string
 	dataDir    string
 }
 
@@ -47,7 +54,9 @@ func (f *connFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.server, "server", "", "API address (host:port) of any root server [$"+envServer+"]")
 	fl.StringVar(&f.caFile, "ca-file", "", "PEM file with the AS root certificate(s) to trust [$"+envCAFile+"]")
 	fl.StringVar(&f.credential, "credential", "", "admin credential (PEM certificate chain and key) [$"+envCredential+"]")
-	fl.StringVar(&f.dataDir, "data-dir", "", "data directory of a local root server: its address, roots and admin credential")
+	fl.StringVar(&f.token, "token", "", "bearer token (a keymesh JWT, e.g. the admin.token of bootstrap) [$"+envToken+"]")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token (instead of --token)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "data directory of a local root server: its address, roots and admin credential (else its admin.token)")
 }
 
 // conn is where a client command connects, resolved from flags, the data
@@ -56,16 +65,45 @@ type conn struct {
 	server     string
 	caFile     string
 	credential string
+	token      string // bearer token, sent with every call
+	tokenFrom  string // where the token came from, for messages
 }
 
+// auth is how a client command authenticates: a client certificate, a
+// bearer token, or both (a token bound to the certificate).
+type auth struct {
+	credential string
+	token      string
+	tokenFrom  string
+}
+
+func (x auth) empty() bool { return x.credential == "" && x.token == "" }
+
+// resolve finds server, CA and authentication. Server and CA are picked one
+// by one (flag, data dir, environment); authentication is taken whole from
+// the first of these levels that offers any, so that a credential flag or
+// --data-dir is never mixed with a token from the environment. A root
+// server's data directory offers its admin credential, or, without one, the
+// system admin token bootstrap left there.
 func (a *app) resolve(f connFlags) (conn, error) {
-	var fromDir conn
+	flagAuth, err := f.flagAuth()
+	if err != nil {
+		return conn{}, err
+	}
+	var (
+		fromDir conn
+		dirAuth auth
+	)
 	if f.dataDir != "" {
 		addr, err := readAPIAddr(f.dataDir)
 		if err != nil {
 			return conn{}, err
 		}
-		fromDir = conn{server: addr, caFile: cluster.RootsPath(f.dataDir), credential: cluster.CredentialPath(f.dataDir)}
+		fromDir = conn{server: addr, caFile: cluster.RootsPath(f.dataDir)}
+		dirAuth, err = dataDirAuth(f.dataDir)
+		if err != nil {
+			return conn{}, err
+		}
 	}
 	pick := func(flag, dir, env string) string {
 		switch {
@@ -77,11 +115,94 @@ func (a *app) resolve(f connFlags) (conn, error) {
 			return a.getenv(env)
 		}
 	}
-	return conn{
-		server:     pick(f.server, fromDir.server, envServer),
-		caFile:     pick(f.caFile, fromDir.caFile, envCAFile),
-		credential: pick(f.credential, fromDir.credential, envCredential),
-	}, nil
+	c := conn{
+		server: pick(f.server, fromDir.server, envServer),
+		caFile: pick(f.caFile, fromDir.caFile, envCAFile),
+	}
+	envAuth := auth{credential: a.getenv(envCredential), token: strings.TrimSpace(a.getenv(envToken)), tokenFrom: envToken}
+	for _, x := range []auth{flagAuth, dirAuth, envAuth} {
+		if !x.empty() {
+			c.credential, c.token, c.tokenFrom = x.credential, x.token, x.tokenFrom
+			break
+		}
+	}
+	return c, nil
+}
+
+// flagAuth is the authentication given by flags.
+func (f connFlags) flagAuth() (auth, error) {
+	x := auth{credential: f.credential}
+	switch {
+	case f.token != "" && f.tokenFile != "":
+		return auth{}, usagef("pass the bearer token by --token or by --token-file, not both")
+	case f.token != "":
+		x.token, x.tokenFrom = strings.TrimSpace(f.token), "--token"
+		if x.token == "" {
+			return auth{}, usagef("--token is empty")
+		}
+	case f.tokenFile != "":
+		tok, err := readTokenFile(f.tokenFile)
+		if err != nil {
+			return auth{}, err
+		}
+		x.token, x.tokenFrom = tok, "--token-file "+f.tokenFile
+	}
+	return x, nil
+}
+
+// dataDirAuth is the authentication a root server's data directory offers:
+// its admin credential, else its system admin token, else (neither there)
+// the credential path, so that the client says which file is missing.
+func dataDirAuth(dir string) (auth, error) {
+	cred := cluster.CredentialPath(dir)
+	if _, err := os.Stat(cred); err == nil {
+		return auth{credential: cred}, nil
+	}
+	path := cluster.AdminTokenPath(dir)
+	if _, err := os.Stat(path); err != nil {
+		return auth{credential: cred}, nil
+	}
+	tok, err := readTokenFile(path)
+	if err != nil {
+		return auth{}, err
+	}
+	return auth{token: tok, tokenFrom: path}, nil
+}
+
+// readTokenFile reads a bearer token from path: one line, surrounding
+// white space ignored.
+func readTokenFile(path string) (string, error) {
+	b, err := readLimited(path, maxTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("reading the token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("the token file %s is empty", path)
+	}
+	return tok, nil
+}
+
+// readLimited reads a file of at most limit bytes.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readAtMost(f, path, limit)
+}
+
+// readAtMost reads r to its end, refusing more than limit bytes.
+func readAtMost(r io.Reader, name string, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, limit)
+	}
+	return b, nil
 }
 
 // client makes an API client for the resolved connection.
@@ -96,7 +217,7 @@ func (a *app) client(f connFlags) (*client.Client, conn, error) {
 
 // dial makes a client for addr with this connection's trust material.
 func (c conn) dial(addr string, timeout time.Duration) (*client.Client, error) {
-	cl, err := client.New(client.Config{Server: addr, CAFile: c.caFile, Credential: c.credential, Timeout: timeout})
+	cl, err := client.New(client.Config{Server: addr, CAFile: c.caFile, Credential: c.credential, Token: c.token, Timeout: timeout})
 	if err != nil {
 		return nil, err
 	}
@@ -159,11 +280,14 @@ func (c conn) explain(err error) error {
 		switch ae.Status {
 		case http.StatusUnauthorized:
 			if !strings.Contains(ae.Message, "credential") {
-				msg += "; pass --credential or set " + envCredential
+				msg += "; pass --credential or --token, or set " + envCredential + " or " + envToken
 			}
 		case http.StatusForbidden:
-			if ae.Code == "forbidden" {
-				msg += "; use an admin credential (--credential, " + envCredential + ")"
+			switch {
+			case c.token != "" && strings.Contains(ae.Message, "bearer token"):
+				msg += "; the token came from " + c.tokenFrom
+			case ae.Code == "forbidden":
+				msg += "; use an admin credential or token (--credential, --token, " + envCredential + ", " + envToken + ")"
 			}
 		case http.StatusServiceUnavailable:
 			if !strings.Contains(ae.Message, "root status") {

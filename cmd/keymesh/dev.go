@@ -56,6 +56,7 @@ type devOutput struct {
 	Dir                 string            `json:"dir"`
 	CAHash              string            `json:"ca_hash"`
 	CredentialPath      string            `json:"credential_path"`
+	AdminTokenPath      string            `json:"admin_token_path"`
 	RootsPath           string            `json:"roots_path"`
 	Servers             []devServerInfo   `json:"servers"`
 	Nodes               []devNodeInfo     `json:"nodes"`
@@ -200,7 +201,8 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 	}
 	out := devOutput{
 		Network: first.Network(), Dir: dir, CAHash: hash, CredentialPath: c.credential, RootsPath: c.caFile, Keep: cfg.keep,
-		Nodes: nodes, Env: map[string]string{envServer: c.server, envCAFile: c.caFile, envCredential: c.credential},
+		AdminTokenPath: cluster.AdminTokenPath(dirOf(names[0])),
+		Nodes:          nodes, Env: map[string]string{envServer: c.server, envCAFile: c.caFile, envCredential: c.credential},
 	}
 	for _, s := range servers {
 		out.Servers = append(out.Servers, devServerInfo{Name: s.Name(), RaftAddr: s.RaftAddr(), APIAddr: s.APIAddr(), DataDir: s.DataDir()})
@@ -220,7 +222,7 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 			cells = append(cells, []string{"  " + s.Name, s.APIAddr, s.RaftAddr})
 		}
 		table(w, []string{"  NAME", "API", "RAFT"}, cells)
-		fmt.Fprintf(w, "\n  CA hash     %s\n  credential  %s\n  roots       %s\n\n", hash, c.credential, c.caFile)
+		fmt.Fprintf(w, "\n  CA hash     %s\n  credential  %s\n  admin token %s\n  roots       %s\n\n", hash, c.credential, out.AdminTokenPath, c.caFile)
 		cells = nil
 		for _, n := range out.Nodes {
 			cells = append(cells, []string{"  " + n.Name, n.Status, n.RegistrationID, n.DataDir})

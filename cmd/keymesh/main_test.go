@@ -39,7 +39,7 @@ func TestScripts(t *testing.T) {
 		Setup: func(env *testscript.Env) error {
 			// Scripts name everything they use; nothing leaks in from the
 			// environment of the test run.
-			for _, k := range []string{envServer, envCAFile, envCredential} {
+			for _, k := range []string{envServer, envCAFile, envCredential, envToken} {
 				env.Setenv(k, "")
 			}
 			return nil

@@ -129,6 +129,7 @@ type bootstrapOutput struct {
 	DataDir        string `json:"data_dir"`
 	CAHash         string `json:"ca_hash"`
 	CredentialPath string `json:"credential_path"`
+	AdminTokenPath string `json:"admin_token_path"`
 	RootsPath      string `json:"roots_path"`
 	RootJoinToken  string `json:"root_join_token"`
 	JoinCommand    string `json:"join_command"`
@@ -143,7 +144,8 @@ func (a *app) bootstrapCmd() *cobra.Command {
 		Use:   "bootstrap",
 		Short: "Make a new network and run its first root server",
 		Long: `Make a new network: the AS root CA, the seal key, this server's issuing and TLS
-certificates, an admin credential and a one-time root-join token. Then run
+certificates, an admin credential, a system admin token (a bearer token valid
+24h, left in admin.token) and a one-time root-join token. Then run
 the server as the single Raft voter in the foreground until SIGINT or SIGTERM.
 
 It prints the CA hash and the exact command that joins the next server.`,
@@ -186,7 +188,7 @@ It prints the CA hash and the exact command that joins the next server.`,
 			}
 			out := bootstrapOutput{
 				Network: network, Name: name, RaftAddr: srv.RaftAddr(), APIAddr: srv.APIAddr(), DataDir: dataDir,
-				CAHash: res.CAHash, CredentialPath: res.CredentialPath, RootsPath: res.RootsPath, RootJoinToken: res.RootJoinToken,
+				CAHash: res.CAHash, CredentialPath: res.CredentialPath, AdminTokenPath: res.AdminTokenPath, RootsPath: res.RootsPath, RootJoinToken: res.RootJoinToken,
 				JoinCommand: joinCommand(srv.APIAddr(), res.RootJoinToken, res.CAHash, nextName(name)),
 			}
 			if err := a.emit(out, func(w io.Writer) {
@@ -194,6 +196,7 @@ It prints the CA hash and the exact command that joins the next server.`,
 				fmt.Fprintf(w, "  server      %s (raft %s, api %s)\n", out.Name, out.RaftAddr, out.APIAddr)
 				fmt.Fprintf(w, "  CA hash     %s\n", out.CAHash)
 				fmt.Fprintf(w, "  credential  %s\n", out.CredentialPath)
+				fmt.Fprintf(w, "  admin token %s (bearer, valid 24h; --token-file)\n", out.AdminTokenPath)
 				fmt.Fprintf(w, "  roots       %s\n", out.RootsPath)
 				fmt.Fprintf(w, "  root-join token (one use, valid 24h, shown only now):\n    %s\n\n", out.RootJoinToken)
 				fmt.Fprintf(w, "Join the next root server with:\n\n  %s\n\n", out.JoinCommand)
