@@ -22,7 +22,9 @@ type RaftTimeouts struct {
 	// Default 300ms.
 	Election time.Duration
 	// LeaderLease is how long a leader keeps leading without contact with a
-	// quorum. Must not exceed Heartbeat. Default 250ms.
+	// quorum. Must not exceed Heartbeat. Default 300ms: equal to Heartbeat,
+	// so that a new leader whose one live follower stalls briefly on a
+	// loaded machine does not step down at once.
 	LeaderLease time.Duration
 	// Commit bounds how long the leader waits before it sends a heartbeat to
 	// push a commit index. Default 20ms.
@@ -34,7 +36,7 @@ func DefaultRaftTimeouts() RaftTimeouts {
 	return RaftTimeouts{
 		Heartbeat:   300 * time.Millisecond,
 		Election:    300 * time.Millisecond,
-		LeaderLease: 250 * time.Millisecond,
+		LeaderLease: 300 * time.Millisecond,
 		Commit:      20 * time.Millisecond,
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -50,15 +51,27 @@ type removeServerRequest struct {
 	Name string `json:"name"`
 }
 
+// errLeaderChanged cancels a forwarded call whose target stopped leading.
+var errLeaderChanged = errors.New("cluster: the leader changed while the call was in flight")
+
+// idempotentCalls may be sent again after their fate became unknown.
+var idempotentCalls = map[string]bool{"/v1/internal/read-index": true, "/v1/internal/add-voter": true}
+
 // leaderCall POSTs one internal operation to the leader at addr. retry
 // reports that the request was not delivered (or the receiver was not the
-// leader) and may be sent again.
+// leader, or an idempotent call's leader changed) and may be sent again.
+// The call is cut short as soon as this server sees another leader (or
+// none), so a frozen leader does not hold a write until the client's
+// deadline: it comes back as ErrUnknownOutcome at once.
 func (s *Server) leaderCall(ctx context.Context, addr, path string, in, out any) (retry bool, err error) {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return false, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, bytes.NewReader(body))
+	callCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go s.cancelOnLeaderChange(callCtx, addr, cancel)
+	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, "https://"+addr+path, bytes.NewReader(body))
 	if err != nil {
 		return false, err
 	}
@@ -67,6 +80,12 @@ func (s *Server) leaderCall(ctx context.Context, addr, path string, in, out any)
 	if err != nil {
 		if notSent(err) {
 			return true, fmt.Errorf("cluster: leader %s unreachable: %w", addr, err)
+		}
+		if errors.Is(context.Cause(callCtx), errLeaderChanged) {
+			if idempotentCalls[path] {
+				return true, errLeaderChanged
+			}
+			return false, fmt.Errorf("%w (%w)", ErrUnknownOutcome, errLeaderChanged)
 		}
 		if ctx.Err() != nil {
 			return false, fmt.Errorf("%w: %w", ErrUnknownOutcome, ctx.Err())
@@ -90,11 +109,32 @@ func (s *Server) leaderCall(ctx context.Context, addr, path string, in, out any)
 	case codeNotLeader:
 		return true, ErrNoLeader
 	case codeUnknownOutcome:
-		return false, fmt.Errorf("%w: %s", ErrUnknownOutcome, eb.Error.Message)
+		return false, ErrUnknownOutcome
 	case "":
 		return false, fmt.Errorf("cluster: leader answered %s to %s", resp.Status, path)
 	}
 	return false, &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+}
+
+// cancelOnLeaderChange cancels a call to addr once this server no longer
+// sees addr's server as the leader.
+func (s *Server) cancelOnLeaderChange(ctx context.Context, addr string, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(25 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.stop:
+			cancel(ErrShutdown)
+			return
+		case <-t.C:
+			if s.leaderAPI() != addr {
+				cancel(errLeaderChanged)
+				return
+			}
+		}
+	}
 }
 
 // notSent reports whether a request failed before any byte reached the
