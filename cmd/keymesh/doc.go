@@ -12,7 +12,10 @@
 //	keymesh root token|status|remove         manage the root cluster
 //	keymesh tokens create|list|revoke        join tokens for nodes (and roots)
 //	keymesh registrations list|approve|deny  node registrations waiting for an operator
-//	keymesh node join|renew|run              register a node, renew its certificate, run its agent
+//	keymesh node join|renew|rotate-key|run   register a node, renew its certificate, rotate its key, run its agent
+//	keymesh token mint|verify                mint a token under a node's own key; verify one
+//	keymesh authorize TOKEN                  what a token's principal may do
+//	keymesh policy get|set                   the Cedar policies that decide every admin call
 //	keymesh revoke cert|token|key|node       commit a revocation
 //	keymesh revocations list                 list revocations
 //	keymesh health                           ask one server whether it has a leader
@@ -26,8 +29,15 @@
 //	--server ADDR      or KEYMESH_SERVER
 //	--ca-file FILE     or KEYMESH_CA_FILE
 //	--credential FILE  or KEYMESH_CREDENTIAL
+//	--token TOKEN      or KEYMESH_TOKEN: a bearer token (a keymesh JWT), or
+//	--token-file FILE  the file holding one (the admin.token of bootstrap)
 //	--data-dir DIR     a local root server's data directory: its API address
 //	                   (server.json), its AS roots and its admin credential
+//	                   (or, without one, its admin.token)
+//
+// Authentication (credential and token) is taken whole from the first of
+// flags, data directory and environment that offers any, so that a
+// credential given by flag is never mixed with a token from the environment.
 //
 // # Output and exit codes
 //
@@ -44,4 +54,10 @@
 // line every 30 s otherwise); --no-wait, --timeout and Ctrl-C leave the
 // registration pending, and "keymesh node join --resume --data-dir DIR"
 // collects it later.
+//
+// "keymesh node run" runs the node agent: it keeps the certificate renewed,
+// follows the trust state of the roots and serves a local API on agent.sock
+// in the data directory. "keymesh token mint" and "keymesh token verify"
+// use that agent when it answers; without it, mint signs with the key in the
+// data directory and verify asks a root server.
 package main

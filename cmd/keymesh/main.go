@@ -32,13 +32,14 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	context.AfterFunc(ctx, stop)
-	a := &app{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, now: time.Now}
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, now: time.Now}
 	return a.execute(ctx, os.Args[1:])
 }
 
 // app carries what commands need from the outside world, so that nothing
 // reads globals.
 type app struct {
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
@@ -97,6 +98,9 @@ Start with "keymesh dev" for a three-server cluster on loopback, or
 		a.nodeCmd(),
 		a.revokeCmd(),
 		a.revocationsCmd(),
+		a.tokenCmd(),
+		a.authorizeCmd(),
+		a.policyCmd(),
 		a.healthCmd(),
 		a.devCmd(),
 	)
@@ -161,4 +165,43 @@ func usagef(format string, args ...any) error {
 func oneLine(s string) string {
 	s = strings.TrimSpace(s)
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+// maxInput bounds what a command reads from a file or standard input (a
+// token, a policy set).
+const maxInput = 1 << 20
+
+// readInput reads the file path, or standard input for "-"; what names it
+// in messages ("the policy file").
+func (a *app) readInput(path, what string) ([]byte, error) {
+	if path == "-" {
+		b, err := readAtMost(a.stdin, "standard input", maxInput)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s from standard input: %w", what, err)
+		}
+		return b, nil
+	}
+	b, err := readLimited(path, maxInput)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", what, err)
+	}
+	return b, nil
+}
+
+// tokenArg is a token given as an argument, or read from standard input
+// for "-". An empty token is a usage error.
+func (a *app) tokenArg(arg string) (string, error) {
+	tok := arg
+	if arg == "-" {
+		b, err := a.readInput("-", "the token")
+		if err != nil {
+			return "", err
+		}
+		tok = string(b)
+	}
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return "", usagef("the token is empty; pass it as the argument, or - to read it from standard input")
+	}
+	return tok, nil
 }

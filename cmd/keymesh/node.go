@@ -23,6 +23,7 @@ import (
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
 )
 
 // How `keymesh node join` waits for an approval.
@@ -36,10 +37,10 @@ const (
 func (a *app) nodeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "Run a node: register it, renew its certificate, run its agent",
+		Short: "Run a node: register it, renew its certificate, rotate its key, run its agent",
 	}
 	groupCmd(cmd)
-	cmd.AddCommand(a.nodeJoinCmd(), a.nodeRenewCmd(), a.nodeRunCmd())
+	cmd.AddCommand(a.nodeJoinCmd(), a.nodeRenewCmd(), a.nodeRotateKeyCmd(), a.nodeRunCmd())
 	return cmd
 }
 
@@ -497,16 +498,34 @@ of the lifetime.`,
 	return cmd
 }
 
+// nodeRunOutput is what `keymesh node run` prints once its agent listens.
+type nodeRunOutput struct {
+	nodeCertOutput
+	Socket string `json:"socket"`
+	TCP    string `json:"tcp,omitempty"`
+}
+
 func (a *app) nodeRunCmd() *cobra.Command {
-	var dataDir, logLevel string
+	var dataDir, logLevel, listen string
 	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "Run the node agent in the foreground: it keeps the certificate renewed",
-		Long: `Run the node agent in the foreground until SIGINT or SIGTERM. It renews the
-node certificate at two thirds of its lifetime and retries failures with
-capped exponential backoff. It stops with an error when the node is revoked
-or its certificate expired before a renewal succeeded.`,
-		Args: noArgs,
+		Short: "Run the node agent in the foreground: renewal, trust state, local API",
+		Long: `Run the node agent in the foreground until SIGINT or SIGTERM. It
+
+  - renews the node certificate at two thirds of its lifetime, retrying
+    failures with capped exponential backoff;
+  - follows the trust state of the root servers (JWKS, revocations, anchors)
+    with blocking queries, and keeps it in trust.json so that a restarted
+    agent verifies at once, offline;
+  - serves a local API on the unix socket agent.sock in the data directory
+    (mint, verify, /.well-known/jwks.json), used by "keymesh token mint" and
+    "keymesh token verify"; --listen serves it on loopback TCP too, without
+    minting.
+
+It stops with an error when the node is revoked or its certificate expired
+before a renewal succeeded.`,
+		Example: "  keymesh node run --data-dir /var/lib/keymesh/node --listen 127.0.0.1:8500",
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := require([2]string{"data-dir", dataDir}); err != nil {
 				return err
@@ -515,40 +534,174 @@ or its certificate expired before a renewal succeeded.`,
 			if err != nil {
 				return err
 			}
+			if listen != "" {
+				if err := checkAddr("listen", listen); err != nil {
+					return err
+				}
+			}
 			dir, err := filepath.Abs(dataDir)
 			if err != nil {
 				return err
 			}
-			log := hclog.New(&hclog.LoggerOptions{Name: "keymesh.node", Level: level, Output: a.stderr})
-			r, err := agent.NewRenewer(agent.RenewerConfig{DataDir: dir, Clock: a.now, Logger: log})
-			if err != nil {
-				return err
-			}
-			cert, err := r.Current()
-			if err != nil {
-				return err
-			}
-			out := certOutput(dir, cert)
-			if err := a.emit(out, func(w io.Writer) {
-				fmt.Fprintf(w, "node %s of network %s running: certificate serial %s valid until %s, renewal at %s; until Ctrl-C\n",
-					out.NodeID, out.Network, out.Serial, timeText(out.NotAfter), timeText(out.RenewAt))
-			}); err != nil {
-				return err
-			}
-			err = r.Run(cmd.Context())
-			switch {
-			case errors.Is(err, agent.ErrRevoked):
-				return fmt.Errorf("node %s is revoked: the root servers refuse to renew its certificate; register it again under a new node id", out.NodeID)
-			case errors.Is(err, agent.ErrExpired):
-				return fmt.Errorf("node %s: %w; register the node again", out.NodeID, err)
-			case err != nil:
-				return explainNode("renewal", err)
-			}
-			log.Info("stopped")
-			return nil
+			return a.runNode(cmd.Context(), dir, listen, level)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (made by `keymesh node join`)")
+	cmd.Flags().StringVar(&listen, "listen", "", "loopback host:port for the local API besides the socket (verify, JWKS; no minting)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level on stderr: trace, debug, info, warn or error")
 	return cmd
+}
+
+// runNode runs the agent of the node in dir with its Renewer until ctx
+// ends.
+func (a *app) runNode(ctx context.Context, dir, listen string, level hclog.Level) error {
+	log := hclog.New(&hclog.LoggerOptions{Name: "keymesh.node", Level: level, Output: a.stderr})
+	r, err := agent.NewRenewer(agent.RenewerConfig{DataDir: dir, Clock: a.now, Logger: log.Named("renewer")})
+	if err != nil {
+		return err
+	}
+	cert, err := r.Current()
+	if err != nil {
+		return err
+	}
+	out := nodeRunOutput{nodeCertOutput: certOutput(dir, cert), Socket: agent.SocketPath(dir)}
+	if agentAnswers(ctx, dir) {
+		return fmt.Errorf("node %s already has a running agent (%s answers); stop it first", out.NodeID, out.Socket)
+	}
+	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: listen, Components: []agent.Component{r}})
+	switch {
+	case errors.Is(err, agent.ErrNotLoopback):
+		return usagef("--listen %q: the local API listens on loopback addresses only (127.0.0.1, ::1)", listen)
+	case err != nil:
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(ctx) }()
+	finished := false
+	select {
+	case <-ag.Ready():
+	case err = <-done:
+		finished = true
+	}
+	select {
+	case <-ag.Ready(): // it listened, even if it stopped at once since
+		if addr := ag.TCPAddr(); addr != nil {
+			out.TCP = addr.String()
+		}
+		if perr := a.emit(out, func(w io.Writer) {
+			fmt.Fprintf(w, "node %s of network %s running: certificate serial %s valid until %s, renewal at %s; local API on %s",
+				out.NodeID, out.Network, out.Serial, timeText(out.NotAfter), timeText(out.RenewAt), out.Socket)
+			if out.TCP != "" {
+				fmt.Fprintf(w, " and %s", out.TCP)
+			}
+			fmt.Fprintln(w, "; until Ctrl-C")
+		}); perr != nil && !finished {
+			return perr
+		}
+	default:
+	}
+	if !finished {
+		err = <-done
+	}
+	switch {
+	case errors.Is(err, agent.ErrRevoked):
+		return fmt.Errorf("node %s is revoked: the root servers refuse to renew its certificate; register it again under a new node id", out.NodeID)
+	case errors.Is(err, agent.ErrExpired):
+		return fmt.Errorf("node %s: %w; register the node again", out.NodeID, err)
+	case errors.Is(err, agent.ErrAgentRunning):
+		return fmt.Errorf("node %s already has a running agent (%s answers); stop it first", out.NodeID, out.Socket)
+	case err != nil:
+		return explainNode("renewal", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// rotateOutput is what `keymesh node rotate-key` prints.
+type rotateOutput struct {
+	NodeID    string    `json:"node_id"`
+	Network   string    `json:"network"`
+	OldKID    string    `json:"old_kid"`
+	NewKID    string    `json:"new_kid"`
+	KeyType   string    `json:"key_type"`
+	Serial    string    `json:"serial"`
+	NotAfter  time.Time `json:"not_after"`
+	CertPath  string    `json:"cert_path"`
+	KeyPath   string    `json:"key_path"`
+	OldSerial string    `json:"old_serial"`
+}
+
+func (a *app) nodeRotateKeyCmd() *cobra.Command {
+	var dataDir, keyType string
+	cmd := &cobra.Command{
+		Use:   "rotate-key",
+		Short: "Give the node a new key and certificate; the old key keeps verifying what it signed",
+		Long: `Give the node a new key (made here, never sent) and a certificate for it, over
+mutual TLS with the current certificate. The new key's kid signs from then
+on; the old kid stays in the JWKS as retiring, so the tokens it signed before
+the rotation keep verifying until they expire. A running agent picks the new
+key up by itself.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := require([2]string{"data-dir", dataDir}); err != nil {
+				return err
+			}
+			var kt ca.KeyType
+			if keyType != "" {
+				var err error
+				if kt, err = ca.ParseKeyType(strings.ToLower(keyType)); err != nil {
+					return usagef("--key-type %q: use p384, p256 or ed25519", keyType)
+				}
+			}
+			dir, err := filepath.Abs(dataDir)
+			if err != nil {
+				return err
+			}
+			if _, err := agent.ReadState(dir); err != nil {
+				return nodeDirError(dir, err)
+			}
+			old, err := agent.Certificate(dir)
+			if err != nil {
+				return err
+			}
+			oldKID, err := identity.Thumbprint(old.Leaf.PublicKey)
+			if err != nil {
+				return err
+			}
+			cert, err := agent.RotateKey(cmd.Context(), dir, kt)
+			if err != nil {
+				return explainNode("key rotation", err)
+			}
+			newKID, err := identity.Thumbprint(cert.PublicKey)
+			if err != nil {
+				return err
+			}
+			got, _ := ca.KeyTypeOf(cert.PublicKey)
+			c := certOutput(dir, cert)
+			out := rotateOutput{NodeID: c.NodeID, Network: c.Network, OldKID: oldKID, NewKID: newKID, KeyType: string(got),
+				Serial: c.Serial, NotAfter: c.NotAfter, CertPath: c.CertPath, KeyPath: agent.KeyPath(dir),
+				OldSerial: fsm.FormatSerial(old.Leaf.SerialNumber)}
+			return a.emit(out, func(w io.Writer) {
+				fmt.Fprintf(w, "rotated the key of node %s: kid %s -> %s (%s), certificate serial %s valid until %s\n",
+					out.NodeID, out.OldKID, out.NewKID, out.KeyType, out.Serial, timeText(out.NotAfter))
+				fmt.Fprintf(w, "The old kid keeps verifying the tokens it signed until they expire.\n")
+			})
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (made by `keymesh node join`)")
+	cmd.Flags().StringVar(&keyType, "key-type", "", "new key type: p384, p256 or ed25519 (default: the current key's)")
+	return cmd
+}
+
+// agentAnswers reports whether an agent serves the socket in dir.
+func agentAnswers(ctx context.Context, dir string) bool {
+	if !agentSocketExists(dir) {
+		return false
+	}
+	lc := agent.NewLocalClient(agent.SocketPath(dir))
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
+	defer cancel()
+	_, err := lc.Status(ctx)
+	return err == nil
 }
