@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A short scripted tour of keymesh for `make demo`: start a three-root
 # development cluster with its three nodes, run the commands an operator
-# would (approve the pending node, collect its certificate, revoke a node
-# and see that it can no longer renew), stop it, and check that it cleaned
-# up after itself.
+# would (approve the pending node, collect its certificate, mint and verify
+# a node token, authorize the admin token, read the policies, rotate a node
+# key and see the older token still verify, revoke a node and see that it
+# can no longer renew), stop it, and check that it cleaned up after itself.
 #
 # Usage: test/demo/tour.sh [path/to/keymesh]   (default: bin/keymesh)
 # It builds nothing; `make demo` builds the binary first.
@@ -23,6 +24,7 @@ stop_deadline=15  # seconds for it to stop
 work=$(mktemp -d "${TMPDIR:-/tmp}/keymesh-tour.XXXXXX")
 dev_pid=
 dev_status=
+agent_pid=
 
 # stop_dev sends SIGINT to the dev cluster and waits for it, with a
 # deadline after which it is killed. It sets dev_status.
@@ -43,8 +45,23 @@ stop_dev() {
 	dev_pid=
 }
 
+# stop_agent stops the node agent the tour started, if it runs.
+stop_agent() {
+	[[ -n $agent_pid ]] || return 0
+	kill -INT "$agent_pid" 2>/dev/null || true
+	local i
+	for ((i = 0; i < stop_deadline * 10; i++)); do
+		kill -0 "$agent_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$agent_pid" 2>/dev/null || true
+	wait "$agent_pid" 2>/dev/null || true
+	agent_pid=
+}
+
 cleanup() {
 	local status=$?
+	stop_agent
 	stop_dev
 	if ((status != 0)); then
 		echo >&2
@@ -66,7 +83,21 @@ step() {
 # step_fails shows a command that must fail with exit status 1, runs it,
 # and stops the tour if it succeeds or fails otherwise.
 step_fails() {
-	printf '\n$ keymesh %s    # expected to fail\n' "$*"
+	show_fails "$*" "$@"
+}
+
+# show_run shows SHOWN as the command (to keep long tokens off the screen),
+# then runs keymesh with the remaining arguments.
+show_run() {
+	printf '\n$ keymesh %s\n' "$1"
+	shift
+	"$km" "$@"
+}
+
+# show_fails is show_run for a command that must fail with exit status 1.
+show_fails() {
+	printf '\n$ keymesh %s    # expected to fail\n' "$1"
+	shift
 	local status=0
 	"$km" "$@" || status=$?
 	if ((status != 1)); then
@@ -120,6 +151,46 @@ if command -v openssl >/dev/null; then
 	openssl x509 -noout -subject -ext subjectAltName -in "$dev_dir/node-1/node.pem"
 fi
 step node renew --data-dir "$dev_dir/node-1"
+
+# Tokens: node-2's agent runs; node-1 mints a token for node-2 under its
+# own key (node-1 runs no agent, so from its data directory); node-2's agent
+# verifies it locally, and a root server does too.
+network=$(sed -n 's/^keymesh dev: network \([^,]*\),.*/\1/p' "$work/dev.out")
+node1="$dev_dir/node-1"
+node2="$dev_dir/node-2"
+aud="spiffe://$network/node/node-2"
+printf '\n$ keymesh node run --data-dir %s &\n' "$node2"
+"$km" node run --data-dir "$node2" --log-level warn >"$work/agent.out" 2>"$work/agent.log" &
+agent_pid=$!
+for ((i = 0; ; i++)); do
+	[[ -S $node2/agent.sock ]] && break
+	if ! kill -0 "$agent_pid" 2>/dev/null || ((i >= ready_deadline * 10)); then
+		echo "tour: the agent of node-2 did not start; its log:" >&2
+		cat "$work/agent.log" >&2
+		exit 1
+	fi
+	sleep 0.1
+done
+cat "$work/agent.out"
+printf '\n$ tok=$(keymesh token mint --data-dir %s --aud %s)\n' "$node1" "$aud"
+tok=$("$km" token mint --data-dir "$node1" --aud "$aud")
+echo "${tok:0:48}... (${#tok} characters)"
+show_run "token verify \"\$tok\" --data-dir $node2" token verify "$tok" --data-dir "$node2"
+show_run "token verify \"\$tok\" --aud $aud" token verify "$tok" --aud "$aud"
+show_fails "token verify \"\$tok\" --data-dir $node1" token verify "$tok" --data-dir "$node1"
+
+# The system admin token of bootstrap, and what ADMIN may do.
+printf '\n$ keymesh authorize - < %s\n' "$dev_dir/r1/admin.token"
+"$km" authorize - <"$dev_dir/r1/admin.token"
+printf '\n$ keymesh policy get | head -n 8\n'
+"$km" policy get >"$work/policy.cedar" # whole, then shown: no SIGPIPE under pipefail
+head -n 8 "$work/policy.cedar"
+
+# Key rotation: node-1 gets a new key; the token its old key signed still
+# verifies until it expires.
+step node rotate-key --data-dir "$node1"
+show_run "token verify \"\$tok\" --data-dir $node2" token verify "$tok" --data-dir "$node2"
+stop_agent
 
 # A revoked node cannot renew its certificate.
 step revoke node node-2 --reason decommissioned
