@@ -81,10 +81,10 @@ func (s *Server) leaderCall(ctx context.Context, addr, path string, in, out any)
 		if notSent(err) {
 			return true, fmt.Errorf("cluster: leader %s unreachable: %w", addr, err)
 		}
+		if idempotentCalls[path] && ctx.Err() == nil {
+			return true, fmt.Errorf("cluster: %s at %s: %w", path, addr, err)
+		}
 		if errors.Is(context.Cause(callCtx), errLeaderChanged) {
-			if idempotentCalls[path] {
-				return true, errLeaderChanged
-			}
 			return false, fmt.Errorf("%w (%w)", ErrUnknownOutcome, errLeaderChanged)
 		}
 		if ctx.Err() != nil {
