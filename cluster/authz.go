@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -214,6 +215,10 @@ func (s *Server) handleGetPolicy(w http.ResponseWriter, r *http.Request) {
 type SetPolicyRequest struct {
 	Text          string `json:"text"`
 	ExpectVersion uint64 `json:"expect_version"`
+	// Force sets a policy under which ADMIN may no longer write policies
+	// (nobody could change it again but through a new policy... which
+	// nobody may write). Refused without it.
+	Force bool `json:"force,omitempty"`
 }
 
 func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
@@ -221,8 +226,14 @@ func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	if _, err := policy.ParsePolicies(req.Text); err != nil {
+	ps, err := policy.ParsePolicies(req.Text)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "the policy set is refused: "+err.Error())
+		return
+	}
+	if d, _ := policy.NewAuthorizer(ps).Decide(identity.PrincipalAdmin, policy.PolicyWrite, policy.Context{Network: s.network}); !d.Allow && !req.Force {
+		writeError(w, http.StatusBadRequest, codeBadRequest,
+			"under this policy set ADMIN may no longer write policies, which locks every operator out of changing it; send force to set it anyway")
 		return
 	}
 	idx, err := s.Propose(r.Context(), fsm.MsgPolicySet, fsm.PolicySet{Text: req.Text, ExpectVersion: req.ExpectVersion})
@@ -240,6 +251,9 @@ type TokenRequest struct {
 	Token string `json:"token"`
 	// Audience the token must name; default the root API's audience.
 	Audience string `json:"aud,omitempty"`
+	// PeerCert is the DER certificate the token was presented with, to
+	// check a bound token's cnf against.
+	PeerCert []byte `json:"peer_cert,omitempty"`
 }
 
 // Verification is the answer of POST /v1/verify.
@@ -262,6 +276,13 @@ func (s *Server) verifyToken(ctx context.Context, req TokenRequest) (Verificatio
 	vr := identity.VerifyRequest{Token: req.Token}
 	if req.Audience != "" {
 		vr.Audience = []string{req.Audience}
+	}
+	if len(req.PeerCert) > 0 {
+		c, err := x509.ParseCertificate(req.PeerCert)
+		if err != nil {
+			return Verification{Reason: "bad_request", Message: "peer_cert is not a DER certificate: " + err.Error()}, identity.Verified{}
+		}
+		vr.PeerCert = c
 	}
 	v, err := s.verifier.Verify(ctx, vr)
 	if err != nil {

@@ -70,6 +70,18 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 	return stdjson.Marshal(out)
 }
 
+// UnmarshalJSON reads claims in their token form (what MarshalJSON writes),
+// with the same strict shape checks as token parsing. API answers that
+// carry claims decode with it.
+func (c *Claims) UnmarshalJSON(b []byte) error {
+	parsed, err := parseClaims(b)
+	if err != nil {
+		return err
+	}
+	*c = parsed
+	return nil
+}
+
 // claimsIn is the wire form for strict decoding (go-json-experiment: no
 // duplicate names, valid UTF-8, case-sensitive names). Unknown claims are
 // ignored.

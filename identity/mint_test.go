@@ -9,6 +9,7 @@ import (
 	stdjson "encoding/json"
 	"errors"
 	"math/big"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +190,31 @@ func TestSignatureConversion(t *testing.T) {
 		if _, err := asn1ToRS(der, 48); err == nil {
 			t.Fatalf("malformed DER %x accepted", der)
 		}
+	}
+}
+
+// TestClaimsJSONRoundTrip: claims as an API answer carries them decode back
+// to what was minted.
+func TestClaimsJSONRoundTrip(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0).UTC()
+	in := Claims{Issuer: "spiffe://a.example/node/n1", Subject: "spiffe://a.example/node/n1", Audience: []string{"x", "y"},
+		Expiry: now.Add(time.Hour), NotBefore: now, IssuedAt: now, ID: "jti-1", Principal: PrincipalNode, CertThumbprint: "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"}
+	b, err := stdjson.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Claims
+	if err := stdjson.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !out.Expiry.Equal(in.Expiry) || !out.IssuedAt.Equal(in.IssuedAt) || !out.NotBefore.Equal(in.NotBefore) {
+		t.Fatalf("times: in %+v, out %+v", in, out)
+	}
+	out.Expiry, out.IssuedAt, out.NotBefore = in.Expiry, in.IssuedAt, in.NotBefore
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip:\n in %+v\nout %+v", in, out)
+	}
+	if err := stdjson.Unmarshal([]byte(`{"iss":"x"}`), &out); err == nil {
+		t.Fatal("claims without sub, aud and times decoded")
 	}
 }

@@ -48,7 +48,8 @@ type State struct {
 	Server         string    `json:"server"` // API address of the root server registered with
 	CAHash         string    `json:"ca_hash"`
 	RegistrationID string    `json:"registration_id"`
-	Status         string    `json:"status"` // pending, approved, denied
+	Principal      string    `json:"principal,omitempty"` // as registered (the token's, the request's or NODE)
+	Status         string    `json:"status"`              // pending, approved, denied
 	Reason         string    `json:"reason,omitempty"`
 	Requested      time.Time `json:"requested"`
 }
@@ -204,7 +205,8 @@ func Join(ctx context.Context, cfg JoinConfig) (res Result, err error) {
 	}
 	accepted = true
 	st := State{Network: cfg.Network, NodeID: cfg.NodeID, Server: cfg.Server, CAHash: cfg.CAHash,
-		RegistrationID: resp.Registration.ID, Status: resp.Registration.Status, Requested: cfg.Clock().UTC()}
+		RegistrationID: resp.Registration.ID, Principal: resp.Registration.Principal, Status: resp.Registration.Status,
+		Requested: cfg.Clock().UTC()}
 	if err := writeState(cfg.DataDir, st); err != nil {
 		return res, err
 	}
@@ -246,6 +248,9 @@ func fetchRoots(ctx context.Context, server, pin, network string) ([]*x509.Certi
 func finish(dir string, st State, key crypto.Signer, roots []*x509.Certificate, resp cluster.RegistrationResponse) (Result, error) {
 	res := Result{State: st}
 	res.Status, res.Reason = resp.Registration.Status, resp.Registration.Reason
+	if p := resp.Registration.Principal; p != "" {
+		st.Principal = p
+	}
 	switch res.Status {
 	case fsm.RegistrationDenied:
 		st.Status, st.Reason = res.Status, res.Reason

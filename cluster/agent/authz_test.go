@@ -160,6 +160,11 @@ func TestPolicyReplicatedAndValidated(t *testing.T) {
 	if _, err := node.Trust(e.ctx, 0, 0); !isStatus(err, http.StatusForbidden) {
 		t.Fatalf("node reads trust under an admins-only policy: %v", err)
 	}
+	// A policy set that locks ADMIN out of policy.write is refused unless forced.
+	lockout := `@id("nodes-read") permit (principal == Role::"NODE", action == Action::"trust.read", resource);`
+	if _, err := e.admin.SetPolicy(e.ctx, lockout, 1); !isStatus(err, http.StatusBadRequest) || !strings.Contains(err.Error(), "locks every operator out") {
+		t.Fatalf("lock-out policy: %v", err)
+	}
 	if _, err := e.admin.SetPolicy(e.ctx, policy.DefaultText(), 0); !isStatus(err, http.StatusConflict) {
 		t.Fatalf("stale version: %v", err)
 	}
@@ -257,4 +262,30 @@ func rootsPool(t *testing.T, e *env) *x509.CertPool {
 		pool.AddCert(r)
 	}
 	return pool
+}
+
+// TestRootVerifiesBoundTokens: a token bound to the node's certificate
+// verifies at a root server only with that certificate presented.
+func TestRootVerifiesBoundTokens(t *testing.T) {
+	e := newEnv(t, cluster.Limits{})
+	dir, _, err := e.join("bound", e.token(cluster.CreateJoinTokenRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := agent.Certificate(dir)
+	tok, _, err := minterOf(t, dir, nil).Mint(identity.MintRequest{Audience: []string{cluster.APIAudience(network)}, TTL: time.Minute,
+		Principal: identity.PrincipalNode, BindCert: cert.Leaf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := e.admin.VerifyRequest(e.ctx, cluster.TokenRequest{Token: tok, PeerCert: cert.Leaf.Raw}); err != nil || !v.Valid || v.Claims == nil || v.Claims.CertThumbprint == "" {
+		t.Fatalf("bound token with its certificate: %+v %v", v, err)
+	}
+	if v, err := e.admin.Verify(e.ctx, tok, ""); err != nil || v.Valid {
+		t.Fatalf("bound token without a certificate: %+v %v", v, err)
+	}
+	// Presented with another certificate (its issuer's), it is refused.
+	if v, err := e.admin.VerifyRequest(e.ctx, cluster.TokenRequest{Token: tok, PeerCert: cert.Certificate[1]}); err != nil || v.Valid {
+		t.Fatalf("bound token with another certificate: %+v %v", v, err)
+	}
 }

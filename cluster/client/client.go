@@ -390,15 +390,26 @@ func (c *Client) Policy(ctx context.Context) (cluster.PolicyDoc, error) {
 
 // SetPolicy replaces the policy set if its version is still expect.
 func (c *Client) SetPolicy(ctx context.Context, text string, expect uint64) (cluster.PolicyDoc, error) {
+	return c.SetPolicyRequest(ctx, cluster.SetPolicyRequest{Text: text, ExpectVersion: expect})
+}
+
+// SetPolicyRequest is SetPolicy with every field of the request (force).
+func (c *Client) SetPolicyRequest(ctx context.Context, req cluster.SetPolicyRequest) (cluster.PolicyDoc, error) {
 	var out cluster.PolicyDoc
-	_, err := c.do(ctx, http.MethodPut, "/v1/policies", nil, cluster.SetPolicyRequest{Text: text, ExpectVersion: expect}, &out)
+	_, err := c.do(ctx, http.MethodPut, "/v1/policies", nil, req, &out)
 	return out, err
 }
 
 // Verify asks the root server to verify a token against its replica.
 func (c *Client) Verify(ctx context.Context, token, aud string) (cluster.Verification, error) {
+	return c.VerifyRequest(ctx, cluster.TokenRequest{Token: token, Audience: aud})
+}
+
+// VerifyRequest is Verify with every field of the request (a peer
+// certificate for bound tokens).
+func (c *Client) VerifyRequest(ctx context.Context, req cluster.TokenRequest) (cluster.Verification, error) {
 	var out cluster.Verification
-	_, err := c.do(ctx, http.MethodPost, "/v1/verify", nil, cluster.TokenRequest{Token: token, Audience: aud}, &out)
+	_, err := c.do(ctx, http.MethodPost, "/v1/verify", nil, req, &out)
 	return out, err
 }
 
