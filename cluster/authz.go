@@ -226,7 +226,13 @@ func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
+	if strings.TrimSpace(req.Text) == "" {
+		req.Text = "" // back to the built-in policies
+	}
 	ps, err := policy.ParsePolicies(req.Text)
+	if req.Text == "" {
+		ps, err = policy.Default(), nil
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "the policy set is refused: "+err.Error())
 		return
