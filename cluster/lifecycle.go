@@ -83,13 +83,7 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 	}
 	defer func() {
 		if err != nil {
-			if srv != nil {
-				srv.Shutdown()
-			} else {
-				raftLn.Close()
-				apiLn.Close()
-			}
-			cleanup()
+			undo(srv, raftLn, apiLn, cleanup)
 		}
 	}()
 	now := o.Clock()
@@ -202,6 +196,18 @@ func mintAdminToken(m material, network string, clock func() time.Time, ttl time
 	}
 	tok, _, err := mt.Mint(identity.MintRequest{Audience: []string{APIAudience(network)}, TTL: ttl, Principal: identity.PrincipalAdmin})
 	return tok, err
+}
+
+// undo takes back a bootstrap or join that failed: the server (or, before
+// it ran, its listeners) stops and what it wrote in the data directory goes.
+func undo(srv *Server, raftLn, apiLn net.Listener, cleanup func()) {
+	if srv != nil {
+		srv.Shutdown()
+	} else {
+		raftLn.Close()
+		apiLn.Close()
+	}
+	cleanup()
 }
 
 // selfIssue makes the server's own TLS certificate and admin credential
@@ -317,13 +323,7 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 	}
 	defer func() {
 		if err != nil {
-			if srv != nil {
-				srv.Shutdown()
-			} else {
-				raftLn.Close()
-				apiLn.Close()
-			}
-			cleanup()
+			undo(srv, raftLn, apiLn, cleanup)
 		}
 	}()
 	sf := serverFile{Name: cfg.Name, RaftAddr: raftLn.Addr().String(), RaftAdvertise: cfg.RaftAdvertise, APIAddr: apiLn.Addr().String(), JoinAddr: cfg.Join}

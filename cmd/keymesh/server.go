@@ -28,9 +28,10 @@ type serveFlags struct {
 
 func (f *serveFlags) register(cmd *cobra.Command, defaultLevel string) {
 	fl := cmd.Flags()
-	fl.DurationVar(&f.heartbeat, "raft-heartbeat", 0, "Raft heartbeat timeout (0: LAN default 300ms)")
-	fl.DurationVar(&f.election, "raft-election", 0, "Raft election timeout (0: LAN default 300ms)")
-	fl.DurationVar(&f.lease, "raft-lease", 0, "Raft leader lease, at most the heartbeat timeout (0: LAN default 250ms)")
+	d := cluster.DefaultRaftTimeouts()
+	fl.DurationVar(&f.heartbeat, "raft-heartbeat", 0, fmt.Sprintf("Raft heartbeat timeout (0: LAN default %s)", d.Heartbeat))
+	fl.DurationVar(&f.election, "raft-election", 0, fmt.Sprintf("Raft election timeout (0: LAN default %s)", d.Election))
+	fl.DurationVar(&f.lease, "raft-lease", 0, fmt.Sprintf("Raft leader lease, at most the heartbeat timeout (0: LAN default %s)", d.LeaderLease))
 	fl.StringVar(&f.logLevel, "log-level", defaultLevel, "log level on stderr: trace, debug, info, warn or error")
 }
 

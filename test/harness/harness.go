@@ -34,6 +34,26 @@ import (
 	"github.com/keymesh/keymesh/cluster/client"
 )
 
+// Main is the TestMain of a package of process tests: it builds the binary
+// once into a temporary directory (with -race when KEYMESH_E2E_RACE=1),
+// stores its path in *bin, runs the tests and removes the directory.
+func Main(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "keymesh-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin, err = Build(dir, os.Getenv("KEYMESH_E2E_RACE") == "1")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // Build compiles ./cmd/keymesh into dir and returns the binary's path. With
 // race, the binary is built with the race detector.
 func Build(dir string, race bool) (string, error) {
