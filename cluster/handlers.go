@@ -307,7 +307,8 @@ type RevokeRequest struct {
 	ID     string `json:"id"`   // certificate serial (hex), token jti, key id, or node id
 	Reason string `json:"reason,omitempty"`
 	// PruneAfter is when the revoked thing would have expired anyway; the
-	// revocation is dropped after it. Default: 30 days from now; never for
+	// revocation is dropped after it. Default: the certificate's or key's
+	// end of life when the state knows it, else 30 days from now; never for
 	// nodes.
 	PruneAfter *time.Time `json:"prune_after,omitempty"`
 }
@@ -316,6 +317,25 @@ type RevokeRequest struct {
 type RevokeResponse struct {
 	Revocation fsm.Revocation `json:"revocation"`
 	Index      uint64         `json:"index"`
+}
+
+// expiryOf is when a revoked certificate or key would have expired anyway,
+// from the replicated state; for what the state does not know (a token's
+// jti, a foreign serial) it is defaultRevocationLife from now.
+func (s *Server) expiryOf(kind fsm.RevocationKind, id string, now time.Time) time.Time {
+	switch kind {
+	case fsm.RevocationCert:
+		for _, is := range s.store.Issuers() {
+			if c, ok := s.store.Issued(is.ID, id); ok {
+				return c.NotAfter.UTC()
+			}
+		}
+	case fsm.RevocationKey:
+		if k, ok := s.store.JWK(id); ok && !k.NotAfter.IsZero() {
+			return k.NotAfter.UTC()
+		}
+	}
+	return now.Add(defaultRevocationLife).UTC().Truncate(time.Second)
 }
 
 // defaultRevocationLife is how long a revocation of unknown expiry is kept.
@@ -354,8 +374,10 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case req.PruneAfter != nil:
 		rev.PruneAfter = req.PruneAfter.UTC()
-	case kind != "node":
-		rev.PruneAfter = now.Add(defaultRevocationLife).UTC().Truncate(time.Second)
+	case kind == "node":
+		// A node's revocation stays: its id must never come back.
+	default:
+		rev.PruneAfter = s.expiryOf(kind, req.ID, now)
 	}
 	idx, err := s.Propose(r.Context(), fsm.MsgRevoke, fsm.Revoke{Revocation: rev})
 	if err != nil {

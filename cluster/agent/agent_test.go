@@ -236,8 +236,13 @@ func TestCRL(t *testing.T) {
 	}
 	certs, _ := ca.ReadCertsFile(agent.CertPath(dir))
 	serial := fsm.FormatSerial(certs[0].SerialNumber)
-	if _, err := e.admin.Revoke(e.ctx, cluster.RevokeRequest{Kind: "cert", ID: serial, Reason: "keyCompromise"}); err != nil {
+	rev, err := e.admin.Revoke(e.ctx, cluster.RevokeRequest{Kind: "cert", ID: serial, Reason: "keyCompromise"})
+	if err != nil {
 		t.Fatal(err)
+	}
+	// Kept until the certificate would have expired anyway, not longer.
+	if !rev.Revocation.PruneAfter.Equal(certs[0].NotAfter) {
+		t.Fatalf("prune after %s, the certificate expires %s", rev.Revocation.PruneAfter, certs[0].NotAfter)
 	}
 	start := time.Now()
 	der, err := e.admin.CRL(e.ctx)
