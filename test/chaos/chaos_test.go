@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/test/harness"
 )
 
@@ -152,6 +156,7 @@ func TestChaos(t *testing.T) {
 
 	rec := NewRecorder(nil)
 	keys := &Keys{}
+	keys.SetMinter(adminMinter(t, c))
 	target := NewClusterTarget(c, cfg.timeout)
 	defer target.Close()
 	load, err := StartLoad(cfg.load, target, rec, keys)
@@ -217,6 +222,8 @@ func TestChaos(t *testing.T) {
 	fvs, lost := CheckFinal(ops, finals)
 	rep.Lost = lost
 	vs = append(vs, fvs...)
+	vs = append(vs, CheckVerifies(ops)...)
+	vs = append(vs, finalVerifies(t, c, ops, keys.Minted())...)
 	vs = append(vs, CheckTokenUses(ops, finals)...)
 	vs = append(vs, CheckSerials(finals)...)
 	for _, iso := range run.Isolations {
@@ -400,6 +407,7 @@ func TestRecheck(t *testing.T) {
 		vs, lost := CheckFinal(ops, finals)
 		vs = append(vs, CheckTokenUses(ops, finals)...)
 		vs = append(vs, CheckSerials(finals)...)
+		vs = append(vs, CheckVerifies(ops)...)
 		t.Logf("final states of %d servers: %d violations, %d lost", len(finals), len(vs), lost)
 		for _, v := range vs {
 			t.Errorf("%s", v)
@@ -416,4 +424,71 @@ func TestRecheck(t *testing.T) {
 			t.Errorf("%s: %s in partition %q", v.Model, v.Result, v.Partition)
 		}
 	}
+}
+
+// adminMinter mints ADMIN tokens for the root API with r1's admin
+// credential (its key is in the JWKS): the tokens the load verifies and
+// revokes.
+func adminMinter(t *testing.T, c *harness.Cluster) func() (string, string, error) {
+	t.Helper()
+	cred, err := cluster.LoadCredential(c.Credential())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chain []*x509.Certificate
+	for _, der := range cred.Certificate {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, cert)
+	}
+	m, err := identity.NewMinter(identity.MinterConfig{Key: cred.PrivateKey.(crypto.Signer), Cert: chain[0], Chain: chain,
+		Principals: []identity.Principal{identity.PrincipalAdmin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aud := []string{cluster.APIAudience(c.Network)}
+	return func() (string, string, error) {
+		tok, claims, err := m.Mint(identity.MintRequest{Audience: aud, TTL: time.Hour, Principal: identity.PrincipalAdmin})
+		return tok, claims.ID, err
+	}
+}
+
+// finalVerifies asks every root, once all have applied the same log, about
+// every token the load minted: one whose revocation was acknowledged is
+// refused everywhere, one nobody tried to revoke verifies everywhere.
+func finalVerifies(t *testing.T, c *harness.Cluster, ops []Op, minted map[string]string) []Violation {
+	t.Helper()
+	acked, invoked := map[string]bool{}, map[string]bool{}
+	for _, op := range ops {
+		if op.Kind == OpRevoke {
+			invoked[op.Key] = true
+			acked[op.Key] = acked[op.Key] || op.Outcome == OK && (op.Result == ResOK || op.Result == ResExists)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var vs []Violation
+	for _, r := range c.Roots {
+		cl, err := c.NewClient(r, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for jti, tok := range minted {
+			v, err := cl.Verify(ctx, tok, "")
+			if err != nil {
+				t.Fatalf("verify through %s: %v", r.Name, err)
+			}
+			key := MintedKey(jti)
+			switch {
+			case acked[key] && v.Valid:
+				vs = append(vs, Violation{"verify", fmt.Sprintf("%s accepts %s after its revocation was acknowledged", r.Name, key)})
+			case !invoked[key] && !v.Valid:
+				vs = append(vs, Violation{"verify", fmt.Sprintf("%s refuses %s (%s) though nobody revoked it", r.Name, key, v.Reason)})
+			}
+		}
+		cl.Close()
+	}
+	return vs
 }

@@ -501,3 +501,50 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyModelCatchesLostUpdates: two writes that both replaced
+// version 3 cannot both have succeeded; a sequential history passes.
+func TestPolicyModelCatchesLostUpdates(t *testing.T) {
+	set := func(id, client int, expect, version uint64, result string, call, ret time.Duration) Op {
+		return Op{ID: id, Client: client, Kind: OpPolicySet, Outcome: OK, Result: result, Expect: expect, Version: version, Call: call, Return: ret}
+	}
+	good := []Op{
+		set(1, 1, 0, 1, ResOK, 1, 2),
+		set(2, 2, 0, 0, ResConflict, 3, 4),
+		set(3, 1, 1, 2, ResOK, 5, 6),
+		{ID: 4, Client: 2, Kind: OpPolicySet, Outcome: Unknown, Expect: 2, Call: 7, Return: 8},
+		set(5, 1, 3, 4, ResOK, 9, 10), // the unknown write took effect
+	}
+	if v := (PolicyModel{}).Check(good, time.Minute); v.Result != VerdictOK {
+		t.Fatalf("a legal history: %+v", v)
+	}
+	lost := []Op{
+		set(1, 1, 0, 1, ResOK, 1, 2),
+		set(2, 2, 0, 1, ResOK, 3, 4), // replaced version 0 again: an update was lost
+	}
+	if v := (PolicyModel{}).Check(lost, time.Minute); v.Result != VerdictViolation {
+		t.Fatalf("a lost update: %+v", v)
+	}
+}
+
+// TestCheckVerifiesCatchesStaleAcceptance: a server that acknowledged a
+// token's revocation and then accepted the token is caught; another
+// server accepting it a moment later is not a violation (it may lag).
+func TestCheckVerifiesCatchesStaleAcceptance(t *testing.T) {
+	key := MintedKey("jti-1")
+	ops := []Op{
+		{ID: 1, Kind: OpRevoke, Key: key, Server: "r1", Outcome: OK, Result: ResOK, Call: 10, Return: 20},
+		{ID: 2, Kind: OpTokenVerify, Key: key, Server: "r2", Outcome: OK, Result: ResValid, Call: 21, Return: 22},
+	}
+	if vs := CheckVerifies(ops); len(vs) != 0 {
+		t.Fatalf("another server's lag flagged: %v", vs)
+	}
+	ops = append(ops, Op{ID: 3, Kind: OpTokenVerify, Key: key, Server: "r1", Outcome: OK, Result: ResValid, Call: 25, Return: 26})
+	if vs := CheckVerifies(ops); len(vs) != 1 {
+		t.Fatalf("r1 accepted a token after acknowledging its revocation: %v", vs)
+	}
+	other := []Op{{ID: 4, Kind: OpTokenVerify, Key: MintedKey("jti-2"), Server: "r1", Outcome: OK, Result: ResRefused, Values: []string{"signature"}, Call: 1, Return: 2}}
+	if vs := CheckVerifies(other); len(vs) != 1 {
+		t.Fatalf("a refusal of a token nobody revoked: %v", vs)
+	}
+}

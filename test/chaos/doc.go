@@ -16,19 +16,24 @@
 //   - Load: workers that each prefer one server and fail over to the next on
 //     connection errors and on answers without a definite outcome, running
 //     Actions picked by weight: revocations, consistent reads and lists of
-//     them, join-token creation, listing and revocation, and node
-//     registrations that spend join-token uses. An Action is one kind of
-//     operation; new capabilities (token mint and verify, policy writes) add
-//     Actions and, where they have state, a Model.
+//     them, join-token creation, listing and revocation, node registrations
+//     that spend join-token uses, policy writes (compare-and-set on the
+//     policy version), and verifies at the roots of tokens the load mints
+//     with an admin credential, some of whose jti it revokes. An Action is
+//     one kind of operation; a new capability adds Actions and, where it has
+//     state, a Model.
 //   - Faults: Run drives the fault schedule against a harness.Cluster while
 //     the load runs, and measures the failover of every kill (kill to the
 //     first acknowledged write through a survivor).
 //   - Check: after the run, the history is checked for linearizability with
-//     porcupine against the models written here (the revocation set and the
-//     join-token lifecycle with its uses), against the servers' final state
-//     (every acknowledged write on every root, equal state hashes, no serial
-//     twice per issuer), for token uses, and for what an isolated server
-//     acknowledged.
+//     porcupine against the models written here (the revocation set, the
+//     join-token lifecycle with its uses, the policy version), against the
+//     servers' final state (every acknowledged write on every root, equal
+//     state hashes, no serial twice per issuer, every minted token refused
+//     by every root once its revocation was acknowledged and accepted
+//     otherwise), for token uses, for verifies (a root that acknowledged a
+//     revocation never accepts the token afterwards), and for what an
+//     isolated server acknowledged.
 //   - Report: one short text summary and a JSON document.
 //
 // TestChaos (chaos_test.go) wires these together; its knobs are environment

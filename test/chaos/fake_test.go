@@ -11,16 +11,18 @@ import (
 
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
 )
 
 // fakeCluster is an in-memory twin of a root cluster's API for the load
 // and the checker: one state behind a mutex, which can be made to serve
 // stale reads or to drop acknowledged writes.
 type fakeCluster struct {
-	mu     sync.Mutex
-	log    []string // revocation keys in commit order
-	tokens map[string]*cluster.JoinTokenInfo
-	regs   []cluster.RegistrationInfo
+	mu      sync.Mutex
+	version uint64   // policy version
+	log     []string // revocation keys in commit order
+	tokens  map[string]*cluster.JoinTokenInfo
+	regs    []cluster.RegistrationInfo
 	// stale makes reads miss the last stale revocations.
 	stale int
 	// loseEvery acknowledges every loseEvery-th new revocation without
@@ -52,6 +54,33 @@ func (f *fakeCluster) has(key string, log []string) bool {
 }
 
 type fakeAPI struct{ f *fakeCluster }
+
+func (a fakeAPI) SetPolicy(_ context.Context, text string, expect uint64) (cluster.PolicyDoc, error) {
+	f := a.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if expect != f.version {
+		return cluster.PolicyDoc{}, &cluster.APIError{Status: 409, Code: "conflict", Message: "version moved"}
+	}
+	f.version++
+	return cluster.PolicyDoc{Text: text, Version: f.version}, nil
+}
+
+func (a fakeAPI) Verify(_ context.Context, token, _ string) (cluster.Verification, error) {
+	t, err := identity.ParseUnverified(token, 0)
+	if err != nil {
+		return cluster.Verification{Reason: "malformed"}, nil
+	}
+	f := a.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, k := range f.log {
+		if k == MintedKey(t.Claims.ID) {
+			return cluster.Verification{Reason: "token_revoked"}, nil
+		}
+	}
+	return cluster.Verification{Valid: true}, nil
+}
 
 func (a fakeAPI) Revoke(_ context.Context, req cluster.RevokeRequest) (cluster.RevokeResponse, error) {
 	f := a.f

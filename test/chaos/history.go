@@ -42,6 +42,8 @@ const (
 	OpTokenList       OpKind = "token.list"      // local (possibly stale) list; Tokens
 	OpTokenRead       OpKind = "token.read"      // linearizable read of every token; Tokens
 	OpProbe           OpKind = "revoke.probe"    // a revoke sent by the failover probe: same meaning as OpRevoke
+	OpPolicySet       OpKind = "policy.set"      // Expect the version replaced; Result ok (Version the new one) or conflict
+	OpTokenVerify     OpKind = "token.verify"    // Key "token/<jti>" of a token minted by the load; Result valid or refused (Values: the reason)
 )
 
 // Definite results.
@@ -53,12 +55,15 @@ const (
 	ResNotFound  = "not_found"
 	ResExhausted = "exhausted"
 	ResRevoked   = "revoked"
+	ResConflict  = "conflict"
+	ResValid     = "valid"
+	ResRefused   = "refused"
 )
 
 // IsWrite reports whether operations of kind k change state.
 func (k OpKind) IsWrite() bool {
 	switch k {
-	case OpRevoke, OpProbe, OpTokenCreate, OpTokenRevoke, OpTokenConsume:
+	case OpRevoke, OpProbe, OpTokenCreate, OpTokenRevoke, OpTokenConsume, OpPolicySet:
 		return true
 	}
 	return false
@@ -84,8 +89,12 @@ type Op struct {
 	Uses   int    `json:"uses,omitempty"`
 	// Node is the node id a registration asked for; Serial the serial of
 	// the certificate it got.
-	Node    string  `json:"node,omitempty"`
-	Serial  string  `json:"serial,omitempty"`
+	Node   string `json:"node,omitempty"`
+	Serial string `json:"serial,omitempty"`
+	// Expect is the policy version a policy write replaces; Version the
+	// version it made.
+	Expect  uint64  `json:"expect,omitempty"`
+	Version uint64  `json:"version,omitempty"`
 	Outcome Outcome `json:"outcome"`
 	Result  string  `json:"result,omitempty"`
 	// Values are the keys a revocation list returned.
@@ -156,6 +165,7 @@ func (r *Recorder) End(id int, done Op) {
 	op := &r.ops[id]
 	op.Server = done.Server
 	op.Key, op.Ref, op.Uses, op.Node, op.Serial = done.Key, done.Ref, done.Uses, done.Node, done.Serial
+	op.Expect, op.Version = done.Expect, done.Version
 	op.Outcome, op.Result, op.Err = done.Outcome, done.Result, done.Err
 	op.Values, op.Tokens = done.Values, done.Tokens
 	op.Return = now

@@ -32,6 +32,8 @@ type API interface {
 	RevokeJoinToken(ctx context.Context, id string) error
 	Register(ctx context.Context, req cluster.RegisterRequest) (cluster.RegistrationResponse, error)
 	Registrations(ctx context.Context, status string, consistent bool) ([]cluster.RegistrationInfo, error)
+	SetPolicy(ctx context.Context, text string, expect uint64) (cluster.PolicyDoc, error)
+	Verify(ctx context.Context, token, aud string) (cluster.Verification, error)
 }
 
 // Target is the cluster the load runs against.
@@ -81,6 +83,32 @@ type Keys struct {
 	revs    []string          // revocation keys "kind/id" of every revoke invoked
 	tokens  []string          // ids of tokens whose creation was acknowledged
 	secrets map[string]string // token id -> secret
+
+	// policyVersion is the newest policy version a write made.
+	policyVersion atomic.Uint64
+	// mint mints a token (under an admin credential); minted holds what it
+	// minted: jti -> token.
+	mint   func() (token, jti string, err error)
+	minted map[string]string
+	jtis   []string
+}
+
+// SetMinter gives the load a way to mint tokens for its verifies.
+func (k *Keys) SetMinter(mint func() (token, jti string, err error)) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.mint = mint
+}
+
+// Minted returns every token the load minted, by jti.
+func (k *Keys) Minted() map[string]string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make(map[string]string, len(k.minted))
+	for j, t := range k.minted {
+		out[j] = t
+	}
+	return out
 }
 
 // next returns a number never returned before.
@@ -195,6 +223,9 @@ func DefaultActions() []Weighted {
 		{Register{}, 6},
 		{RevokeThenRead{}, 4},
 		{CreateThenUse{}, 3},
+		{SetPolicy{}, 2},
+		{VerifyToken{}, 5},
+		{RevokeMinted{}, 2},
 	}
 }
 
@@ -647,6 +678,10 @@ func Run(ctx context.Context, a Action, target Target, server string, client int
 	rec.End(id, res)
 	if res.Kind == OpTokenCreate && res.Outcome == OK {
 		keys.AddToken(res.Ref, res.secret)
+	}
+	if res.Kind == OpPolicySet && res.Outcome == OK && res.Result == ResOK {
+		for cur := keys.policyVersion.Load(); cur < res.Version && !keys.policyVersion.CompareAndSwap(cur, res.Version); cur = keys.policyVersion.Load() {
+		}
 	}
 	return res, failover
 }

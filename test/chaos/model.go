@@ -22,7 +22,7 @@ type Model interface {
 }
 
 // Models is the set of models every run is checked against.
-func Models() []Model { return []Model{RevocationModel{}, TokenModel{}} }
+func Models() []Model { return []Model{RevocationModel{}, TokenModel{}, PolicyModel{}} }
 
 // Verdict is a model's answer for one history.
 type Verdict struct {
