@@ -12,7 +12,7 @@ UNIT_PKGS   := ./fsm/... ./ca/... ./identity/... ./cluster/... ./session/... ./r
 PROC_PKGS   := ./test/...
 
 FUZZTIME       ?= 30s
-FUZZTIME_SHORT ?= 2s
+FUZZTIME_SHORT ?= 3000x
 BENCHTIME      ?= 1s
 CHAOS_KILLS    ?= 25
 CHAOS_REPORT   ?= test/chaos/report.json
