@@ -376,8 +376,10 @@ func (s *Server) handleDeny(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleRenew signs a new certificate for the node that presents its
-// current one over mutual TLS. The old certificate stays valid until it
-// expires; a revoked node cannot renew.
+// current one over mutual TLS, or its previous one: a node whose renewal
+// answer was lost still holds the previous certificate and retries with it
+// (fsm.NodeCertRenew keeps it the previous one). The old certificate stays
+// valid until it expires; a revoked node cannot renew.
 func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 	id, _ := s.callerID(r)
 	if id.Kind != ca.KindNode {
@@ -398,8 +400,9 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	presented := r.TLS.VerifiedChains[0][0]
-	if serial := fsm.FormatSerial(presented.SerialNumber); serial != n.CertSerial && serial != n.PrevSerial {
-		writeError(w, http.StatusForbidden, codeForbidden, "this certificate is no longer the node's current one; use the newest")
+	serial := fsm.FormatSerial(presented.SerialNumber)
+	if serial != n.CertSerial && serial != n.PrevSerial {
+		writeError(w, http.StatusForbidden, codeForbidden, "this certificate is neither the node's current nor its previous one; renew with the newest, or register the node again")
 		return
 	}
 	csr, err := ca.CheckCSR(req.CSR)
@@ -412,7 +415,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	idx, err := s.Propose(r.Context(), fsm.MsgNodeCertRenew, fsm.NodeCertRenew{Cert: issued, Key: key})
+	idx, err := s.Propose(r.Context(), fsm.MsgNodeCertRenew, fsm.NodeCertRenew{Cert: issued, Key: key, Presented: serial})
 	if err != nil {
 		s.writeErr(w, err)
 		return

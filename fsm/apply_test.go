@@ -208,6 +208,25 @@ func TestApplyCommands(t *testing.T) {
 					t.Fatalf("node %+v", n)
 				}
 			}},
+		{name: "node cert renew presenting the current certificate", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-a"), Presented: "a1"},
+			check: func(t *testing.T, h *harness) {
+				if n, _ := h.s.Node("node-a"); n.CertSerial != "a2" || n.PrevSerial != "a1" {
+					t.Fatalf("node %+v", n)
+				}
+			}},
+		{name: "node cert renew presenting the previous certificate keeps it previous", setup: func(h *harness) {
+			h.ok(MsgNodeCertRenew, NodeCertRenew{Cert: cert("root-2", "a2", "node-a"), Presented: "a1"})
+		}, typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a3", "node-a"), Presented: "a1"},
+			check: func(t *testing.T, h *harness) {
+				if n, _ := h.s.Node("node-a"); n.CertSerial != "a3" || n.PrevSerial != "a1" {
+					t.Fatalf("node %+v", n)
+				}
+			}},
+		{name: "node cert renew presenting an older certificate", setup: func(h *harness) {
+			h.ok(MsgNodeCertRenew, NodeCertRenew{Cert: cert("root-2", "a2", "node-a"), Presented: "a1"})
+			h.ok(MsgNodeCertRenew, NodeCertRenew{Cert: cert("root-2", "a3", "node-a"), Presented: "a2"})
+		}, typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a4", "node-a"), Presented: "a1"}, err: ErrConflict},
+		{name: "node cert renew presenting a serial that is not hex", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-a"), Presented: "A1"}, err: ErrInvalid},
 		{name: "node cert renew with a new key rotates", typ: MsgNodeCertRenew, p: NodeCertRenew{Cert: cert("root-2", "a2", "node-a"),
 			Key: &JWK{KID: "kid-a2", Key: key, Node: "node-a", State: JWKActive, NotAfter: later}},
 			check: func(t *testing.T, h *harness) {

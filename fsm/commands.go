@@ -598,18 +598,29 @@ func (p *IssuedPut) apply(tx *txn) *CommandError {
 }
 
 // NodeCertRenew records a node's renewed certificate and points the node at
-// it, keeping the old serial as PrevSerial (MsgNodeCertRenew). The node must
-// exist (ErrNotFound) and not be revoked (ErrConflict); the serial must be
-// new (ErrExists).
+// it (MsgNodeCertRenew). The node must exist (ErrNotFound) and not be revoked
+// (ErrConflict); the serial must be new (ErrExists).
+//
+// Presented is the serial of the certificate the node authenticated with.
+// Renewed with its current certificate, the node keeps that one as
+// PrevSerial. Renewed with its previous one, the node never took up its
+// current certificate (the answer of a renewal was lost): PrevSerial stays,
+// so a node can retry a renewal whose answer it lost as often as it must.
+// Any other serial is refused (ErrConflict). Without Presented (commands of
+// older proposers) the current certificate becomes the previous one.
 type NodeCertRenew struct {
 	Cert Issued `json:"cert"`
 	// Key is the public JWK of the certificate's key; a new kid rotates the
 	// node to it and its previous keys start retiring.
-	Key *JWK `json:"key,omitempty"`
+	Key       *JWK   `json:"key,omitempty"`
+	Presented string `json:"presented,omitempty"`
 }
 
 func (p *NodeCertRenew) check(now time.Time) *CommandError {
 	if err := checkIssued("cert", &p.Cert); err != nil {
+		return err
+	}
+	if err := checkSerial("presented", p.Presented, false); err != nil {
 		return err
 	}
 	return checkNodeKey(p.Key, now, &p.Cert)
@@ -629,8 +640,16 @@ func (p *NodeCertRenew) apply(tx *txn) *CommandError {
 	if err := tx.checkKeyOwner(p.Key); err != nil {
 		return err
 	}
+	prev := n.CertSerial
+	switch p.Presented {
+	case "", n.CertSerial:
+	case n.PrevSerial:
+		prev = n.PrevSerial
+	default:
+		return fail(ErrConflict, "certificate %s is neither the current nor the previous one of node %q", p.Presented, n.ID)
+	}
 	put(tx, &tx.st.issued, tIssued, issuedKey(p.Cert.Issuer, p.Cert.Serial), p.Cert)
-	n.PrevSerial, n.CertSerial, n.CertExpiry = n.CertSerial, p.Cert.Serial, p.Cert.NotAfter
+	n.PrevSerial, n.CertSerial, n.CertExpiry = prev, p.Cert.Serial, p.Cert.NotAfter
 	put(tx, &tx.st.nodes, tNodes, n.ID, n)
 	tx.putNodeKey(p.Key)
 	return nil

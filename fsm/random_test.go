@@ -140,7 +140,11 @@ func (g *cmdGen) next() []byte {
 	case MsgIssuedPut:
 		p = IssuedPut{Cert: g.issued(g.pick("node", 30))}
 	case MsgNodeCertRenew:
-		p = NodeCertRenew{Cert: g.issued(g.pick("node", 30))}
+		r := NodeCertRenew{Cert: g.issued(g.pick("node", 30))}
+		if g.chance(0.5) {
+			r.Presented = g.serial()
+		}
+		p = r
 	case MsgJWKPut:
 		owner := g.pick("node", 30)
 		if g.chance(0.3) {

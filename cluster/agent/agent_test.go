@@ -227,6 +227,58 @@ func TestRenewal(t *testing.T) {
 	}
 }
 
+// TestRenewalAnswerLost: a node whose renewal answers are lost keeps its
+// certificate and retries with it as often as it must; once it has moved on,
+// a certificate older than its previous one no longer renews.
+func TestRenewalAnswerLost(t *testing.T) {
+	e := newEnv(t, cluster.Limits{})
+	dir, _, err := e.join("n7", e.token(cluster.CreateJoinTokenRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	original, err := os.ReadFile(agent.CertPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := ca.ReadCertsFile(agent.CertPath(dir))
+	firstSerial := fsm.FormatSerial(first[0].SerialNumber)
+	var last *x509.Certificate
+	for i := range 3 {
+		renewed, err := agent.Renew(e.ctx, dir)
+		if err != nil {
+			t.Fatalf("renewal %d with the certificate whose renewals were lost: %v", i+1, err)
+		}
+		last = renewed
+		// The answer never reached the node: it still holds its first certificate.
+		if err := os.WriteFile(agent.CertPath(dir), original, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, _ := e.srv.Store().Node("n7")
+	if n.CertSerial != fsm.FormatSerial(last.SerialNumber) || n.PrevSerial != firstSerial {
+		t.Fatalf("node record after three lost answers %+v, want current %s and previous %s", n, fsm.FormatSerial(last.SerialNumber), firstSerial)
+	}
+	// This time the answer arrives; the node then renews with the newest twice,
+	// and its first certificate is neither current nor previous any more.
+	for range 3 {
+		if _, err := agent.Renew(e.ctx, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(agent.CertPath(dir), original, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := e.srv.Store().Hash()
+	_, err = agent.Renew(e.ctx, dir)
+	var ae *cluster.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || !strings.Contains(ae.Message, "neither the node's current nor its previous") {
+		t.Fatalf("renewal with a certificate two renewals old: %v", err)
+	}
+	if e.srv.Store().Hash() != before {
+		t.Fatal("a refused renewal changed the state")
+	}
+}
+
 // TestCRL: a revoked serial is in its issuer's CRL at once after the commit.
 func TestCRL(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})

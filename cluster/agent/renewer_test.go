@@ -319,7 +319,7 @@ func TestRenewerDefaultBackoff(t *testing.T) {
 
 func TestRenewerStops(t *testing.T) {
 	revoked := &cluster.APIError{Status: http.StatusForbidden, Code: "forbidden", Message: `node "n1" is revoked and cannot renew; register it again under a new id`}
-	notCurrent := &cluster.APIError{Status: http.StatusForbidden, Code: "forbidden", Message: "this certificate is no longer the node's current one; use the newest"}
+	notCurrent := &cluster.APIError{Status: http.StatusForbidden, Code: "forbidden", Message: "this certificate is neither the node's current nor its previous one; renew with the newest, or register the node again"}
 	for _, tc := range []struct {
 		name string
 		err  error
