@@ -162,8 +162,8 @@ func TestBootstrapRefusesUsedDataDir(t *testing.T) {
 	}
 }
 
-// TestLeaderPrunes: a revocation past its prune-after time is dropped by
-// the leader's periodic prune, on every replica.
+// TestLeaderPrunes: a revocation past its prune-after time, and an issued
+// certificate past its not-after, are dropped by the leader's periodic prune.
 func TestLeaderPrunes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -182,14 +182,27 @@ func TestLeaderPrunes(t *testing.T) {
 	if _, err := revoke(ctx, srv, "long"); err != nil {
 		t.Fatal(err)
 	}
+	der := testCSR(t) // any DER: the record is what is pruned
+	for serial, life := range map[string]time.Duration{"5e1": 300 * time.Millisecond, "5e2": time.Hour} {
+		if _, err := srv.Propose(ctx, fsm.MsgIssuedPut, fsm.IssuedPut{Cert: fsm.Issued{Issuer: "r1", Serial: serial, NodeID: "n1",
+			NotAfter: time.Now().Add(life), Cert: der}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	waitFor(t, "pruned", 10*time.Second, func() error {
 		if _, ok := srv.Store().Revoked(fsm.RevocationToken, "short"); ok {
-			return errors.New("still there")
+			return errors.New("revocation still there")
+		}
+		if _, ok := srv.Store().Issued("r1", "5e1"); ok {
+			return errors.New("expired certificate still there")
 		}
 		return nil
 	})
 	if _, ok := srv.Store().Revoked(fsm.RevocationToken, "long"); !ok {
 		t.Fatal("a revocation not yet due was pruned")
+	}
+	if _, ok := srv.Store().Issued("r1", "5e2"); !ok {
+		t.Fatal("a certificate not yet expired was pruned")
 	}
 }
 

@@ -219,7 +219,7 @@ func (s *Server) prune() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Limits.RequestTimeout)
-		if _, err := s.Propose(ctx, fsm.MsgPruneRevocations, fsm.PruneRevocations{}); err != nil {
+		if _, err := s.Propose(ctx, fsm.MsgPruneRevocations, fsm.PruneRevocations{Issuance: true}); err != nil {
 			s.log.Warn("pruning failed", "error", err)
 		}
 		cancel()

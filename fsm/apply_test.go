@@ -165,6 +165,50 @@ func TestApplyCommands(t *testing.T) {
 					t.Fatal("not pruned")
 				}
 			}},
+		{name: "prune issuance drops expired certificates and their registrations", setup: func(h *harness) {
+			h.now = t0.Add(25 * time.Hour)
+		}, typ: MsgPruneRevocations, p: PruneRevocations{Issuance: true},
+			check: func(t *testing.T, h *harness) {
+				if _, ok := h.s.Issued("root-1", "a1"); ok {
+					t.Fatal("expired certificate kept")
+				}
+				if _, ok := h.s.Registration("reg-a"); ok {
+					t.Fatal("approved registration of an expired certificate kept")
+				}
+				if _, ok := h.s.Registration("reg-p"); !ok {
+					t.Fatal("a day-old pending registration pruned")
+				}
+				if n, ok := h.s.Node("node-a"); !ok || n.CertSerial != "a1" {
+					t.Fatalf("node record %+v ok=%v", n, ok)
+				}
+			}},
+		{name: "prune issuance drops registrations a week unanswered or denied", setup: func(h *harness) {
+			h.ok(MsgRegistrationCreate, RegistrationCreate{Registration: pendingReg("reg-d", "node-d")})
+			h.ok(MsgRegistrationDeny, RegistrationDeny{ID: "reg-d", Reason: "unknown device"})
+			h.ok(MsgIssuedPut, IssuedPut{Cert: cert("root-2", "b1", "node-b")})
+			h.now = t0.Add(RegistrationRetention + time.Minute)
+		}, typ: MsgPruneRevocations, p: PruneRevocations{Issuance: true},
+			check: func(t *testing.T, h *harness) {
+				for _, id := range []string{"reg-p", "reg-d"} {
+					if _, ok := h.s.Registration(id); ok {
+						t.Fatalf("registration %s kept past the retention", id)
+					}
+				}
+				if _, ok := h.s.Issued("root-2", "b1"); ok {
+					t.Fatal("expired certificate b1 kept")
+				}
+			}},
+		{name: "prune without issuance keeps expired certificates", setup: func(h *harness) {
+			h.now = t0.Add(RegistrationRetention + time.Minute)
+		}, typ: MsgPruneRevocations, p: PruneRevocations{},
+			check: func(t *testing.T, h *harness) {
+				if _, ok := h.s.Issued("root-1", "a1"); !ok {
+					t.Fatal("a command of an older proposer pruned issued certificates")
+				}
+				if _, ok := h.s.Registration("reg-p"); !ok {
+					t.Fatal("a command of an older proposer pruned registrations")
+				}
+			}},
 
 		// trust anchors
 		{name: "anchor put federated", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}, Accept: []string{}}},

@@ -409,9 +409,22 @@ func (p *Revoke) apply(tx *txn) *CommandError {
 
 // PruneRevocations drops revocations whose PruneAfter is before the command
 // time, join tokens that are expired (command time at or after Expiry) or
-// used up, and JWKS keys past their NotAfter (MsgPruneRevocations). It never
-// fails.
-type PruneRevocations struct{}
+// used up, and JWKS keys past their NotAfter (MsgPruneRevocations). With
+// Issuance it also drops issued certificates past their NotAfter (no CRL
+// lists them any more, and 158-bit random serials need no record to stay
+// unique), approved registrations whose certificate is gone (nothing is left
+// to collect), and pending or denied registrations created more than
+// RegistrationRetention ago. It never fails.
+type PruneRevocations struct {
+	// Issuance is set by current proposers; commands of older ones leave
+	// it false and prune as they did.
+	Issuance bool `json:"issuance,omitempty"`
+}
+
+// RegistrationRetention is how long a pending or denied registration is
+// kept: an operator has a week to approve a request, and a node a week to
+// read why it was denied.
+const RegistrationRetention = 7 * 24 * time.Hour
 
 func (p *PruneRevocations) check(time.Time) *CommandError { return nil }
 
@@ -447,7 +460,41 @@ func (p *PruneRevocations) apply(tx *txn) *CommandError {
 		delete(tx.s.tokenIDs, tx.st.tokens.m[h].ID)
 		del(tx, &tx.st.tokens, tTokens, h)
 	}
+	if p.Issuance {
+		tx.pruneIssuance()
+	}
 	return nil
+}
+
+// pruneIssuance is the Issuance part of PruneRevocations.
+func (tx *txn) pruneIssuance() {
+	var certs, regs []string
+	for k, c := range tx.st.issued.m {
+		if c.NotAfter.Before(tx.now) {
+			certs = append(certs, k)
+		}
+	}
+	slices.Sort(certs)
+	for _, k := range certs {
+		del(tx, &tx.st.issued, tIssued, k)
+	}
+	horizon := tx.now.Add(-RegistrationRetention)
+	for id, r := range tx.st.regs.m {
+		switch r.Status {
+		case RegistrationApproved:
+			if _, ok := tx.st.issued.m[issuedKey(r.Issuer, r.Serial)]; !ok {
+				regs = append(regs, id)
+			}
+		default:
+			if !r.Created.IsZero() && r.Created.Before(horizon) {
+				regs = append(regs, id)
+			}
+		}
+	}
+	slices.Sort(regs)
+	for _, id := range regs {
+		del(tx, &tx.st.regs, tRegs, id)
+	}
 }
 
 // ---- trust anchors ----

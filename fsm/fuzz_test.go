@@ -27,6 +27,7 @@ func fuzzSeeds() [][]byte {
 		{MsgJoinTokenRevoke, JoinTokenRevoke{ID: "tok1"}},
 		{MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationCert, ID: "a1", Reason: "r", PruneAfter: later}}},
 		{MsgPruneRevocations, PruneRevocations{}},
+		{MsgPruneRevocations, PruneRevocations{Issuance: true}},
 		{MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: "f.example", Roots: [][]byte{der("f")}, Accept: []string{"f.example"}}}},
 		{MsgTrustAnchorDelete, TrustAnchorDelete{Network: "f.example"}},
 		{MsgNodePut, NodePut{Node: Node{ID: "n", Network: testNetwork, Principal: PrincipalNode, Status: NodeActive}}},

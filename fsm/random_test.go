@@ -129,7 +129,7 @@ func (g *cmdGen) next() []byte {
 		}
 		p = Revoke{Revocation: r}
 	case MsgPruneRevocations:
-		p = PruneRevocations{}
+		p = PruneRevocations{Issuance: g.chance(0.5)}
 	case MsgTrustAnchorPut:
 		p = TrustAnchorPut{Anchor: TrustAnchor{Network: g.network(), Roots: [][]byte{der(g.pick("r", 3))}, Accept: []string{g.network()}}}
 	case MsgTrustAnchorDelete:
