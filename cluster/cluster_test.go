@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,4 +256,59 @@ func TestJoinThroughAFollower(t *testing.T) {
 		t.Fatal("joined through a follower but is not a voter")
 	}
 	waitFor(t, "three replicas equal", 10*time.Second, sameHash(tc))
+}
+
+// TestExpiredNodeRegistersAgain: a node id stays taken while its certificate
+// is valid; once the certificate has expired (the node cannot renew any
+// more) the node registers again under its id.
+func TestExpiredNodeRegistersAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var skew atomic.Int64
+	opts := testOptions(t)
+	opts.Clock = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	srv, _, err := Bootstrap(ctx, BootstrapConfig{Network: "expiry.example", Name: "r1", DataDir: t.TempDir() + "/r1",
+		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	token := func() string {
+		secret, tok, err := srv.newJoinToken(CreateJoinTokenRequest{Kind: "node", Uses: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.Propose(ctx, fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok}); err != nil {
+			t.Fatal(err)
+		}
+		return secret
+	}
+	first, _, err := srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: token()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstSerial := first.Registration.Serial
+
+	// While the certificate is valid the id is taken, and the refused
+	// registration spends nothing.
+	again := token()
+	before := srv.Store().Hash()
+	_, _, err = srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: again})
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || !strings.Contains(ae.Message, "already active, with a certificate valid until") {
+		t.Fatalf("registration of an active node id: %v", err)
+	}
+	if srv.Store().Hash() != before {
+		t.Fatal("the refused registration changed the state")
+	}
+
+	skew.Store(int64(25 * time.Hour)) // the 24 h certificate has expired
+	second, status, err := srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: token()})
+	if err != nil || status != http.StatusCreated {
+		t.Fatalf("registration of a node whose certificate expired: %d %v", status, err)
+	}
+	n, _ := srv.Store().Node("n1")
+	if n.Status != fsm.NodeActive || n.CertSerial != second.Registration.Serial || n.PrevSerial != firstSerial {
+		t.Fatalf("node record %+v after registering again (first serial %s)", n, firstSerial)
+	}
 }

@@ -151,7 +151,10 @@ func (s *Server) checkRegistration(req *RegisterRequest) (*x509.CertificateReque
 		case fsm.NodeRevoked:
 			return nil, forbidden("node %q is revoked; register under a new node id", req.NodeID)
 		case fsm.NodeActive:
-			return nil, conflict("node %q is already active; renew its certificate with `keymesh node renew`, or revoke it first", req.NodeID)
+			if n.CertExpiry.IsZero() || s.opts.Clock().Before(n.CertExpiry) {
+				return nil, conflict("node %q is already active, with a certificate valid until %s; renew it with `keymesh node renew`, or revoke the node first",
+					req.NodeID, n.CertExpiry.UTC().Format(time.RFC3339))
+			}
 		}
 	}
 	return csr, nil

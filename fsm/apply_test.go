@@ -431,6 +431,17 @@ func TestApplyCommands(t *testing.T) {
 			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-q"}})
 		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q")}, err: ErrConflict},
 		{name: "registration of an active node id", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-a")}, err: ErrExists},
+		{name: "registration of a node id whose certificate expired", setup: func(h *harness) {
+			h.now = t0.Add(24 * time.Hour)
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-a")},
+			check: func(t *testing.T, h *harness) {
+				if r, ok := h.s.Registration("reg-q"); !ok || r.Status != RegistrationPending {
+					t.Fatalf("registration %+v ok=%v", r, ok)
+				}
+			}},
+		{name: "registration of an active node id a second before its certificate expires", setup: func(h *harness) {
+			h.now = t0.Add(24*time.Hour - 2*time.Second)
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-a")}, err: ErrExists},
 		{name: "registration with token of an active node id consumes nothing", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-a"), TokenHash: hashOf("secret-1"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-a", NotAfter: later, Cert: der("c")}}, err: ErrExists,
 			check: func(t *testing.T, h *harness) {
 				if tok, _ := h.s.JoinToken(hashOf("secret-1")); tok.Used != 1 {

@@ -983,9 +983,11 @@ func (p *RegistrationCreate) apply(tx *txn) *CommandError {
 }
 
 // nodeFree refuses a registration for a node id that is already active:
-// two registrations racing for one id get one certificate between them.
+// two registrations racing for one id get one certificate between them. A
+// node whose certificate has expired is active no more (it cannot renew), so
+// it may register again under its id.
 func (tx *txn) nodeFree(id string) *CommandError {
-	if n, ok := tx.st.nodes.m[id]; ok && n.Status == NodeActive {
+	if n, ok := tx.st.nodes.m[id]; ok && n.Status == NodeActive && (n.CertExpiry.IsZero() || tx.now.Before(n.CertExpiry)) {
 		return fail(ErrExists, "node %q is already active", id)
 	}
 	return nil
