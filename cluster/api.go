@@ -213,6 +213,7 @@ func (s *Server) handler() http.Handler {
 	s.route(mux, "POST /v1/authorize", "", s.handleAuthorize)
 	// Decided by Cedar.
 	s.route(mux, "GET /v1/cluster/status", policy.ClusterRead, s.handleStatus)
+	s.route(mux, "GET /v1/sys/metrics", policy.ClusterRead, s.metrics.handler().ServeHTTP)
 	s.route(mux, "GET /v1/cluster/peers", policy.ClusterRead, s.handlePeers)
 	s.route(mux, "DELETE /v1/cluster/servers/{id}", policy.ClusterRemove, s.handleRemoveServer)
 	s.route(mux, "POST /v1/join-tokens", policy.TokenCreate, s.handleCreateJoinToken)

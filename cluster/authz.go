@@ -70,7 +70,7 @@ func (s *Server) authenticate(r *http.Request) (caller, error) {
 // route registers a handler. action "" is a public call; otherwise the
 // caller must authenticate and Cedar must permit the action.
 func (s *Server) route(mux *http.ServeMux, pattern string, action policy.Action, h http.HandlerFunc) {
-	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(pattern, s.metrics.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if action == "" {
 			h(w, r)
 			return
@@ -103,13 +103,13 @@ func (s *Server) route(mux *http.ServeMux, pattern string, action policy.Action,
 			return
 		}
 		h(w, r)
-	})
+	}))
 }
 
 // internal registers a leader-plumbing call: root servers of this network
 // only, by client certificate; no Cedar (it is consensus, not operation).
 func (s *Server) internal(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
-	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(pattern, s.metrics.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
 		id, err := s.callerID(r)
 		if errors.Is(err, errNoCredential) {
 			writeError(w, http.StatusUnauthorized, codeUnauthorized, "internal calls need a root server certificate")
@@ -120,7 +120,7 @@ func (s *Server) internal(mux *http.ServeMux, pattern string, h http.HandlerFunc
 			return
 		}
 		h(w, r)
-	})
+	}))
 }
 
 // watchTrust keeps the verifier and the authorizer in step with the

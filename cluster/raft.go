@@ -18,7 +18,8 @@ import (
 // raftFSM adapts the pure fsm.Store to raft.FSM. It is the only place where
 // the store meets Raft; the store never sees a raft type.
 type raftFSM struct {
-	store *fsm.Store
+	store   *fsm.Store
+	applied func(fsm.Result) // optional: sees every applied command
 }
 
 var _ raft.FSM = (*raftFSM)(nil)
@@ -28,7 +29,11 @@ func (f *raftFSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	return f.store.Apply(l.Index, l.Data)
+	res := f.store.Apply(l.Index, l.Data)
+	if f.applied != nil {
+		f.applied(res)
+	}
+	return res
 }
 
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {

@@ -115,6 +115,7 @@ func (s *Server) signNode(pub any, nodeID string, dns []string) (fsm.Issued, [][
 	if err != nil {
 		return fsm.Issued{}, nil, nil, badRequest("cannot sign a certificate for this request: %v", err)
 	}
+	s.metrics.signed.Inc()
 	key, err := nodeJWK([]*x509.Certificate{cert, s.issuer.Cert})
 	if err != nil {
 		return fsm.Issued{}, nil, nil, badRequest("cannot publish this key: %v", err)

@@ -72,6 +72,8 @@ type Server struct {
 	// are served only then.
 	readyTerm atomic.Uint64
 
+	metrics *metrics
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -145,6 +147,7 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 		return nil, err
 	}
 	s.verifier, s.authz = v, policy.NewAuthorizer(nil)
+	s.metrics = newMetrics(s)
 	l := o.Limits
 	s.regLimit = newSourceLimiter(l.RegistrationRate, l.RegistrationBurst, l.MaxSources)
 	s.signLimit = rate.NewLimiter(rate.Limit(l.SigningRate), l.SigningBurst)
@@ -158,7 +161,7 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 
 // start runs Raft on raftLn and the API on apiLn.
 func (s *Server) start(raftLn, apiLn net.Listener, bootstrap bool) error {
-	node, err := startRaft(s.dir.path(dirRaft), s.name, raftLn, s.raftAddr, s.tls, &raftFSM{store: s.store}, s.opts, bootstrap)
+	node, err := startRaft(s.dir.path(dirRaft), s.name, raftLn, s.raftAddr, s.tls, &raftFSM{store: s.store, applied: s.metrics.applied}, s.opts, bootstrap)
 	if err != nil {
 		apiLn.Close()
 		raftLn.Close()
@@ -191,6 +194,7 @@ func (s *Server) watchLeadership() {
 				s.log.Info("lost leadership")
 				continue
 			}
+			s.metrics.elected.Inc()
 			term := s.node.raft.CurrentTerm()
 			if err := s.node.raft.Barrier(s.opts.Limits.RequestTimeout).Error(); err != nil {
 				s.log.Warn("barrier after election failed", "term", term, "error", err)
@@ -270,7 +274,9 @@ func (s *Server) Propose(ctx context.Context, t fsm.MsgType, payload any) (uint6
 	if err != nil {
 		return 0, fmt.Errorf("cluster: encode command: %w", err)
 	}
-	return s.applyEncoded(ctx, data)
+	idx, err := s.applyEncoded(ctx, data)
+	s.metrics.proposed(err)
+	return idx, err
 }
 
 // applyEncoded applies a command locally when leading and forwards it to the

@@ -244,3 +244,19 @@ func (s *Store) RouteAuths() []RouteAuth { return list(s, routeAuths, cloneRoute
 func (s *Store) RouteAuth(prefix string) (RouteAuth, bool) {
 	return lookup(s, routeAuths, prefix, cloneRouteAuth)
 }
+
+// Sizes are the record counts of the state's tables.
+type Sizes struct {
+	Servers, Issuers, JoinTokens, Revocations, TrustAnchors int
+	Nodes, Issued, JWKS, Registrations, RouteAuths          int
+}
+
+// Sizes counts the records of every table (for metrics; no copies).
+func (s *Store) Sizes() Sizes {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := s.st
+	return Sizes{Servers: len(st.servers.m), Issuers: len(st.issuers.m), JoinTokens: len(st.tokens.m),
+		Revocations: len(st.revs.m), TrustAnchors: len(st.anchors.m), Nodes: len(st.nodes.m), Issued: len(st.issued.m),
+		JWKS: len(st.jwks.m), Registrations: len(st.regs.m), RouteAuths: len(st.routes.m)}
+}

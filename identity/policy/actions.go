@@ -7,7 +7,7 @@ type Action string
 // The actions, one for every API operation. The HTTP routes are those of
 // DESIGN.md; the root server maps each route to its action.
 const (
-	// ClusterRead: GET /v1/cluster/status, GET /v1/cluster/peers.
+	// ClusterRead: GET /v1/cluster/status, GET /v1/cluster/peers, GET /v1/sys/metrics.
 	ClusterRead Action = "cluster.read"
 	// ClusterJoin: a root server joins the cluster (root join).
 	ClusterJoin Action = "cluster.join"
