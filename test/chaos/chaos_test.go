@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/test/harness"
 )
@@ -34,6 +35,7 @@ func TestMain(m *testing.M) { harness.Main(m, &bin) }
 //	CHAOS_STEADY          steady load without faults first, no leader change allowed (default 12s; make chaos: 60s)
 //	CHAOS_DURATION        time limit of the fault schedule (default 150s)
 //	CHAOS_CLIENTS         load clients (default 6)
+//	CHAOS_AGENTS          node agents (`keymesh node run` processes) following the roots (default 2)
 //	CHAOS_RATE            operations per second over all clients (default 80)
 //	CHAOS_TIMEOUT         client timeout of one operation (default 3s)
 //	CHAOS_SEED            seed of the load and the schedule (default: from the clock; reported)
@@ -49,6 +51,7 @@ type runConfig struct {
 	steady   time.Duration
 	duration time.Duration
 	load     LoadConfig
+	agents   int
 	timeout  time.Duration
 	p99      time.Duration
 	flags    []string
@@ -115,6 +118,7 @@ func configFromEnv(t *testing.T) runConfig {
 		steady:   envDuration(t, "CHAOS_STEADY", steady),
 		duration: envDuration(t, "CHAOS_DURATION", limit),
 		load:     LoadConfig{Clients: envInt(t, "CHAOS_CLIENTS", 6), Rate: rate, Seed: seed},
+		agents:   envInt(t, "CHAOS_AGENTS", 2),
 		timeout:  envDuration(t, "CHAOS_TIMEOUT", 3*time.Second),
 		p99:      envDuration(t, "CHAOS_FAILOVER_P99", 0),
 		flags:    strings.Fields(os.Getenv("CHAOS_SERVER_FLAGS")),
@@ -153,6 +157,7 @@ func TestChaos(t *testing.T) {
 		harness.Supports(bin, harness.AdvertiseFlag, "root", "join")
 	started := time.Now()
 	c := harness.Start(t, bin, harness.Config{Servers: 3, RaftIPs: true, Proxies: proxies, Extra: cfg.flags})
+	c.StartAgents(cfg.agents)
 
 	rec := NewRecorder(nil)
 	keys := &Keys{}
@@ -222,6 +227,11 @@ func TestChaos(t *testing.T) {
 	fvs, lost := CheckFinal(ops, finals)
 	rep.Lost = lost
 	vs = append(vs, fvs...)
+	agents := finalAgents(t, c, finals[0].AppliedIndex, keys.Minted())
+	avs, agentLost := CheckAgents(ops, agents, finals[0].AppliedIndex)
+	rep.LostOnAgents = agentLost
+	rep.SetAgents(agents)
+	vs = append(vs, avs...)
 	vs = append(vs, CheckVerifies(ops)...)
 	vs = append(vs, finalVerifies(t, c, ops, keys.Minted())...)
 	vs = append(vs, CheckTokenUses(ops, finals)...)
@@ -333,6 +343,61 @@ func finalState(t *testing.T, c *harness.Cluster, rec *Recorder) []Final {
 	return finals
 }
 
+// finalAgents reads every node agent once the roots have converged at
+// index: the first agent is killed and started again first, so that it
+// resumes from its persisted trust document. Each agent's trust.json must
+// reach index; then its revocations are read from it and every minted token
+// is verified through the agent's local API.
+func finalAgents(t *testing.T, c *harness.Cluster, index uint64, minted map[string]string) []AgentFinal {
+	t.Helper()
+	if len(c.Agents) == 0 {
+		return nil
+	}
+	c.KillAgent(c.Agents[0])
+	c.RestartAgent(c.Agents[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	aud := agent.Audience{cluster.APIAudience(c.Network)}
+	var out []AgentFinal
+	for _, a := range c.Agents {
+		if !a.Running() {
+			t.Fatalf("agent %s is not running:\n%s", a.Name, a.Log())
+		}
+		var doc cluster.Trust
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var err error
+			doc, err = agent.ReadTrustFile(a.Dir, c.Network)
+			if err == nil && doc.Index >= index {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("agent %s: trust.json at index %d (error %v) 30s after the roots converged at %d", a.Name, doc.Index, err, index)
+			}
+			time.Sleep(50 * time.Millisecond) // polling interval
+		}
+		f := AgentFinal{Agent: a.Name, Index: doc.Index, Revocations: map[string]bool{}, Verifies: map[string]string{}}
+		for _, rv := range doc.Revocations {
+			f.Revocations[string(rv.Kind)+"/"+rv.ID] = true
+		}
+		lc := agent.NewLocalClient(a.Socket())
+		for jti, tok := range minted {
+			v, err := lc.Verify(ctx, agent.VerifyRequest{Token: tok, Audience: aud})
+			if err != nil {
+				t.Fatalf("verify through agent %s: %v", a.Name, err)
+			}
+			answer := ResValid
+			if !v.Valid {
+				answer = v.Reason
+			}
+			f.Verifies[MintedKey(jti)] = answer
+		}
+		lc.Close()
+		out = append(out, f)
+	}
+	return out
+}
+
 // keep writes the history, the report, the servers' logs and the view of
 // any failing model into dir (a new temporary directory when empty) and
 // returns it.
@@ -361,6 +426,11 @@ func keep(t *testing.T, dir string, c *harness.Cluster, ops []Op, rep *Report) s
 	for _, r := range c.Roots {
 		if err := os.WriteFile(filepath.Join(dir, r.Name+".log"), []byte(r.Log()), 0o644); err != nil {
 			t.Errorf("keep the log of %s: %v", r.Name, err)
+		}
+	}
+	for _, a := range c.Agents {
+		if err := os.WriteFile(filepath.Join(dir, a.Name+".log"), []byte(a.Log()), 0o644); err != nil {
+			t.Errorf("keep the log of %s: %v", a.Name, err)
 		}
 	}
 	if len(rep.Finals) > 0 {

@@ -335,3 +335,72 @@ func Failover(ops []Op, server string, at, down time.Duration) (time.Duration, b
 	}
 	return best, found
 }
+
+// AgentFinal is what one node agent holds after the run, once its trust
+// document reached the roots' final state index: the revocations of its
+// persisted trust document (trust.json) and its answers, through its local
+// API, for every token the load minted.
+type AgentFinal struct {
+	Agent       string          `json:"agent"`
+	Index       uint64          `json:"index"`
+	Revocations map[string]bool `json:"revocations,omitempty"`
+	// Verifies maps a minted token's key to "valid" or the reason the
+	// agent refused it.
+	Verifies map[string]string `json:"verifies,omitempty"`
+}
+
+// CheckAgents checks the node agents against the history: each reached
+// the roots' final index; every acknowledged revocation is in each agent's
+// trust document; each refuses every minted token whose revocation was
+// acknowledged and accepts every one nobody tried to revoke. lost counts
+// the acknowledged revocations missing on some agent.
+func CheckAgents(ops []Op, agents []AgentFinal, index uint64) (vs []Violation, lost int) {
+	acked, invoked := map[string]bool{}, map[string]bool{}
+	for _, op := range ops {
+		if op.Kind != OpRevoke && op.Kind != OpProbe {
+			continue
+		}
+		invoked[op.Key] = true
+		if op.Outcome == OK && (op.Result == ResOK || op.Result == ResExists) {
+			acked[op.Key] = true
+		}
+	}
+	missing := map[string][]string{}
+	for _, a := range agents {
+		if a.Index < index {
+			vs = append(vs, Violation{"agent", fmt.Sprintf("%s holds trust index %d, the roots are at %d", a.Agent, a.Index, index)})
+		}
+		for k := range acked {
+			if !a.Revocations[k] {
+				missing[k] = append(missing[k], a.Agent)
+			}
+		}
+		keys := make([]string, 0, len(a.Verifies))
+		for k := range a.Verifies {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			switch answer := a.Verifies[k]; {
+			case acked[k] && answer == ResValid:
+				vs = append(vs, Violation{"agent-verify", fmt.Sprintf("%s accepts %s after its revocation was acknowledged", a.Agent, k)})
+			case !invoked[k] && answer != ResValid:
+				vs = append(vs, Violation{"agent-verify", fmt.Sprintf("%s refuses %s (%s) though nobody revoked it", a.Agent, k, answer)})
+			}
+		}
+	}
+	lost = len(missing)
+	keys := make([]string, 0, len(missing))
+	for k := range missing {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		if i == maxListed {
+			vs = append(vs, Violation{"lost-on-agent", fmt.Sprintf("... and %d more", len(keys)-maxListed)})
+			break
+		}
+		vs = append(vs, Violation{"lost-on-agent", fmt.Sprintf("acknowledged revocation %s is missing on %v", k, missing[k])})
+	}
+	return vs, lost
+}

@@ -548,3 +548,53 @@ func TestCheckVerifiesCatchesStaleAcceptance(t *testing.T) {
 		t.Fatalf("a refusal of a token nobody revoked: %v", vs)
 	}
 }
+
+// TestCheckAgentsCatchesLostAndStale: an agent missing an acknowledged
+// revocation, one still accepting a revoked token, one refusing a token
+// nobody revoked and one behind the roots are each caught; agents that hold
+// everything pass.
+func TestCheckAgentsCatchesLostAndStale(t *testing.T) {
+	ops := numbered(h{
+		op(0, OpRevoke, "token/a", 0, 10, OK, ResOK),
+		op(1, OpRevoke, "token/b", 0, 10, OK, ResExists),
+		op(2, OpRevoke, "token/c", 0, 10, Unknown, ""), // may or may not have happened
+		op(3, OpRevoke, "key/k", 0, 10, Fail, ""),      // certainly not done
+	})
+	good := AgentFinal{Agent: "agent-1", Index: 40, Revocations: map[string]bool{"token/a": true, "token/b": true},
+		Verifies: map[string]string{"token/a": "token_revoked", "token/b": "token_revoked", "token/c": ResValid, "token/d": ResValid}}
+	if vs, lost := CheckAgents(ops, []AgentFinal{good, good}, 40); len(vs) != 0 || lost != 0 {
+		t.Fatalf("agents holding everything: %v (lost %d)", vs, lost)
+	}
+	for _, tc := range []struct {
+		name  string
+		agent func(a AgentFinal) AgentFinal
+		check string
+		lost  int
+	}{
+		{"lost acknowledged revocation", func(a AgentFinal) AgentFinal {
+			a.Revocations = map[string]bool{"token/a": true}
+			return a
+		}, "lost-on-agent", 1},
+		{"stale acceptance", func(a AgentFinal) AgentFinal {
+			a.Verifies = map[string]string{"token/a": ResValid}
+			return a
+		}, "agent-verify", 0},
+		{"refusal of a token nobody revoked", func(a AgentFinal) AgentFinal {
+			a.Verifies = map[string]string{"token/d": "token_revoked"}
+			return a
+		}, "agent-verify", 0},
+		{"behind the roots", func(a AgentFinal) AgentFinal {
+			a.Index = 39
+			return a
+		}, "agent", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := tc.agent(good)
+			bad.Agent = "agent-2"
+			vs, lost := CheckAgents(ops, []AgentFinal{good, bad}, 40)
+			if len(vs) != 1 || vs[0].Check != tc.check || !strings.Contains(vs[0].Detail, "agent-2") || lost != tc.lost {
+				t.Fatalf("violations %v (lost %d), want one %q naming agent-2 (lost %d)", vs, lost, tc.check, tc.lost)
+			}
+		})
+	}
+}

@@ -1,5 +1,6 @@
-// Package chaos runs a root cluster of real keymesh processes under a mixed
-// load, breaks it again and again (kill -9 of the leader, SIGSTOP of the
+// Package chaos runs a root cluster of real keymesh processes, with node
+// agents (`keymesh node run` processes) following its trust state, under a
+// mixed load, breaks it again and again (kill -9 of the leader, SIGSTOP of the
 // leader, kill of a follower, isolation of the leader behind the Raft
 // proxies), and then proves from the clients' histories and the servers'
 // final state that nothing acknowledged was lost and that every answer was
@@ -33,7 +34,12 @@
 //     by every root once its revocation was acknowledged and accepted
 //     otherwise), for token uses, for verifies (a root that acknowledged a
 //     revocation never accepts the token afterwards), and for what an
-//     isolated server acknowledged.
+//     isolated server acknowledged. The node agents are checked too
+//     (CheckAgents): once the roots have converged (one agent killed and
+//     started again first, from its persisted trust document), each agent's
+//     trust.json holds every acknowledged revocation, and each agent refuses
+//     every minted token whose revocation was acknowledged and accepts the
+//     others.
 //   - Report: one short text summary and a JSON document.
 //
 // TestChaos (chaos_test.go) wires these together; its knobs are environment

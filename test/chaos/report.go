@@ -97,14 +97,18 @@ type Report struct {
 	Proxies      bool      `json:"raft_proxies"`
 	// Machine is the host's CPU count and load average (1, 5, 15 minutes)
 	// at the start and the end: other work on the host slows the servers.
-	Machine  Machine `json:"machine"`
-	Counts   `json:"ops"`
-	Lost     int            `json:"lost"`
-	Faults   map[string]int `json:"faults"`
-	Skipped  []string       `json:"skipped,omitempty"`
-	Steady   *Steady        `json:"steady,omitempty"`
-	Linear   bool           `json:"linearizable"`
-	Verdicts []Verdict      `json:"verdicts"`
+	Machine Machine `json:"machine"`
+	Counts  `json:"ops"`
+	Lost    int `json:"lost"`
+	// LostOnAgents counts acknowledged revocations missing on some node
+	// agent; Agents are the agents' final states.
+	LostOnAgents int            `json:"lost_on_agents"`
+	Agents       []AgentState   `json:"agents,omitempty"`
+	Faults       map[string]int `json:"faults"`
+	Skipped      []string       `json:"skipped,omitempty"`
+	Steady       *Steady        `json:"steady,omitempty"`
+	Linear       bool           `json:"linearizable"`
+	Verdicts     []Verdict      `json:"verdicts"`
 	// Failover is kill of the leader to the first acknowledged write
 	// through a survivor, over every leader kill; StopFailover and
 	// IsolationFailover the same for the other leader faults, and
@@ -132,6 +136,22 @@ type State struct {
 	Revocations  int    `json:"revocations"`
 	Tokens       int    `json:"tokens"`
 	Nodes        int    `json:"nodes"`
+}
+
+// AgentState is a node agent's final state as the report shows it.
+type AgentState struct {
+	Agent       string `json:"agent"`
+	Index       uint64 `json:"trust_index"`
+	Revocations int    `json:"revocations"`
+	Verified    int    `json:"tokens_checked"`
+}
+
+// SetAgents keeps the agents' summary.
+func (r *Report) SetAgents(as []AgentFinal) {
+	r.Agents = nil
+	for _, a := range as {
+		r.Agents = append(r.Agents, AgentState{Agent: a.Agent, Index: a.Index, Revocations: len(a.Revocations), Verified: len(a.Verifies)})
+	}
 }
 
 // SetFinals keeps the finals and their summary.
@@ -204,6 +224,13 @@ func (r *Report) Summary() string {
 	}
 	fmt.Fprintf(&b, "operations %d: acknowledged writes %d, rejected %d, unknown %d, failed %d, reads %d; lost %d\n",
 		r.Operations, r.Acknowledged, r.Rejected, r.Unknown, r.Failed, r.Reads, r.Lost)
+	if len(r.Agents) > 0 {
+		var as []string
+		for _, a := range r.Agents {
+			as = append(as, fmt.Sprintf("%s at index %d, %d revocations, %d tokens checked", a.Agent, a.Index, a.Revocations, a.Verified))
+		}
+		fmt.Fprintf(&b, "node agents: %s; acknowledged revocations missing on an agent: %d\n", strings.Join(as, "; "), r.LostOnAgents)
+	}
 	var vs []string
 	for _, v := range r.Verdicts {
 		vs = append(vs, fmt.Sprintf("%s %s (%d ops, %d parts, %d open, %s)", v.Model, v.Result, v.Ops, v.Partitions, v.Open, v.Elapsed.Round(time.Millisecond)))

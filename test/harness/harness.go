@@ -1,5 +1,6 @@
-// Package harness runs keymesh root servers as real processes of the built
-// binary on loopback, for the end-to-end and chaos tests.
+// Package harness runs keymesh root servers and node agents as real
+// processes of the built binary on loopback, for the end-to-end and chaos
+// tests.
 //
 // Call Build once per test binary (from TestMain), then StartCluster (or
 // Start with a Config) per test. Every process is killed, every proxy closed
@@ -88,6 +89,12 @@ type Root struct {
 	// the default 127.0.0.1).
 	RaftIP string
 
+	proc
+}
+
+// proc is a process of the built binary (restarted any number of times)
+// and everything its processes wrote.
+type proc struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -96,7 +103,7 @@ type Root struct {
 }
 
 // Running reports whether the process is alive (it may be stopped).
-func (r *Root) Running() bool {
+func (r *proc) Running() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cmd == nil {
@@ -111,7 +118,7 @@ func (r *Root) Running() bool {
 }
 
 // PID is the process id, 0 when not running.
-func (r *Root) PID() int {
+func (r *proc) PID() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cmd == nil || r.cmd.Process == nil {
@@ -121,7 +128,7 @@ func (r *Root) PID() int {
 }
 
 // current returns what the current process wrote so far.
-func (r *Root) current() string {
+func (r *proc) current() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.log.String()[r.from:]
@@ -129,7 +136,7 @@ func (r *Root) current() string {
 
 // Log returns what the server's processes wrote so far, every restart
 // after the one before.
-func (r *Root) Log() string {
+func (r *proc) Log() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.log.String()
@@ -143,6 +150,8 @@ type Cluster struct {
 	Network string
 	CAHash  string
 	Roots   []*Root
+	// Agents are the node agents StartAgents ran.
+	Agents []*Agent
 	// ExtraArgs are passed to every bootstrap, join and start (e.g. Raft
 	// timeouts).
 	ExtraArgs []string
@@ -299,13 +308,18 @@ func (c *Cluster) JoinWithToken(name, token string) *Root {
 
 func (c *Cluster) spawn(r *Root, args ...string) {
 	c.t.Helper()
-	args = append(args, c.ExtraArgs...)
+	c.start(&r.proc, r.Name, append(args, c.ExtraArgs...)...)
+}
+
+// start runs the binary with args as p's current process.
+func (c *Cluster) start(r *proc, name string, args ...string) {
+	c.t.Helper()
 	cmd := exec.Command(c.Bin, args...)
 	r.mu.Lock()
 	if r.log == nil {
 		r.log = &bytes.Buffer{}
 	} else {
-		fmt.Fprintf(r.log, "--- harness: %s restarts at %s ---\n", r.Name, time.Now().UTC().Format(time.RFC3339Nano))
+		fmt.Fprintf(r.log, "--- harness: %s restarts at %s ---\n", name, time.Now().UTC().Format(time.RFC3339Nano))
 	}
 	r.from = r.log.Len()
 	w := &lockedWriter{w: r.log, mu: &r.mu}
@@ -313,7 +327,7 @@ func (c *Cluster) spawn(r *Root, args ...string) {
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.Env = append(os.Environ(), "KEYMESH_SERVER=", "KEYMESH_CA_FILE=", "KEYMESH_CREDENTIAL=")
 	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("start %s: %v", r.Name, err)
+		c.t.Fatalf("start %s: %v", name, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -565,6 +579,11 @@ func (c *Cluster) Terminate(r *Root) { c.signal(r, syscall.SIGTERM, true) }
 
 func (c *Cluster) signal(r *Root, sig syscall.Signal, wait bool) {
 	c.t.Helper()
+	c.signalProc(&r.proc, r.Name, sig, wait)
+}
+
+func (c *Cluster) signalProc(r *proc, name string, sig syscall.Signal, wait bool) {
+	c.t.Helper()
 	r.mu.Lock()
 	cmd, done := r.cmd, r.done
 	r.mu.Unlock()
@@ -581,7 +600,7 @@ func (c *Cluster) signal(r *Root, sig syscall.Signal, wait bool) {
 		_ = cmd.Process.Kill()
 		<-done
 		if sig != syscall.SIGKILL {
-			c.t.Errorf("%s did not stop within 20s after %v", r.Name, sig)
+			c.t.Errorf("%s did not stop within 20s after %v", name, sig)
 		}
 	}
 }
@@ -626,6 +645,11 @@ func (c *Cluster) WaitCaughtUp(r *Root, index uint64, timeout time.Duration) {
 
 // KillAll kills every process (cleanup).
 func (c *Cluster) KillAll() {
+	for _, a := range c.Agents {
+		if a.Running() {
+			c.signalProc(&a.proc, a.Name, syscall.SIGKILL, true)
+		}
+	}
 	for _, r := range c.Roots {
 		if r.Running() {
 			c.Cont(r)

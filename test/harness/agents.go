@@ -1,0 +1,107 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/client"
+)
+
+// Agent is one node agent process (`keymesh node run`) of a node that
+// registered with `keymesh node join`.
+type Agent struct {
+	Name string
+	Dir  string
+	proc
+}
+
+// Socket is the path of the agent's local API.
+func (a *Agent) Socket() string { return agent.SocketPath(a.Dir) }
+
+// StartAgents registers n nodes (agent-1 … agent-n, one join token of n
+// uses, each through the next running root) with `keymesh node join` and
+// runs `keymesh node run` for each; it returns once every agent serves its
+// local API and holds a trust document.
+func (c *Cluster) StartAgents(n int) []*Agent {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var tok cluster.CreatedJoinToken
+	c.Retry(ctx, "create a node join token", func(cl *client.Client) error {
+		var err error
+		tok, err = cl.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", Principal: "NODE", Uses: n, TTL: "1h",
+			Description: "harness agents"})
+		return err
+	})
+	running := c.Running()
+	if len(running) == 0 {
+		c.t.Fatal("harness: no root server runs to register agents with")
+	}
+	var started []*Agent
+	for i := range n {
+		name := fmt.Sprintf("agent-%d", len(c.Agents)+1)
+		a := &Agent{Name: name, Dir: filepath.Join(c.Base, "agents", name)}
+		root := running[i%len(running)]
+		cmd := exec.CommandContext(ctx, c.Bin, "node", "join", "--server", root.APIAddr, "--ca-hash", c.CAHash,
+			"--network", c.Network, "--node-id", name, "--data-dir", a.Dir, "--token", tok.Secret)
+		cmd.Env = append(os.Environ(), "KEYMESH_SERVER=", "KEYMESH_CA_FILE=", "KEYMESH_CREDENTIAL=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			c.t.Fatalf("keymesh node join %s through %s: %v\n%s", name, root.Name, err, out)
+		}
+		c.Agents = append(c.Agents, a)
+		c.start(&a.proc, name, "node", "run", "--data-dir", a.Dir)
+		started = append(started, a)
+	}
+	for _, a := range started {
+		c.awaitAgent(a, 30*time.Second)
+	}
+	return started
+}
+
+// awaitAgent waits until a's local API answers with a trust document.
+func (c *Cluster) awaitAgent(a *Agent, timeout time.Duration) {
+	c.t.Helper()
+	lc := agent.NewLocalClient(a.Socket())
+	defer lc.Close()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if !a.Running() {
+			c.t.Fatalf("agent %s exited:\n%s", a.Name, a.Log())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		var st agent.StatusResponse
+		st, err = lc.Status(ctx)
+		cancel()
+		if err == nil && st.Trust.Index > 0 {
+			return
+		}
+		if err == nil {
+			err = errors.New("no trust document yet")
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+	c.t.Fatalf("agent %s not ready within %s: %v\n%s", a.Name, timeout, err, strings.TrimSpace(a.Log()))
+}
+
+// RestartAgent starts a's agent again if it is not running (it may have
+// been killed) and waits until it serves.
+func (c *Cluster) RestartAgent(a *Agent) {
+	c.t.Helper()
+	if !a.Running() {
+		c.start(&a.proc, a.Name, "node", "run", "--data-dir", a.Dir)
+	}
+	c.awaitAgent(a, 30*time.Second)
+}
+
+// KillAgent kills a's process with SIGKILL and waits for it.
+func (c *Cluster) KillAgent(a *Agent) { c.signalProc(&a.proc, a.Name, syscall.SIGKILL, true) }
