@@ -138,20 +138,26 @@ func CheckFinal(ops []Op, finals []Final) (vs []Violation, lost int) {
 			}
 		}
 	}
-	lost = len(missing)
+	return append(vs, missingWrites("lost", "acknowledged write", missing)...), len(missing)
+}
+
+// missingWrites lists the writes of missing (write -> where it is missing)
+// as violations of check, sorted, at most maxListed of them.
+func missingWrites(check, what string, missing map[string][]string) []Violation {
 	keys := make([]string, 0, len(missing))
 	for k := range missing {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	var vs []Violation
 	for i, k := range keys {
 		if i == maxListed {
-			vs = append(vs, Violation{"lost", fmt.Sprintf("... and %d more", len(keys)-maxListed)})
+			vs = append(vs, Violation{check, fmt.Sprintf("... and %d more", len(keys)-maxListed)})
 			break
 		}
-		vs = append(vs, Violation{"lost", fmt.Sprintf("acknowledged write %s is missing on %v", k, missing[k])})
+		vs = append(vs, Violation{check, fmt.Sprintf("%s %s is missing on %v", what, k, missing[k])})
 	}
-	return vs, lost
+	return vs
 }
 
 // CheckSerials checks that no issuer signed two of the load's
@@ -389,18 +395,5 @@ func CheckAgents(ops []Op, agents []AgentFinal, index uint64) (vs []Violation, l
 			}
 		}
 	}
-	lost = len(missing)
-	keys := make([]string, 0, len(missing))
-	for k := range missing {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for i, k := range keys {
-		if i == maxListed {
-			vs = append(vs, Violation{"lost-on-agent", fmt.Sprintf("... and %d more", len(keys)-maxListed)})
-			break
-		}
-		vs = append(vs, Violation{"lost-on-agent", fmt.Sprintf("acknowledged revocation %s is missing on %v", k, missing[k])})
-	}
-	return vs, lost
+	return append(vs, missingWrites("lost-on-agent", "acknowledged revocation", missing)...), len(missing)
 }
