@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,7 +162,10 @@ func TestChaos(t *testing.T) {
 
 	rec := NewRecorder(nil)
 	keys := &Keys{}
-	keys.SetMinter(adminMinter(t, c))
+	keys.SetMinter(minter(t, c))
+	if len(c.Agents) > 0 {
+		cfg.load.Actions = append(DefaultActions(), Weighted{VerifyAtAgent{Agents: agentVerifiers(t, c)}, 5})
+	}
 	target := NewClusterTarget(c, cfg.timeout)
 	defer target.Close()
 	load, err := StartLoad(cfg.load, target, rec, keys)
@@ -494,6 +498,55 @@ func TestRecheck(t *testing.T) {
 			t.Errorf("%s: %s in partition %q", v.Model, v.Result, v.Partition)
 		}
 	}
+}
+
+// minter mints the tokens the load verifies and revokes: in turn with r1's
+// admin credential and through each node agent's local API (under the
+// node's own key), all for the root API's audience.
+func minter(t *testing.T, c *harness.Cluster) func() (string, string, error) {
+	t.Helper()
+	mints := []func() (string, string, error){adminMinter(t, c)}
+	aud := agent.Audience{cluster.APIAudience(c.Network)}
+	for _, a := range c.Agents {
+		lc := agent.NewLocalClient(a.Socket())
+		t.Cleanup(lc.Close)
+		mints = append(mints, func() (string, string, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := lc.Mint(ctx, agent.MintRequest{Audience: aud, TTL: "1h"})
+			if err != nil {
+				return "", "", err
+			}
+			var claims struct {
+				JTI string `json:"jti"`
+			}
+			if err := json.Unmarshal(resp.Claims, &claims); err != nil || claims.JTI == "" {
+				return "", "", fmt.Errorf("agent %s minted a token without a jti: %v", a.Name, err)
+			}
+			return resp.Token, claims.JTI, nil
+		})
+	}
+	var n atomic.Uint64
+	return func() (string, string, error) {
+		return mints[(n.Add(1)-1)%uint64(len(mints))]()
+	}
+}
+
+// agentVerifiers are the local verify calls of the cluster's node agents,
+// for the root API's audience.
+func agentVerifiers(t *testing.T, c *harness.Cluster) []AgentVerifier {
+	t.Helper()
+	aud := agent.Audience{cluster.APIAudience(c.Network)}
+	var out []AgentVerifier
+	for _, a := range c.Agents {
+		lc := agent.NewLocalClient(a.Socket())
+		t.Cleanup(lc.Close)
+		out = append(out, AgentVerifier{Name: a.Name, Verify: func(ctx context.Context, token string) (bool, string, error) {
+			v, err := lc.Verify(ctx, agent.VerifyRequest{Token: token, Audience: aud})
+			return v.Valid, v.Reason, err
+		}})
+	}
+	return out
 }
 
 // adminMinter mints ADMIN tokens for the root API with r1's admin

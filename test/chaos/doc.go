@@ -19,8 +19,10 @@
 //     Actions picked by weight: revocations, consistent reads and lists of
 //     them, join-token creation, listing and revocation, node registrations
 //     that spend join-token uses, policy writes (compare-and-set on the
-//     policy version), and verifies at the roots of tokens the load mints
-//     with an admin credential, some of whose jti it revokes. An Action is
+//     policy version), and verifies at the roots and at the node agents of
+//     tokens the load mints, in turn with an admin credential and through
+//     each agent's local API under its node's own key, some of whose jti it
+//     revokes. An Action is
 //     one kind of operation; a new capability adds Actions and, where it has
 //     state, a Model.
 //   - Faults: Run drives the fault schedule against a harness.Cluster while

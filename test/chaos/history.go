@@ -109,6 +109,7 @@ type Op struct {
 	Return time.Duration `json:"return_ns"`
 
 	secret string // a token's secret, between the load's steps; never recorded
+	via    int    // the node agent an agent operation goes to (VerifyAtAgent)
 }
 
 // Acked reports whether op is a write the cluster acknowledged as done

@@ -68,6 +68,49 @@ func (VerifyToken) Do(ctx context.Context, api API, op Op) (Op, error) {
 	return op, nil
 }
 
+// AgentVerifier is a node agent's local verify call.
+type AgentVerifier struct {
+	Name string
+	// Verify answers whether token is valid, or why the agent refuses it;
+	// err means the agent gave no answer.
+	Verify func(ctx context.Context, token string) (valid bool, reason string, err error)
+}
+
+// VerifyAtAgent asks a node agent (one of Agents, picked by the load's
+// random source) to verify a token the load minted. The agent answers from
+// its own copy of the trust state, whatever the roots go through; its
+// operation is recorded with the agent as the server. Agents acknowledge
+// no revocation, so CheckVerifies holds them to "never refuse a token
+// nobody tried to revoke"; that they refuse every acknowledged revocation
+// in the end is CheckAgents' part.
+type VerifyAtAgent struct{ Agents []AgentVerifier }
+
+func (VerifyAtAgent) Kind() OpKind { return OpTokenVerify }
+func (a VerifyAtAgent) Prepare(rng *rand.Rand, keys *Keys) Op {
+	op := VerifyToken{}.Prepare(rng, keys)
+	if len(a.Agents) > 0 {
+		op.via = rng.IntN(len(a.Agents))
+	}
+	return op
+}
+func (a VerifyAtAgent) Do(ctx context.Context, _ API, op Op) (Op, error) {
+	if op.secret == "" || len(a.Agents) == 0 {
+		op.Result = "skipped"
+		return op, nil
+	}
+	ag := a.Agents[op.via]
+	op.Server = ag.Name
+	valid, reason, err := ag.Verify(ctx, op.secret)
+	if err != nil {
+		return op, err
+	}
+	op.Result = ResValid
+	if !valid {
+		op.Result, op.Values = ResRefused, []string{reason}
+	}
+	return op, nil
+}
+
 // RevokeMinted revokes the jti of a token the load minted: a revocation
 // like any other for the revocation model, and what the verifies see.
 type RevokeMinted struct{}
