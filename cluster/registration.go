@@ -152,7 +152,7 @@ func (s *Server) checkRegistration(req *RegisterRequest) (*x509.CertificateReque
 		case fsm.NodeRevoked:
 			return nil, forbidden("node %q is revoked; register under a new node id", req.NodeID)
 		case fsm.NodeActive:
-			if n.CertExpiry.IsZero() || s.opts.Clock().Before(n.CertExpiry) {
+			if n.ActiveAt(s.opts.Clock()) {
 				return nil, conflict("node %q is already active, with a certificate valid until %s; renew it with `keymesh node renew`, or revoke the node first",
 					req.NodeID, n.CertExpiry.UTC().Format(time.RFC3339))
 			}

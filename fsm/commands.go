@@ -987,7 +987,7 @@ func (p *RegistrationCreate) apply(tx *txn) *CommandError {
 // node whose certificate has expired is active no more (it cannot renew), so
 // it may register again under its id.
 func (tx *txn) nodeFree(id string) *CommandError {
-	if n, ok := tx.st.nodes.m[id]; ok && n.Status == NodeActive && (n.CertExpiry.IsZero() || tx.now.Before(n.CertExpiry)) {
+	if n, ok := tx.st.nodes.m[id]; ok && n.ActiveAt(tx.now) {
 		return fail(ErrExists, "node %q is already active", id)
 	}
 	return nil

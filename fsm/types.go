@@ -244,6 +244,13 @@ type Node struct {
 	Indexes
 }
 
+// ActiveAt reports whether the node holds its id at now: it is active and
+// its certificate has not expired (a node whose certificate expired cannot
+// renew, so it may register again).
+func (n Node) ActiveAt(now time.Time) bool {
+	return n.Status == NodeActive && (n.CertExpiry.IsZero() || now.Before(n.CertExpiry))
+}
+
 // Issued records a certificate an issuer signed, keyed by issuer and serial.
 type Issued struct {
 	Issuer   string    `json:"issuer"`
