@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	cedar "github.com/cedar-policy/cedar-go"
 	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
@@ -32,6 +33,9 @@ var (
 	ErrUnknownAction = errors.New("policy: unknown action")
 	// ErrUnknownPrincipal: Decide was asked about a principal that is not known.
 	ErrUnknownPrincipal = errors.New("policy: unknown principal")
+	// ErrEscalation: a principal asked to hand out a principal that may do
+	// more than it may (see Authorizer.MayActAs).
+	ErrEscalation = errors.New("policy: escalation refused")
 )
 
 // PolicyError locates a refused policy: the policy's id and its position in
@@ -190,7 +194,8 @@ func newValidator() (*validate.Validator, error) {
 }
 
 // Context describes the request beyond principal and action. The zero
-// Context is valid.
+// Context is valid; the action-specific parts (Grant, Revocation, Anchor)
+// are read only for their actions, and zero when nil.
 type Context struct {
 	// Subject is the caller's SPIFFE ID (a token's sub).
 	Subject string
@@ -204,6 +209,52 @@ type Context struct {
 	Target string
 	// Bound: the token was bound to the certificate it was presented with.
 	Bound bool
+
+	// Grant is what token.create makes or registration.approve approves.
+	Grant *Grant
+	// Revocation is what revocation.create revokes.
+	Revocation *RevocationTarget
+	// Anchor is what trust.write changes.
+	Anchor *AnchorTarget
+}
+
+// Token kinds of a Grant, as in the join token records.
+const (
+	TokenKindRoot = "root"
+	TokenKindNode = "node"
+)
+
+// Grant is a principal being handed out: the join token token.create
+// makes (Kind, Uses, TTL) or the registration registration.approve
+// approves (Principal alone). A root-join token hands out ADMIN: the root
+// server that joins with it receives the AS root.
+type Grant struct {
+	Kind      string // TokenKindRoot or TokenKindNode; "" for an approval
+	Principal identity.Principal
+	Uses      int
+	TTL       time.Duration
+}
+
+// Owners of a revoked thing (RevocationTarget.Owner).
+const (
+	OwnerNode    = "node"
+	OwnerRoot    = "root"
+	OwnerAdmin   = "admin"
+	OwnerUnknown = "unknown"
+)
+
+// RevocationTarget is what revocation.create revokes: its kind (cert,
+// token, key, node), whose it is and that owner's principal.
+type RevocationTarget struct {
+	Kind      string
+	Owner     string // OwnerNode, OwnerRoot, OwnerAdmin or OwnerUnknown
+	Principal identity.Principal
+}
+
+// AnchorTarget is the trust anchor trust.write adds, changes or removes.
+type AnchorTarget struct {
+	Network string
+	Own     bool // the cluster's own network (its access list)
 }
 
 // ContextOf builds the Context of a verified token.
@@ -270,7 +321,10 @@ func (a *Authorizer) DecideVerified(v identity.Verified, action Action, target s
 
 // Allowed lists the actions principal may take in ctx (for POST
 // /v1/authorize). Policies that depend on ctx.Target are evaluated with the
-// Target given (usually ""). An unknown principal may take none.
+// Target given (usually ""). An action whose own context part ctx lacks
+// (what token.create makes, what revocation.create revokes, ...) is listed
+// when the principal may take it for at least one of its kinds (see
+// variants). An unknown principal may take none.
 func (a *Authorizer) Allowed(principal identity.Principal, ctx Context) []Action {
 	if !principal.Known() {
 		return nil
@@ -278,7 +332,7 @@ func (a *Authorizer) Allowed(principal identity.Principal, ctx Context) []Action
 	ps := a.ps.Load()
 	var out []Action
 	for _, act := range Actions() {
-		if decide(ps, principal, act, ctx).Allow {
+		if allowedSome(ps, principal, act, ctx) {
 			out = append(out, act)
 		}
 	}
@@ -290,13 +344,7 @@ func decide(ps *PolicySet, principal identity.Principal, action Action, ctx Cont
 		Principal: cedar.NewEntityUID("Role", cedar.String(principal)),
 		Action:    cedar.NewEntityUID("Action", cedar.String(action)),
 		Resource:  cedar.NewEntityUID("Network", cedar.String(ctx.Network)),
-		Context: cedar.NewRecord(cedar.RecordMap{
-			"subject": cedar.String(ctx.Subject),
-			"node":    cedar.String(ctx.Node),
-			"network": cedar.String(ctx.Network),
-			"target":  cedar.String(ctx.Target),
-			"bound":   cedar.Boolean(ctx.Bound),
-		}),
+		Context:   cedar.NewRecord(contextRecord(action, ctx)),
 	}
 	ok, diag := cedar.Authorize(ps.set, nil, req)
 	d := Decision{Allow: ok == cedar.Allow}
@@ -307,4 +355,44 @@ func decide(ps *PolicySet, principal identity.Principal, action Action, ctx Cont
 		d.Errors = append(d.Errors, e.String())
 	}
 	return d
+}
+
+// contextRecord is the Cedar context of action: the base attributes of
+// every action and those of the action's own context type (schema.cedar).
+func contextRecord(action Action, ctx Context) cedar.RecordMap {
+	m := cedar.RecordMap{
+		"subject": cedar.String(ctx.Subject),
+		"node":    cedar.String(ctx.Node),
+		"network": cedar.String(ctx.Network),
+		"target":  cedar.String(ctx.Target),
+		"bound":   cedar.Boolean(ctx.Bound),
+	}
+	switch action {
+	case TokenCreate:
+		g := zeroIfNil(ctx.Grant)
+		m["token_kind"] = cedar.String(g.Kind)
+		m["grant_principal"] = cedar.String(g.Principal)
+		m["uses"] = cedar.Long(g.Uses)
+		m["ttl_seconds"] = cedar.Long(int64(g.TTL / time.Second))
+	case RegistrationApprove:
+		m["grant_principal"] = cedar.String(zeroIfNil(ctx.Grant).Principal)
+	case RevocationCreate:
+		r := zeroIfNil(ctx.Revocation)
+		m["revocation_kind"] = cedar.String(r.Kind)
+		m["target_owner"] = cedar.String(r.Owner)
+		m["target_principal"] = cedar.String(r.Principal)
+	case TrustWrite:
+		an := zeroIfNil(ctx.Anchor)
+		m["anchor_network"] = cedar.String(an.Network)
+		m["own_network"] = cedar.Boolean(an.Own)
+	}
+	return m
+}
+
+func zeroIfNil[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keymesh/keymesh/identity"
 )
@@ -15,10 +16,12 @@ func TestDefaultPolicies(t *testing.T) {
 		identity.PrincipalAdmin: Actions(),
 		identity.PrincipalNode:  {CertRenew, TrustRead, RouteAuthRead, PeerConnect, RouteAnnounce, AuthorizeQuery},
 		identity.PrincipalNodeCustodian: {ClusterRead, NodeList, TokenCreate, TokenList, TokenRevoke,
-			RegistrationList, RegistrationApprove, RegistrationDeny, RevocationCreate, RevocationList, TrustRead, AuthorizeQuery},
+			RegistrationList, RegistrationApprove, RegistrationDeny, RevocationCreate, RevocationList, TrustRead, RouteAuthRead, AuthorizeQuery},
 		identity.PrincipalDataCustodian: {ClusterRead, RevocationList, PolicyRead, TrustRead, RouteAuthRead, RouteAuthWrite, AuthorizeQuery},
 		identity.PrincipalUser:          {TrustRead, AuthorizeQuery},
 	}
+	// The actions whose decision depends on what they hand out or take away.
+	conditional := []Action{TokenCreate, RegistrationApprove, RevocationCreate, TrustWrite}
 	for p, acts := range want {
 		got := a.Allowed(p, Context{Network: "mainnet.example.net"})
 		sorted := func(s []Action) []Action { s = slices.Clone(s); slices.Sort(s); return s }
@@ -26,6 +29,9 @@ func TestDefaultPolicies(t *testing.T) {
 			t.Errorf("%s may %v, want %v", p, got, acts)
 		}
 		for _, act := range Actions() {
+			if slices.Contains(conditional, act) && p != identity.PrincipalAdmin {
+				continue
+			}
 			d, err := a.Decide(p, act, Context{})
 			if err != nil {
 				t.Fatal(err)
@@ -49,8 +55,167 @@ func TestDefaultPolicies(t *testing.T) {
 			t.Errorf("%s policy.write = %v", p, d.Allow)
 		}
 	}
-	if got := len(Default().IDs()); got != 5 {
+	if got := len(Default().IDs()); got != 8 {
 		t.Fatalf("default ids = %v", Default().IDs())
+	}
+}
+
+// TestDefaultGrants is the table of what the default policies let each
+// principal hand out or take away: root-join tokens and ADMIN are for
+// ADMIN alone; a node custodian admits and revokes nodes and users.
+func TestDefaultGrants(t *testing.T) {
+	a := NewAuthorizer(nil)
+	admin, nodeP, cust, data, user := identity.PrincipalAdmin, identity.PrincipalNode, identity.PrincipalNodeCustodian,
+		identity.PrincipalDataCustodian, identity.PrincipalUser
+	tok := func(kind string, p identity.Principal) Context {
+		return Context{Network: "mainnet.example.net", Grant: &Grant{Kind: kind, Principal: p, Uses: 5, TTL: time.Hour}}
+	}
+	approve := func(p identity.Principal) Context { return Context{Grant: &Grant{Principal: p}} }
+	revoke := func(kind, owner string, p identity.Principal) Context {
+		return Context{Revocation: &RevocationTarget{Kind: kind, Owner: owner, Principal: p}}
+	}
+	tests := []struct {
+		p     identity.Principal
+		act   Action
+		ctx   Context
+		allow bool
+	}{
+		{admin, TokenCreate, tok(TokenKindRoot, admin), true},
+		{admin, TokenCreate, tok(TokenKindNode, admin), true},
+		{cust, TokenCreate, tok(TokenKindRoot, admin), false},
+		{cust, TokenCreate, tok(TokenKindNode, admin), false},
+		{cust, TokenCreate, tok(TokenKindNode, data), false},
+		{cust, TokenCreate, tok(TokenKindNode, cust), false},
+		{cust, TokenCreate, tok(TokenKindNode, nodeP), true},
+		{cust, TokenCreate, tok(TokenKindNode, user), true},
+		{cust, TokenCreate, Context{}, false},
+		{data, TokenCreate, tok(TokenKindNode, nodeP), false},
+		{nodeP, TokenCreate, tok(TokenKindNode, nodeP), false},
+		{cust, RegistrationApprove, approve(nodeP), true},
+		{cust, RegistrationApprove, approve(user), true},
+		{cust, RegistrationApprove, approve(admin), false},
+		{cust, RegistrationApprove, approve(data), false},
+		{admin, RegistrationApprove, approve(admin), true},
+		{cust, RevocationCreate, revoke("node", OwnerNode, nodeP), true},
+		{cust, RevocationCreate, revoke("cert", OwnerNode, user), true},
+		{cust, RevocationCreate, revoke("key", OwnerNode, cust), false},
+		{cust, RevocationCreate, revoke("cert", OwnerRoot, admin), false},
+		{cust, RevocationCreate, revoke("key", OwnerAdmin, admin), false},
+		{cust, RevocationCreate, revoke("cert", OwnerUnknown, ""), false},
+		{cust, RevocationCreate, revoke("token", OwnerUnknown, ""), true},
+		{admin, RevocationCreate, revoke("cert", OwnerRoot, admin), true},
+		{data, RevocationCreate, revoke("node", OwnerNode, nodeP), false},
+		{cust, TrustWrite, Context{Anchor: &AnchorTarget{Network: "other.example.net"}}, false},
+		{admin, TrustWrite, Context{Anchor: &AnchorTarget{Network: "other.example.net"}}, true},
+	}
+	for _, tc := range tests {
+		d, err := a.Decide(tc.p, tc.act, tc.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allow != tc.allow || len(d.Errors) > 0 {
+			t.Errorf("%s %s grant=%+v revocation=%+v: %+v, want allow=%v", tc.p, tc.act, tc.ctx.Grant, tc.ctx.Revocation, d, tc.allow)
+		}
+	}
+}
+
+// TestMayActAs is the floor below the policies: nobody hands out a
+// principal that holds an administrative action it does not hold, even
+// where a policy permits the token.
+func TestMayActAs(t *testing.T) {
+	a := NewAuthorizer(nil)
+	admin, nodeP, cust, data, user := identity.PrincipalAdmin, identity.PrincipalNode, identity.PrincipalNodeCustodian,
+		identity.PrincipalDataCustodian, identity.PrincipalUser
+	tests := []struct {
+		p, q identity.Principal
+		ok   bool
+	}{
+		{admin, admin, true}, {admin, nodeP, true}, {admin, cust, true}, {admin, data, true}, {admin, user, true},
+		{cust, nodeP, true}, {cust, user, true}, {cust, cust, true},
+		{cust, admin, false}, {cust, data, false},
+		{data, user, true}, {data, nodeP, true}, {data, cust, false}, {data, admin, false},
+		{nodeP, user, true}, {nodeP, cust, false}, {nodeP, admin, false},
+		{user, nodeP, false}, {user, admin, false},
+		{"ROOT", user, false}, {admin, "ROOT", false},
+	}
+	for _, tc := range tests {
+		ok, missing := a.MayActAs(tc.p, tc.q, "mainnet.example.net")
+		if ok != tc.ok {
+			t.Errorf("%s may act as %s: %v (missing %v), want %v", tc.p, tc.q, ok, missing, tc.ok)
+		}
+		err := a.CheckGrant(tc.p, tc.q, "mainnet.example.net")
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrEscalation)) {
+			t.Errorf("CheckGrant(%s, %s) = %v", tc.p, tc.q, err)
+		}
+	}
+	// A policy that lets custodians make ADMIN tokens still hands out no
+	// ADMIN: the floor holds whatever the policies say.
+	ps, err := ParsePolicies(DefaultText() + `
+@id("custodian-anything")
+permit (principal == Role::"NODE_CUSTODIAN", action == Action::"token.create", resource);
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loose := NewAuthorizer(ps)
+	if d, _ := loose.Decide(cust, TokenCreate, Context{Grant: &Grant{Kind: TokenKindRoot, Principal: admin}}); !d.Allow {
+		t.Fatal("the loose policy does not permit the root token")
+	}
+	var ge *GrantError
+	if err := loose.CheckGrant(cust, admin, "mainnet.example.net"); !errors.As(err, &ge) || !slices.Contains(ge.Missing, PolicyWrite) {
+		t.Fatalf("custodian acting as ADMIN under the loose policy: %v", err)
+	}
+	// A grant to NODE that gives nodes an administrative action makes NODE
+	// more than a custodian: custodians may then no longer admit nodes.
+	ps, err = ParsePolicies(DefaultText() + `
+@id("nodes-write-routes")
+permit (principal == Role::"NODE", action == Action::"routeauth.write", resource);
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, missing := NewAuthorizer(ps).MayActAs(cust, nodeP, "mainnet.example.net"); ok || !slices.Equal(missing, []Action{RouteAuthWrite}) {
+		t.Fatalf("custodian acting as a route-writing NODE: ok=%v missing=%v", ok, missing)
+	}
+}
+
+// TestGrantsBeyond: a principal allowed to write policies may not give
+// anyone what it does not hold; ADMIN may.
+func TestGrantsBeyond(t *testing.T) {
+	cur, err := ParsePolicies(DefaultText() + `
+@id("data-custodian-writes-policies")
+permit (principal == Role::"DATA_CUSTODIAN", action == Action::"policy.write", resource);
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grabs, err := ParsePolicies(cur.Text() + `
+@id("grab")
+permit (principal == Role::"DATA_CUSTODIAN", action == Action::"revocation.create", resource);
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := GrantsBeyond(cur, grabs, identity.PrincipalDataCustodian, "mainnet.example.net")
+	if !slices.Equal(got, []NewGrant{{identity.PrincipalDataCustodian, RevocationCreate}}) {
+		t.Fatalf("grants beyond the writer: %v", got)
+	}
+	// Giving USER something the writer holds is fine; so is taking away.
+	shares, err := ParsePolicies(cur.Text() + `
+@id("users-read-routes")
+permit (principal == Role::"USER", action == Action::"routeauth.read", resource);
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := GrantsBeyond(cur, shares, identity.PrincipalDataCustodian, "mainnet.example.net"); got != nil {
+		t.Fatalf("sharing what the writer holds: %v", got)
+	}
+	if got := GrantsBeyond(cur, Default(), identity.PrincipalDataCustodian, "mainnet.example.net"); got != nil {
+		t.Fatalf("taking away: %v", got)
+	}
+	if got := GrantsBeyond(cur, grabs, identity.PrincipalAdmin, "mainnet.example.net"); got != nil {
+		t.Fatalf("ADMIN: %v", got)
 	}
 }
 
@@ -92,8 +257,8 @@ forbid (principal == Role::"NODE_CUSTODIAN", action, resource) unless { resource
 		{identity.PrincipalNode, PeerConnect, Context{Node: "r1", Bound: true}, true, "node-mesh"},
 		{identity.PrincipalNode, PeerConnect, Context{Node: "r1"}, false, "peering-needs-binding"},
 		{identity.PrincipalNode, TrustRead, Context{Node: "r9"}, false, "no-r9"},
-		{identity.PrincipalNodeCustodian, TokenCreate, Context{Network: "mainnet.example.net"}, true, "node-custodian-lifecycle"},
-		{identity.PrincipalNodeCustodian, TokenCreate, Context{Network: "othernet.example.net"}, false, "custodian-own-network"},
+		{identity.PrincipalNodeCustodian, TokenList, Context{Network: "mainnet.example.net"}, true, "node-custodian-lifecycle"},
+		{identity.PrincipalNodeCustodian, TokenList, Context{Network: "othernet.example.net"}, false, "custodian-own-network"},
 	}
 	for _, tc := range tests {
 		d, err := a.Decide(tc.p, tc.act, tc.ctx)
@@ -136,6 +301,8 @@ func TestParsePoliciesBad(t *testing.T) {
 		{"unknown entity type", `permit (principal == User::"alice", action, resource);`, "", 1},
 		{"unknown context attribute", `permit (principal, action, resource) when { context.admin };`, "", 1},
 		{"type error", `permit (principal, action, resource) when { context.bound == "yes" };`, "", 1},
+		{"attribute of another action", `permit (principal, action == Action::"cluster.read", resource) when { context.grant_principal == "NODE" };`, "", 1},
+		{"grant attribute on every action", `permit (principal, action, resource) when { context.token_kind == "node" };`, "", 1},
 		{"duplicate id", "@id(\"a\")\npermit (principal, action, resource);\n@id(\"a\")\nforbid (principal, action, resource);", "duplicate", 3},
 		{"empty id", `@id("") permit (principal, action, resource);`, "empty", 1},
 		{"too large", strings.Repeat(" ", MaxPolicyBytes+1), "limit", 0},
@@ -167,7 +334,8 @@ func TestParsePoliciesKeepsText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ps.Text() != DefaultText() || !slices.Equal(ps.IDs(), []string{"admin-all", "node-mesh", "node-custodian-lifecycle", "data-custodian-routing", "user-read-trust"}) {
+	if ps.Text() != DefaultText() || !slices.Equal(ps.IDs(), []string{"admin-all", "node-mesh", "node-custodian-lifecycle",
+		"node-custodian-node-tokens", "node-custodian-approve-nodes", "node-custodian-revoke-nodes", "data-custodian-routing", "user-read-trust"}) {
 		t.Fatalf("ids = %v", ps.IDs())
 	}
 	empty, err := ParsePolicies("")
