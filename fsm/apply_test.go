@@ -365,13 +365,121 @@ func TestApplyCommands(t *testing.T) {
 		}},
 		{name: "registration dns names", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
 			r := pendingReg("reg-q", "node-q")
-			r.DNSNames = []string{"node-q.example.net", "*.svc.example.net"}
+			r.DNSNames = []string{"node-q.mainnet.example.net", "web.mainnet.example.net"}
 			return r
 		}()}, check: func(t *testing.T, h *harness) {
 			if r, _ := h.s.Registration("reg-q"); len(r.DNSNames) != 2 {
 				t.Fatalf("registration %+v", r)
 			}
 		}},
+		{name: "registration dns name outside the network", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.DNSNames = []string{"localhost"}
+			return r
+		}()}, err: ErrConflict},
+		{name: "registration wildcard dns name", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.DNSNames = []string{"*.mainnet.example.net"}
+			return r
+		}()}, err: ErrConflict},
+		{name: "registration dns name of another active node", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.DNSNames = []string{"node-a.mainnet.example.net"}
+			return r
+		}()}, err: ErrConflict},
+		{name: "registration dns name of a root server", setup: func(h *harness) {
+			h.ok(MsgServerPut, ServerPut{Server: Server{Name: "root-9", RaftAddr: "10.0.0.9:7000", APIAddr: "r9.mainnet.example.net:8443", Status: ServerVoter}})
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.DNSNames = []string{"r9.mainnet.example.net"}
+			return r
+		}()}, err: ErrConflict},
+		{name: "registration dns name of a node whose certificate expired", setup: func(h *harness) {
+			h.now = t0.Add(25 * time.Hour)
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.DNSNames = []string{"node-a.mainnet.example.net"}
+			return r
+		}()}},
+		{name: "registration dns name not allowed by the token", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.DNSNames = []string{"web.mainnet.example.net"}
+			return r
+		}(), TokenHash: hashOf("secret-1"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-q", NotAfter: later, Cert: der("c")}}, err: ErrTokenConstraint},
+		{name: "registration dns name the token allows", setup: func(h *harness) {
+			h.ok(MsgJoinTokenCreate, JoinTokenCreate{Token: JoinToken{ID: "tokdns", Hash: hashOf("secret-dns"), Kind: TokenKindNode, Principal: PrincipalNode,
+				Uses: 1, Expiry: t0.Add(time.Hour), DNSNames: []string{"web.mainnet.example.net"}}})
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-q")
+			r.DNSNames = []string{"web.mainnet.example.net", "node-q.mainnet.example.net"}
+			return r
+		}(), TokenHash: hashOf("secret-dns"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-q", NotAfter: later, Cert: der("c")}},
+			check: func(t *testing.T, h *harness) {
+				if n, _ := h.s.Node("node-q"); len(n.DNSNames) != 2 {
+					t.Fatalf("node %+v", n)
+				}
+				if id, ok := h.s.DNSNameHolder("web.mainnet.example.net"); !ok || id != "node-q" {
+					t.Fatalf("holder of web: %q %v", id, ok)
+				}
+			}},
+		{name: "token dns names outside the network", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: JoinToken{ID: "tokdns", Hash: hashOf("secret-dns"),
+			Kind: TokenKindNode, Principal: PrincipalNode, Uses: 1, Expiry: t0.Add(time.Hour), DNSNames: []string{"localhost"}}}, err: ErrInvalid},
+		{name: "token dns names on a root token", typ: MsgJoinTokenCreate, p: JoinTokenCreate{Token: JoinToken{ID: "tokdns", Hash: hashOf("secret-dns"),
+			Kind: TokenKindRoot, Uses: 1, Expiry: t0.Add(time.Hour), DNSNames: []string{"x.mainnet.example.net"}}}, err: ErrInvalid},
+		{name: "registration upper-case node id", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "Node-Q")}, err: ErrInvalid},
+		{name: "registration pending twice for one node id", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-p2", "node-p")}, err: ErrConflict},
+		{name: "registration pending again after a denial", setup: func(h *harness) {
+			h.ok(MsgRegistrationDeny, RegistrationDeny{ID: "reg-p"})
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-p2", "node-p")}},
+		{name: "registration over the pending limit", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"),
+			Limits: &PendingLimits{Total: 1, PerSource: 10}}, err: ErrLimit},
+		{name: "registration over the pending limit per source", setup: func(h *harness) {
+			r := pendingReg("reg-s1", "node-s1")
+			r.Source = "192.0.2.7"
+			h.ok(MsgRegistrationCreate, RegistrationCreate{Registration: r})
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-s2", "node-s2")
+			r.Source = "192.0.2.7"
+			return r
+		}(), Limits: &PendingLimits{Total: 100, PerSource: 1}}, err: ErrLimit},
+		{name: "registration within the pending limits", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-s2", "node-s2")
+			r.Source = "192.0.2.7"
+			return r
+		}(), Limits: &PendingLimits{Total: 2, PerSource: 1}}},
+		{name: "registration limits of zero", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-q"),
+			Limits: &PendingLimits{}}, err: ErrInvalid},
+		{name: "registration with a token without a principal gets NODE", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-b"),
+			TokenHash: hashOf("secret-bound"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-b", NotAfter: later, Cert: der("c")}},
+			check: func(t *testing.T, h *harness) {
+				if n, _ := h.s.Node("node-b"); n.Principal != PrincipalNode {
+					t.Fatalf("node %+v", n)
+				}
+			}},
+		{name: "registration for ADMIN with a token without a principal", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
+			r := pendingReg("reg-q", "node-b")
+			r.Principal = PrincipalAdmin
+			return r
+		}(), TokenHash: hashOf("secret-bound"), Cert: &Issued{Issuer: "root-2", Serial: "c1", NodeID: "node-b", NotAfter: later, Cert: der("c")}}, err: ErrTokenConstraint},
+		{name: "registration of a node whose certificate is revoked", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationCert, ID: "a1"}})
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-a")}},
+		{name: "registration of a node whose issuer is revoked", setup: func(h *harness) {
+			h.ok(MsgIssuerPut, IssuerPut{Issuer: Issuer{ID: "root-1", Network: testNetwork, Cert: der("root-1"), Status: IssuerRevoked}})
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-a")}},
+		{name: "registration of a node whose key is revoked", setup: func(h *harness) {
+			h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationKey, ID: "kid-a"}})
+		}, typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-a")}},
+		{name: "registration of an active node", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: pendingReg("reg-q", "node-a")}, err: ErrExists},
+		{name: "revoke node with prune_after", typ: MsgRevoke, p: Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-a", PruneAfter: later}}, err: ErrInvalid},
+		{name: "registration approve with another principal", typ: MsgRegistrationApprove, p: RegistrationApprove{ID: "reg-p", Cert: cert("root-1", "b1", "node-p"), Principal: PrincipalUser},
+			check: func(t *testing.T, h *harness) {
+				r, _ := h.s.Registration("reg-p")
+				n, _ := h.s.Node("node-p")
+				if r.Principal != PrincipalUser || n.Principal != PrincipalUser {
+					t.Fatalf("registration %+v node %+v", r, n)
+				}
+			}},
 		{name: "registration bad dns name", typ: MsgRegistrationCreate, p: RegistrationCreate{Registration: func() Registration {
 			r := pendingReg("reg-q", "node-q")
 			r.DNSNames = []string{"node q.example"}
@@ -449,8 +557,8 @@ func TestApplyCommands(t *testing.T) {
 				}
 			}},
 		{name: "registration approve when the node became active meanwhile", setup: func(h *harness) {
-			h.ok(MsgRegistrationCreate, RegistrationCreate{Registration: pendingReg("reg-p2", "node-p")})
-			h.ok(MsgRegistrationApprove, RegistrationApprove{ID: "reg-p2", Cert: cert("root-1", "b2", "node-p")})
+			h.ok(MsgRegistrationCreate, RegistrationCreate{Registration: pendingReg("reg-p2", "node-p"), TokenHash: hashOf("secret-1"),
+				Cert: &Issued{Issuer: "root-1", Serial: "b2", NodeID: "node-p", NotAfter: later, Cert: der("b2")}})
 		}, typ: MsgRegistrationApprove, p: RegistrationApprove{ID: "reg-p", Cert: cert("root-1", "b1", "node-p")}, err: ErrExists},
 		{name: "registration approve", typ: MsgRegistrationApprove, p: RegistrationApprove{ID: "reg-p", Cert: cert("root-1", "b1", "node-p")},
 			check: func(t *testing.T, h *harness) {

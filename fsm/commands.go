@@ -1,8 +1,10 @@
 package fsm
 
 import (
+	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -262,6 +264,13 @@ func (p *JoinTokenCreate) check(now time.Time) *CommandError {
 	if !t.Expiry.After(now) {
 		return fail(ErrInvalid, "token.expiry is not after the command time")
 	}
+	t.DNSNames = nilIfEmpty(t.DNSNames)
+	if len(t.DNSNames) > 0 && t.Kind != TokenKindNode {
+		return fail(ErrInvalid, "token.dns_names applies to node tokens only")
+	}
+	if err := checkDNSNames("token.dns_names", t.DNSNames); err != nil {
+		return err
+	}
 	return checkText("token.description", t.Description, MaxTextLen, false)
 }
 
@@ -271,6 +280,11 @@ func (p *JoinTokenCreate) apply(tx *txn) *CommandError {
 	}
 	if _, ok := tx.s.tokenIDs[p.Token.ID]; ok {
 		return fail(ErrExists, "token id %q is taken", p.Token.ID)
+	}
+	for _, d := range p.Token.DNSNames {
+		if strings.HasPrefix(d, "*.") || tx.st.network != "" && !strings.HasSuffix(d, "."+tx.st.network) {
+			return fail(ErrInvalid, "token DNS name %s is not under the network's domain %s", d, tx.st.network)
+		}
 	}
 	put(tx, &tx.st.tokens, tTokens, p.Token.Hash, p.Token)
 	tx.s.tokenIDs[p.Token.ID] = p.Token.Hash
@@ -381,6 +395,9 @@ func (p *Revoke) check(now time.Time) *CommandError {
 	if err := checkTime("revocation.prune_after", r.PruneAfter, false); err != nil {
 		return err
 	}
+	if r.Kind == RevocationNode && !r.PruneAfter.IsZero() {
+		return fail(ErrInvalid, "a node's revocation is kept for good: its id must never come back (no prune_after)")
+	}
 	r.PruneAfter = normTime(r.PruneAfter)
 	r.Time = now
 	return nil
@@ -401,7 +418,7 @@ func (p *Revoke) apply(tx *txn) *CommandError {
 	if r.Kind == RevocationNode {
 		if n, ok := tx.st.nodes.m[r.ID]; ok && n.Status != NodeRevoked {
 			n.Status = NodeRevoked
-			put(tx, &tx.st.nodes, tNodes, n.ID, n)
+			tx.putNode(n)
 		}
 	}
 	return nil
@@ -493,7 +510,7 @@ func (tx *txn) pruneIssuance() {
 	}
 	slices.Sort(regs)
 	for _, id := range regs {
-		del(tx, &tx.st.regs, tRegs, id)
+		tx.delReg(id)
 	}
 }
 
@@ -570,7 +587,8 @@ func checkNode(n *Node) *CommandError {
 		return err
 	}
 	n.CertExpiry = normTime(n.CertExpiry)
-	return nil
+	n.DNSNames = nilIfEmpty(n.DNSNames)
+	return checkDNSNames("node.dns_names", n.DNSNames)
 }
 
 // nodeRevoked reports whether node id is revoked, by its record or by a
@@ -595,7 +613,10 @@ func (p *NodePut) apply(tx *txn) *CommandError {
 	if p.Node.Status != NodeRevoked && tx.nodeRevoked(p.Node.ID) {
 		return fail(ErrConflict, "node %q is revoked", p.Node.ID)
 	}
-	put(tx, &tx.st.nodes, tNodes, p.Node.ID, p.Node)
+	if err := tx.checkDNSHolders(p.Node.ID, p.Node.DNSNames); err != nil {
+		return err
+	}
+	tx.putNode(p.Node)
 	return nil
 }
 
@@ -697,7 +718,7 @@ func (p *NodeCertRenew) apply(tx *txn) *CommandError {
 	}
 	put(tx, &tx.st.issued, tIssued, issuedKey(p.Cert.Issuer, p.Cert.Serial), p.Cert)
 	n.PrevSerial, n.CertSerial, n.CertExpiry = prev, p.Cert.Serial, p.Cert.NotAfter
-	put(tx, &tx.st.nodes, tNodes, n.ID, n)
+	tx.putNode(n)
 	tx.putNodeKey(p.Key)
 	return nil
 }
@@ -882,17 +903,27 @@ func (p *JWKDelete) apply(tx *txn) *CommandError {
 
 // RegistrationCreate records a node's registration request
 // (MsgRegistrationCreate). Its network must have a CA (ErrNotFound), its id
-// must be new (ErrExists) and its node not revoked (ErrConflict).
+// must be new (ErrExists) and its node not revoked (ErrConflict) nor held
+// by an active node (ErrExists).
 //
 // With TokenHash, it is approved at once, atomically: one use of that node
 // token is consumed (the token's node-id constraint and principal must fit,
-// else ErrTokenConstraint; other token errors as JoinTokenConsume), Cert
-// (required, for the same node id) is recorded as issued (ErrExists on a
-// repeated serial), the node is put active on that certificate and the
-// registration is stored approved. Any failure rejects the whole command.
+// else ErrTokenConstraint; a token without a principal grants NODE; other
+// token errors as JoinTokenConsume), Cert (required, for the same node id)
+// is recorded as issued (ErrExists on a repeated serial), the node is put
+// active on that certificate and the registration is stored approved. Any
+// failure rejects the whole command. A token allows the DNS names
+// <node-id>.<network> and those it lists (ErrTokenConstraint for others).
+//
 // Without TokenHash, Cert must be nil and the registration is stored
-// pending. Status, Reason, Serial, Issuer and Created in the payload are
-// ignored: Apply sets them.
+// pending: one per node id (ErrConflict while another is pending: an
+// operator approves or denies it first), and within Limits when given
+// (ErrLimit).
+//
+// Either way the DNS names must lie under the network's domain and not be
+// held by another active node or name a root server (ErrConflict). Status,
+// Reason, Serial, Issuer and Created in the payload are ignored: Apply sets
+// them.
 type RegistrationCreate struct {
 	Registration Registration `json:"registration"`
 	TokenHash    string       `json:"token_hash,omitempty"`
@@ -900,6 +931,18 @@ type RegistrationCreate struct {
 	// Key, with Cert, is the node key's public JWK; it enters the JWKS as
 	// the node's active key in the same command.
 	Key *JWK `json:"key,omitempty"`
+	// Limits bound pending registrations (those without a token); the
+	// proposer sets them from its configuration.
+	Limits *PendingLimits `json:"limits,omitempty"`
+}
+
+// PendingLimits bound the registrations that wait for an operator: the
+// work anyone can ask of the cluster without a credential.
+type PendingLimits struct {
+	// Total is how many may be pending in all.
+	Total int `json:"total"`
+	// PerSource is how many may be pending from one client address.
+	PerSource int `json:"per_source"`
 }
 
 func (p *RegistrationCreate) check(now time.Time) *CommandError {
@@ -907,7 +950,7 @@ func (p *RegistrationCreate) check(now time.Time) *CommandError {
 	if err := checkWord("registration.id", r.ID, MaxIDLen, true); err != nil {
 		return err
 	}
-	if err := checkWord("registration.node_id", r.NodeID, MaxIDLen, true); err != nil {
+	if err := checkNodeID("registration.node_id", r.NodeID); err != nil {
 		return err
 	}
 	if err := checkNetwork("registration.network", r.Network); err != nil {
@@ -922,6 +965,12 @@ func (p *RegistrationCreate) check(now time.Time) *CommandError {
 	r.DNSNames = nilIfEmpty(r.DNSNames)
 	if err := checkDNSNames("registration.dns_names", r.DNSNames); err != nil {
 		return err
+	}
+	if err := checkWord("registration.source", r.Source, MaxIDLen, false); err != nil {
+		return err
+	}
+	if l := p.Limits; l != nil && (l.Total < 1 || l.PerSource < 1) {
+		return fail(ErrInvalid, "limits must be at least 1 (total %d, per source %d)", l.Total, l.PerSource)
 	}
 	r.Status, r.Reason, r.Serial, r.Issuer, r.Created = RegistrationPending, "", "", "", now
 	if p.TokenHash == "" {
@@ -959,16 +1008,39 @@ func (p *RegistrationCreate) apply(tx *txn) *CommandError {
 	if err := tx.nodeFree(r.NodeID); err != nil {
 		return err
 	}
+	if err := tx.checkDNSHolders(r.NodeID, r.DNSNames); err != nil {
+		return err
+	}
 	if p.TokenHash == "" {
-		put(tx, &tx.st.regs, tRegs, r.ID, r)
+		if id, ok := tx.s.pending.byNode[r.NodeID]; ok {
+			return fail(ErrConflict, "registration %s of node %q is already pending; approve or deny it first", id, r.NodeID)
+		}
+		if l := p.Limits; l != nil {
+			if tx.s.pending.total >= l.Total {
+				return fail(ErrLimit, "%d registrations are pending, the limit", tx.s.pending.total)
+			}
+			if r.Source != "" && tx.s.pending.bySource[r.Source] >= l.PerSource {
+				return fail(ErrLimit, "%d registrations from %s are pending, the limit per source", tx.s.pending.bySource[r.Source], r.Source)
+			}
+		}
+		tx.putReg(r)
 		return nil
 	}
 	tok, err := tx.useToken(p.TokenHash, TokenKindNode, r.NodeID)
 	if err != nil {
 		return err
 	}
-	if tok.Principal != "" && tok.Principal != r.Principal {
-		return fail(ErrTokenConstraint, "token %s is for principal %s, not %s", tok.ID, tok.Principal, r.Principal)
+	granted := tok.Principal
+	if granted == "" {
+		granted = PrincipalNode
+	}
+	if granted != r.Principal {
+		return fail(ErrTokenConstraint, "token %s is for principal %s, not %s", tok.ID, granted, r.Principal)
+	}
+	for _, d := range r.DNSNames {
+		if d != r.NodeID+"."+r.Network && !slices.Contains(tok.DNSNames, d) {
+			return fail(ErrTokenConstraint, "token %s allows the DNS name %s.%s and %v, not %s", tok.ID, r.NodeID, r.Network, tok.DNSNames, d)
+		}
 	}
 	if err := tx.canIssue(p.Cert); err != nil {
 		return err
@@ -977,49 +1049,112 @@ func (p *RegistrationCreate) apply(tx *txn) *CommandError {
 		return err
 	}
 	put(tx, &tx.st.tokens, tTokens, tok.Hash, tok)
-	tx.approve(r, *p.Cert)
+	tx.approve(r, *p.Cert, "")
 	tx.putNodeKey(p.Key)
 	return nil
 }
 
 // nodeFree refuses a registration for a node id that is already active:
 // two registrations racing for one id get one certificate between them. A
-// node whose certificate has expired is active no more (it cannot renew), so
-// it may register again under its id.
+// node is active no more once it cannot renew: its certificate has
+// expired, or it, the issuer that signed it, or its key is revoked; it may
+// then register again under its id.
 func (tx *txn) nodeFree(id string) *CommandError {
-	if n, ok := tx.st.nodes.m[id]; ok && n.ActiveAt(tx.now) {
+	if n, ok := tx.st.nodes.m[id]; ok && n.ActiveAt(tx.now) && tx.certUsable(n) {
 		return fail(ErrExists, "node %q is already active", id)
 	}
 	return nil
 }
 
-// approve records cert, puts the node on it and stores r approved. The
-// caller has checked everything.
-func (tx *txn) approve(r Registration, cert Issued) {
+// certUsable reports whether node n's current certificate can still
+// authenticate: not revoked by serial, its issuer not revoked, and the
+// node's active key not revoked.
+func (tx *txn) certUsable(n Node) bool {
+	if n.CertSerial == "" {
+		return true
+	}
+	if _, ok := tx.st.revs.m[revKey(RevocationCert, n.CertSerial)]; ok {
+		return false
+	}
+	for _, is := range tx.st.issuers.m {
+		if _, ok := tx.st.issued.m[issuedKey(is.ID, n.CertSerial)]; ok && is.Status == IssuerRevoked {
+			return false
+		}
+	}
+	for kid, k := range tx.st.jwks.m {
+		if k.Node == n.ID && k.State == JWKActive {
+			if _, ok := tx.st.revs.m[revKey(RevocationKey, kid)]; ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkDNSHolders refuses DNS names for node id that lie outside the
+// network's domain, that another active node holds, or that name a root
+// server (the host of its Raft or API address).
+func (tx *txn) checkDNSHolders(id string, names []string) *CommandError {
+	for _, d := range names {
+		if strings.HasPrefix(d, "*.") {
+			return fail(ErrConflict, "DNS name %s is a wildcard; nodes hold names of their own only", d)
+		}
+		if tx.st.network != "" && !strings.HasSuffix(d, "."+tx.st.network) {
+			return fail(ErrConflict, "DNS name %s is not under the network's domain %s", d, tx.st.network)
+		}
+		if owner, ok := tx.s.dnsOwners[d]; ok && owner != id {
+			if n := tx.st.nodes.m[owner]; n.ActiveAt(tx.now) && n.Status != NodeRevoked {
+				return fail(ErrConflict, "DNS name %s is held by node %q", d, owner)
+			}
+		}
+		for _, srv := range tx.st.servers.m {
+			for _, addr := range []string{srv.APIAddr, srv.RaftAddr} {
+				if host, _, err := net.SplitHostPort(addr); err == nil && strings.EqualFold(host, d) {
+					return fail(ErrConflict, "DNS name %s names root server %q", d, srv.Name)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// approve records cert, puts the node on it (with principal, or the
+// registration's when ""), and stores r approved. The caller has checked
+// everything.
+func (tx *txn) approve(r Registration, cert Issued, principal string) {
+	if principal == "" {
+		principal = r.Principal
+	}
 	put(tx, &tx.st.issued, tIssued, issuedKey(cert.Issuer, cert.Serial), cert)
-	n := Node{ID: r.NodeID, Network: r.Network, Principal: r.Principal, Status: NodeActive,
-		CertSerial: cert.Serial, CertExpiry: cert.NotAfter}
+	n := Node{ID: r.NodeID, Network: r.Network, Principal: principal, Status: NodeActive,
+		CertSerial: cert.Serial, CertExpiry: cert.NotAfter, DNSNames: r.DNSNames}
 	if old, ok := tx.st.nodes.m[r.NodeID]; ok && old.CertSerial != cert.Serial {
 		n.PrevSerial = old.CertSerial
 	}
-	put(tx, &tx.st.nodes, tNodes, n.ID, n)
-	r.Status, r.Serial, r.Issuer = RegistrationApproved, cert.Serial, cert.Issuer
-	put(tx, &tx.st.regs, tRegs, r.ID, r)
+	tx.putNode(n)
+	r.Status, r.Serial, r.Issuer, r.Principal = RegistrationApproved, cert.Serial, cert.Issuer, principal
+	tx.putReg(r)
 }
 
 // RegistrationApprove approves a pending registration with its certificate
 // (MsgRegistrationApprove): records Cert as issued, puts the node and marks
-// the registration approved. ErrNotFound; ErrConflict if it is not pending or
-// its node is revoked; ErrInvalid if Cert is for another node; ErrExists on
-// a repeated serial.
+// the registration approved. ErrNotFound; ErrConflict if it is not pending,
+// its node is revoked or a DNS name of it is taken; ErrInvalid if Cert is
+// for another node; ErrExists on a repeated serial.
 type RegistrationApprove struct {
 	ID   string `json:"id"`
 	Cert Issued `json:"cert"`
 	Key  *JWK   `json:"key,omitempty"` // as in RegistrationCreate
+	// Principal, when set, is the principal the node gets instead of the
+	// one the registration asked for (the approver's decision).
+	Principal string `json:"principal,omitempty"`
 }
 
 func (p *RegistrationApprove) check(now time.Time) *CommandError {
 	if err := checkWord("id", p.ID, MaxIDLen, true); err != nil {
+		return err
+	}
+	if err := checkPrincipal("principal", p.Principal, false); err != nil {
 		return err
 	}
 	if err := checkIssued("cert", &p.Cert); err != nil {
@@ -1045,13 +1180,16 @@ func (p *RegistrationApprove) apply(tx *txn) *CommandError {
 	if err := tx.nodeFree(r.NodeID); err != nil {
 		return err
 	}
+	if err := tx.checkDNSHolders(r.NodeID, r.DNSNames); err != nil {
+		return err
+	}
 	if err := tx.canIssue(&p.Cert); err != nil {
 		return err
 	}
 	if err := tx.checkKeyOwner(p.Key); err != nil {
 		return err
 	}
-	tx.approve(r, p.Cert)
+	tx.approve(r, p.Cert, p.Principal)
 	tx.putNodeKey(p.Key)
 	return nil
 }
@@ -1079,7 +1217,7 @@ func (p *RegistrationDeny) apply(tx *txn) *CommandError {
 		return fail(ErrConflict, "registration %q is %s", p.ID, r.Status)
 	}
 	r.Status, r.Reason = RegistrationDenied, p.Reason
-	put(tx, &tx.st.regs, tRegs, r.ID, r)
+	tx.putReg(r)
 	return nil
 }
 

@@ -19,6 +19,9 @@ var (
 	ErrTokenExhausted  = errors.New("fsm: join token has no uses left")
 	ErrTokenRevoked    = errors.New("fsm: join token revoked")
 	ErrTokenConstraint = errors.New("fsm: join token not valid for this use")
+	// ErrLimit: a limit the command carries is reached (pending
+	// registrations in all, or from one source).
+	ErrLimit = errors.New("fsm: limit reached")
 
 	// ErrSnapshot is returned by Restore for a snapshot it cannot read.
 	ErrSnapshot = errors.New("fsm: bad snapshot")
@@ -80,6 +83,7 @@ var errorCodes = [...]struct {
 	{ErrTokenExhausted, "token_exhausted"},
 	{ErrTokenRevoked, "token_revoked"},
 	{ErrTokenConstraint, "token_constraint"},
+	{ErrLimit, "limit"},
 	{ErrSnapshot, "snapshot"},
 	{ErrReleased, "released"},
 }

@@ -98,7 +98,7 @@ func (h *harness) seed() {
 	h.ok(MsgJoinTokenCreate, JoinTokenCreate{Token: JoinToken{ID: "tokbound", Hash: hashOf("secret-bound"), Kind: TokenKindNode, NodeID: "node-b", Uses: 1, Expiry: t0.Add(time.Hour)}})
 	h.ok(MsgJoinTokenCreate, JoinTokenCreate{Token: JoinToken{ID: "tokroot", Hash: hashOf("secret-root"), Kind: TokenKindRoot, Uses: 1, Expiry: t0.Add(time.Hour)}})
 	h.ok(MsgRegistrationCreate, RegistrationCreate{
-		Registration: Registration{ID: "reg-a", NodeID: "node-a", Network: testNetwork, Principal: PrincipalNode, CSR: der("csr-a"), DNSNames: []string{"node-a.example.net"}},
+		Registration: Registration{ID: "reg-a", NodeID: "node-a", Network: testNetwork, Principal: PrincipalNode, CSR: der("csr-a"), DNSNames: []string{"node-a.mainnet.example.net"}},
 		TokenHash:    hashOf("secret-1"),
 		Cert:         &Issued{Issuer: "root-1", Serial: "a1", NodeID: "node-a", NotAfter: t0.Add(24 * time.Hour), Cert: der("cert-a1")},
 	})

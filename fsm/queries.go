@@ -46,10 +46,35 @@ func cloneIssued(c Issued) Issued { c.Cert = cloneBytes(c.Cert); return c }
 
 func cloneJWK(k JWK) JWK { k.Key = cloneBytes(k.Key); return k }
 
+// PendingRegistration returns the pending registration of node id, if
+// there is one (at most one per node id).
+func (s *Store) PendingRegistration(nodeID string) (Registration, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	id, ok := s.pending.byNode[nodeID]
+	if !ok {
+		return Registration{}, false
+	}
+	return cloneRegistration(s.st.regs.m[id]), true
+}
+
+// DNSNameHolder returns the node whose record holds the DNS name, if any
+// (whatever its status; see Node.ActiveAt).
+func (s *Store) DNSNameHolder(name string) (string, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	id, ok := s.dnsOwners[name]
+	return id, ok
+}
+
 func cloneRegistration(r Registration) Registration {
 	r.CSR, r.DNSNames = cloneBytes(r.CSR), slices.Clone(r.DNSNames)
 	return r
 }
+
+func cloneNode(n Node) Node { n.DNSNames = slices.Clone(n.DNSNames); return n }
+
+func cloneToken(t JoinToken) JoinToken { t.DNSNames = slices.Clone(t.DNSNames); return t }
 
 func cloneRouteAuth(a RouteAuth) RouteAuth { a.Origins = slices.Clone(a.Origins); return a }
 
@@ -117,11 +142,11 @@ func (s *Store) Issuers() []Issuer { return list(s, issuers, cloneIssuer) }
 func (s *Store) Issuer(id string) (Issuer, bool) { return lookup(s, issuers, id, cloneIssuer) }
 
 // JoinTokens returns all join tokens, sorted by hash.
-func (s *Store) JoinTokens() []JoinToken { return list(s, tokens, sameValue[JoinToken]) }
+func (s *Store) JoinTokens() []JoinToken { return list(s, tokens, cloneToken) }
 
 // JoinToken returns the join token whose secret has the hex SHA-256 hash.
 func (s *Store) JoinToken(hash string) (JoinToken, bool) {
-	return lookup(s, tokens, hash, sameValue[JoinToken])
+	return lookup(s, tokens, hash, cloneToken)
 }
 
 // JoinTokenByID returns the join token with public id.
@@ -133,7 +158,7 @@ func (s *Store) JoinTokenByID(id string) (JoinToken, bool) {
 		return JoinToken{}, false
 	}
 	t, ok := s.st.tokens.m[h]
-	return t, ok
+	return cloneToken(t), ok
 }
 
 func fromNanos(n int64) time.Time {
@@ -202,10 +227,10 @@ func (s *Store) TrustAnchor(network string) (TrustAnchor, bool) {
 }
 
 // Nodes returns all node records.
-func (s *Store) Nodes() []Node { return list(s, nodes, sameValue[Node]) }
+func (s *Store) Nodes() []Node { return list(s, nodes, cloneNode) }
 
 // Node returns the node record with id.
-func (s *Store) Node(id string) (Node, bool) { return lookup(s, nodes, id, sameValue[Node]) }
+func (s *Store) Node(id string) (Node, bool) { return lookup(s, nodes, id, cloneNode) }
 
 // Issued returns the record of the certificate issuer signed with serial
 // (FormatSerial spelling).

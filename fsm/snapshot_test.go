@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"os"
 	"io"
 	"reflect"
 	"testing"
@@ -234,7 +235,8 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 		{"empty", nil},
 		{"magic only", []byte("KMFSM")},
 		{"not a snapshot", []byte(`{"servers":[]}`)},
-		{"future format", append([]byte("KMFSM\x02"), good[6:]...)},
+		{"future format", append([]byte("KMFSM\x03"), good[6:]...)},
+		{"format zero", append([]byte("KMFSM\x00"), good[6:]...)},
 		{"trailing data", append(bytes.Clone(good), 0)},
 		{"no trailer", good[:len(good)-32]},
 		{"flipped index", flip(6)},
@@ -278,5 +280,50 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 	// And the good one still works on the same store.
 	if err := target.s.Restore(bytes.NewReader(good)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRestoreVersion1 reads a snapshot written by the version-1 format
+// (testdata/snapshot-v1.bin: the seed state of the test harness, written
+// by the code before version 2): every record is there, with the fields
+// version 2 added empty, and it writes back as version 2.
+func TestRestoreVersion1(t *testing.T) {
+	b, err := os.ReadFile("testdata/snapshot-v1.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[5] != 1 {
+		t.Fatalf("testdata/snapshot-v1.bin is format %d", b[5])
+	}
+	s := New()
+	if err := s.Restore(bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := s.Node("node-a"); !ok || n.CertSerial != "a1" || n.DNSNames != nil {
+		t.Fatalf("node-a %+v", n)
+	}
+	if r, ok := s.Registration("reg-a"); !ok || len(r.DNSNames) != 1 || r.Source != "" {
+		t.Fatalf("reg-a %+v", r)
+	}
+	if _, ok := s.PendingRegistration("node-p"); !ok {
+		t.Fatal("the pending registration of node-p is not indexed")
+	}
+	if len(s.JoinTokens()) != 3 || s.Index() == 0 {
+		t.Fatalf("tokens %d index %d", len(s.JoinTokens()), s.Index())
+	}
+	sn, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := sn.WriteTo(&out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Bytes()[5] != snapshotVersion {
+		t.Fatalf("written as format %d", out.Bytes()[5])
+	}
+	again := New()
+	if err := again.Restore(&out); err != nil || again.Hash() != s.Hash() {
+		t.Fatalf("v2 round trip: %v", err)
 	}
 }

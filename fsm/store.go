@@ -39,6 +39,8 @@ type Store struct {
 
 	// Live-only bookkeeping, rebuilt on Restore and never snapshotted.
 	tokenIDs     map[string]string // join token id -> hash
+	pending      pendingIndex      // pending registrations by node id and source
+	dnsOwners    map[string]string // DNS name -> the node whose record holds it
 	reasons      *interner         // revocation reasons
 	tombQueue    []tombRef         // tombstones in the order they were made (may hold stale entries)
 	journal      []change          // recent changes in index order
@@ -65,6 +67,8 @@ func New() *Store {
 		st:           newState(),
 		notify:       make(chan struct{}),
 		tokenIDs:     map[string]string{},
+		pending:      newPendingIndex(),
+		dnsOwners:    map[string]string{},
 		reasons:      newInterner(),
 		tombLimit:    DefaultTombstoneLimit,
 		journalLimit: defaultJournalLimit,
@@ -202,6 +206,77 @@ func put[V any, P interface {
 	tx.touched(id, key, false)
 }
 
+// putReg stores a registration, keeping the index of pending ones.
+func (tx *txn) putReg(r Registration) {
+	if old, ok := tx.st.regs.m[r.ID]; ok {
+		tx.s.pending.remove(old)
+	}
+	put(tx, &tx.st.regs, tRegs, r.ID, r)
+	tx.s.pending.add(r)
+}
+
+// delReg removes a registration.
+func (tx *txn) delReg(id string) {
+	if old, ok := tx.st.regs.m[id]; ok {
+		tx.s.pending.remove(old)
+	}
+	del(tx, &tx.st.regs, tRegs, id)
+}
+
+// putNode stores a node record, keeping the index of DNS names.
+func (tx *txn) putNode(n Node) {
+	if old, ok := tx.st.nodes.m[n.ID]; ok {
+		for _, d := range old.DNSNames {
+			if tx.s.dnsOwners[d] == n.ID {
+				delete(tx.s.dnsOwners, d)
+			}
+		}
+	}
+	put(tx, &tx.st.nodes, tNodes, n.ID, n)
+	for _, d := range n.DNSNames {
+		tx.s.dnsOwners[d] = n.ID
+	}
+}
+
+// pendingIndex counts pending registrations, by node id and by source,
+// for the limits RegistrationCreate enforces. It is derived from the
+// state (rebuilt on Restore), so every replica holds the same.
+type pendingIndex struct {
+	total    int
+	byNode   map[string]string // node id -> registration id
+	bySource map[string]int
+}
+
+func newPendingIndex() pendingIndex {
+	return pendingIndex{byNode: map[string]string{}, bySource: map[string]int{}}
+}
+
+func (p *pendingIndex) add(r Registration) {
+	if r.Status != RegistrationPending {
+		return
+	}
+	p.total++
+	p.byNode[r.NodeID] = r.ID
+	if r.Source != "" {
+		p.bySource[r.Source]++
+	}
+}
+
+func (p *pendingIndex) remove(r Registration) {
+	if r.Status != RegistrationPending {
+		return
+	}
+	p.total--
+	if p.byNode[r.NodeID] == r.ID {
+		delete(p.byNode, r.NodeID)
+	}
+	if r.Source != "" {
+		if p.bySource[r.Source]--; p.bySource[r.Source] <= 0 {
+			delete(p.bySource, r.Source)
+		}
+	}
+}
+
 // del removes key, leaving a tombstone.
 func del[V any](tx *txn, t *table[V], id tableID, key string) {
 	delete(t.mut(), key)
@@ -272,6 +347,16 @@ func (s *Store) rebuildDerived(index uint64) {
 	s.tokenIDs = make(map[string]string, len(st.tokens.m))
 	for h, t := range st.tokens.m {
 		s.tokenIDs[t.ID] = h
+	}
+	s.pending = newPendingIndex()
+	for _, r := range st.regs.m {
+		s.pending.add(r)
+	}
+	s.dnsOwners = map[string]string{}
+	for _, n := range st.nodes.m {
+		for _, d := range n.DNSNames {
+			s.dnsOwners[d] = n.ID
+		}
 	}
 	s.tombQueue = make([]tombRef, 0, len(st.tombs.m))
 	for k, idx := range st.tombs.m {

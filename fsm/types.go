@@ -181,6 +181,9 @@ type JoinToken struct {
 	Expiry      time.Time `json:"expiry"`
 	Revoked     bool      `json:"revoked"`
 	Description string    `json:"description,omitempty"`
+	// DNSNames are DNS names under the network's domain that a node joining
+	// with this token may hold besides <node-id>.<network>.
+	DNSNames []string `json:"dns_names,omitempty"`
 	Indexes
 }
 
@@ -241,6 +244,9 @@ type Node struct {
 	CertSerial string    `json:"cert_serial,omitempty"`
 	PrevSerial string    `json:"prev_serial,omitempty"`
 	CertExpiry time.Time `json:"cert_expiry,omitzero"`
+	// DNSNames are the DNS SANs of the node's certificate: while the node
+	// holds its id, no other node may hold them.
+	DNSNames []string `json:"dns_names,omitempty"`
 	Indexes
 }
 
@@ -304,6 +310,9 @@ type Registration struct {
 	Serial    string    `json:"serial,omitempty"` // of the certificate once approved
 	Issuer    string    `json:"issuer,omitempty"`
 	Created   time.Time `json:"created,omitzero"` // the creating command's timestamp
+	// Source is the client address the request came from (for the limits
+	// on pending registrations per source).
+	Source string `json:"source,omitempty"`
 	Indexes
 }
 

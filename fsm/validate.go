@@ -76,6 +76,22 @@ func checkWord(field, s string, max int, required bool) *CommandError {
 	return nil
 }
 
+// checkNodeID accepts a node id of a new registration: a word of
+// [a-z0-9._-], lower case only, so that one node cannot appear under two
+// spellings.
+func checkNodeID(field, s string) *CommandError {
+	if err := checkWord(field, s, MaxIDLen, true); err != nil {
+		return err
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fail(ErrInvalid, "%s %q has a %q at byte %d; node ids are lower-case a-z 0-9 . _ -", field, s, rune(c), i)
+		}
+	}
+	return nil
+}
+
 // checkNetwork accepts a lowercase hostname: labels of [a-z0-9-], 1..63
 // bytes, not starting or ending with '-'.
 func checkNetwork(field, s string) *CommandError {
