@@ -131,6 +131,21 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// ValidateNodeID reports whether id is a valid node id: a name as
+// ValidateName allows, in lower case only (1 to 128 of [a-z0-9._-]), so
+// that one node cannot appear under two spellings.
+func ValidateNodeID(id string) error {
+	if err := ValidateName(id); err != nil {
+		return err
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c >= 'A' && c <= 'Z' {
+			return fmt.Errorf("%w: node id %q has an upper-case %q at byte %d; node ids are lower-case (use %q)", ErrName, id, rune(c), i, strings.ToLower(id))
+		}
+	}
+	return nil
+}
+
 // validateHostname checks DNS host name syntax. With allowUpper, upper-case
 // letters are accepted (DNS SANs compare case-insensitively).
 func validateHostname(name string, allowUpper bool) error {

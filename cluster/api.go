@@ -32,10 +32,15 @@ const (
 	codeInternal       = "internal"
 	codeShutdown       = "shutting_down"
 	codeTooMany        = "too_many_requests"
-	// CodeNodeRevoked and CodeCertRevoked refuse callers whose node or
-	// certificate is revoked; agents stop retrying on them.
+	// CodeNodeRevoked, CodeCertRevoked and CodeKeyRevoked refuse callers
+	// whose node, certificate (or a certificate it chains through) or key
+	// is revoked; agents stop retrying on them.
 	CodeNodeRevoked = "node_revoked"
 	CodeCertRevoked = "cert_revoked"
+	CodeKeyRevoked  = "key_revoked"
+	// CodeEscalation refuses a caller that would hand out or take away a
+	// principal that may do more than it may itself.
+	CodeEscalation = "escalation_refused"
 )
 
 type errorBody struct {
@@ -116,6 +121,8 @@ func commandStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, fsm.ErrExists), errors.Is(err, fsm.ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, fsm.ErrLimit):
+		return http.StatusTooManyRequests
 	case errors.Is(err, fsm.ErrTokenNotFound), errors.Is(err, fsm.ErrTokenExpired),
 		errors.Is(err, fsm.ErrTokenExhausted), errors.Is(err, fsm.ErrTokenRevoked),
 		errors.Is(err, fsm.ErrTokenConstraint):
@@ -161,17 +168,16 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// Why a request carries no usable identity.
-var (
-	errNoCredential = errors.New("no client certificate")
-	errOtherNetwork = errors.New("the client certificate is of another network")
-	errCertRevoked  = errors.New("the client certificate is revoked")
-	errNodeRevoked  = errors.New("the node is revoked")
-)
+// errNoCredential: a request carries no client certificate.
+var errNoCredential = errors.New("no client certificate")
+
+// errOtherNetwork: the client certificate is of another network.
+var errOtherNetwork = errors.New("the client certificate is of another network")
 
 // callerID returns the verified identity of the client certificate, or why
-// there is none: no certificate, another network, a revoked certificate or
-// a revoked node.
+// there is none: no certificate, another network, or a certificate chain
+// that CheckChain refuses (a revoked certificate anywhere in it, a revoked
+// key or node).
 func (s *Server) callerID(r *http.Request) (ca.Identity, error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 		return ca.Identity{}, errNoCredential
@@ -184,13 +190,8 @@ func (s *Server) callerID(r *http.Request) (ca.Identity, error) {
 	if id.Network != s.network {
 		return ca.Identity{}, errOtherNetwork
 	}
-	if _, revoked := s.store.Revoked(fsm.RevocationCert, fsm.FormatSerial(chain[0].SerialNumber)); revoked {
-		return id, errCertRevoked
-	}
-	if id.Kind == ca.KindNode {
-		if _, revoked := s.store.Revoked(fsm.RevocationNode, id.Name); revoked {
-			return id, errNodeRevoked
-		}
+	if err := CheckChain(s.store, chain); err != nil {
+		return id, err
 	}
 	return id, nil
 }
@@ -216,19 +217,19 @@ func (s *Server) handler() http.Handler {
 	s.route(mux, "GET /v1/sys/metrics", policy.ClusterRead, s.metrics.handler().ServeHTTP)
 	s.route(mux, "GET /v1/cluster/peers", policy.ClusterRead, s.handlePeers)
 	s.route(mux, "DELETE /v1/cluster/servers/{id}", policy.ClusterRemove, s.handleRemoveServer)
-	s.route(mux, "POST /v1/join-tokens", policy.TokenCreate, s.handleCreateJoinToken)
+	s.routeDeciding(mux, "POST /v1/join-tokens", policy.TokenCreate, s.handleCreateJoinToken)
 	s.route(mux, "GET /v1/join-tokens", policy.TokenList, s.handleListJoinTokens)
 	s.route(mux, "DELETE /v1/join-tokens/{id}", policy.TokenRevoke, s.handleRevokeJoinToken)
-	s.route(mux, "POST /v1/revocations", policy.RevocationCreate, s.handleRevoke)
+	s.routeDeciding(mux, "POST /v1/revocations", policy.RevocationCreate, s.handleRevoke)
 	s.route(mux, "GET /v1/revocations", policy.RevocationList, s.handleListRevocations)
 	s.route(mux, "GET /v1/revocations/{kind}/{id}", policy.TrustRead, s.handleGetRevocation)
 	s.route(mux, "GET /v1/trust", policy.TrustRead, s.handleTrust)
 	s.route(mux, "GET /v1/registrations", policy.RegistrationList, s.handleListRegistrations)
-	s.route(mux, "POST /v1/registrations/{id}/approve", policy.RegistrationApprove, s.handleApprove)
+	s.routeDeciding(mux, "POST /v1/registrations/{id}/approve", policy.RegistrationApprove, s.handleApprove)
 	s.route(mux, "POST /v1/registrations/{id}/deny", policy.RegistrationDeny, s.handleDeny)
-	s.route(mux, "POST /v1/certs/renew", policy.CertRenew, s.handleRenew)
+	s.routeCert(mux, "POST /v1/certs/renew", policy.CertRenew, s.handleRenew)
 	s.route(mux, "GET /v1/policies", policy.PolicyRead, s.handleGetPolicy)
-	s.route(mux, "PUT /v1/policies", policy.PolicyWrite, s.handleSetPolicy)
+	s.routeDeciding(mux, "PUT /v1/policies", policy.PolicyWrite, s.handleSetPolicy)
 	// Consensus plumbing between root servers.
 	s.internal(mux, "POST /v1/internal/apply", s.handleInternalApply)
 	s.internal(mux, "POST /v1/internal/read-index", s.handleInternalReadIndex)

@@ -47,6 +47,13 @@ func (s *Server) authenticate(r *http.Request) (caller, error) {
 		}
 		return caller{principal: v.Claims.Principal, ctx: policy.ContextOf(v, ""), kind: ca.Kind(v.Kind), name: v.Node}, nil
 	}
+	return s.authenticateCert(r)
+}
+
+// authenticateCert finds the caller of r by its client certificate alone,
+// whatever else the request carries: renewal trusts the certificate being
+// renewed, not a bearer.
+func (s *Server) authenticateCert(r *http.Request) (caller, error) {
 	id, err := s.callerID(r)
 	if err != nil {
 		return caller{}, err
@@ -70,44 +77,121 @@ func (s *Server) authenticate(r *http.Request) (caller, error) {
 // route registers a handler. action "" is a public call; otherwise the
 // caller must authenticate and Cedar must permit the action.
 func (s *Server) route(mux *http.ServeMux, pattern string, action policy.Action, h http.HandlerFunc) {
-	mux.HandleFunc(pattern, s.metrics.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if action == "" {
+	if action == "" {
+		mux.HandleFunc(pattern, s.metrics.instrument(pattern, h))
+		return
+	}
+	s.routeDeciding(mux, pattern, action, func(w http.ResponseWriter, r *http.Request, c caller) {
+		if s.allow(w, c, action, c.ctx) {
 			h(w, r)
-			return
 		}
-		c, err := s.authenticate(r)
-		switch {
-		case errors.Is(err, errNoCredential):
-			writeError(w, http.StatusUnauthorized, codeUnauthorized,
-				"this call needs a client certificate or a bearer token of network "+s.network+" (pass --credential or --token, or set KEYMESH_CREDENTIAL or KEYMESH_TOKEN)")
-			return
-		case errors.Is(err, errNodeRevoked):
-			writeError(w, http.StatusForbidden, CodeNodeRevoked, err.Error()+"; register the node again under a new id")
-			return
-		case errors.Is(err, errCertRevoked):
-			writeError(w, http.StatusForbidden, CodeCertRevoked, err.Error())
-			return
-		case err != nil:
-			writeError(w, http.StatusForbidden, codeForbidden, err.Error())
+	})
+}
+
+// decidingHandler serves a call whose Cedar decision depends on what the
+// request hands out or takes away (a join token's principal, a revoked
+// thing's owner): it decides with Server.allow once it knows.
+type decidingHandler func(w http.ResponseWriter, r *http.Request, c caller)
+
+// routeDeciding registers a handler that is given the authenticated
+// caller and decides action itself.
+func (s *Server) routeDeciding(mux *http.ServeMux, pattern string, action policy.Action, h decidingHandler) {
+	s.routeAuth(mux, pattern, s.authenticate, h)
+}
+
+// routeCert registers a call that authenticates by client certificate
+// alone and that Cedar decides (action).
+func (s *Server) routeCert(mux *http.ServeMux, pattern string, action policy.Action, h decidingHandler) {
+	s.routeAuth(mux, pattern, s.authenticateCert, func(w http.ResponseWriter, r *http.Request, c caller) {
+		if s.allow(w, c, action, c.ctx) {
+			h(w, r, c)
+		}
+	})
+}
+
+func (s *Server) routeAuth(mux *http.ServeMux, pattern string, auth func(*http.Request) (caller, error), h decidingHandler) {
+	mux.HandleFunc(pattern, s.metrics.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
+		c, err := auth(r)
+		if err != nil {
+			s.writeAuthErr(w, err)
 			return
 		}
 		c.ctx.Target = r.PathValue("id")
-		s.syncPolicy()
-		d, err := s.authz.Decide(c.principal, action, c.ctx)
-		if err != nil || !d.Allow {
-			why := "no policy permits it"
-			if len(d.Reasons) > 0 {
-				why = "policy " + strings.Join(d.Reasons, ", ") + " forbids it"
-			}
-			writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("principal %s (%s) may not %s: %s; see `keymesh policy get`", c.principal, c.ctx.Subject, action, why))
-			return
-		}
-		h(w, r)
+		h(w, r, c)
 	}))
 }
 
-// internal registers a leader-plumbing call: root servers of this network
-// only, by client certificate; no Cedar (it is consensus, not operation).
+// writeAuthErr answers a caller that failed to authenticate.
+func (s *Server) writeAuthErr(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, errNoCredential):
+		writeError(w, http.StatusUnauthorized, codeUnauthorized,
+			"this call needs a client certificate or a bearer token of network "+s.network+" (pass --credential or --token, or set KEYMESH_CREDENTIAL or KEYMESH_TOKEN)")
+	case errors.Is(err, ErrNodeRevoked):
+		writeError(w, http.StatusForbidden, CodeNodeRevoked, err.Error()+"; register the node again under a new id")
+	case errors.Is(err, ErrKeyRevoked):
+		writeError(w, http.StatusForbidden, CodeKeyRevoked, err.Error()+"; the node must register again with a new key")
+	case errors.Is(err, ErrCertRevoked):
+		writeError(w, http.StatusForbidden, CodeCertRevoked, err.Error()+"; the node must register again")
+	default:
+		writeError(w, http.StatusForbidden, codeForbidden, err.Error())
+	}
+}
+
+// allow asks Cedar whether c may take action in ctx and answers 403 when
+// not, naming the policies that decided.
+func (s *Server) allow(w http.ResponseWriter, c caller, action policy.Action, ctx policy.Context) bool {
+	s.syncPolicy()
+	d, err := s.authz.Decide(c.principal, action, ctx)
+	if err == nil && d.Allow {
+		return true
+	}
+	why := "no policy permits it"
+	if len(d.Reasons) > 0 {
+		why = "policy " + strings.Join(d.Reasons, ", ") + " forbids it"
+	}
+	what := string(action)
+	switch {
+	case ctx.Grant != nil && action == policy.TokenCreate:
+		what += fmt.Sprintf(" (a %s join token for principal %s)", ctx.Grant.Kind, ctx.Grant.Principal)
+	case ctx.Grant != nil:
+		what += fmt.Sprintf(" (for principal %s)", ctx.Grant.Principal)
+	case ctx.Revocation != nil:
+		what += fmt.Sprintf(" (a %s of %s)", ctx.Revocation.Kind, ownerText(ctx.Revocation))
+	case ctx.Anchor != nil:
+		what += fmt.Sprintf(" (network %s)", ctx.Anchor.Network)
+	}
+	writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("principal %s (%s) may not %s: %s; see `keymesh policy get`", c.principal, c.ctx.Subject, what, why))
+	return false
+}
+
+func ownerText(t *policy.RevocationTarget) string {
+	switch t.Owner {
+	case policy.OwnerUnknown:
+		return "an owner this cluster does not know"
+	case policy.OwnerNode:
+		return "a " + string(t.Principal) + " node"
+	default:
+		return "a " + t.Owner
+	}
+}
+
+// mayGrant refuses (403 escalation_refused) a caller that would hand out,
+// or take away, principal q while q may do more than the caller: whatever
+// the policies permit, nobody gives a node more than it holds itself.
+func (s *Server) mayGrant(w http.ResponseWriter, c caller, q identity.Principal) bool {
+	err := s.authz.CheckGrant(c.principal, q, s.network)
+	if err == nil {
+		return true
+	}
+	writeError(w, http.StatusForbidden, CodeEscalation, err.Error()+"; ask an operator who holds those actions")
+	return false
+}
+
+// internal registers a leader-plumbing call: current root servers of this
+// network only, by client certificate; no Cedar (it is consensus, not
+// operation). A removed server, or one whose certificate chain is revoked,
+// is refused.
 func (s *Server) internal(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
 	mux.HandleFunc(pattern, s.metrics.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
 		id, err := s.callerID(r)
@@ -117,6 +201,10 @@ func (s *Server) internal(mux *http.ServeMux, pattern string, h http.HandlerFunc
 		}
 		if err != nil || id.Kind != ca.KindRoot {
 			writeError(w, http.StatusForbidden, codeForbidden, "internal calls are for root servers of "+s.network)
+			return
+		}
+		if rec, ok := s.store.Server(id.Name); !ok || rec.Status == fsm.ServerRemoved {
+			writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("root server %q is not a member of this cluster", id.Name))
 			return
 		}
 		h(w, r)
@@ -221,7 +309,10 @@ type SetPolicyRequest struct {
 	Force bool `json:"force,omitempty"`
 }
 
-func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request, c caller) {
+	if !s.allow(w, c, policy.PolicyWrite, c.ctx) {
+		return
+	}
 	var req SetPolicyRequest
 	if !s.decode(w, r, &req) {
 		return
@@ -237,9 +328,23 @@ func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "the policy set is refused: "+err.Error())
 		return
 	}
+	if req.Force && c.principal != identity.PrincipalAdmin {
+		writeError(w, http.StatusForbidden, codeForbidden, "only ADMIN may force a policy set")
+		return
+	}
 	if d, _ := policy.NewAuthorizer(ps).Decide(identity.PrincipalAdmin, policy.PolicyWrite, policy.Context{Network: s.network}); !d.Allow && !req.Force {
 		writeError(w, http.StatusBadRequest, codeBadRequest,
 			"under this policy set ADMIN may no longer write policies, which locks every operator out of changing it; send force to set it anyway")
+		return
+	}
+	s.syncPolicy()
+	if beyond := policy.GrantsBeyond(s.authz.Policies(), ps, c.principal, s.network); len(beyond) > 0 {
+		var what []string
+		for _, g := range beyond {
+			what = append(what, string(g.Principal)+" "+string(g.Action))
+		}
+		writeError(w, http.StatusForbidden, CodeEscalation, fmt.Sprintf("principal %s may not give what it does not hold: this policy set grants %s; ask an ADMIN",
+			c.principal, strings.Join(what, ", ")))
 		return
 	}
 	idx, err := s.Propose(r.Context(), fsm.MsgPolicySet, fsm.PolicySet{Text: req.Text, ExpectVersion: req.ExpectVersion})
@@ -248,7 +353,7 @@ func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := s.store.Policy()
-	s.log.Info("policy set", "version", p.Version, "index", idx)
+	s.log.Info("policy set", "version", p.Version, "index", idx, "by", c.ctx.Subject)
 	writeJSON(w, http.StatusOK, PolicyDoc{Text: p.Text, Version: p.Version})
 }
 

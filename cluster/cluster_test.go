@@ -224,7 +224,7 @@ func TestLookupWithoutLeaderIsNotNotFound(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_, _, err := f.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: "kmjt.made-up"})
+	_, _, err := f.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: "kmjt.made-up"}, "")
 	if !errors.Is(err, ErrNoLeader) {
 		t.Fatalf("registration with an unknown token and no leader: %v, want ErrNoLeader", err)
 	}
@@ -283,7 +283,7 @@ func TestExpiredNodeRegistersAgain(t *testing.T) {
 		}
 		return secret
 	}
-	first, _, err := srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: token()})
+	first, _, err := srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: token()}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestExpiredNodeRegistersAgain(t *testing.T) {
 	// registration spends nothing.
 	again := token()
 	before := srv.Store().Hash()
-	_, _, err = srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: again})
+	_, _, err = srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: again}, "")
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || !strings.Contains(ae.Message, "already active, with a certificate valid until") {
 		t.Fatalf("registration of an active node id: %v", err)
@@ -303,7 +303,7 @@ func TestExpiredNodeRegistersAgain(t *testing.T) {
 	}
 
 	skew.Store(int64(25 * time.Hour)) // the 24 h certificate has expired
-	second, status, err := srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: token()})
+	second, status, err := srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: token()}, "")
 	if err != nil || status != http.StatusCreated {
 		t.Fatalf("registration of a node whose certificate expired: %d %v", status, err)
 	}

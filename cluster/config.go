@@ -96,6 +96,12 @@ type Limits struct {
 	// MaxSources bounds how many client addresses the per-source limiter
 	// remembers. Default 10000.
 	MaxSources int
+	// MaxPendingRegistrations bounds the registrations waiting for an
+	// operator in the whole cluster (the state machine counts them), and
+	// MaxPendingPerSource those from one client address. Defaults 1000
+	// and 20.
+	MaxPendingRegistrations int
+	MaxPendingPerSource     int
 	// NodeCertValidity is the lifetime of node certificates. Default 24h.
 	NodeCertValidity time.Duration
 }
@@ -127,6 +133,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxSources == 0 {
 		l.MaxSources = 10000
+	}
+	if l.MaxPendingRegistrations == 0 {
+		l.MaxPendingRegistrations = 1000
+	}
+	if l.MaxPendingPerSource == 0 {
+		l.MaxPendingPerSource = 20
 	}
 	if l.NodeCertValidity == 0 {
 		l.NodeCertValidity = 24 * time.Hour
@@ -195,7 +207,8 @@ func (o Options) validate() error {
 		return err
 	}
 	l := o.Limits
-	if l.RegistrationRate < 0 || l.RegistrationBurst < 1 || l.SigningRate < 0 || l.SigningBurst < 1 || l.MaxSources < 1 {
+	if l.RegistrationRate < 0 || l.RegistrationBurst < 1 || l.SigningRate < 0 || l.SigningBurst < 1 || l.MaxSources < 1 ||
+		l.MaxPendingRegistrations < 1 || l.MaxPendingPerSource < 1 {
 		return errors.New("rate limits must be positive")
 	}
 	if l.NodeCertValidity < 10*time.Minute || l.NodeCertValidity > 90*24*time.Hour {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -17,6 +19,8 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/policy"
 )
 
 // Limits of join tokens an operator may create.
@@ -174,6 +178,9 @@ type CreateJoinTokenRequest struct {
 	Uses        int    `json:"uses,omitempty"`      // default 1
 	TTL         string `json:"ttl,omitempty"`       // Go duration, default 24h, at most 720h
 	Description string `json:"description,omitempty"`
+	// DNSNames are DNS names under the network's domain that a node
+	// joining with the token may hold besides <node-id>.<network>.
+	DNSNames []string `json:"dns_names,omitempty"`
 }
 
 // JoinTokenInfo is a join token as listed: everything but the secret.
@@ -187,6 +194,7 @@ type JoinTokenInfo struct {
 	Expiry      time.Time `json:"expiry"`
 	Revoked     bool      `json:"revoked"`
 	Description string    `json:"description,omitempty"`
+	DNSNames    []string  `json:"dns_names,omitempty"`
 }
 
 // CreatedJoinToken is the answer of POST /v1/join-tokens; the secret is
@@ -199,7 +207,7 @@ type CreatedJoinToken struct {
 
 func tokenInfo(t fsm.JoinToken) JoinTokenInfo {
 	return JoinTokenInfo{ID: t.ID, Kind: t.Kind, Principal: t.Principal, NodeID: t.NodeID, Uses: t.Uses, Used: t.Used,
-		Expiry: t.Expiry, Revoked: t.Revoked, Description: t.Description}
+		Expiry: t.Expiry, Revoked: t.Revoked, Description: t.Description, DNSNames: t.DNSNames}
 }
 
 // hashToken is how a join token secret is stored: hex sha256.
@@ -208,10 +216,19 @@ func hashToken(secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// newJoinToken makes a join token secret and its replicated record.
+// newJoinToken makes a join token secret and its replicated record. A node
+// token made without a principal is a NODE token (as the CLI makes it).
 func (s *Server) newJoinToken(req CreateJoinTokenRequest) (string, fsm.JoinToken, error) {
-	if req.Kind != "root" && req.Kind != "node" {
+	if req.Kind != fsm.TokenKindRoot && req.Kind != fsm.TokenKindNode {
 		return "", fsm.JoinToken{}, fmt.Errorf("kind must be \"root\" or \"node\", not %q", req.Kind)
+	}
+	switch {
+	case req.Kind == fsm.TokenKindRoot && req.Principal != "":
+		return "", fsm.JoinToken{}, errors.New("principal applies to node tokens only: a root server holds the AS root")
+	case req.Kind == fsm.TokenKindNode && req.Principal == "":
+		req.Principal = fsm.PrincipalNode
+	case req.Kind == fsm.TokenKindNode && !validPrincipal(req.Principal):
+		return "", fsm.JoinToken{}, fmt.Errorf("principal %q is not one of ADMIN, NODE, NODE_CUSTODIAN, DATA_CUSTODIAN, USER", req.Principal)
 	}
 	if req.Uses == 0 {
 		req.Uses = 1
@@ -220,7 +237,7 @@ func (s *Server) newJoinToken(req CreateJoinTokenRequest) (string, fsm.JoinToken
 		return "", fsm.JoinToken{}, fmt.Errorf("uses must be between 1 and %d, not %d", maxTokenUses, req.Uses)
 	}
 	ttl := defaultNodeTTL
-	if req.Kind == "root" {
+	if req.Kind == fsm.TokenKindRoot {
 		ttl = defaultRootTTL
 	}
 	if req.TTL != "" {
@@ -234,12 +251,23 @@ func (s *Server) newJoinToken(req CreateJoinTokenRequest) (string, fsm.JoinToken
 		return "", fsm.JoinToken{}, fmt.Errorf("ttl must be positive and at most %s, not %s", maxTokenTTL, ttl)
 	}
 	if req.NodeID != "" {
-		if err := ca.ValidateName(req.NodeID); err != nil {
+		if err := ca.ValidateNodeID(req.NodeID); err != nil {
 			return "", fsm.JoinToken{}, err
 		}
 	}
 	if len(req.Description) > 256 {
 		return "", fsm.JoinToken{}, fmt.Errorf("description is longer than 256 bytes")
+	}
+	if len(req.DNSNames) > 0 && req.Kind != fsm.TokenKindNode {
+		return "", fsm.JoinToken{}, errors.New("dns_names applies to node tokens only")
+	}
+	if len(req.DNSNames) > maxDNSNames {
+		return "", fsm.JoinToken{}, fmt.Errorf("at most %d DNS names, not %d", maxDNSNames, len(req.DNSNames))
+	}
+	for _, d := range req.DNSNames {
+		if err := ca.ValidateNetwork(d); err != nil || !strings.HasSuffix(d, "."+s.network) {
+			return "", fsm.JoinToken{}, fmt.Errorf("DNS name %q is not a lower-case host name under the network's domain %s", d, s.network)
+		}
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
@@ -250,10 +278,23 @@ func (s *Server) newJoinToken(req CreateJoinTokenRequest) (string, fsm.JoinToken
 	return secret, fsm.JoinToken{
 		ID: h[:16], Hash: h, Kind: req.Kind, Principal: req.Principal, NodeID: req.NodeID,
 		Uses: req.Uses, Expiry: s.opts.Clock().Add(ttl).UTC().Truncate(time.Second), Description: req.Description,
+		DNSNames: req.DNSNames,
 	}, nil
 }
 
-func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request) {
+// grantOf is what a join token hands out, for Cedar: a root-join token
+// hands out ADMIN (the root server that joins receives the AS root).
+func grantOf(t fsm.JoinToken, now time.Time) policy.Grant {
+	p := identity.Principal(t.Principal)
+	if t.Kind == fsm.TokenKindRoot {
+		p = identity.PrincipalAdmin
+	} else if p == "" {
+		p = identity.PrincipalNode
+	}
+	return policy.Grant{Kind: t.Kind, Principal: p, Uses: t.Uses, TTL: t.Expiry.Sub(now).Round(time.Second)}
+}
+
+func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, c caller) {
 	var req CreateJoinTokenRequest
 	if !s.decode(w, r, &req) {
 		return
@@ -263,11 +304,18 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
 		return
 	}
+	grant := grantOf(tok, s.opts.Clock())
+	ctx := c.ctx
+	ctx.Grant = &grant
+	if !s.allow(w, c, policy.TokenCreate, ctx) || !s.mayGrant(w, c, grant.Principal) {
+		return
+	}
 	idx, err := s.Propose(r.Context(), fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok})
 	if err != nil {
 		s.writeErr(w, err)
 		return
 	}
+	s.log.Info("join token created", "id", tok.ID, "kind", tok.Kind, "principal", grant.Principal, "uses", tok.Uses, "by", c.ctx.Subject)
 	writeJSON(w, http.StatusCreated, CreatedJoinToken{JoinTokenInfo: tokenInfo(tok), Secret: secret, Index: idx})
 }
 
@@ -320,35 +368,39 @@ type RevokeResponse struct {
 }
 
 // expiryOf is when a revoked certificate or key would have expired anyway,
-// from the replicated state; for what the state does not know (a token's
-// jti, a foreign serial) it is defaultRevocationLife from now.
-func (s *Server) expiryOf(kind fsm.RevocationKind, id string, now time.Time) time.Time {
+// from the replicated state: an issued certificate's or an issuing
+// intermediate's NotAfter, a key's end of life. known is false for what
+// the state does not know (a token's jti, a foreign serial).
+func (s *Server) expiryOf(kind fsm.RevocationKind, id string) (time.Time, bool) {
 	switch kind {
 	case fsm.RevocationCert:
 		for _, is := range s.store.Issuers() {
 			if c, ok := s.store.Issued(is.ID, id); ok {
-				return c.NotAfter.UTC()
+				return c.NotAfter.UTC(), true
+			}
+			if cert, err := x509.ParseCertificate(is.Cert); err == nil && fsm.FormatSerial(cert.SerialNumber) == id {
+				return cert.NotAfter.UTC(), true
 			}
 		}
 	case fsm.RevocationKey:
 		if k, ok := s.store.JWK(id); ok && !k.NotAfter.IsZero() {
-			return k.NotAfter.UTC()
+			return k.NotAfter.UTC(), true
 		}
 	}
-	return now.Add(defaultRevocationLife).UTC().Truncate(time.Second)
+	return time.Time{}, false
 }
 
 // defaultRevocationLife is how long a revocation of unknown expiry is kept.
 const defaultRevocationLife = 30 * 24 * time.Hour
 
-func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, c caller) {
 	var req RevokeRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
 	kind := fsm.RevocationKind(req.Kind)
 	switch kind {
-	case "cert", "token", "key", "node":
+	case fsm.RevocationCert, fsm.RevocationToken, fsm.RevocationKey, fsm.RevocationNode:
 	default:
 		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("kind must be cert, token, key or node, not %q", req.Kind))
 		return
@@ -357,7 +409,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "id must be 1 to 256 characters without spaces or slashes")
 		return
 	}
-	if kind == "cert" {
+	if kind == fsm.RevocationCert {
 		serial, err := parseSerial(req.ID)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
@@ -369,15 +421,36 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "reason is longer than 512 bytes")
 		return
 	}
+	target := s.revocationTarget(kind, req.ID)
+	ctx := c.ctx
+	ctx.Target, ctx.Revocation = req.ID, &target
+	if !s.allow(w, c, policy.RevocationCreate, ctx) {
+		return
+	}
+	if target.Principal != "" && !s.mayGrant(w, c, target.Principal) {
+		return
+	}
 	now := s.opts.Clock()
 	rev := fsm.Revocation{Kind: kind, ID: req.ID, Reason: req.Reason}
+	expiry, known := s.expiryOf(kind, req.ID)
 	switch {
+	case kind == fsm.RevocationNode && req.PruneAfter != nil:
+		writeError(w, http.StatusBadRequest, codeBadRequest, "a node's revocation is kept for good: its id must never come back; drop prune_after")
+		return
+	case kind == fsm.RevocationNode:
+	case req.PruneAfter != nil && known && req.PruneAfter.Before(expiry):
+		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("prune_after %s is before the %s expires (%s): the revocation must be kept until then; drop prune_after or give a later time",
+			req.PruneAfter.UTC().Format(time.RFC3339), kind, expiry.Format(time.RFC3339)))
+		return
+	case req.PruneAfter != nil && !req.PruneAfter.After(now):
+		writeError(w, http.StatusBadRequest, codeBadRequest, "prune_after is not in the future; drop it or give a later time")
+		return
 	case req.PruneAfter != nil:
 		rev.PruneAfter = req.PruneAfter.UTC()
-	case kind == "node":
-		// A node's revocation stays: its id must never come back.
+	case known:
+		rev.PruneAfter = expiry
 	default:
-		rev.PruneAfter = s.expiryOf(kind, req.ID, now)
+		rev.PruneAfter = now.Add(defaultRevocationLife).UTC().Truncate(time.Second)
 	}
 	idx, err := s.Propose(r.Context(), fsm.MsgRevoke, fsm.Revoke{Revocation: rev})
 	if err != nil {
@@ -385,7 +458,44 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stored, _ := s.store.Revoked(kind, req.ID)
+	s.log.Info("revoked", "kind", kind, "id", req.ID, "by", c.ctx.Subject, "index", idx)
 	writeJSON(w, http.StatusCreated, RevokeResponse{Revocation: stored, Index: idx})
+}
+
+// revocationTarget says whose the thing a revocation names is, from the
+// replicated state: a node's (with its principal), a root server's (its
+// issuing intermediate, or a key it owns: the admin credential), or
+// unknown (a token id, a serial or kid the state does not hold).
+func (s *Server) revocationTarget(kind fsm.RevocationKind, id string) policy.RevocationTarget {
+	t := policy.RevocationTarget{Kind: string(kind), Owner: policy.OwnerUnknown}
+	ofNode := func(nodeID string) bool {
+		n, ok := s.store.Node(nodeID)
+		if ok {
+			t.Owner, t.Principal = policy.OwnerNode, identity.Principal(n.Principal)
+		}
+		return ok
+	}
+	switch kind {
+	case fsm.RevocationNode:
+		ofNode(id)
+	case fsm.RevocationCert:
+		for _, is := range s.store.Issuers() {
+			if c, ok := s.store.Issued(is.ID, id); ok && ofNode(c.NodeID) {
+				return t
+			}
+			if cert, err := x509.ParseCertificate(is.Cert); err == nil && fsm.FormatSerial(cert.SerialNumber) == id {
+				t.Owner, t.Principal = policy.OwnerRoot, identity.PrincipalAdmin
+				return t
+			}
+		}
+	case fsm.RevocationKey:
+		if k, ok := s.store.JWK(id); ok && !ofNode(k.Node) {
+			if _, isServer := s.store.Server(k.Node); isServer {
+				t.Owner, t.Principal = policy.OwnerAdmin, identity.PrincipalAdmin
+			}
+		}
+	}
+	return t
 }
 
 func (s *Server) handleListRevocations(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/keymesh/keymesh/fsm"
 )
 
 // sourceLimiter keeps a token bucket per client address, bounded in how many
@@ -26,19 +28,28 @@ func newSourceLimiter(perSecond float64, burst, maxSources int) *sourceLimiter {
 	return &sourceLimiter{rate: rate.Limit(perSecond), burst: burst, max: maxSources, buckets: map[string]*rate.Limiter{}}
 }
 
-// allow takes a token for the client of r, or returns how long to wait.
-func (l *sourceLimiter) allow(r *http.Request, now time.Time) (time.Duration, bool) {
+// sourceOf is the client address of r (its host, without the port).
+func sourceOf(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		host = r.RemoteAddr
+		return r.RemoteAddr
 	}
+	return host
+}
+
+// allow takes a token for the client of r, or returns how long to wait.
+// share is this server's part of the limit (1/N of it among N root
+// servers), so that a client spreading its requests over every server
+// gets no more than the limit in all.
+func (l *sourceLimiter) allow(r *http.Request, now time.Time, share float64) (time.Duration, bool) {
+	host := sourceOf(r)
 	l.mu.Lock()
 	b, ok := l.buckets[host]
 	if !ok {
 		if len(l.buckets) >= l.max {
 			// Forget full buckets first; they carry no debt.
 			for k, v := range l.buckets {
-				if v.TokensAt(now) >= float64(l.burst) {
+				if v.TokensAt(now) >= float64(v.Burst()) {
 					delete(l.buckets, k)
 				}
 			}
@@ -51,6 +62,10 @@ func (l *sourceLimiter) allow(r *http.Request, now time.Time) (time.Duration, bo
 		l.buckets[host] = b
 	}
 	l.mu.Unlock()
+	if share > 0 && share < 1 {
+		b.SetLimitAt(now, l.rate*rate.Limit(share))
+		b.SetBurstAt(now, max(1, int(float64(l.burst)*share)))
+	}
 	return take(b, now)
 }
 
@@ -77,4 +92,19 @@ func writeTooMany(w http.ResponseWriter, wait time.Duration, what string) {
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	writeError(w, http.StatusTooManyRequests, codeTooMany, what+" is over its rate limit; retry after "+strconv.Itoa(secs)+"s")
+}
+
+// limitShare is this server's share of the per-source limits: 1/N among
+// the N voters of the replicated state.
+func (s *Server) limitShare() float64 {
+	n := 0
+	for _, srv := range s.store.Servers() {
+		if srv.Status == fsm.ServerVoter {
+			n++
+		}
+	}
+	if n <= 1 {
+		return 1
+	}
+	return 1 / float64(n)
 }

@@ -40,6 +40,10 @@ type JoinResponse struct {
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	if wait, ok := s.regLimit.allow(r, s.opts.Clock(), s.limitShare()); !ok {
+		writeTooMany(w, wait, "root join from "+r.RemoteAddr)
+		return
+	}
 	var req JoinRequest
 	if !s.decode(w, r, &req) {
 		return

@@ -7,11 +7,15 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/policy"
 )
 
 // Limits of one registration request.
@@ -126,7 +130,7 @@ func (s *Server) signNode(pub any, nodeID string, dns []string) (fsm.Issued, [][
 
 // checkRegistration validates a registration request and returns its CSR.
 func (s *Server) checkRegistration(req *RegisterRequest) (*x509.CertificateRequest, error) {
-	if err := ca.ValidateName(req.NodeID); err != nil {
+	if err := ca.ValidateNodeID(req.NodeID); err != nil {
 		return nil, badRequest("node_id: %v", err)
 	}
 	if req.Network != "" && req.Network != s.network {
@@ -139,8 +143,8 @@ func (s *Server) checkRegistration(req *RegisterRequest) (*x509.CertificateReque
 		return nil, badRequest("at most %d DNS names, not %d", maxDNSNames, len(req.DNSNames))
 	}
 	for _, d := range req.DNSNames {
-		if err := ca.ValidateNetwork(d); err != nil {
-			return nil, badRequest("DNS name %q: %v", d, err)
+		if err := s.checkNodeDNSName(req.NodeID, d); err != nil {
+			return nil, err
 		}
 	}
 	csr, err := ca.CheckCSR(req.CSR)
@@ -161,6 +165,33 @@ func (s *Server) checkRegistration(req *RegisterRequest) (*x509.CertificateReque
 	return csr, nil
 }
 
+// checkNodeDNSName refuses a DNS name for node id that is not a lower-case
+// host name under the network's domain (localhost, IP addresses and other
+// domains are refused), or that another active node or a root server
+// holds. Which names a join token allows besides <node-id>.<network>, the
+// state machine checks with the token.
+func (s *Server) checkNodeDNSName(id, name string) error {
+	if err := ca.ValidateNetwork(name); err != nil {
+		return badRequest("DNS name %q: %v", name, err)
+	}
+	if !strings.HasSuffix(name, "."+s.network) {
+		return badRequest("DNS name %q is not under the network's domain %s; a node may hold %s.%s and the names its join token allows", name, s.network, id, s.network)
+	}
+	if holder, ok := s.store.DNSNameHolder(name); ok && holder != id {
+		if n, ok := s.store.Node(holder); ok && n.ActiveAt(s.opts.Clock()) && n.Status == fsm.NodeActive {
+			return conflict("DNS name %s is held by node %s", name, holder)
+		}
+	}
+	for _, srv := range s.store.Servers() {
+		for _, addr := range []string{srv.APIAddr, srv.RaftAddr} {
+			if host, _, err := net.SplitHostPort(addr); err == nil && strings.EqualFold(host, name) {
+				return conflict("DNS name %s names root server %s", name, srv.Name)
+			}
+		}
+	}
+	return nil
+}
+
 func newRegistrationID() string {
 	b := make([]byte, 12)
 	rand.Read(b)
@@ -168,7 +199,7 @@ func newRegistrationID() string {
 }
 
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
-	if wait, ok := s.regLimit.allow(r, s.opts.Clock()); !ok {
+	if wait, ok := s.regLimit.allow(r, s.opts.Clock(), s.limitShare()); !ok {
 		writeTooMany(w, wait, "registration from "+r.RemoteAddr)
 		return
 	}
@@ -176,7 +207,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	resp, status, err := s.register(r.Context(), req)
+	resp, status, err := s.register(r.Context(), req, sourceOf(r))
 	if err != nil {
 		s.writeErr(w, err)
 		return
@@ -187,13 +218,18 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 // register stores a registration: approved at once with a valid node token
 // (the certificate is returned only after its issuance is committed),
 // pending otherwise.
-func (s *Server) register(ctx context.Context, req RegisterRequest) (*RegistrationResponse, int, error) {
+//
+// Without a token the registration is pending: one per node id, and
+// within Limits.MaxPendingRegistrations in all and
+// Limits.MaxPendingPerSource per client address (source), which the state
+// machine enforces cluster-wide.
+func (s *Server) register(ctx context.Context, req RegisterRequest, source string) (*RegistrationResponse, int, error) {
 	csr, err := s.checkRegistration(&req)
 	if err != nil {
 		return nil, 0, err
 	}
 	reg := fsm.Registration{ID: newRegistrationID(), NodeID: req.NodeID, Network: s.network, Principal: req.Principal,
-		CSR: csr.Raw, DNSNames: req.DNSNames}
+		CSR: csr.Raw, DNSNames: req.DNSNames, Source: source}
 	cmd := fsm.RegistrationCreate{Registration: reg}
 	var chain [][]byte
 	if req.Token != "" {
@@ -221,8 +257,15 @@ func (s *Server) register(ctx context.Context, req RegisterRequest) (*Registrati
 			return nil, 0, err
 		}
 		cmd.TokenHash, cmd.Cert, cmd.Key, chain = hash, &issued, key, c
-	} else if cmd.Registration.Principal == "" {
-		cmd.Registration.Principal = fsm.PrincipalNode
+	} else {
+		if cmd.Registration.Principal == "" {
+			cmd.Registration.Principal = fsm.PrincipalNode
+		}
+		if p, ok := s.store.PendingRegistration(req.NodeID); ok {
+			return nil, 0, conflict("registration %s of node %s is already pending; an operator approves or denies it first (`keymesh registrations list --status pending`)", p.ID, req.NodeID)
+		}
+		l := s.opts.Limits
+		cmd.Limits = &fsm.PendingLimits{Total: l.MaxPendingRegistrations, PerSource: l.MaxPendingPerSource}
 	}
 	idx, err := s.Propose(ctx, fsm.MsgRegistrationCreate, cmd)
 	if err != nil {
@@ -255,7 +298,7 @@ func (s *Server) chainOf(reg fsm.Registration) ([][]byte, error) {
 // handleCollect hands out the certificate of an approved registration to
 // whoever proves possession of the registration's key.
 func (s *Server) handleCollect(w http.ResponseWriter, r *http.Request) {
-	if wait, ok := s.regLimit.allow(r, s.opts.Clock()); !ok {
+	if wait, ok := s.regLimit.allow(r, s.opts.Clock(), s.limitShare()); !ok {
 		writeTooMany(w, wait, "collection from "+r.RemoteAddr)
 		return
 	}
@@ -334,10 +377,34 @@ func (s *Server) pendingRegistration(ctx context.Context, id string) (fsm.Regist
 	return reg, nil
 }
 
-func (s *Server) handleApprove(w http.ResponseWriter, r *http.Request) {
+// ApproveRequest is the body of POST /v1/registrations/{id}/approve.
+type ApproveRequest struct {
+	// Principal, when set, is the principal the node gets instead of the
+	// one it asked for.
+	Principal string `json:"principal,omitempty"`
+}
+
+func (s *Server) handleApprove(w http.ResponseWriter, r *http.Request, c caller) {
+	var req ApproveRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	if req.Principal != "" && !validPrincipal(req.Principal) {
+		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("principal %q is not one of ADMIN, NODE, NODE_CUSTODIAN, DATA_CUSTODIAN, USER", req.Principal))
+		return
+	}
 	reg, err := s.pendingRegistration(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeErr(w, err)
+		return
+	}
+	principal := reg.Principal
+	if req.Principal != "" {
+		principal = req.Principal
+	}
+	ctx := c.ctx
+	ctx.Grant = &policy.Grant{Principal: identity.Principal(principal)}
+	if !s.allow(w, c, policy.RegistrationApprove, ctx) || !s.mayGrant(w, c, identity.Principal(principal)) {
 		return
 	}
 	csr, err := ca.CheckCSR(reg.CSR)
@@ -350,13 +417,17 @@ func (s *Server) handleApprove(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	idx, err := s.Propose(r.Context(), fsm.MsgRegistrationApprove, fsm.RegistrationApprove{ID: reg.ID, Cert: issued, Key: key})
+	cmd := fsm.RegistrationApprove{ID: reg.ID, Cert: issued, Key: key}
+	if principal != reg.Principal {
+		cmd.Principal = principal
+	}
+	idx, err := s.Propose(r.Context(), fsm.MsgRegistrationApprove, cmd)
 	if err != nil {
 		s.writeErr(w, err)
 		return
 	}
 	stored, _ := s.store.Registration(reg.ID)
-	s.log.Info("approved registration", "id", reg.ID, "node", reg.NodeID, "serial", issued.Serial)
+	s.log.Info("approved registration", "id", reg.ID, "node", reg.NodeID, "principal", principal, "serial", issued.Serial, "by", c.ctx.Subject)
 	writeJSON(w, http.StatusOK, RegistrationResponse{Registration: registrationInfo(stored), Chain: chain, Index: idx})
 }
 
@@ -384,9 +455,8 @@ func (s *Server) handleDeny(w http.ResponseWriter, r *http.Request) {
 // answer was lost still holds the previous certificate and retries with it
 // (fsm.NodeCertRenew keeps it the previous one). The old certificate stays
 // valid until it expires; a revoked node cannot renew.
-func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
-	id, _ := s.callerID(r)
-	if id.Kind != ca.KindNode {
+func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, c caller) {
+	if c.kind != ca.KindNode {
 		writeError(w, http.StatusForbidden, codeForbidden, "only nodes renew their certificates here; present the node certificate")
 		return
 	}
@@ -394,13 +464,13 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	n, ok := s.store.Node(id.Name)
+	n, ok := s.store.Node(c.name)
 	switch {
 	case !ok:
-		writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("node %q is not registered", id.Name))
+		writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("node %q is not registered", c.name))
 		return
 	case n.Status != fsm.NodeActive:
-		writeError(w, http.StatusForbidden, CodeNodeRevoked, fmt.Sprintf("node %q is %s and cannot renew; register it again under a new id", id.Name, n.Status))
+		writeError(w, http.StatusForbidden, CodeNodeRevoked, fmt.Sprintf("node %q is %s and cannot renew; register it again under a new id", c.name, n.Status))
 		return
 	}
 	presented := r.TLS.VerifiedChains[0][0]
@@ -414,7 +484,13 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, badRequest("%v", err))
 		return
 	}
-	issued, chain, key, err := s.signNode(csr.PublicKey, id.Name, presented.DNSNames)
+	if kid, err := identity.Thumbprint(csr.PublicKey); err == nil {
+		if _, revoked := s.store.Revoked(fsm.RevocationKey, kid); revoked {
+			writeError(w, http.StatusForbidden, CodeKeyRevoked, fmt.Sprintf("the key of this request (%s) is revoked; make a new key with `keymesh node rotate-key`", kid))
+			return
+		}
+	}
+	issued, chain, key, err := s.signNode(csr.PublicKey, c.name, presented.DNSNames)
 	if err != nil {
 		s.writeErr(w, err)
 		return
@@ -424,7 +500,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	s.log.Info("renewed node certificate", "node", id.Name, "serial", issued.Serial)
+	s.log.Info("renewed node certificate", "node", c.name, "serial", issued.Serial)
 	writeJSON(w, http.StatusOK, CertResponse{Chain: chain, Index: idx})
 }
 

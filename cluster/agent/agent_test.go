@@ -73,7 +73,7 @@ func (e *env) token(req cluster.CreateJoinTokenRequest) string {
 func (e *env) join(id, token string) (string, agent.Result, error) {
 	dir := filepath.Join(e.t.TempDir(), id)
 	res, err := agent.Join(e.ctx, agent.JoinConfig{Server: e.srv.APIAddr(), CAHash: e.hash, Network: network,
-		NodeID: id, DataDir: dir, Token: token, DNSNames: []string{id + ".nodes.example"}})
+		NodeID: id, DataDir: dir, Token: token, DNSNames: []string{id + ".agent.example"}})
 	return dir, res, err
 }
 
@@ -99,7 +99,7 @@ func TestJoinWithToken(t *testing.T) {
 	if err != nil || id.String() != "spiffe://agent.example/node/n1" {
 		t.Fatalf("identity %v %v", id, err)
 	}
-	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "n1.nodes.example" {
+	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "n1.agent.example" {
 		t.Fatalf("DNS SANs %v", leaf.DNSNames)
 	}
 	if d := leaf.NotAfter.Sub(leaf.NotBefore); d < 24*time.Hour || d > 24*time.Hour+2*time.Minute {
