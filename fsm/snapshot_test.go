@@ -3,8 +3,8 @@ package fsm
 import (
 	"bytes"
 	"errors"
-	"os"
 	"io"
+	"os"
 	"reflect"
 	"testing"
 	"time"
