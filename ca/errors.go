@@ -44,6 +44,10 @@ var (
 	ErrValidity = errors.New("ca: invalid validity")
 	// ErrChain: a certificate does not chain to the trust anchors for the usage asked.
 	ErrChain = errors.New("ca: certificate chain does not verify")
+	// ErrNotRootServer: a server presented a valid certificate of the
+	// network that does not name a root server (a node's, an operator's):
+	// keymesh clients talk to root servers only.
+	ErrNotRootServer = errors.New("ca: the server is not a root server of the network")
 	// ErrCRL: a revocation list is malformed, not signed by its issuer, or out of date.
 	ErrCRL = errors.New("ca: invalid revocation list")
 	// ErrNoTime: the current time was not given (a zero time.Time).

@@ -71,8 +71,11 @@ const maxPresented = 8
 // system roots: among the presented certificates after the leaf there must
 // be a CA certificate whose SubjectPublicKeyInfo matches pin; the leaf must
 // chain to it through the other presented certificates, be valid at now,
-// carry serverAuth, and be valid for serverName (an IP address or DNS name;
-// a ":port" suffix is ignored). It returns the pinned root. Use it from
+// carry serverAuth, be valid for serverName (an IP address or DNS name;
+// a ":port" suffix is ignored), and name a root server of the pinned
+// root's network (VerifyRootServer): first contact is with a root server,
+// never with a node holding a certificate of the network. It returns the
+// pinned root. Use it from
 // tls.Config.VerifyPeerCertificate; servers must therefore send the root
 // with their chain.
 func VerifyPinned(rawCerts [][]byte, pin string, serverName string, now time.Time) (*x509.Certificate, error) {
@@ -131,6 +134,9 @@ func VerifyPinned(rawCerts [][]byte, pin string, serverName string, now time.Tim
 	})
 	if err != nil {
 		return nil, &ChainError{Subject: describeCert(leaf), Err: err}
+	}
+	if err := VerifyRootServer(leaf, root); err != nil {
+		return nil, err
 	}
 	return root, nil
 }

@@ -114,6 +114,14 @@ func TestVerifyPinned(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin, _ := SignAdmin(p.issuer, key.Public(), testNetwork, "ops", 0, testNow, nil)
+	// A node certificate valid for the address dialled (a node that got a
+	// DNS or IP name it should not hold): a valid chain, serverAuth, the
+	// right name, but not a root server.
+	node, err := SignNode(p.issuer, NodeRequest{PublicKey: key.Public(), Network: testNetwork, NodeID: "n1",
+		DNSNames: []string{"r1.example.net"}, Now: testNow}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	garbled := raw(srv, p.issuer.Cert, p.root.Cert)
 	garbled[1] = []byte{0x30, 0x00}
 	cases := []struct {
@@ -136,6 +144,7 @@ func TestVerifyPinned(t *testing.T) {
 		{"wrong address", raw(srv, p.issuer.Cert, p.root.Cert), pin, "127.0.0.2", testNow, ErrChain, false},
 		{"no server name", raw(srv, p.issuer.Cert, p.root.Cert), pin, "", testNow, ErrChain, false},
 		{"client-only certificate", raw(admin, p.issuer.Cert, p.root.Cert), pin, "127.0.0.1", testNow, ErrChain, false},
+		{"a node's certificate", raw(node, p.issuer.Cert, p.root.Cert), pin, "r1.example.net", testNow, ErrNotRootServer, false},
 		{"expired", raw(srv, p.issuer.Cert, p.root.Cert), pin, "127.0.0.1", srv.NotAfter.Add(time.Minute), ErrChain, false},
 		{"malformed pin", raw(srv, p.issuer.Cert, p.root.Cert), "sha256:xyz", "127.0.0.1", testNow, ErrHashFormat, false},
 		{"nothing presented", nil, pin, "127.0.0.1", testNow, ErrChain, false},

@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"slices"
@@ -73,4 +74,34 @@ func VerifyIdentity(leaf *x509.Certificate, intermediates, roots []*x509.Certifi
 		}
 	}
 	return Identity{}, &ChainError{Subject: id.String(), Err: fmt.Errorf("no trust anchor of network %s", id.Network)}
+}
+
+// VerifyRootServer checks that leaf, already verified to chain to root,
+// names a root server (spiffe://<network>/root/<name>) of the network root
+// is constrained to. keymesh clients run it on every server they talk to:
+// a certificate under the anchor is not enough, a node's certificate must
+// not pass for a root server's. Failures wrap ErrNotRootServer.
+func VerifyRootServer(leaf, root *x509.Certificate) error {
+	id, err := IdentityOf(leaf)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotRootServer, err)
+	}
+	if id.Kind != KindRoot {
+		return fmt.Errorf("%w: it presented %s", ErrNotRootServer, id)
+	}
+	if root != nil && len(root.PermittedURIDomains) > 0 && !slices.Contains(root.PermittedURIDomains, id.Network) {
+		return fmt.Errorf("%w: it presented %s, the anchor is of %v", ErrNotRootServer, id, root.PermittedURIDomains)
+	}
+	return nil
+}
+
+// RootServerVerifier is a tls.Config VerifyConnection for clients of root
+// servers: after crypto/tls verified the chain, the leaf must name a root
+// server of the anchor's network (VerifyRootServer).
+func RootServerVerifier(cs tls.ConnectionState) error {
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return fmt.Errorf("%w: no verified chain", ErrNotRootServer)
+	}
+	chain := cs.VerifiedChains[0]
+	return VerifyRootServer(chain[0], chain[len(chain)-1])
 }

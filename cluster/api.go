@@ -217,6 +217,7 @@ func (s *Server) handler() http.Handler {
 	s.route(mux, "GET /v1/sys/metrics", policy.ClusterRead, s.metrics.handler().ServeHTTP)
 	s.route(mux, "GET /v1/cluster/peers", policy.ClusterRead, s.handlePeers)
 	s.route(mux, "DELETE /v1/cluster/servers/{id}", policy.ClusterRemove, s.handleRemoveServer)
+	s.route(mux, "POST /v1/cluster/seal/rotate", policy.CARotate, s.handleRotateSeal)
 	s.routeDeciding(mux, "POST /v1/join-tokens", policy.TokenCreate, s.handleCreateJoinToken)
 	s.route(mux, "GET /v1/join-tokens", policy.TokenList, s.handleListJoinTokens)
 	s.route(mux, "DELETE /v1/join-tokens/{id}", policy.TokenRevoke, s.handleRevokeJoinToken)
@@ -235,6 +236,9 @@ func (s *Server) handler() http.Handler {
 	s.internal(mux, "POST /v1/internal/read-index", s.handleInternalReadIndex)
 	s.internal(mux, "POST /v1/internal/add-voter", s.handleInternalAddVoter)
 	s.internal(mux, "POST /v1/internal/remove-server", s.handleInternalRemove)
+	s.internal(mux, "POST /v1/internal/seal-key", s.handleInternalSealKey)
+	s.internal(mux, "POST /v1/internal/seal-key/get", s.handleInternalGetSealKey)
+	s.internal(mux, "POST /v1/internal/rotate-seal", s.handleInternalRotateSeal)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no API call %s %s; see the README for the API", r.Method, r.URL.Path))
 	})

@@ -231,9 +231,11 @@ func (s *Server) watchTrust(ctx context.Context) {
 // refreshTrust applies what changed after index since.
 func (s *Server) refreshTrust(since uint64) {
 	ch := s.store.Changes(since)
-	anchors, keys := ch.Reset, ch.Reset
+	anchors, keys, cas := ch.Reset, ch.Reset, ch.Reset
 	for _, t := range ch.Tables {
 		switch t.Table {
+		case fsm.TableCAs:
+			cas = true
 		case fsm.TableTrustAnchors:
 			anchors = true
 		case fsm.TableJWKS, fsm.TableRevocations, fsm.TableNodes, fsm.TableServers, fsm.TableIssuers:
@@ -249,6 +251,16 @@ func (s *Server) refreshTrust(since uint64) {
 	}
 	if anchors || keys {
 		s.verifier.Invalidate()
+	}
+	if cas && since > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Limits.RequestTimeout)
+		s.followSealKey(ctx)
+		cancel()
+	}
+	if keys && s.node != nil {
+		if n := s.node.stream.recheck(); n > 0 {
+			s.log.Warn("closed Raft connections of peers whose certificates are revoked", "connections", n)
+		}
 	}
 }
 

@@ -54,6 +54,7 @@ type serverFile struct {
 type material struct {
 	roots      []*x509.Certificate
 	sealKey    []byte
+	sealNext   []byte // seal.key.next, when a rotation was under way
 	issuer     ca.Signer
 	tlsCert    tls.Certificate
 	credential []byte // PEM: admin certificate, its issuer, its key
@@ -183,6 +184,11 @@ func (d dataDir) load() (serverFile, material, error) {
 		return sf, m, err
 	}
 	if m.sealKey, err = ca.ReadSealKeyFile(d.path(fileSealKey)); err != nil {
+		return sf, m, err
+	}
+	if next, err := ca.ReadSealKeyFile(d.path(fileSealNext)); err == nil {
+		m.sealNext = next
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return sf, m, err
 	}
 	if m.issuer.Key, err = ca.ReadKeyFile(d.path(fileIssuerKey)); err != nil {

@@ -394,6 +394,9 @@ func requestJoin(ctx context.Context, cfg JoinConfig, o Options, req JoinRequest
 	hreq.Header.Set("Content-Type", "application/json")
 	hresp, err := client.Do(hreq)
 	if err != nil {
+		if errors.Is(err, ca.ErrNotRootServer) {
+			return nil, nil, fmt.Errorf("cluster: %s is not a root server of the network; the token was not sent: %w", cfg.Join, err)
+		}
 		if errors.Is(err, ca.ErrHashMismatch) || errors.Is(err, ca.ErrChain) {
 			return nil, nil, fmt.Errorf("%w (%w)", ErrPinMismatch, err)
 		}

@@ -104,7 +104,7 @@ func (s *Server) admit(ctx context.Context, req JoinRequest) (*JoinResponse, err
 	if !ok {
 		return nil, errors.New("cluster: the replicated state holds no CA for this network yet")
 	}
-	root, err := s.rootSigner(rec)
+	root, err := s.rootSigner(ctx, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -128,23 +128,15 @@ func (s *Server) admit(ctx context.Context, req JoinRequest) (*JoinResponse, err
 	s.log.Info("admitted root server", "name", req.Name, "raft_addr", req.RaftAddr, "api_addr", req.APIAddr)
 	resp := &JoinResponse{Network: s.network, Roots: [][]byte{rec.Active}, IssuerCert: intermediate.Raw, SealedRoot: rec.SealedKey}
 	if req.WantSealKey {
-		resp.SealKey = s.sealKey
+		resp.SealKey = s.currentSealKey()
 	}
 	return resp, nil
 }
 
 // rootSigner unseals the AS root key from the replicated state. The key
 // exists unsealed only in this server's memory, and only while it signs.
-func (s *Server) rootSigner(rec fsm.CA) (ca.Signer, error) {
-	cert, err := x509.ParseCertificate(rec.Active)
-	if err != nil {
-		return ca.Signer{}, fmt.Errorf("cluster: AS root certificate: %w", err)
-	}
-	key, err := ca.OpenSigner(s.sealKey, rec.SealedKey, s.network)
-	if err != nil {
-		return ca.Signer{}, fmt.Errorf("cluster: unseal the AS root key (is seal.key of this server the network's?): %w", err)
-	}
-	return ca.Signer{Cert: cert, Key: key}, nil
+func (s *Server) rootSigner(ctx context.Context, rec fsm.CA) (ca.Signer, error) {
+	return s.openRoot(ctx, rec)
 }
 
 // addVoter runs on the leader: it adds a server admitted by a join as a
@@ -171,9 +163,17 @@ func (s *Server) addVoter(ctx context.Context, name, raftAddr string) error {
 	return nil
 }
 
-// removeServer runs on the leader: it removes a server from the Raft
-// configuration and its record from the state.
+// removeServer runs on the leader: it revokes the server's issuing
+// intermediate (every certificate under it, node certificates and the
+// server's own TLS and admin certificates, stops at once), removes the
+// server from the Raft configuration and its record from the state, and
+// seals the AS root key under a new seal key for the remaining members.
+// Run again after a failure, it finishes what is left.
 func (s *Server) removeServer(ctx context.Context, name string) error {
+	if name == s.name {
+		return &APIError{Status: http.StatusConflict, Code: codeConflict,
+			Message: fmt.Sprintf("root server %q leads the cluster; stop it (another server takes over) and remove it through another server", name)}
+	}
 	f := s.node.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return err
@@ -183,9 +183,15 @@ func (s *Server) removeServer(ctx context.Context, name string) error {
 		inRaft = inRaft || string(srv.ID) == name
 	}
 	_, inState := s.store.Server(name)
-	if !inRaft && !inState {
+	is, hasIssuer := s.store.Issuer(name)
+	if !inRaft && !inState && (!hasIssuer || is.Status == fsm.IssuerRevoked) {
 		return &APIError{Status: http.StatusNotFound, Code: codeNotFound,
 			Message: fmt.Sprintf("no root server named %q; `keymesh root status` lists them", name)}
+	}
+	if hasIssuer {
+		if err := s.revokeIssuer(ctx, is); err != nil {
+			return err
+		}
 	}
 	if inRaft {
 		if err := s.node.raft.RemoveServer(raft.ServerID(name), 0, timeLeft(ctx, s.opts.Limits.RequestTimeout)).Error(); err != nil {
@@ -193,11 +199,35 @@ func (s *Server) removeServer(ctx context.Context, name string) error {
 		}
 	}
 	if inState {
-		if _, err := s.Propose(ctx, fsm.MsgServerRemove, fsm.ServerRemove{Name: name}); err != nil {
+		if _, err := s.Propose(ctx, fsm.MsgServerRemove, fsm.ServerRemove{Name: name}); err != nil && !errors.Is(err, fsm.ErrNotFound) {
 			return err
 		}
 	}
-	s.log.Info("removed root server", "name", name)
+	s.log.Info("removed root server; its issuing certificate is revoked", "name", name)
+	if err := s.rotateSealKey(ctx); err != nil {
+		return fmt.Errorf("cluster: %s is removed, but the seal key was not rotated: %w", name, err)
+	}
+	return nil
+}
+
+// revokeIssuer revokes a root server's issuing intermediate by its serial
+// (kept until it would have expired) and marks the issuer revoked.
+func (s *Server) revokeIssuer(ctx context.Context, is fsm.Issuer) error {
+	cert, err := x509.ParseCertificate(is.Cert)
+	if err != nil {
+		return fmt.Errorf("cluster: issuing certificate of %s: %w", is.ID, err)
+	}
+	rev := fsm.Revocation{Kind: fsm.RevocationCert, ID: fsm.FormatSerial(cert.SerialNumber),
+		Reason: "root server " + is.ID + " removed", PruneAfter: cert.NotAfter.UTC()}
+	if _, err := s.Propose(ctx, fsm.MsgRevoke, fsm.Revoke{Revocation: rev}); err != nil && !errors.Is(err, fsm.ErrExists) {
+		return fmt.Errorf("cluster: revoke the issuing certificate of %s: %w", is.ID, err)
+	}
+	if is.Status != fsm.IssuerRevoked {
+		is.Status = fsm.IssuerRevoked
+		if _, err := s.Propose(ctx, fsm.MsgIssuerPut, fsm.IssuerPut{Issuer: is}); err != nil {
+			return fmt.Errorf("cluster: mark the issuer of %s revoked: %w", is.ID, err)
+		}
+	}
 	return nil
 }
 

@@ -65,6 +65,7 @@ func (s *raftSnapshot) Release() { s.sn.Release() }
 type raftNode struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
+	stream    *streamLayer
 	bolt      *raftboltdb.BoltStore
 	notify    chan bool
 }
@@ -101,8 +102,9 @@ func startRaft(dir string, id string, ln net.Listener, advertise string, tid *tl
 		bolt.Close()
 		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
 	}
+	stream := newStreamLayer(ln, advertise, tid)
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  newStreamLayer(ln, advertise, tid),
+		Stream:  stream,
 		MaxPool: 4,
 		Timeout: 5 * time.Second,
 		Logger:  log,
@@ -126,7 +128,7 @@ func startRaft(dir string, id string, ln net.Listener, advertise string, tid *tl
 		bolt.Close()
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
-	return &raftNode{raft: r, transport: trans, bolt: bolt, notify: notify}, nil
+	return &raftNode{raft: r, transport: trans, stream: stream, bolt: bolt, notify: notify}, nil
 }
 
 func (n *raftNode) shutdown() error {

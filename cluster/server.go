@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -44,7 +45,10 @@ type Server struct {
 	node    *raftNode
 	tls     *tlsIdentity
 	issuer  ca.Signer
-	sealKey []byte
+
+	sealMu   sync.Mutex
+	sealKey  []byte // the network's seal key in force (seal.key)
+	sealNext []byte // one handed out by a rotation, not yet in force (seal.key.next)
 
 	raftAddr string
 	apiAddr  string
@@ -134,12 +138,18 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 		tls:      tid,
 		issuer:   m.issuer,
 		sealKey:  m.sealKey,
+		sealNext: m.sealNext,
 		raftAddr: sf.advertise(),
 		apiAddr:  sf.APIAddr,
 		joinAddr: sf.JoinAddr,
 		stop:     make(chan struct{}),
 		fatal:    make(chan error, 1),
 	}
+	// Raft peers and the servers this one forwards to are checked against
+	// the replicated revocations: a removed server's revoked intermediate
+	// ends its Raft connections too.
+	check := func(chain []*x509.Certificate) error { return CheckChain(s.store, chain) }
+	tid.peerCheck.Store(&check)
 	keys := &TrustKeys{State: func() TrustState { return s.store }}
 	v, err := identity.NewVerifier(identity.VerifierConfig{Keys: keys, Revocations: keys,
 		Anchors: identity.TrustAnchors{Accepted: []string{sf.Network}}, Audience: []string{APIAudience(sf.Network)}, Clock: o.Clock})

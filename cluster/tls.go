@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -30,6 +31,10 @@ type tlsIdentity struct {
 	mu    sync.RWMutex
 	cert  *tls.Certificate
 	roots *x509.CertPool
+
+	// peerCheck, when set, also checks a root peer's verified chain (the
+	// server's revocations and membership: CheckChain and more).
+	peerCheck atomic.Pointer[func(chain []*x509.Certificate) error]
 }
 
 func newTLSIdentity(network string, cert tls.Certificate, roots []*x509.Certificate) (*tlsIdentity, error) {
@@ -117,6 +122,11 @@ func (t *tlsIdentity) verifyRootPeer(cs tls.ConnectionState) error {
 	if id.Kind != ca.KindRoot || id.Network != t.network {
 		return fmt.Errorf("%w: it presented %s", ErrPeerNotRoot, id)
 	}
+	if check := t.peerCheck.Load(); check != nil {
+		if err := (*check)(cs.VerifiedChains[0]); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrPeerNotRoot, id, err)
+		}
+	}
 	return nil
 }
 
@@ -131,6 +141,51 @@ type streamLayer struct {
 	source    *net.TCPAddr
 	id        *tlsIdentity
 	serverCfg *tls.Config
+
+	mu    sync.Mutex
+	conns map[*tls.Conn]struct{} // open Raft connections, both directions
+}
+
+// track remembers c until it is closed, for recheck.
+func (s *streamLayer) track(c *tls.Conn) {
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = map[*tls.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *streamLayer) forget(c *tls.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// recheck closes every open Raft connection whose peer no longer passes
+// the checks of a new handshake (its certificate chain was revoked, the
+// server removed): a revocation ends a live connection, not only the next
+// one. It returns how many it closed.
+func (s *streamLayer) recheck() int {
+	s.mu.Lock()
+	conns := make([]*tls.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	closed := 0
+	for _, c := range conns {
+		cs := c.ConnectionState()
+		if !cs.HandshakeComplete {
+			continue
+		}
+		if err := s.id.verifyRootPeer(cs); err != nil {
+			c.Close()
+			s.forget(c)
+			closed++
+		}
+	}
+	return closed
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -162,7 +217,9 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &handshakeConn{Conn: tls.Server(c, s.serverCfg)}, nil
+	tc := tls.Server(c, s.serverCfg)
+	s.track(tc)
+	return &handshakeConn{Conn: tc, layer: s}, nil
 }
 
 func (s *streamLayer) Close() error   { return s.ln.Close() }
@@ -181,15 +238,39 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	if s.source != nil {
 		d.NetDialer = &net.Dialer{LocalAddr: s.source}
 	}
-	return d.DialContext(ctx, "tcp", string(address))
+	c, err := d.DialContext(ctx, "tcp", string(address))
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*tls.Conn)
+	s.track(tc)
+	return &trackedConn{Conn: tc, layer: s}, nil
+}
+
+// trackedConn is a dialled Raft connection that the stream layer forgets
+// once it is closed.
+type trackedConn struct {
+	*tls.Conn
+	layer *streamLayer
+}
+
+func (c *trackedConn) Close() error {
+	c.layer.forget(c.Conn)
+	return c.Conn.Close()
 }
 
 // handshakeConn completes the server side of a TLS handshake, bounded by
 // handshakeTimeout, before the first byte is read or written.
 type handshakeConn struct {
 	*tls.Conn
-	once sync.Once
-	err  error
+	layer *streamLayer
+	once  sync.Once
+	err   error
+}
+
+func (c *handshakeConn) Close() error {
+	c.layer.forget(c.Conn)
+	return c.Conn.Close()
 }
 
 func (c *handshakeConn) handshake() error {
@@ -198,7 +279,7 @@ func (c *handshakeConn) handshake() error {
 		defer cancel()
 		c.err = c.Conn.HandshakeContext(ctx)
 		if c.err != nil {
-			c.Conn.Close()
+			c.Close()
 		}
 	})
 	return c.err

@@ -28,16 +28,23 @@ var _ TrustState = (*fsm.Store)(nil)
 
 // Why CheckChain refuses a certificate chain. Each wraps ErrRevoked.
 var (
-	// ErrRevoked is wrapped by the three errors below.
+	// ErrRevoked is matched by the three errors below.
 	ErrRevoked = errors.New("cluster: revoked")
 	// ErrCertRevoked: a certificate of the chain, the leaf or an issuing
 	// intermediate above it, is revoked.
-	ErrCertRevoked = fmt.Errorf("cluster: certificate %w", ErrRevoked)
+	ErrCertRevoked error = revokedError("certificate")
 	// ErrKeyRevoked: the leaf certificate's key is revoked (by its kid).
-	ErrKeyRevoked = fmt.Errorf("cluster: key %w", ErrRevoked)
+	ErrKeyRevoked error = revokedError("key")
 	// ErrNodeRevoked: the node the leaf certificate names is revoked.
-	ErrNodeRevoked = fmt.Errorf("cluster: node %w", ErrRevoked)
+	ErrNodeRevoked error = revokedError("node")
 )
+
+// revokedError is one kind of revocation; errors.Is matches it and
+// ErrRevoked.
+type revokedError string
+
+func (e revokedError) Error() string        { return "cluster: " + string(e) + " revoked" }
+func (e revokedError) Is(target error) bool { return target == ErrRevoked }
 
 // CheckChain checks a verified certificate chain, leaf first, against the
 // revocations of st: no certificate of it is revoked by serial (so a

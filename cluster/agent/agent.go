@@ -223,6 +223,9 @@ func fetchRoots(ctx context.Context, server, pin, network string) ([]*x509.Certi
 	defer cl.Close()
 	bundle, err := cl.Bundle(ctx)
 	if err != nil {
+		if errors.Is(err, ca.ErrNotRootServer) {
+			return nil, fmt.Errorf("agent: %s is not a root server of the network: %w", server, err)
+		}
 		if errors.Is(err, ca.ErrHashMismatch) || errors.Is(err, ca.ErrChain) {
 			return nil, fmt.Errorf("agent: the server's CA does not match --ca-hash; check the hash printed by `keymesh root bootstrap`: %w", err)
 		}

@@ -18,6 +18,7 @@ type nodeCreds struct {
 	gen    uint64 // counts readings that changed something
 	tls    tls.Certificate
 	leaf   *x509.Certificate
+	chain  []*x509.Certificate // leaf first, then its intermediates
 	minter *identity.Minter
 }
 
@@ -88,7 +89,7 @@ func (c *credentials) load() (*nodeCreds, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %s and %s do not fit together (a rotation in progress?): %w", KeyPath(c.dir), CertPath(c.dir), err)
 	}
-	n := &nodeCreds{leaf: certs[0], minter: m, tls: tls.Certificate{PrivateKey: key, Leaf: certs[0]}}
+	n := &nodeCreds{leaf: certs[0], chain: certs, minter: m, tls: tls.Certificate{PrivateKey: key, Leaf: certs[0]}}
 	for _, cert := range certs {
 		n.tls.Certificate = append(n.tls.Certificate, cert.Raw)
 	}

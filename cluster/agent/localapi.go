@@ -44,6 +44,9 @@ const (
 	CodeMintRefused = "mint_refused"
 	CodeUnavailable = "unavailable"
 	CodeInternal    = "internal"
+	// CodeRevoked answers every call of an agent whose node, certificate
+	// or key is revoked, until it stops.
+	CodeRevoked = "node_revoked"
 )
 
 // Audience is one audience or several; it decodes from a JSON string or an
@@ -172,7 +175,14 @@ func (h *localAPI) handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeLocalError(w, http.StatusNotFound, CodeNotFound, fmt.Sprintf("no call %s %s on the node agent", r.Method, r.URL.Path))
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h.a.Revoked(); err != nil {
+			writeLocalError(w, http.StatusForbidden, CodeRevoked, fmt.Sprintf("node %s is revoked (%v); this agent stops and serves nothing more; register the node again under a new id with `keymesh node join`",
+				h.a.state.NodeID, err))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // only answers 405 to any other method than method.

@@ -85,6 +85,10 @@ type RunConfig struct {
 	// certificate Renewer and what comes later). A component's error ends
 	// Run with that error.
 	Components []Component
+	// RevokedLinger is how long a revoked agent keeps answering its local
+	// clients why before it stops (every call answers node_revoked
+	// meanwhile). Default 10s.
+	RevokedLinger time.Duration
 }
 
 func (c *RunConfig) validate() error {
@@ -132,6 +136,13 @@ type Agent struct {
 
 	ready   chan struct{}
 	tcpAddr atomic.Pointer[net.TCPAddr]
+
+	// revoked is set once the trust state revokes this node, its
+	// certificate (or an issuer above it) or its key; revokedCh is closed
+	// then.
+	revoked     atomic.Pointer[error]
+	revokedCh   chan struct{}
+	revokedOnce sync.Once
 }
 
 // trustKeys is the verifier's key source: cluster.TrustKeys over the
@@ -167,6 +178,12 @@ func New(cfg RunConfig) (*Agent, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
+	if cfg.RevokedLinger == 0 {
+		cfg.RevokedLinger = 10 * time.Second
+	}
 	st, err := readState(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -180,7 +197,7 @@ func New(cfg RunConfig) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", st.NodeID), state: st, roots: roots,
 		id:    identity.SPIFFEID{Network: st.Network, Kind: identity.KindNode, Name: st.NodeID},
-		creds: newCredentials(cfg.DataDir, cfg.Clock), ready: make(chan struct{})}
+		creds: newCredentials(cfg.DataDir, cfg.Clock), ready: make(chan struct{}), revokedCh: make(chan struct{})}
 	if _, err := a.creds.current(); err != nil {
 		return nil, err
 	}
@@ -194,7 +211,7 @@ func New(cfg RunConfig) (*Agent, error) {
 	a.follower, err = NewFollower(FollowerConfig{DataDir: cfg.DataDir, Network: st.Network,
 		Servers: append([]string{st.Server}, cfg.Servers...), Dial: dial, Wait: cfg.TrustWait,
 		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Clock: cfg.Clock, After: cfg.After,
-		Logger: a.log.Named("trust"), OnChange: a.trustChanged})
+		Logger: a.log.Named("trust"), OnChange: a.trustChanged, OnRevoked: a.markRevoked})
 	if err != nil {
 		return nil, err
 	}
@@ -229,8 +246,10 @@ func (a *Agent) anchorsOf(x *cluster.TrustIndex) (identity.TrustAnchors, []byte)
 }
 
 // trustChanged is the follower's OnChange: the verifier forgets what it
-// cached, and takes new anchors when they changed.
+// cached, and takes new anchors when they changed; a trust state that
+// revokes this node stops the agent.
 func (a *Agent) trustChanged(_, cur *cluster.TrustIndex) {
+	defer a.checkRevoked(cur)
 	raw, _ := json.Marshal(cur.Doc().Anchors)
 	if !bytes.Equal(raw, a.anchors) {
 		an, _ := a.anchorsOf(cur)
@@ -242,6 +261,42 @@ func (a *Agent) trustChanged(_, cur *cluster.TrustIndex) {
 		}
 	}
 	a.verifier.Invalidate()
+}
+
+// checkRevoked marks the agent revoked when st revokes its node, its
+// certificate or an issuer above it, or its key (cluster.CheckChain).
+func (a *Agent) checkRevoked(st cluster.TrustState) {
+	if st == nil {
+		return
+	}
+	nc, err := a.creds.current()
+	if err != nil {
+		return
+	}
+	if err := cluster.CheckChain(st, nc.chain); err != nil {
+		a.markRevoked(err)
+	}
+}
+
+func (a *Agent) markRevoked(cause error) {
+	a.revokedOnce.Do(func() {
+		err := fmt.Errorf("%w: %w", ErrRevoked, cause)
+		a.revoked.Store(&err)
+		a.log.Error("this node is revoked; the agent refuses every call and stops", "error", cause, "stops_in", a.cfg.RevokedLinger.String())
+		close(a.revokedCh)
+	})
+}
+
+// RevokedC is closed once the trust state revokes this node (Revoked says
+// why).
+func (a *Agent) RevokedC() <-chan struct{} { return a.revokedCh }
+
+// Revoked is why the agent stops, nil while its node is not revoked.
+func (a *Agent) Revoked() error {
+	if p := a.revoked.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Verifier verifies tokens against the followed trust state.
@@ -333,6 +388,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	close(a.ready)
 	a.log.Info("agent running", "socket", a.SocketPath(), "tcp", a.cfg.ListenTCP, "trust_index", a.follower.Index())
+	if x := a.follower.Current(); x != nil {
+		a.checkRevoked(x) // the persisted trust state may already say so
+	}
 
 	errc := make(chan error, len(servers)+len(a.cfg.Components)+1)
 	var wg sync.WaitGroup
@@ -357,10 +415,22 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		})
 	}
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		a.log.Error("agent stopping", "error", err)
+	var linger <-chan time.Time
+	revoked := a.revokedCh
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case err = <-errc:
+			a.log.Error("agent stopping", "error", err)
+			done = true
+		case <-revoked:
+			// Tell local clients why for a while, then stop.
+			linger, revoked = a.cfg.After(a.cfg.RevokedLinger), nil
+		case <-linger:
+			err = a.Revoked()
+			done = true
+		}
 	}
 	cancel()
 	shutdown, done := context.WithTimeout(context.Background(), 5*time.Second)

@@ -628,3 +628,73 @@ func TestSocket(t *testing.T) {
 		t.Fatalf("status %+v, %v", st, err)
 	}
 }
+
+// TestRevokedAgentStops: once its trust state revokes the node (or the
+// node's key, or its certificate), the agent answers every call of its
+// local API with node_revoked, saying why, and after RevokedLinger it
+// stops with ErrRevoked.
+func TestRevokedAgentStops(t *testing.T) {
+	t.Parallel()
+	e := newRTEnv(t, 1)
+	for _, kind := range []string{"node", "key", "cert"} {
+		t.Run(kind, func(t *testing.T) {
+			dir := e.node("doomed-" + kind)
+			const linger = 7 * time.Hour // stands for the linger in After below
+			lingered := make(chan time.Time)
+			after := func(d time.Duration) <-chan time.Time {
+				if d == linger {
+					return lingered
+				}
+				return time.After(d)
+			}
+			cfg := agent.RunConfig{DataDir: dir, TrustWait: 2 * time.Second, RevokedLinger: linger, After: after,
+				Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: testWriter{t}})}
+			a, err := agent.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+			<-a.Ready()
+			local := agent.NewLocalClient(a.SocketPath())
+			defer local.Close()
+			if _, err := local.Status(ctx); err != nil {
+				t.Fatalf("before the revocation: %v", err)
+			}
+			certs, err := ca.ReadCertsFile(agent.CertPath(dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			kid, _ := identity.Thumbprint(certs[0].PublicKey)
+			e.revoke(kind, map[string]string{"node": "doomed-" + kind, "key": kid, "cert": identity.SerialHex(certs[0])}[kind])
+			select {
+			case <-a.RevokedC():
+			case err := <-done:
+				t.Fatalf("agent stopped before it said why: %v", err)
+			case <-time.After(20 * time.Second):
+				t.Fatal("the agent did not see its revocation")
+			}
+			for _, call := range []func() error{
+				func() error { _, err := local.Status(ctx); return err },
+				func() error { _, err := local.Mint(ctx, agent.MintRequest{Audience: agent.Audience{"x"}}); return err },
+				func() error { _, err := local.Verify(ctx, agent.VerifyRequest{Token: "x"}); return err },
+			} {
+				var le *agent.LocalAPIError
+				if err := call(); !errors.As(err, &le) || le.Code != agent.CodeRevoked || le.Status != 403 {
+					t.Fatalf("a call to the revoked agent: %v", err)
+				}
+			}
+			lingered <- time.Now()
+			select {
+			case err := <-done:
+				if !errors.Is(err, agent.ErrRevoked) {
+					t.Fatalf("Run = %v, want ErrRevoked", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the revoked agent did not stop")
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -87,6 +88,11 @@ type FollowerConfig struct {
 	// with the previous one (nil at first) and the new one. Calls are
 	// serialised and come before the document is persisted.
 	OnChange func(prev, cur *cluster.TrustIndex)
+	// OnRevoked, if set, is called when a root server refuses this node
+	// because its node, certificate (or an issuer above it) or key is
+	// revoked: a revoked node cannot read the trust state that revokes
+	// it, the refusal is how it learns.
+	OnRevoked func(err error)
 }
 
 func (c FollowerConfig) withDefaults() FollowerConfig {
@@ -336,6 +342,9 @@ func (f *Follower) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		if revokedRefusal(err) && f.cfg.OnRevoked != nil {
+			f.cfg.OnRevoked(err)
+		}
 		failures, n := f.failed(server, err)
 		if failures%n != 0 {
 			f.log.Warn("root server failed; trying the next", "server", server, "failures", failures, "error", err)
@@ -491,4 +500,18 @@ func decodeTrustFile(b []byte, network string) (cluster.Trust, error) {
 		return cluster.Trust{}, fmt.Errorf("%w: no state index", ErrTrustFile)
 	}
 	return tf.Trust, nil
+}
+
+// revokedRefusal reports whether err is a root server refusing this node
+// as revoked.
+func revokedRefusal(err error) bool {
+	var ae *cluster.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
+		return false
+	}
+	switch ae.Code {
+	case cluster.CodeNodeRevoked, cluster.CodeCertRevoked, cluster.CodeKeyRevoked:
+		return true
+	}
+	return false
 }

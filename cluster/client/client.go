@@ -98,7 +98,9 @@ func New(cfg Config) (*Client, error) {
 		if !pool.AppendCertsFromPEM(caPEM) {
 			return nil, fmt.Errorf("client: CA file %s holds no PEM certificate", cfg.CAFile)
 		}
-		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}
+		// The server must be a root server of the network, not any
+		// holder of a certificate under the anchor (a node's).
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, VerifyConnection: ca.RootServerVerifier}
 	}
 	if cfg.Certificate != nil {
 		tlsCfg.Certificates = []tls.Certificate{*cfg.Certificate}

@@ -295,6 +295,8 @@ func (c conn) explain(err error) error {
 			}
 		}
 		return errors.New(msg)
+	case errors.Is(err, ca.ErrNotRootServer):
+		return fmt.Errorf("%s is not a root server of your network (%v); no credential was sent; check --server (%s)", hostPort(c.server), err, envServer)
 	case errors.As(err, &host):
 		return fmt.Errorf("%s presents a certificate for other addresses (%v); use the address the server advertises (api_addr in its server.json)", hostPort(c.server), host)
 	case errors.As(err, &unknown), errors.As(err, &verify):

@@ -605,7 +605,7 @@ func (a *app) runNode(ctx context.Context, dir, listen string, level hclog.Level
 	}
 	switch {
 	case errors.Is(err, agent.ErrRevoked):
-		return fmt.Errorf("node %s is revoked: the root servers refuse to renew its certificate; register it again under a new node id", out.NodeID)
+		return fmt.Errorf("node %s is revoked, the agent stopped (%v); register it again under a new node id", out.NodeID, err)
 	case errors.Is(err, agent.ErrExpired):
 		return fmt.Errorf("node %s: %w; register the node again", out.NodeID, err)
 	case errors.Is(err, agent.ErrAgentRunning):
