@@ -1,10 +1,12 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/hashicorp/go-hclog"
 	"io"
 	"net"
@@ -133,39 +135,46 @@ func commandStatus(err error) int {
 }
 
 // decode reads one JSON object of at most Limits.MaxBodyBytes into v,
-// refusing unknown fields and trailing data. On failure it writes the error
-// and returns false.
+// strictly: member names match case-sensitively, duplicate and unknown
+// members are refused, and so is trailing data or invalid UTF-8 (the
+// token decoder's rules, for every request body). On failure it writes
+// the error and returns false.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		writeError(w, http.StatusUnsupportedMediaType, codeBadRequest, "send the request body as application/json")
 		return false
 	}
-	body := http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			s.writeErr(w, err)
 			return false
 		}
-		if errors.Is(err, io.EOF) {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "request body is empty; send a JSON object")
-			return false
-		}
-		writeError(w, http.StatusBadRequest, codeBadRequest, "request body is not valid JSON for this call: "+err.Error())
+		writeError(w, http.StatusBadRequest, codeBadRequest, "cannot read the request body: "+err.Error())
 		return false
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			s.writeErr(w, err)
-			return false
-		}
-		writeError(w, http.StatusBadRequest, codeBadRequest, "request body must hold exactly one JSON object")
+	if err := DecodeStrict(body, v); err != nil {
+		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
 		return false
 	}
 	return true
+}
+
+// ErrEmptyBody: a request body holds nothing.
+var ErrEmptyBody = errors.New("request body is empty; send a JSON object")
+
+// DecodeStrict decodes exactly one JSON value of b into v: names match
+// case-sensitively, duplicate and unknown members are refused, and so is
+// anything after the value or invalid UTF-8.
+func DecodeStrict(b []byte, v any) error {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return ErrEmptyBody
+	}
+	if err := jsonv2.Unmarshal(b, v, jsonv2.RejectUnknownMembers(true)); err != nil {
+		return fmt.Errorf("request body is not valid JSON for this call: %w", err)
+	}
+	return nil
 }
 
 // errNoCredential: a request carries no client certificate.

@@ -76,6 +76,12 @@ func TestAPIRefusesBadInput(t *testing.T) {
 		{"not an object", "admin", "POST", "/v1/revocations", "", `[1,2]`, 400, codeBadRequest},
 		{"unknown field", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x","colour":"red"}`, 400, codeBadRequest},
 		{"trailing data", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x"} {}`, 400, codeBadRequest},
+		{"duplicate key", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x","id":"y"}`, 400, codeBadRequest},
+		{"name in another case", "admin", "POST", "/v1/revocations", "", `{"Kind":"token","id":"x"}`, 400, codeBadRequest},
+		{"invalid UTF-8", "admin", "POST", "/v1/revocations", "", "{\"kind\":\"token\",\"id\":\"x\",\"reason\":\"\xff\"}", 400, codeBadRequest},
+		{"duplicate key in a registration", "", "POST", "/v1/registrations", "", `{"node_id":"a","node_id":"b"}`, 400, codeBadRequest},
+		{"upper-case node id", "", "POST", "/v1/registrations", "", `{"node_id":"Edge-1","csr":"MIIB"}`, 400, codeBadRequest},
+		{"duplicate key on an internal call", "", "POST", "/v1/cluster/join", "", `{"token":"a","token":"b"}`, 400, codeBadRequest},
 		{"empty body", "admin", "POST", "/v1/revocations", "", ``, 400, codeBadRequest},
 		{"oversized body", "admin", "POST", "/v1/revocations", "", big, 413, codeTooLarge},
 		{"wrong content type", "admin", "POST", "/v1/revocations", "text/plain", `{"kind":"token","id":"x"}`, 415, codeBadRequest},
@@ -181,6 +187,9 @@ func FuzzDecodeRequest(f *testing.F) {
 			if ok && !json.Valid(body) {
 				t.Fatalf("accepted invalid JSON %q", body)
 			}
+			if ok && hasDuplicateKey(body) {
+				t.Fatalf("accepted a duplicate key in %q", body)
+			}
 			if !ok {
 				var eb errorEnvelope
 				if err := json.Unmarshal(w.Body.Bytes(), &eb); err != nil || eb.Error.Code == "" {
@@ -192,4 +201,30 @@ func FuzzDecodeRequest(f *testing.F) {
 			_ = fmt.Sprint(req)
 		}
 	})
+}
+
+// hasDuplicateKey reports whether the top-level object of b names a member
+// twice.
+func hasDuplicateKey(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		k, _ := t.(string)
+		if seen[k] {
+			return true
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return false
+		}
+	}
+	return false
 }

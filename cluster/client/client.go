@@ -357,9 +357,22 @@ func (c *Client) Registrations(ctx context.Context, status string, consistent bo
 
 // Approve approves a pending registration.
 func (c *Client) Approve(ctx context.Context, id string) (cluster.RegistrationResponse, error) {
+	return c.ApproveRequest(ctx, id, cluster.ApproveRequest{})
+}
+
+// ApproveRequest is Approve with every field of the request (another
+// principal for the node).
+func (c *Client) ApproveRequest(ctx context.Context, id string, req cluster.ApproveRequest) (cluster.RegistrationResponse, error) {
 	var out cluster.RegistrationResponse
-	_, err := c.do(ctx, http.MethodPost, "/v1/registrations/"+url.PathEscape(id)+"/approve", nil, struct{}{}, &out)
+	_, err := c.do(ctx, http.MethodPost, "/v1/registrations/"+url.PathEscape(id)+"/approve", nil, req, &out)
 	return out, err
+}
+
+// RotateSeal seals the AS root key under a new seal key held by every
+// current root server.
+func (c *Client) RotateSeal(ctx context.Context) error {
+	_, err := c.do(ctx, http.MethodPost, "/v1/cluster/seal/rotate", nil, struct{}{}, nil)
+	return err
 }
 
 // Deny denies a pending registration.

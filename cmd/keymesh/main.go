@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes.
@@ -52,7 +53,7 @@ type app struct {
 // line on stderr.
 func (a *app) execute(ctx context.Context, args []string) int {
 	root := a.rootCmd()
-	root.SetArgs(args)
+	root.SetArgs(dashArgs(root, args))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
@@ -204,4 +205,93 @@ func (a *app) tokenArg(arg string) (string, error) {
 		return "", usagef("the token is empty; pass it as the argument, or - to read it from standard input")
 	}
 	return tok, nil
+}
+
+// dashArgs lets positional arguments begin with '-' (key ids and token
+// ids are base64url, which may): an argument that names no flag of the
+// command is positional. When there is such an argument, every positional
+// argument moves behind a "--", in its order, and the flags stay in front,
+// so that pflag reads the ids as arguments. A single-dash argument is a
+// flag only as "-x", "-x=value" or, for a known shorthand, "-xvalue" of up
+// to 16 bytes; an unknown one of up to 16 bytes stays a flag (and a usage
+// error); ids are longer. Otherwise args are returned as they are.
+func dashArgs(root *cobra.Command, args []string) []string {
+	cmd := root
+	var front, positional []string
+	dashed := false
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			positional = append(positional, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(arg, "--") {
+			front = append(front, arg)
+			name, _, hasValue := strings.Cut(arg[2:], "=")
+			if f := lookupFlag(cmd, name, ""); f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args) {
+				i++
+				front = append(front, args[i])
+			}
+			continue
+		}
+		if len(arg) > 1 && arg[0] == '-' {
+			f := lookupFlag(cmd, "", arg[1:2])
+			if f != nil && (len(arg) == 2 || arg[2] == '=' || len(arg) <= 16) {
+				front = append(front, arg)
+				if len(arg) == 2 && f.NoOptDefVal == "" && i+1 < len(args) {
+					i++
+					front = append(front, args[i])
+				}
+				continue
+			}
+			if len(arg) <= 16 {
+				front = append(front, arg) // an unknown flag: pflag says so
+				continue
+			}
+			dashed = true
+			positional = append(positional, arg)
+			continue
+		}
+		if len(positional) == 0 {
+			if sub := subcommand(cmd, arg); sub != nil {
+				cmd = sub
+				front = append(front, arg)
+				continue
+			}
+		}
+		positional = append(positional, arg)
+	}
+	if !dashed {
+		return args
+	}
+	return append(append(front, "--"), positional...)
+}
+
+// lookupFlag finds a flag of cmd or its ancestors by name or shorthand.
+func lookupFlag(cmd *cobra.Command, name, short string) *pflag.Flag {
+	for c := cmd; c != nil; c = c.Parent() {
+		for _, fs := range []*pflag.FlagSet{c.LocalFlags(), c.PersistentFlags()} {
+			if name != "" {
+				if f := fs.Lookup(name); f != nil {
+					return f
+				}
+			} else if f := fs.ShorthandLookup(short); f != nil {
+				return f
+			}
+		}
+	}
+	if short == "h" || name == "help" {
+		return &pflag.Flag{Name: "help", NoOptDefVal: "true"}
+	}
+	return nil
+}
+
+// subcommand is cmd's subcommand called name (or an alias of it).
+func subcommand(cmd *cobra.Command, name string) *cobra.Command {
+	for _, c := range cmd.Commands() {
+		if c.Name() == name || c.HasAlias(name) {
+			return c
+		}
+	}
+	return nil
 }

@@ -140,7 +140,7 @@ func (f *joinFlags) check(cmd *cobra.Command) (agent.JoinConfig, error) {
 	if err := ca.ValidateNetwork(f.network); err != nil {
 		return agent.JoinConfig{}, usagef("--network: %w", err)
 	}
-	if err := ca.ValidateName(f.nodeID); err != nil {
+	if err := ca.ValidateNodeID(f.nodeID); err != nil {
 		return agent.JoinConfig{}, usagef("--node-id: %w", err)
 	}
 	principal := strings.ToUpper(f.principal)

@@ -112,3 +112,27 @@ func TestCheckServer(t *testing.T) {
 		}
 	}
 }
+
+// TestDashArgs: ids that begin with '-' (base64url kids and jtis may) are
+// arguments, not flags, wherever they stand; flags and their values keep
+// working around them.
+func TestDashArgs(t *testing.T) {
+	a := &app{}
+	root := a.rootCmd()
+	kid := "-Ab3dEfGh0123456789abcdefghijklmnopqrstuvwx"
+	tests := []struct{ in, want []string }{
+		{[]string{"revoke", "key", kid, "--reason", "stolen"}, []string{"revoke", "key", "--reason", "stolen", "--", kid}},
+		{[]string{"-o", "json", "revoke", "token", kid}, []string{"-o", "json", "revoke", "token", "--", kid}},
+		{[]string{"revoke", "--reason=x", "key", kid, "-ojson"}, []string{"revoke", "--reason=x", "key", "-ojson", "--", kid}},
+		{[]string{"revoke", "key", "--", kid}, []string{"revoke", "key", "--", kid}},
+		// Without a dash-leading id nothing changes, usage errors included.
+		{[]string{"revoke", "key", "abc", "--reason", "x"}, []string{"revoke", "key", "abc", "--reason", "x"}},
+		{[]string{"revoke", "key", "-z"}, []string{"revoke", "key", "-z"}},
+		{[]string{"revoke", "key", "-h"}, []string{"revoke", "key", "-h"}},
+	}
+	for _, tc := range tests {
+		if got := dashArgs(root, tc.in); strings.Join(got, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("dashArgs(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -94,22 +94,31 @@ func decided(resp cluster.RegistrationResponse) decidedRegistration {
 }
 
 func (a *app) registrationsApproveCmd() *cobra.Command {
-	var cf connFlags
+	var (
+		cf        connFlags
+		principal string
+	)
 	cmd := &cobra.Command{
 		Use:   "approve ID",
 		Short: "Approve a pending registration: its certificate is signed at once",
 		Long: `Approve a pending node registration (see "keymesh registrations list"). The
 certificate is signed and committed now; the node collects it, proving
 possession of its key, with "keymesh node join --resume --data-dir DIR" (or
-its waiting "keymesh node join" does so on its own).`,
+its waiting "keymesh node join" does so on its own). --principal gives the
+node another principal than the one it asked for; nobody approves a
+principal that may do more than the approver.`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			p := strings.ToUpper(principal)
+			if p != "" && !contains(principals, p) {
+				return usagef("--principal must be one of %s, not %q", strings.Join(principals, ", "), principal)
+			}
 			cl, c, err := a.client(cf)
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
-			resp, err := cl.Approve(cmd.Context(), args[0])
+			resp, err := cl.ApproveRequest(cmd.Context(), args[0], cluster.ApproveRequest{Principal: p})
 			if err != nil {
 				return c.explain(err)
 			}
@@ -122,6 +131,7 @@ its waiting "keymesh node join" does so on its own).`,
 		},
 	}
 	cf.register(cmd)
+	cmd.Flags().StringVar(&principal, "principal", "", "principal the node gets instead of the one it asked for: "+strings.Join(principals, ", "))
 	return cmd
 }
 

@@ -236,8 +236,17 @@ func (a *app) rootRemoveCmd() *cobra.Command {
 	var cf connFlags
 	cmd := &cobra.Command{
 		Use:   "remove NAME",
-		Short: "Remove a (dead) root server from the cluster",
-		Args:  exactArgs("NAME"),
+		Short: "Remove a (dead) root server: revoke its issuing certificate, rotate the seal key",
+		Long: `Remove a root server from the cluster. Its issuing intermediate is revoked at
+once, so every certificate under it stops: the server's own TLS and admin
+certificates, and the certificates it signed for nodes (those nodes register
+again). The AS root key is then sealed under a new seal key that only the
+remaining servers hold.
+
+The removed server held the seal key and the sealed AS root key until now:
+treat the AS root as exposed if that server was compromised (see the threat
+model in docs/architecture.md).`,
+		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, c, err := a.client(cf)
 			if err != nil {
@@ -248,7 +257,36 @@ func (a *app) rootRemoveCmd() *cobra.Command {
 				return c.explain(err)
 			}
 			return a.emit(map[string]string{"removed": args[0]}, func(w io.Writer) {
-				fmt.Fprintf(w, "removed root server %s\n", args[0])
+				fmt.Fprintf(w, "removed root server %s: its issuing certificate is revoked and the seal key rotated\n", args[0])
+			})
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func (a *app) rootRotateSealCmd() *cobra.Command {
+	var cf connFlags
+	cmd := &cobra.Command{
+		Use:   "rotate-seal",
+		Short: "Seal the AS root key under a new seal key held by every current root server",
+		Long: `Make a new seal key, hand it to every current root server (each keeps it in
+seal.key.next), and once a majority holds it commit the AS root key sealed
+under it. "keymesh root remove" does this by itself; run it again if a
+removal could not finish it. A server that was down fetches the key from the
+others when it starts.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, c, err := a.client(cf)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if err := cl.RotateSeal(cmd.Context()); err != nil {
+				return c.explain(err)
+			}
+			return a.emit(map[string]bool{"rotated": true}, func(w io.Writer) {
+				fmt.Fprintln(w, "the AS root key is sealed under a new seal key")
 			})
 		},
 	}

@@ -117,7 +117,7 @@ func (a *app) rootGroupCmd() *cobra.Command {
 		Short: "Run and manage the root servers of a network",
 	}
 	groupCmd(cmd)
-	cmd.AddCommand(a.bootstrapCmd(), a.joinCmd(), a.startCmd(), a.rootTokenCmd(), a.rootStatusCmd(), a.rootRemoveCmd())
+	cmd.AddCommand(a.bootstrapCmd(), a.joinCmd(), a.startCmd(), a.rootTokenCmd(), a.rootStatusCmd(), a.rootRemoveCmd(), a.rootRotateSealCmd())
 	return cmd
 }
 

@@ -29,6 +29,7 @@ func (a *app) tokensCreateCmd() *cobra.Command {
 	var (
 		cf                            connFlags
 		kind, principal, nodeID, desc string
+		dns                           []string
 		uses                          int
 		ttl                           time.Duration
 	)
@@ -38,7 +39,7 @@ func (a *app) tokensCreateCmd() *cobra.Command {
 		Example: "  keymesh tokens create --kind node --principal NODE --uses 2 --ttl 1h",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := cluster.CreateJoinTokenRequest{Kind: kind, NodeID: nodeID, Uses: uses, TTL: durationText(ttl), Description: desc}
+			req := cluster.CreateJoinTokenRequest{Kind: kind, NodeID: nodeID, Uses: uses, TTL: durationText(ttl), Description: desc, DNSNames: dns}
 			switch kind {
 			case "node":
 				p := strings.ToUpper(principal)
@@ -50,11 +51,14 @@ func (a *app) tokensCreateCmd() *cobra.Command {
 				if cmd.Flags().Changed("principal") {
 					return usagef("--principal applies to node tokens only")
 				}
+				if len(dns) > 0 {
+					return usagef("--dns applies to node tokens only")
+				}
 			default:
 				return usagef("--kind must be node or root, not %q", kind)
 			}
 			if nodeID != "" {
-				if err := ca.ValidateName(nodeID); err != nil {
+				if err := ca.ValidateNodeID(nodeID); err != nil {
 					return usagef("--node-id: %w", err)
 				}
 			}
@@ -75,6 +79,7 @@ func (a *app) tokensCreateCmd() *cobra.Command {
 	fl.IntVar(&uses, "uses", 1, "how many joins the token allows")
 	fl.DurationVar(&ttl, "ttl", 0, "how long the token stays valid (default 24h, at most 720h)")
 	fl.StringVar(&desc, "description", "", "note kept with the token")
+	fl.StringArrayVar(&dns, "dns", nil, "a DNS name under the network's domain the node may hold besides <node-id>.<network> (repeat for more)")
 	return cmd
 }
 
