@@ -507,6 +507,7 @@ type nodeRunOutput struct {
 
 func (a *app) nodeRunCmd() *cobra.Command {
 	var dataDir, logLevel, listen string
+	var linger time.Duration
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the node agent in the foreground: renewal, trust state, local API",
@@ -523,7 +524,10 @@ func (a *app) nodeRunCmd() *cobra.Command {
     minting.
 
 It stops with an error when the node is revoked or its certificate expired
-before a renewal succeeded.`,
+before a renewal succeeded. Once the trust state (or a root server refusing
+it) says that the node, its certificate or its key is revoked, every call on
+the socket answers node_revoked saying why, for --revoked-linger, and then
+the agent exits.`,
 		Example: "  keymesh node run --data-dir /var/lib/keymesh/node --listen 127.0.0.1:8500",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -543,18 +547,22 @@ before a renewal succeeded.`,
 			if err != nil {
 				return err
 			}
-			return a.runNode(cmd.Context(), dir, listen, level)
+			if linger < 0 {
+				return usagef("--revoked-linger must not be negative, got %s", linger)
+			}
+			return a.runNode(cmd.Context(), dir, listen, level, linger)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (made by `keymesh node join`)")
 	cmd.Flags().StringVar(&listen, "listen", "", "loopback host:port for the local API besides the socket (verify, JWKS; no minting)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level on stderr: trace, debug, info, warn or error")
+	cmd.Flags().DurationVar(&linger, "revoked-linger", 0, "how long a revoked agent tells its local clients why before it exits (0: default 10s)")
 	return cmd
 }
 
 // runNode runs the agent of the node in dir with its Renewer until ctx
 // ends.
-func (a *app) runNode(ctx context.Context, dir, listen string, level hclog.Level) error {
+func (a *app) runNode(ctx context.Context, dir, listen string, level hclog.Level, linger time.Duration) error {
 	log := hclog.New(&hclog.LoggerOptions{Name: "keymesh.node", Level: level, Output: a.stderr})
 	r, err := agent.NewRenewer(agent.RenewerConfig{DataDir: dir, Clock: a.now, Logger: log.Named("renewer")})
 	if err != nil {
@@ -568,7 +576,8 @@ func (a *app) runNode(ctx context.Context, dir, listen string, level hclog.Level
 	if agentAnswers(ctx, dir) {
 		return fmt.Errorf("node %s already has a running agent (%s answers); stop it first", out.NodeID, out.Socket)
 	}
-	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: listen, Components: []agent.Component{r}})
+	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: listen, Components: []agent.Component{r},
+		RevokedLinger: linger})
 	switch {
 	case errors.Is(err, agent.ErrNotLoopback):
 		return usagef("--listen %q: the local API listens on loopback addresses only (127.0.0.1, ::1)", listen)

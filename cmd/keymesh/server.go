@@ -24,6 +24,11 @@ type serveFlags struct {
 	election  time.Duration
 	lease     time.Duration
 	logLevel  string
+
+	regRate            float64
+	regBurst           int
+	maxPending         int
+	maxPendingPerSouce int
 }
 
 func (f *serveFlags) register(cmd *cobra.Command, defaultLevel string) {
@@ -33,6 +38,10 @@ func (f *serveFlags) register(cmd *cobra.Command, defaultLevel string) {
 	fl.DurationVar(&f.election, "raft-election", 0, fmt.Sprintf("Raft election timeout (0: LAN default %s)", d.Election))
 	fl.DurationVar(&f.lease, "raft-lease", 0, fmt.Sprintf("Raft leader lease, at most the heartbeat timeout (0: LAN default %s)", d.LeaderLease))
 	fl.StringVar(&f.logLevel, "log-level", defaultLevel, "log level on stderr: trace, debug, info, warn or error")
+	fl.Float64Var(&f.regRate, "registration-rate", 0, "registrations, collections and root joins per second from one client address, cluster-wide (0: default 20)")
+	fl.IntVar(&f.regBurst, "registration-burst", 0, "... and in a burst (0: default 40)")
+	fl.IntVar(&f.maxPending, "max-pending-registrations", 0, "registrations waiting for an operator, in all (0: default 1000)")
+	fl.IntVar(&f.maxPendingPerSouce, "max-pending-per-source", 0, "registrations waiting for an operator from one client address (0: default 20)")
 }
 
 // options checks the flags and makes the cluster options with a logger on
@@ -46,6 +55,9 @@ func (f serveFlags) options(stderr io.Writer) (cluster.Options, error) {
 			return cluster.Options{}, usagef("%s must not be negative, got %s (0 takes the default)", d.flag, d.v)
 		}
 	}
+	if f.regRate < 0 || f.regBurst < 0 || f.maxPending < 0 || f.maxPendingPerSouce < 0 {
+		return cluster.Options{}, usagef("--registration-rate, --registration-burst, --max-pending-registrations and --max-pending-per-source must not be negative (0 takes the default)")
+	}
 	level, err := parseLevel(f.logLevel)
 	if err != nil {
 		return cluster.Options{}, err
@@ -53,6 +65,8 @@ func (f serveFlags) options(stderr io.Writer) (cluster.Options, error) {
 	return cluster.Options{
 		Raft:   cluster.RaftTimeouts{Heartbeat: f.heartbeat, Election: f.election, LeaderLease: f.lease},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "keymesh", Level: level, Output: stderr}),
+		Limits: cluster.Limits{RegistrationRate: f.regRate, RegistrationBurst: f.regBurst,
+			MaxPendingRegistrations: f.maxPending, MaxPendingPerSource: f.maxPendingPerSouce},
 	}, nil
 }
 

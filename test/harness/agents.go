@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/cluster"
@@ -105,3 +106,81 @@ func (c *Cluster) RestartAgent(a *Agent) {
 
 // KillAgent kills a's process with SIGKILL and waits for it.
 func (c *Cluster) KillAgent(a *Agent) { c.signalProc(&a.proc, a.Name, syscall.SIGKILL, true) }
+
+// JoinNode registers node id with `keymesh node join` through a running
+// root, with a node join token made for req (Kind node, one use, unless
+// req says otherwise), and returns its data directory. extra flags go to
+// `keymesh node join` (e.g. --dns). It does not run the node's agent.
+func (c *Cluster) JoinNode(id string, req cluster.CreateJoinTokenRequest, extra ...string) string {
+	c.t.Helper()
+	return c.JoinNodeVia(nil, id, req, extra...)
+}
+
+// JoinNodeVia is JoinNode through root r (its issuer signs the node's
+// certificate); nil means any running root.
+func (c *Cluster) JoinNodeVia(r *Root, id string, req cluster.CreateJoinTokenRequest, extra ...string) string {
+	c.t.Helper()
+	server := c.AnyAPI(nil)
+	if r != nil {
+		server = r.APIAddr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req.Kind = "node"
+	var tok cluster.CreatedJoinToken
+	c.Retry(ctx, "create a node join token", func(cl *client.Client) error {
+		var err error
+		tok, err = cl.CreateJoinToken(ctx, req)
+		return err
+	})
+	dir := filepath.Join(c.Base, "nodes", id)
+	args := append([]string{"node", "join", "--server", server, "--ca-hash", c.CAHash, "--network", c.Network,
+		"--node-id", id, "--data-dir", dir, "--token", tok.Secret}, extra...)
+	cmd := exec.CommandContext(ctx, c.Bin, args...)
+	cmd.Env = append(os.Environ(), "KEYMESH_SERVER=", "KEYMESH_CA_FILE=", "KEYMESH_CREDENTIAL=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("keymesh node join %s: %v\n%s", id, err, out)
+	}
+	return dir
+}
+
+// RunAgent runs `keymesh node run` for the node in dir (registered with
+// JoinNode) and waits until it serves with a trust document.
+func (c *Cluster) RunAgent(name, dir string, extra ...string) *Agent {
+	c.t.Helper()
+	a := &Agent{Name: name, Dir: dir}
+	c.Agents = append(c.Agents, a)
+	c.start(&a.proc, name, append([]string{"node", "run", "--data-dir", dir}, extra...)...)
+	c.awaitAgent(a, 30*time.Second)
+	return a
+}
+
+// Wait waits until the agent's process exits and returns its exit error
+// (nil for status 0), or fails the test after timeout.
+func (a *Agent) Wait(t testing.TB, timeout time.Duration) error {
+	t.Helper()
+	a.mu.Lock()
+	cmd, done := a.cmd, a.done
+	a.mu.Unlock()
+	if cmd == nil {
+		t.Fatalf("agent %s never ran", a.Name)
+	}
+	select {
+	case <-done:
+		if st := cmd.ProcessState; st != nil && !st.Success() {
+			return fmt.Errorf("agent %s exited: %s", a.Name, st)
+		}
+		return nil
+	case <-time.After(timeout):
+		t.Fatalf("agent %s still runs after %s:\n%s", a.Name, timeout, a.Log())
+		return nil
+	}
+}
+
+// StartProc runs the binary with args as a's process without waiting for
+// it to serve (for agents that are not meant to come up).
+func (c *Cluster) StartProc(a *Agent, args ...string) {
+	c.t.Helper()
+	c.Agents = append(c.Agents, a)
+	c.start(&a.proc, a.Name, args...)
+}

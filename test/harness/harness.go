@@ -298,7 +298,24 @@ func (c *Cluster) Join(name string) *Root {
 // JoinWithToken adds a new server through any running server.
 func (c *Cluster) JoinWithToken(name, token string) *Root {
 	c.t.Helper()
-	join := c.AnyAPI(nil)
+	return c.joinThrough(c.AnyAPI(nil), name, token)
+}
+
+// JoinVia adds a new server through root via, with a fresh token: via
+// admits it, so via must open the AS root key.
+func (c *Cluster) JoinVia(via *Root, name string) *Root {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := c.Client(via).CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "root"})
+	if err != nil {
+		c.t.Fatalf("create a root-join token at %s: %v", via.Name, err)
+	}
+	return c.joinThrough(via.APIAddr, name, tok.Secret)
+}
+
+func (c *Cluster) joinThrough(join, name, token string) *Root {
+	c.t.Helper()
 	r := c.newRoot(name)
 	args := []string{"root", "join", "--join", join, "--token", token, "--ca-hash", c.CAHash, "--name", name, "--data-dir", r.Dir}
 	c.spawn(r, append(args, c.addrArgs(r)...)...)
