@@ -41,10 +41,10 @@ type Server struct {
 	log     hclog.Logger
 	dir     dataDir
 
-	store   *fsm.Store
-	node    *raftNode
-	tls     *tlsIdentity
-	issuer  ca.Signer
+	store  *fsm.Store
+	node   *raftNode
+	tls    *tlsIdentity
+	issuer ca.Signer
 
 	sealMu   sync.Mutex
 	sealKey  []byte // the network's seal key in force (seal.key)
