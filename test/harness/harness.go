@@ -632,8 +632,11 @@ func (c *Cluster) Restart(r *Root) {
 	c.awaitReady(r, readyStart, 30*time.Second)
 }
 
-// Remove forgets r (after it was removed from the cluster).
+// Remove forgets r (after it was removed from the cluster). Clients kept
+// for status calls are made anew: those made with r's admin credential
+// stopped working when its issuing certificate was revoked.
 func (c *Cluster) Remove(r *Root) {
+	c.closeClients()
 	for i, x := range c.Roots {
 		if x == r {
 			c.Roots = append(c.Roots[:i], c.Roots[i+1:]...)
