@@ -1,11 +1,13 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -310,5 +312,49 @@ func TestExpiredNodeRegistersAgain(t *testing.T) {
 	n, _ := srv.Store().Node("n1")
 	if n.Status != fsm.NodeActive || n.CertSerial != second.Registration.Serial || n.PrevSerial != firstSerial {
 		t.Fatalf("node record %+v after registering again (first serial %s)", n, firstSerial)
+	}
+}
+
+// TestSealRotationReachesAServerThatWasDown: the seal key is rotated while
+// r3 is down (two of three voters hold the new key, a majority); once r3
+// is back it opens the new sealed root with a key it asks a member for,
+// and admits a new server with it. A member that holds no key that opens
+// the root cannot sign a thing.
+func TestSealRotationReachesAServerThatWasDown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tc := newTestCluster(t, 3)
+	r3dir := tc.dirs[2]
+	tc.servers[2].Shutdown()
+	tc.servers[2] = nil
+	leader := tc.leader()
+	before := leader.currentSealKey()
+	if err := leader.rotateSealKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := leader.currentSealKey()
+	if bytes.Equal(before, after) {
+		t.Fatal("the seal key did not change")
+	}
+	for _, s := range tc.servers[:2] {
+		rec, _ := s.Store().CA(s.Network())
+		if _, err := ca.OpenSigner(s.currentSealKey(), rec.SealedKey, s.Network()); err != nil && s == leader {
+			t.Fatalf("%s cannot open the new sealed root: %v", s.Name(), err)
+		}
+	}
+	old, err := ca.ReadSealKeyFile(filepath.Join(r3dir, "seal.key"))
+	if err != nil || !bytes.Equal(old, before) {
+		t.Fatalf("r3 was down and should hold the old key: %v", err)
+	}
+	r3, err := Open(ctx, r3dir, testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.servers[2] = r3
+	r3.waitApplied(ctx, leader.Store().Index())
+	tc.joinVia(ctx, 4, r3.APIAddr())
+	got, err := ca.ReadSealKeyFile(filepath.Join(r3dir, "seal.key"))
+	if err != nil || !bytes.Equal(got, after) {
+		t.Fatalf("r3 did not take up the new seal key: %v", err)
 	}
 }

@@ -64,13 +64,26 @@ var idempotentCalls = map[string]bool{"/v1/internal/read-index": true, "/v1/inte
 // none), so a frozen leader does not hold a write until the client's
 // deadline: it comes back as ErrUnknownOutcome at once.
 func (s *Server) leaderCall(ctx context.Context, addr, path string, in, out any) (retry bool, err error) {
+	callCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go s.cancelOnLeaderChange(callCtx, addr, cancel)
+	return s.internalPost(ctx, callCtx, addr, path, in, out)
+}
+
+// memberCall POSTs one internal operation to the member at addr, leader or
+// not (seal keys), within ctx.
+func (s *Server) memberCall(ctx context.Context, addr, path string, in, out any) error {
+	_, err := s.internalPost(ctx, ctx, addr, path, in, out)
+	return err
+}
+
+// internalPost makes one internal call in callCtx (ctx is the caller's);
+// see leaderCall for retry.
+func (s *Server) internalPost(ctx, callCtx context.Context, addr, path string, in, out any) (retry bool, err error) {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return false, err
 	}
-	callCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go s.cancelOnLeaderChange(callCtx, addr, cancel)
 	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, "https://"+addr+path, bytes.NewReader(body))
 	if err != nil {
 		return false, err
@@ -79,7 +92,7 @@ func (s *Server) leaderCall(ctx context.Context, addr, path string, in, out any)
 	resp, err := s.peerClient.Do(req)
 	if err != nil {
 		if notSent(err) {
-			return true, fmt.Errorf("cluster: leader %s unreachable: %w", addr, err)
+			return true, fmt.Errorf("cluster: root server %s unreachable: %w", addr, err)
 		}
 		if idempotentCalls[path] && ctx.Err() == nil {
 			return true, fmt.Errorf("cluster: %s at %s: %w", path, addr, err)

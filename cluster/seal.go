@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
@@ -106,7 +107,10 @@ func (s *Server) fetchSealKey(ctx context.Context, sealed []byte) ([]byte, error
 			continue
 		}
 		var resp sealKeyRequest
-		if _, cerr := s.leaderCall(ctx, srv.APIAddr, "/v1/internal/seal-key/get", struct{}{}, &resp); cerr != nil {
+		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cerr := s.memberCall(callCtx, srv.APIAddr, "/v1/internal/seal-key/get", struct{}{}, &resp)
+		cancel()
+		if cerr != nil {
 			err = cerr
 			continue
 		}
@@ -189,7 +193,10 @@ func (s *Server) rotateSealKey(ctx context.Context) error {
 			holders++
 			continue
 		}
-		if _, err := s.leaderCall(ctx, srv.APIAddr, "/v1/internal/seal-key", sealKeyRequest{Key: next}, &struct{}{}); err != nil {
+		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := s.memberCall(callCtx, srv.APIAddr, "/v1/internal/seal-key", sealKeyRequest{Key: next}, &struct{}{})
+		cancel()
+		if err != nil {
 			s.log.Warn("could not hand the next seal key to a member; it fetches it later", "server", srv.Name, "error", err)
 			continue
 		}
