@@ -2,9 +2,11 @@ package ca
 
 import (
 	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"os"
 )
 
 // Limits on certificate bundles.
@@ -93,4 +95,25 @@ func ReadCertsFile(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("%w (in %s)", err, path)
 	}
 	return certs, nil
+}
+
+// LoadCredential reads a credential file written by bootstrap or join (a
+// certificate chain and its key in one PEM file, mode 0600).
+func LoadCredential(path string) (tls.Certificate, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("ca: credential: %w", err)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return tls.Certificate{}, fmt.Errorf("ca: credential %s is readable by others (mode %v); run `chmod 600 %s`", path, info.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("ca: credential: %w", err)
+	}
+	c, err := tls.X509KeyPair(b, b)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("ca: credential %s is not a certificate chain with its key: %w", path, err)
+	}
+	return c, nil
 }

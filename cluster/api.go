@@ -1,71 +1,24 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	jsonv2 "github.com/go-json-experiment/json"
-	"github.com/hashicorp/go-hclog"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity/policy"
+	"github.com/keymesh/keymesh/identity/trust"
 )
-
-// Error codes of the API's one error shape: {"error":{"code":..,"message":..}}.
-const (
-	codeBadRequest     = "bad_request"
-	codeTooLarge       = "too_large"
-	codeUnauthorized   = "unauthorized"
-	codeForbidden      = "forbidden"
-	codeNotFound       = "not_found"
-	codeConflict       = "conflict"
-	codeNotLeader      = "not_leader"
-	codeNoLeader       = "no_leader"
-	codeUnknownOutcome = "unknown_outcome"
-	codeTimeout        = "timeout"
-	codeInternal       = "internal"
-	codeShutdown       = "shutting_down"
-	codeTooMany        = "too_many_requests"
-	// CodeNodeRevoked, CodeCertRevoked and CodeKeyRevoked refuse callers
-	// whose node, certificate (or a certificate it chains through) or key
-	// is revoked; agents stop retrying on them.
-	CodeNodeRevoked = "node_revoked"
-	CodeCertRevoked = "cert_revoked"
-	CodeKeyRevoked  = "key_revoked"
-	// CodeEscalation refuses a caller that would hand out or take away a
-	// principal that may do more than it may itself.
-	CodeEscalation = "escalation_refused"
-)
-
-type errorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-type errorEnvelope struct {
-	Error errorBody `json:"error"`
-}
-
-// APIError is an error answer of a root server's API.
-type APIError struct {
-	Status  int
-	Code    string
-	Message string
-	// RetryAfter is the server's Retry-After on a 429 or 503, zero if none.
-	RetryAfter time.Duration
-}
-
-func (e *APIError) Error() string {
-	return fmt.Sprintf("%s (%s, HTTP %d)", e.Message, e.Code, e.Status)
-}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
@@ -84,13 +37,13 @@ func writeJSONStatus(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, errorEnvelope{Error: errorBody{Code: code, Message: msg}})
+	writeJSON(w, status, api.ErrorEnvelope{Error: api.ErrorBody{Code: code, Message: msg}})
 }
 
 // writeErr maps an error of the write or read path to a status and code.
 func (s *Server) writeErr(w http.ResponseWriter, err error) {
 	var ce *fsm.CommandError
-	var ae *APIError
+	var ae *api.APIError
 	var mbe *http.MaxBytesError
 	var rl *rateLimited
 	switch {
@@ -99,20 +52,20 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) {
 	case errors.As(err, &ae):
 		writeError(w, ae.Status, ae.Code, ae.Message)
 	case errors.As(err, &mbe):
-		writeError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body exceeds the %d-byte limit", mbe.Limit))
+		writeError(w, http.StatusRequestEntityTooLarge, api.CodeTooLarge, fmt.Sprintf("request body exceeds the %d-byte limit", mbe.Limit))
 	case errors.As(err, &ce):
 		writeError(w, commandStatus(err), fsm.ErrorCode(err), err.Error())
 	case errors.Is(err, ErrNoLeader):
-		writeError(w, http.StatusServiceUnavailable, codeNoLeader, err.Error())
+		writeError(w, http.StatusServiceUnavailable, api.CodeNoLeader, err.Error())
 	case errors.Is(err, ErrUnknownOutcome):
-		writeError(w, http.StatusServiceUnavailable, codeUnknownOutcome, err.Error())
+		writeError(w, http.StatusServiceUnavailable, api.CodeUnknownOutcome, err.Error())
 	case errors.Is(err, ErrShutdown):
-		writeError(w, http.StatusServiceUnavailable, codeShutdown, err.Error())
+		writeError(w, http.StatusServiceUnavailable, api.CodeShutdown, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusGatewayTimeout, codeTimeout, "the request timed out; the cluster may be electing a leader, try again")
+		writeError(w, http.StatusGatewayTimeout, api.CodeTimeout, "the request timed out; the cluster may be electing a leader, try again")
 	default:
 		s.log.Error("request failed", "error", err)
-		writeError(w, http.StatusInternalServerError, codeInternal, err.Error())
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
 	}
 }
 
@@ -141,7 +94,7 @@ func commandStatus(err error) int {
 // the error and returns false.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, codeBadRequest, "send the request body as application/json")
+		writeError(w, http.StatusUnsupportedMediaType, api.CodeBadRequest, "send the request body as application/json")
 		return false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes))
@@ -151,30 +104,14 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 			s.writeErr(w, err)
 			return false
 		}
-		writeError(w, http.StatusBadRequest, codeBadRequest, "cannot read the request body: "+err.Error())
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "cannot read the request body: "+err.Error())
 		return false
 	}
-	if err := DecodeStrict(body, v); err != nil {
-		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+	if err := api.DecodeStrict(body, v); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
 		return false
 	}
 	return true
-}
-
-// ErrEmptyBody: a request body holds nothing.
-var ErrEmptyBody = errors.New("request body is empty; send a JSON object")
-
-// DecodeStrict decodes exactly one JSON value of b into v: names match
-// case-sensitively, duplicate and unknown members are refused, and so is
-// anything after the value or invalid UTF-8.
-func DecodeStrict(b []byte, v any) error {
-	if len(bytes.TrimSpace(b)) == 0 {
-		return ErrEmptyBody
-	}
-	if err := jsonv2.Unmarshal(b, v, jsonv2.RejectUnknownMembers(true)); err != nil {
-		return fmt.Errorf("request body is not valid JSON for this call: %w", err)
-	}
-	return nil
 }
 
 // errNoCredential: a request carries no client certificate.
@@ -185,7 +122,7 @@ var errOtherNetwork = errors.New("the client certificate is of another network")
 
 // callerID returns the verified identity of the client certificate, or why
 // there is none: no certificate, another network, or a certificate chain
-// that CheckChain refuses (a revoked certificate anywhere in it, a revoked
+// that trust.CheckChain refuses (a revoked certificate anywhere in it, a revoked
 // key or node).
 func (s *Server) callerID(r *http.Request) (ca.Identity, error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
@@ -199,7 +136,7 @@ func (s *Server) callerID(r *http.Request) (ca.Identity, error) {
 	if id.Network != s.network {
 		return ca.Identity{}, errOtherNetwork
 	}
-	if err := CheckChain(s.store, chain); err != nil {
+	if err := trust.CheckChain(s.store, chain); err != nil {
 		return id, err
 	}
 	return id, nil
@@ -233,7 +170,7 @@ func (s *Server) handler() http.Handler {
 	s.routeDeciding(mux, "POST /v1/revocations", policy.RevocationCreate, s.handleRevoke)
 	s.route(mux, "GET /v1/revocations", policy.RevocationList, s.handleListRevocations)
 	s.route(mux, "GET /v1/revocations/{kind}/{id}", policy.TrustRead, s.handleGetRevocation)
-	s.route(mux, "GET /v1/trust", policy.TrustRead, s.handleTrust)
+	s.routeDeciding(mux, "GET /v1/trust", policy.TrustRead, s.handleTrust)
 	s.route(mux, "GET /v1/registrations", policy.RegistrationList, s.handleListRegistrations)
 	s.routeDeciding(mux, "POST /v1/registrations/{id}/approve", policy.RegistrationApprove, s.handleApprove)
 	s.route(mux, "POST /v1/registrations/{id}/deny", policy.RegistrationDeny, s.handleDeny)
@@ -249,7 +186,7 @@ func (s *Server) handler() http.Handler {
 	s.internal(mux, "POST /v1/internal/seal-key/get", s.handleInternalGetSealKey)
 	s.internal(mux, "POST /v1/internal/rotate-seal", s.handleInternalRotateSeal)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no API call %s %s; see the README for the API", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no API call %s %s; see the README for the API", r.Method, r.URL.Path))
 	})
 	return s.withTimeout(mux)
 }

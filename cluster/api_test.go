@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
 )
 
 // apiClient is a raw HTTPS client for srv, presenting cert when given.
@@ -36,7 +37,7 @@ func apiClient(t *testing.T, srv *Server, cert *tls.Certificate) *http.Client {
 
 func adminCert(t *testing.T, srv *Server) *tls.Certificate {
 	t.Helper()
-	c, err := LoadCredential(CredentialPath(srv.DataDir()))
+	c, err := ca.LoadCredential(CredentialPath(srv.DataDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,45 +73,45 @@ func TestAPIRefusesBadInput(t *testing.T) {
 	certs := map[string]*tls.Certificate{"admin": adminCert(t, srv), "node": nodeCert(t, srv), "": nil}
 	big := `{"kind":"token","id":"x","reason":"` + strings.Repeat("a", 70<<10) + `"}`
 	cases := []apiCase{
-		{"malformed JSON", "admin", "POST", "/v1/revocations", "", `{"kind":`, 400, codeBadRequest},
-		{"not an object", "admin", "POST", "/v1/revocations", "", `[1,2]`, 400, codeBadRequest},
-		{"unknown field", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x","colour":"red"}`, 400, codeBadRequest},
-		{"trailing data", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x"} {}`, 400, codeBadRequest},
-		{"duplicate key", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x","id":"y"}`, 400, codeBadRequest},
-		{"name in another case", "admin", "POST", "/v1/revocations", "", `{"Kind":"token","id":"x"}`, 400, codeBadRequest},
-		{"invalid UTF-8", "admin", "POST", "/v1/revocations", "", "{\"kind\":\"token\",\"id\":\"x\",\"reason\":\"\xff\"}", 400, codeBadRequest},
-		{"duplicate key in a registration", "", "POST", "/v1/registrations", "", `{"node_id":"a","node_id":"b"}`, 400, codeBadRequest},
-		{"upper-case node id", "", "POST", "/v1/registrations", "", `{"node_id":"Edge-1","csr":"MIIB"}`, 400, codeBadRequest},
-		{"duplicate key on an internal call", "", "POST", "/v1/cluster/join", "", `{"token":"a","token":"b"}`, 400, codeBadRequest},
-		{"empty body", "admin", "POST", "/v1/revocations", "", ``, 400, codeBadRequest},
-		{"oversized body", "admin", "POST", "/v1/revocations", "", big, 413, codeTooLarge},
-		{"wrong content type", "admin", "POST", "/v1/revocations", "text/plain", `{"kind":"token","id":"x"}`, 415, codeBadRequest},
-		{"unknown kind", "admin", "POST", "/v1/revocations", "", `{"kind":"planet","id":"x"}`, 400, codeBadRequest},
-		{"id with a slash", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"a/b"}`, 400, codeBadRequest},
-		{"cert serial not hex", "admin", "POST", "/v1/revocations", "", `{"kind":"cert","id":"xyz"}`, 400, codeBadRequest},
-		{"cert serial zero", "admin", "POST", "/v1/revocations", "", `{"kind":"cert","id":"00"}`, 400, codeBadRequest},
-		{"no credential", "", "POST", "/v1/revocations", "", `{"kind":"token","id":"x"}`, 401, codeUnauthorized},
-		{"node credential on an admin call", "node", "POST", "/v1/revocations", "", `{"kind":"token","id":"x"}`, 403, codeForbidden},
-		{"node credential on an internal call", "node", "POST", "/v1/internal/apply", "", `{"command":"AQ=="}`, 403, codeForbidden},
-		{"admin on an internal call", "admin", "POST", "/v1/internal/apply", "", `{"command":"AQ=="}`, 403, codeForbidden},
-		{"too many token uses", "admin", "POST", "/v1/join-tokens", "", `{"kind":"node","principal":"NODE","uses":10001}`, 400, codeBadRequest},
-		{"token ttl too long", "admin", "POST", "/v1/join-tokens", "", `{"kind":"node","principal":"NODE","ttl":"1000h"}`, 400, codeBadRequest},
-		{"token ttl not a duration", "admin", "POST", "/v1/join-tokens", "", `{"kind":"node","ttl":"soon"}`, 400, codeBadRequest},
-		{"token kind unknown", "admin", "POST", "/v1/join-tokens", "", `{"kind":"guest"}`, 400, codeBadRequest},
-		{"revoke unknown join token", "admin", "DELETE", "/v1/join-tokens/0123456789abcdef", "", ``, 404, codeNotFound},
-		{"remove unknown server", "admin", "DELETE", "/v1/cluster/servers/nobody", "", ``, 404, codeNotFound},
-		{"join with an unknown token", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2","issuer_key":"AAAA"}`, 400, codeBadRequest},
-		{"join with a bad issuer key", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2","issuer_key":"AAAA"}`, 400, codeBadRequest},
-		{"join with a bad name", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r 9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2"}`, 400, codeBadRequest},
-		{"join with a wildcard address", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"0.0.0.0:1","api_addr":"127.0.0.1:2"}`, 400, codeBadRequest},
-		{"trust index not a number", "admin", "GET", "/v1/trust?index=-1", "", ``, 400, codeBadRequest},
-		{"unknown route", "admin", "GET", "/v1/nothing", "", ``, 404, codeNotFound},
-		{"oversized registration", "", "POST", "/v1/registrations", "", `{"node_id":"a","csr":"` + strings.Repeat("A", 70<<10) + `"}`, 413, codeTooLarge},
-		{"registration with unknown field", "", "POST", "/v1/registrations", "", `{"node_id":"a","cn":"x"}`, 400, codeBadRequest},
-		{"collect of an unknown registration", "", "POST", "/v1/registrations/reg-x/collect", "", `{"time":"2026-01-01T00:00:00Z","signature":"AAAA"}`, 404, codeNotFound},
-		{"approve unknown registration", "admin", "POST", "/v1/registrations/reg-x/approve", "", `{}`, 404, codeNotFound},
-		{"policy that does not parse", "admin", "PUT", "/v1/policies", "", `{"text":"permit (","expect_version":0}`, 400, codeBadRequest},
-		{"bearer without a token", "", "GET", "/v1/cluster/status", "", ``, 401, codeUnauthorized},
+		{"malformed JSON", "admin", "POST", "/v1/revocations", "", `{"kind":`, 400, api.CodeBadRequest},
+		{"not an object", "admin", "POST", "/v1/revocations", "", `[1,2]`, 400, api.CodeBadRequest},
+		{"unknown field", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x","colour":"red"}`, 400, api.CodeBadRequest},
+		{"trailing data", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x"} {}`, 400, api.CodeBadRequest},
+		{"duplicate key", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"x","id":"y"}`, 400, api.CodeBadRequest},
+		{"name in another case", "admin", "POST", "/v1/revocations", "", `{"Kind":"token","id":"x"}`, 400, api.CodeBadRequest},
+		{"invalid UTF-8", "admin", "POST", "/v1/revocations", "", "{\"kind\":\"token\",\"id\":\"x\",\"reason\":\"\xff\"}", 400, api.CodeBadRequest},
+		{"duplicate key in a registration", "", "POST", "/v1/registrations", "", `{"node_id":"a","node_id":"b"}`, 400, api.CodeBadRequest},
+		{"upper-case node id", "", "POST", "/v1/registrations", "", `{"node_id":"Edge-1","csr":"MIIB"}`, 400, api.CodeBadRequest},
+		{"duplicate key on an internal call", "", "POST", "/v1/cluster/join", "", `{"token":"a","token":"b"}`, 400, api.CodeBadRequest},
+		{"empty body", "admin", "POST", "/v1/revocations", "", ``, 400, api.CodeBadRequest},
+		{"oversized body", "admin", "POST", "/v1/revocations", "", big, 413, api.CodeTooLarge},
+		{"wrong content type", "admin", "POST", "/v1/revocations", "text/plain", `{"kind":"token","id":"x"}`, 415, api.CodeBadRequest},
+		{"unknown kind", "admin", "POST", "/v1/revocations", "", `{"kind":"planet","id":"x"}`, 400, api.CodeBadRequest},
+		{"id with a slash", "admin", "POST", "/v1/revocations", "", `{"kind":"token","id":"a/b"}`, 400, api.CodeBadRequest},
+		{"cert serial not hex", "admin", "POST", "/v1/revocations", "", `{"kind":"cert","id":"xyz"}`, 400, api.CodeBadRequest},
+		{"cert serial zero", "admin", "POST", "/v1/revocations", "", `{"kind":"cert","id":"00"}`, 400, api.CodeBadRequest},
+		{"no credential", "", "POST", "/v1/revocations", "", `{"kind":"token","id":"x"}`, 401, api.CodeUnauthorized},
+		{"node credential on an admin call", "node", "POST", "/v1/revocations", "", `{"kind":"token","id":"x"}`, 403, api.CodeForbidden},
+		{"node credential on an internal call", "node", "POST", "/v1/internal/apply", "", `{"command":"AQ=="}`, 403, api.CodeForbidden},
+		{"admin on an internal call", "admin", "POST", "/v1/internal/apply", "", `{"command":"AQ=="}`, 403, api.CodeForbidden},
+		{"too many token uses", "admin", "POST", "/v1/join-tokens", "", `{"kind":"node","principal":"NODE","uses":10001}`, 400, api.CodeBadRequest},
+		{"token ttl too long", "admin", "POST", "/v1/join-tokens", "", `{"kind":"node","principal":"NODE","ttl":"1000h"}`, 400, api.CodeBadRequest},
+		{"token ttl not a duration", "admin", "POST", "/v1/join-tokens", "", `{"kind":"node","ttl":"soon"}`, 400, api.CodeBadRequest},
+		{"token kind unknown", "admin", "POST", "/v1/join-tokens", "", `{"kind":"guest"}`, 400, api.CodeBadRequest},
+		{"revoke unknown join token", "admin", "DELETE", "/v1/join-tokens/0123456789abcdef", "", ``, 404, api.CodeNotFound},
+		{"remove unknown server", "admin", "DELETE", "/v1/cluster/servers/nobody", "", ``, 404, api.CodeNotFound},
+		{"join with an unknown token", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2","issuer_key":"AAAA"}`, 400, api.CodeBadRequest},
+		{"join with a bad issuer key", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2","issuer_key":"AAAA"}`, 400, api.CodeBadRequest},
+		{"join with a bad name", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r 9","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2"}`, 400, api.CodeBadRequest},
+		{"join with a wildcard address", "", "POST", "/v1/cluster/join", "", `{"token":"kmjt.nope","name":"r9","raft_addr":"0.0.0.0:1","api_addr":"127.0.0.1:2"}`, 400, api.CodeBadRequest},
+		{"trust index not a number", "admin", "GET", "/v1/trust?index=-1", "", ``, 400, api.CodeBadRequest},
+		{"unknown route", "admin", "GET", "/v1/nothing", "", ``, 404, api.CodeNotFound},
+		{"oversized registration", "", "POST", "/v1/registrations", "", `{"node_id":"a","csr":"` + strings.Repeat("A", 70<<10) + `"}`, 413, api.CodeTooLarge},
+		{"registration with unknown field", "", "POST", "/v1/registrations", "", `{"node_id":"a","cn":"x"}`, 400, api.CodeBadRequest},
+		{"collect of an unknown registration", "", "POST", "/v1/registrations/reg-x/collect", "", `{"time":"2026-01-01T00:00:00Z","signature":"AAAA"}`, 404, api.CodeNotFound},
+		{"approve unknown registration", "admin", "POST", "/v1/registrations/reg-x/approve", "", `{}`, 404, api.CodeNotFound},
+		{"policy that does not parse", "admin", "PUT", "/v1/policies", "", `{"text":"permit (","expect_version":0}`, 400, api.CodeInvalidPolicy},
+		{"bearer without a token", "", "GET", "/v1/cluster/status", "", ``, 401, api.CodeUnauthorized},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -149,7 +150,7 @@ func call(t *testing.T, hc *http.Client, srv *Server, c apiCase) (int, string, s
 		t.Fatalf("%s %s: %v", c.method, c.path, err)
 	}
 	defer resp.Body.Close()
-	var eb errorEnvelope
+	var eb api.ErrorEnvelope
 	b, _ := io.ReadAll(resp.Body)
 	if err := json.Unmarshal(b, &eb); err != nil {
 		t.Errorf("answer is not the JSON error shape: %q", b)
@@ -170,12 +171,12 @@ func FuzzDecodeRequest(f *testing.F) {
 	s := &Server{opts: Options{}.withDefaults()}
 	s.log = s.opts.Logger
 	targets := []func() any{
-		func() any { return &RevokeRequest{} }, func() any { return &CreateJoinTokenRequest{} },
-		func() any { return &JoinRequest{} }, func() any { return &applyRequest{} },
+		func() any { return &api.RevokeRequest{} }, func() any { return &api.CreateJoinTokenRequest{} },
+		func() any { return &api.JoinRequest{} }, func() any { return &applyRequest{} },
 		func() any { return &addVoterRequest{} }, func() any { return &removeServerRequest{} },
-		func() any { return &RegisterRequest{} }, func() any { return &CollectRequest{} },
-		func() any { return &DenyRequest{} }, func() any { return &RenewRequest{} },
-		func() any { return &SetPolicyRequest{} }, func() any { return &TokenRequest{} },
+		func() any { return &api.RegisterRequest{} }, func() any { return &api.CollectRequest{} },
+		func() any { return &api.DenyRequest{} }, func() any { return &api.RenewRequest{} },
+		func() any { return &api.SetPolicyRequest{} }, func() any { return &api.TokenRequest{} },
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, mk := range targets {
@@ -191,13 +192,13 @@ func FuzzDecodeRequest(f *testing.F) {
 				t.Fatalf("accepted a duplicate key in %q", body)
 			}
 			if !ok {
-				var eb errorEnvelope
+				var eb api.ErrorEnvelope
 				if err := json.Unmarshal(w.Body.Bytes(), &eb); err != nil || eb.Error.Code == "" {
 					t.Fatalf("refusal without the error shape: %q", w.Body.String())
 				}
 			}
 		}
-		if req := (RevokeRequest{}); json.Unmarshal(body, &req) == nil {
+		if req := (api.RevokeRequest{}); json.Unmarshal(body, &req) == nil {
 			_ = fmt.Sprint(req)
 		}
 	})

@@ -10,14 +10,12 @@ import (
 	"strings"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
+	"github.com/keymesh/keymesh/identity/trust"
 )
-
-// APIAudience is the audience of tokens presented to the root servers' API
-// of network.
-func APIAudience(network string) string { return "spiffe://" + network + "/api" }
 
 // caller is who makes a request, once authenticated: by a client
 // certificate of the network or by a bearer token minted by a member.
@@ -43,7 +41,7 @@ func (s *Server) authenticate(r *http.Request) (caller, error) {
 		}
 		v, err := s.verifier.Verify(r.Context(), req)
 		if err != nil {
-			return caller{}, fmt.Errorf("the bearer token is refused: %w", err)
+			return caller{}, &tokenRefused{err: err}
 		}
 		return caller{principal: v.Claims.Principal, ctx: policy.ContextOf(v, ""), kind: ca.Kind(v.Kind), name: v.Node}, nil
 	}
@@ -125,18 +123,26 @@ func (s *Server) routeAuth(mux *http.ServeMux, pattern string, auth func(*http.R
 func (s *Server) writeAuthErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, errNoCredential):
-		writeError(w, http.StatusUnauthorized, codeUnauthorized,
+		writeError(w, http.StatusUnauthorized, api.CodeUnauthorized,
 			"this call needs a client certificate or a bearer token of network "+s.network+" (pass --credential or --token, or set KEYMESH_CREDENTIAL or KEYMESH_TOKEN)")
-	case errors.Is(err, ErrNodeRevoked):
-		writeError(w, http.StatusForbidden, CodeNodeRevoked, err.Error()+"; register the node again under a new id")
-	case errors.Is(err, ErrKeyRevoked):
-		writeError(w, http.StatusForbidden, CodeKeyRevoked, err.Error()+"; the node must register again with a new key")
-	case errors.Is(err, ErrCertRevoked):
-		writeError(w, http.StatusForbidden, CodeCertRevoked, err.Error()+"; the node must register again")
+	case errors.Is(err, trust.ErrNodeRevoked):
+		writeError(w, http.StatusForbidden, api.CodeNodeRevoked, err.Error()+"; register the node again under a new id")
+	case errors.Is(err, trust.ErrKeyRevoked):
+		writeError(w, http.StatusForbidden, api.CodeKeyRevoked, err.Error()+"; the node must register again with a new key")
+	case errors.Is(err, trust.ErrCertRevoked):
+		writeError(w, http.StatusForbidden, api.CodeCertRevoked, err.Error()+"; the node must register again")
+	case errors.As(err, new(*tokenRefused)):
+		writeError(w, http.StatusForbidden, api.CodeTokenRefused, err.Error())
 	default:
-		writeError(w, http.StatusForbidden, codeForbidden, err.Error())
+		writeError(w, http.StatusForbidden, api.CodeForbidden, err.Error())
 	}
 }
+
+// tokenRefused is a bearer token that does not verify.
+type tokenRefused struct{ err error }
+
+func (e *tokenRefused) Error() string { return "the bearer token is refused: " + e.err.Error() }
+func (e *tokenRefused) Unwrap() error { return e.err }
 
 // allow asks Cedar whether c may take action in ctx and answers 403 when
 // not, naming the policies that decided.
@@ -161,7 +167,7 @@ func (s *Server) allow(w http.ResponseWriter, c caller, action policy.Action, ct
 	case ctx.Anchor != nil:
 		what += fmt.Sprintf(" (network %s)", ctx.Anchor.Network)
 	}
-	writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("principal %s (%s) may not %s: %s; see `keymesh policy get`", c.principal, c.ctx.Subject, what, why))
+	writeError(w, http.StatusForbidden, api.CodeForbidden, fmt.Sprintf("principal %s (%s) may not %s: %s; see `keymesh policy get`", c.principal, c.ctx.Subject, what, why))
 	return false
 }
 
@@ -184,7 +190,7 @@ func (s *Server) mayGrant(w http.ResponseWriter, c caller, q identity.Principal)
 	if err == nil {
 		return true
 	}
-	writeError(w, http.StatusForbidden, CodeEscalation, err.Error()+"; ask an operator who holds those actions")
+	writeError(w, http.StatusForbidden, api.CodeEscalation, err.Error()+"; ask an operator who holds those actions")
 	return false
 }
 
@@ -196,15 +202,15 @@ func (s *Server) internal(mux *http.ServeMux, pattern string, h http.HandlerFunc
 	mux.HandleFunc(pattern, s.metrics.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
 		id, err := s.callerID(r)
 		if errors.Is(err, errNoCredential) {
-			writeError(w, http.StatusUnauthorized, codeUnauthorized, "internal calls need a root server certificate")
+			writeError(w, http.StatusUnauthorized, api.CodeUnauthorized, "internal calls need a root server certificate")
 			return
 		}
 		if err != nil || id.Kind != ca.KindRoot {
-			writeError(w, http.StatusForbidden, codeForbidden, "internal calls are for root servers of "+s.network)
+			writeError(w, http.StatusForbidden, api.CodeForbidden, "internal calls are for root servers of "+s.network)
 			return
 		}
 		if rec, ok := s.store.Server(id.Name); !ok || rec.Status == fsm.ServerRemoved {
-			writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("root server %q is not a member of this cluster", id.Name))
+			writeError(w, http.StatusForbidden, api.CodeForbidden, fmt.Sprintf("root server %q is not a member of this cluster", id.Name))
 			return
 		}
 		h(w, r)
@@ -243,7 +249,7 @@ func (s *Server) refreshTrust(since uint64) {
 		}
 	}
 	if anchors {
-		if a, err := Anchors(s.store, s.network); err == nil {
+		if a, err := trust.Anchors(s.store, s.network); err == nil {
 			s.verifier.SetAnchors(a)
 		} else {
 			s.log.Error("trust anchors in the state do not parse", "error", err)
@@ -292,40 +298,20 @@ func (s *Server) syncPolicy() {
 	s.authz.SetPolicies(ps)
 }
 
-// PolicyDoc is the answer of GET /v1/policies and the body of PUT.
-type PolicyDoc struct {
-	Text    string `json:"text"`
-	Version uint64 `json:"version"`
-	// Default is true while no policy was set and the built-in one applies.
-	Default bool `json:"default,omitempty"`
-}
-
 func (s *Server) handleGetPolicy(w http.ResponseWriter, r *http.Request) {
 	p := s.store.Policy()
-	doc := PolicyDoc{Text: p.Text, Version: p.Version}
+	doc := api.PolicyDoc{Text: p.Text, Version: p.Version}
 	if p.Text == "" {
 		doc.Text, doc.Default = policy.DefaultText(), true
 	}
 	writeJSON(w, http.StatusOK, doc)
 }
 
-// SetPolicyRequest is the body of PUT /v1/policies: the new text and the
-// version it replaces (optimistic concurrency, as `keymesh policy get`
-// printed it).
-type SetPolicyRequest struct {
-	Text          string `json:"text"`
-	ExpectVersion uint64 `json:"expect_version"`
-	// Force sets a policy under which ADMIN may no longer write policies
-	// (nobody could change it again but through a new policy... which
-	// nobody may write). Refused without it.
-	Force bool `json:"force,omitempty"`
-}
-
 func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request, c caller) {
 	if !s.allow(w, c, policy.PolicyWrite, c.ctx) {
 		return
 	}
-	var req SetPolicyRequest
+	var req api.SetPolicyRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
@@ -337,15 +323,15 @@ func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request, c calle
 		ps, err = policy.Default(), nil
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "the policy set is refused: "+err.Error())
+		writeError(w, http.StatusBadRequest, api.CodeInvalidPolicy, err.Error())
 		return
 	}
 	if req.Force && c.principal != identity.PrincipalAdmin {
-		writeError(w, http.StatusForbidden, codeForbidden, "only ADMIN may force a policy set")
+		writeError(w, http.StatusForbidden, api.CodeForbidden, "only ADMIN may force a policy set")
 		return
 	}
 	if d, _ := policy.NewAuthorizer(ps).Decide(identity.PrincipalAdmin, policy.PolicyWrite, policy.Context{Network: s.network}); !d.Allow && !req.Force {
-		writeError(w, http.StatusBadRequest, codeBadRequest,
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest,
 			"under this policy set ADMIN may no longer write policies, which locks every operator out of changing it; send force to set it anyway")
 		return
 	}
@@ -355,7 +341,7 @@ func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request, c calle
 		for _, g := range beyond {
 			what = append(what, string(g.Principal)+" "+string(g.Action))
 		}
-		writeError(w, http.StatusForbidden, CodeEscalation, fmt.Sprintf("principal %s may not give what it does not hold: this policy set grants %s; ask an ADMIN",
+		writeError(w, http.StatusForbidden, api.CodeEscalation, fmt.Sprintf("principal %s may not give what it does not hold: this policy set grants %s; ask an ADMIN",
 			c.principal, strings.Join(what, ", ")))
 		return
 	}
@@ -366,36 +352,12 @@ func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request, c calle
 	}
 	p := s.store.Policy()
 	s.log.Info("policy set", "version", p.Version, "index", idx, "by", c.ctx.Subject)
-	writeJSON(w, http.StatusOK, PolicyDoc{Text: p.Text, Version: p.Version})
-}
-
-// TokenRequest is the body of POST /v1/authorize and POST /v1/verify.
-type TokenRequest struct {
-	Token string `json:"token"`
-	// Audience the token must name; default the root API's audience.
-	Audience string `json:"aud,omitempty"`
-	// PeerCert is the DER certificate the token was presented with, to
-	// check a bound token's cnf against.
-	PeerCert []byte `json:"peer_cert,omitempty"`
-}
-
-// Verification is the answer of POST /v1/verify.
-type Verification struct {
-	Valid     bool             `json:"valid"`
-	Reason    string           `json:"reason,omitempty"`
-	Message   string           `json:"message,omitempty"`
-	Node      string           `json:"node,omitempty"`
-	Network   string           `json:"network,omitempty"`
-	Principal string           `json:"principal,omitempty"`
-	KID       string           `json:"kid,omitempty"`
-	Claims    *identity.Claims `json:"claims,omitempty"`
-	// Actions, for POST /v1/authorize, are what the token's principal may do.
-	Actions []policy.Action `json:"actions,omitempty"`
+	writeJSON(w, http.StatusOK, api.PolicyDoc{Text: p.Text, Version: p.Version})
 }
 
 // verifyToken verifies a token against the live replicated state: a
 // revocation is refused here as soon as it is applied.
-func (s *Server) verifyToken(ctx context.Context, req TokenRequest) (Verification, identity.Verified) {
+func (s *Server) verifyToken(ctx context.Context, req api.TokenRequest) (api.Verification, identity.Verified) {
 	vr := identity.VerifyRequest{Token: req.Token}
 	if req.Audience != "" {
 		vr.Audience = []string{req.Audience}
@@ -403,24 +365,24 @@ func (s *Server) verifyToken(ctx context.Context, req TokenRequest) (Verificatio
 	if len(req.PeerCert) > 0 {
 		c, err := x509.ParseCertificate(req.PeerCert)
 		if err != nil {
-			return Verification{Reason: "bad_request", Message: "peer_cert is not a DER certificate: " + err.Error()}, identity.Verified{}
+			return api.Verification{Reason: "bad_request", Message: "peer_cert is not a DER certificate: " + err.Error()}, identity.Verified{}
 		}
 		vr.PeerCert = c
 	}
 	v, err := s.verifier.Verify(ctx, vr)
 	if err != nil {
-		out := Verification{Message: err.Error(), Reason: "invalid"}
+		out := api.Verification{Message: err.Error(), Reason: "invalid"}
 		var ve *identity.VerifyError
 		if errors.As(err, &ve) {
 			out.Reason = ve.Reason
 		}
 		return out, v
 	}
-	return Verification{Valid: true, Node: v.Node, Network: v.Network, Principal: string(v.Claims.Principal), KID: v.KID, Claims: &v.Claims}, v
+	return api.Verification{Valid: true, Node: v.Node, Network: v.Network, Principal: string(v.Claims.Principal), KID: v.KID, Claims: &v.Claims}, v
 }
 
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
-	var req TokenRequest
+	var req api.TokenRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
@@ -431,7 +393,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 // handleAuthorize answers, for a token, which actions its principal may
 // take under the replicated policies.
 func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
-	var req TokenRequest
+	var req api.TokenRequest
 	if !s.decode(w, r, &req) {
 		return
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
 
@@ -226,11 +227,11 @@ func TestLookupWithoutLeaderIsNotNotFound(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_, _, err := f.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: "kmjt.made-up"}, "")
+	_, _, err := f.register(ctx, api.RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: "kmjt.made-up"}, "")
 	if !errors.Is(err, ErrNoLeader) {
 		t.Fatalf("registration with an unknown token and no leader: %v, want ErrNoLeader", err)
 	}
-	var ae *APIError
+	var ae *api.APIError
 	if errors.As(err, &ae) {
 		t.Fatalf("answered %d %s", ae.Status, ae.Code)
 	}
@@ -276,7 +277,7 @@ func TestExpiredNodeRegistersAgain(t *testing.T) {
 	}
 	defer srv.Shutdown()
 	token := func() string {
-		secret, tok, err := srv.newJoinToken(CreateJoinTokenRequest{Kind: "node", Uses: 1})
+		secret, tok, err := srv.newJoinToken(api.CreateJoinTokenRequest{Kind: "node", Uses: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -285,7 +286,7 @@ func TestExpiredNodeRegistersAgain(t *testing.T) {
 		}
 		return secret
 	}
-	first, _, err := srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: token()}, "")
+	first, _, err := srv.register(ctx, api.RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: token()}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,8 +296,8 @@ func TestExpiredNodeRegistersAgain(t *testing.T) {
 	// registration spends nothing.
 	again := token()
 	before := srv.Store().Hash()
-	_, _, err = srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: again}, "")
-	var ae *APIError
+	_, _, err = srv.register(ctx, api.RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: again}, "")
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || !strings.Contains(ae.Message, "already active, with a certificate valid until") {
 		t.Fatalf("registration of an active node id: %v", err)
 	}
@@ -305,7 +306,7 @@ func TestExpiredNodeRegistersAgain(t *testing.T) {
 	}
 
 	skew.Store(int64(25 * time.Hour)) // the 24 h certificate has expired
-	second, status, err := srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: token()}, "")
+	second, status, err := srv.register(ctx, api.RegisterRequest{CSR: testCSR(t), NodeID: "n1", Token: token()}, "")
 	if err != nil || status != http.StatusCreated {
 		t.Fatalf("registration of a node whose certificate expired: %d %v", status, err)
 	}

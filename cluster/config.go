@@ -102,6 +102,11 @@ type Limits struct {
 	// and 20.
 	MaxPendingRegistrations int
 	MaxPendingPerSource     int
+	// MaxBlockingQueries bounds the blocking trust queries waiting on this
+	// server, MaxBlockingPerClient those of one caller (a follower asks
+	// one at a time). Defaults 8192 and 4.
+	MaxBlockingQueries   int
+	MaxBlockingPerClient int
 	// NodeCertValidity is the lifetime of node certificates. Default 24h.
 	NodeCertValidity time.Duration
 }
@@ -139,6 +144,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxPendingPerSource == 0 {
 		l.MaxPendingPerSource = 20
+	}
+	if l.MaxBlockingQueries == 0 {
+		l.MaxBlockingQueries = 8192
+	}
+	if l.MaxBlockingPerClient == 0 {
+		l.MaxBlockingPerClient = 4
 	}
 	if l.NodeCertValidity == 0 {
 		l.NodeCertValidity = 24 * time.Hour
@@ -208,7 +219,7 @@ func (o Options) validate() error {
 	}
 	l := o.Limits
 	if l.RegistrationRate < 0 || l.RegistrationBurst < 1 || l.SigningRate < 0 || l.SigningBurst < 1 || l.MaxSources < 1 ||
-		l.MaxPendingRegistrations < 1 || l.MaxPendingPerSource < 1 {
+		l.MaxPendingRegistrations < 1 || l.MaxPendingPerSource < 1 || l.MaxBlockingQueries < 1 || l.MaxBlockingPerClient < 1 {
 		return errors.New("rate limits must be positive")
 	}
 	if l.NodeCertValidity < 10*time.Minute || l.NodeCertValidity > 90*24*time.Hour {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
 
@@ -25,8 +26,8 @@ type applyRequest struct {
 }
 
 type applyResponse struct {
-	Index uint64     `json:"index"`
-	Error *errorBody `json:"error,omitempty"`
+	Index uint64         `json:"index"`
+	Error *api.ErrorBody `json:"error,omitempty"`
 }
 
 // err rebuilds the state machine's rejection, if any, so that errors.Is
@@ -116,17 +117,17 @@ func (s *Server) internalPost(ctx, callCtx context.Context, addr, path string, i
 		}
 		return false, nil
 	}
-	var eb errorEnvelope
+	var eb api.ErrorEnvelope
 	_ = json.Unmarshal(b, &eb)
 	switch eb.Error.Code {
-	case codeNotLeader:
+	case api.CodeNotLeader:
 		return true, ErrNoLeader
-	case codeUnknownOutcome:
+	case api.CodeUnknownOutcome:
 		return false, ErrUnknownOutcome
 	case "":
 		return false, fmt.Errorf("cluster: leader answered %s to %s", resp.Status, path)
 	}
-	return false, &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+	return false, &api.APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 }
 
 // cancelOnLeaderChange cancels a call to addr once this server no longer
@@ -167,16 +168,16 @@ func (s *Server) handleInternalApply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Command) == 0 {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "command is empty")
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "command is empty")
 		return
 	}
 	if _, err := fsm.Decode(req.Command); err != nil {
-		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
 		return
 	}
 	idx, err, retry := s.applyLocal(r.Context(), req.Command)
 	if retry {
-		writeError(w, http.StatusServiceUnavailable, codeNotLeader, "this server does not lead; ask again")
+		writeError(w, http.StatusServiceUnavailable, api.CodeNotLeader, "this server does not lead; ask again")
 		return
 	}
 	var ce *fsm.CommandError
@@ -184,7 +185,7 @@ func (s *Server) handleInternalApply(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		writeJSON(w, http.StatusOK, applyResponse{Index: idx})
 	case errors.As(err, &ce):
-		writeJSON(w, http.StatusOK, applyResponse{Index: idx, Error: &errorBody{Code: fsm.ErrorCode(err), Message: err.Error()}})
+		writeJSON(w, http.StatusOK, applyResponse{Index: idx, Error: &api.ErrorBody{Code: fsm.ErrorCode(err), Message: err.Error()}})
 	default:
 		s.writeErr(w, err)
 	}
@@ -193,7 +194,7 @@ func (s *Server) handleInternalApply(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleInternalReadIndex(w http.ResponseWriter, r *http.Request) {
 	idx, err := s.leaderReadIndex()
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, codeNotLeader, err.Error())
+		writeError(w, http.StatusServiceUnavailable, api.CodeNotLeader, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, readIndexResponse{Index: idx})
@@ -211,7 +212,7 @@ func (s *Server) handleInternalAddVoter(w http.ResponseWriter, r *http.Request) 
 	id, _ := s.callerID(r)
 	if id.Name != req.Name {
 		if _, isRoot := s.store.Server(id.Name); !isRoot {
-			writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("server %q may only add itself, not %q", id.Name, req.Name))
+			writeError(w, http.StatusForbidden, api.CodeForbidden, fmt.Sprintf("server %q may only add itself, not %q", id.Name, req.Name))
 			return
 		}
 	}
@@ -231,7 +232,7 @@ func (s *Server) handleInternalRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.node.raft.State() != raft.Leader {
-		writeError(w, http.StatusServiceUnavailable, codeNotLeader, "this server does not lead; ask again")
+		writeError(w, http.StatusServiceUnavailable, api.CodeNotLeader, "this server does not lead; ask again")
 		return
 	}
 	if err := s.removeServer(r.Context(), req.Name); err != nil {

@@ -7,20 +7,24 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 // Limits of join tokens an operator may create.
@@ -32,18 +36,9 @@ const (
 	tokenPrefix    = "kmjt."
 )
 
-// Health is the answer of GET /v1/sys/health.
-type Health struct {
-	Status       string `json:"status"` // "ok" when a leader is known, "no_leader" otherwise
-	Name         string `json:"name"`
-	Network      string `json:"network"`
-	Leader       string `json:"leader,omitempty"`
-	AppliedIndex uint64 `json:"applied_index"`
-}
-
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	_, leader := s.node.raft.LeaderWithID()
-	h := Health{Status: "ok", Name: s.name, Network: s.network, Leader: string(leader), AppliedIndex: s.store.Index()}
+	h := api.Health{Status: "ok", Name: s.name, Network: s.network, Leader: string(leader), AppliedIndex: s.store.Index()}
 	status := http.StatusOK
 	if leader == "" {
 		h.Status, status = "no_leader", http.StatusServiceUnavailable
@@ -70,35 +65,11 @@ func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) {
 	w.Write(out)
 }
 
-// ServerInfo describes one root server in status answers.
-type ServerInfo struct {
-	Name     string `json:"name"`
-	RaftAddr string `json:"raft_addr"`
-	APIAddr  string `json:"api_addr"`
-	Suffrage string `json:"suffrage"` // "voter", "nonvoter" or "none" (known to the state but not to Raft)
-	Status   string `json:"status"`   // the replicated record's status
-}
-
-// Status is the answer of GET /v1/cluster/status: the view of the server
-// that answers.
-type Status struct {
-	Name         string       `json:"name"`
-	Network      string       `json:"network"`
-	State        string       `json:"state"`
-	Leader       string       `json:"leader,omitempty"`
-	Term         uint64       `json:"term"`
-	CommitIndex  uint64       `json:"commit_index"`
-	AppliedIndex uint64       `json:"applied_index"`
-	LastLogIndex uint64       `json:"last_log_index"`
-	StateHash    string       `json:"state_hash"`
-	Servers      []ServerInfo `json:"servers"`
-}
-
 // status gathers this server's view.
-func (s *Server) status() (Status, error) {
+func (s *Server) status() (api.Status, error) {
 	r := s.node.raft
 	_, leader := r.LeaderWithID()
-	st := Status{
+	st := api.Status{
 		Name: s.name, Network: s.network, State: r.State().String(), Leader: string(leader),
 		Term: r.CurrentTerm(), LastLogIndex: r.LastIndex(),
 	}
@@ -110,15 +81,15 @@ func (s *Server) status() (Status, error) {
 }
 
 // servers merges the Raft configuration with the replicated server records.
-func (s *Server) servers() ([]ServerInfo, error) {
+func (s *Server) servers() ([]api.ServerInfo, error) {
 	f := s.node.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
-	var out []ServerInfo
+	var out []api.ServerInfo
 	for _, srv := range f.Configuration().Servers {
-		info := ServerInfo{Name: string(srv.ID), RaftAddr: string(srv.Address), Suffrage: "voter"}
+		info := api.ServerInfo{Name: string(srv.ID), RaftAddr: string(srv.Address), Suffrage: "voter"}
 		if srv.Suffrage != raft.Voter {
 			info.Suffrage = "nonvoter"
 		}
@@ -130,7 +101,7 @@ func (s *Server) servers() ([]ServerInfo, error) {
 	}
 	for _, rec := range s.store.Servers() {
 		if !seen[rec.Name] {
-			out = append(out, ServerInfo{Name: rec.Name, RaftAddr: rec.RaftAddr, APIAddr: rec.APIAddr, Suffrage: "none", Status: rec.Status})
+			out = append(out, api.ServerInfo{Name: rec.Name, RaftAddr: rec.RaftAddr, APIAddr: rec.APIAddr, Suffrage: "none", Status: rec.Status})
 		}
 	}
 	return out, nil
@@ -157,7 +128,7 @@ func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleRemoveServer(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("id")
 	if err := ca.ValidateName(name); err != nil {
-		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
 		return
 	}
 	err := s.onLeader(r.Context(), "/v1/internal/remove-server", removeServerRequest{Name: name}, &struct{}{}, func(ctx context.Context) error {
@@ -170,43 +141,8 @@ func (s *Server) handleRemoveServer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"removed": name})
 }
 
-// CreateJoinTokenRequest is the body of POST /v1/join-tokens.
-type CreateJoinTokenRequest struct {
-	Kind        string `json:"kind"`                // "root" or "node"
-	Principal   string `json:"principal,omitempty"` // for node tokens: the principal the node gets
-	NodeID      string `json:"node_id,omitempty"`   // optional constraint: only this node id may use it
-	Uses        int    `json:"uses,omitempty"`      // default 1
-	TTL         string `json:"ttl,omitempty"`       // Go duration, default 24h, at most 720h
-	Description string `json:"description,omitempty"`
-	// DNSNames are DNS names under the network's domain that a node
-	// joining with the token may hold besides <node-id>.<network>.
-	DNSNames []string `json:"dns_names,omitempty"`
-}
-
-// JoinTokenInfo is a join token as listed: everything but the secret.
-type JoinTokenInfo struct {
-	ID          string    `json:"id"`
-	Kind        string    `json:"kind"`
-	Principal   string    `json:"principal,omitempty"`
-	NodeID      string    `json:"node_id,omitempty"`
-	Uses        int       `json:"uses"`
-	Used        int       `json:"used"`
-	Expiry      time.Time `json:"expiry"`
-	Revoked     bool      `json:"revoked"`
-	Description string    `json:"description,omitempty"`
-	DNSNames    []string  `json:"dns_names,omitempty"`
-}
-
-// CreatedJoinToken is the answer of POST /v1/join-tokens; the secret is
-// shown this once.
-type CreatedJoinToken struct {
-	JoinTokenInfo
-	Secret string `json:"secret"`
-	Index  uint64 `json:"index"`
-}
-
-func tokenInfo(t fsm.JoinToken) JoinTokenInfo {
-	return JoinTokenInfo{ID: t.ID, Kind: t.Kind, Principal: t.Principal, NodeID: t.NodeID, Uses: t.Uses, Used: t.Used,
+func tokenInfo(t fsm.JoinToken) api.JoinTokenInfo {
+	return api.JoinTokenInfo{ID: t.ID, Kind: t.Kind, Principal: t.Principal, NodeID: t.NodeID, Uses: t.Uses, Used: t.Used,
 		Expiry: t.Expiry, Revoked: t.Revoked, Description: t.Description, DNSNames: t.DNSNames}
 }
 
@@ -218,7 +154,7 @@ func hashToken(secret string) string {
 
 // newJoinToken makes a join token secret and its replicated record. A node
 // token made without a principal is a NODE token (as the CLI makes it).
-func (s *Server) newJoinToken(req CreateJoinTokenRequest) (string, fsm.JoinToken, error) {
+func (s *Server) newJoinToken(req api.CreateJoinTokenRequest) (string, fsm.JoinToken, error) {
 	if req.Kind != fsm.TokenKindRoot && req.Kind != fsm.TokenKindNode {
 		return "", fsm.JoinToken{}, fmt.Errorf("kind must be \"root\" or \"node\", not %q", req.Kind)
 	}
@@ -295,13 +231,13 @@ func grantOf(t fsm.JoinToken, now time.Time) policy.Grant {
 }
 
 func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, c caller) {
-	var req CreateJoinTokenRequest
+	var req api.CreateJoinTokenRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
 	secret, tok, err := s.newJoinToken(req)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
 		return
 	}
 	grant := grantOf(tok, s.opts.Clock())
@@ -316,14 +252,14 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, c
 		return
 	}
 	s.log.Info("join token created", "id", tok.ID, "kind", tok.Kind, "principal", grant.Principal, "uses", tok.Uses, "by", c.ctx.Subject)
-	writeJSON(w, http.StatusCreated, CreatedJoinToken{JoinTokenInfo: tokenInfo(tok), Secret: secret, Index: idx})
+	writeJSON(w, http.StatusCreated, api.CreatedJoinToken{JoinTokenInfo: tokenInfo(tok), Secret: secret, Index: idx})
 }
 
 func (s *Server) handleListJoinTokens(w http.ResponseWriter, r *http.Request) {
 	if !s.maybeConsistent(w, r) {
 		return
 	}
-	out := []JoinTokenInfo{}
+	out := []api.JoinTokenInfo{}
 	for _, t := range s.store.JoinTokens() {
 		out = append(out, tokenInfo(t))
 	}
@@ -338,7 +274,7 @@ func (s *Server) handleRevokeJoinToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
-		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no join token with id %q; `keymesh tokens list` shows them", id))
+		writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no join token with id %q; `keymesh tokens list` shows them", id))
 		return
 	}
 	idx, err := s.Propose(r.Context(), fsm.MsgJoinTokenRevoke, fsm.JoinTokenRevoke{ID: id})
@@ -347,24 +283,6 @@ func (s *Server) handleRevokeJoinToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"revoked": id, "index": idx})
-}
-
-// RevokeRequest is the body of POST /v1/revocations.
-type RevokeRequest struct {
-	Kind   string `json:"kind"` // cert, token, key or node
-	ID     string `json:"id"`   // certificate serial (hex), token jti, key id, or node id
-	Reason string `json:"reason,omitempty"`
-	// PruneAfter is when the revoked thing would have expired anyway; the
-	// revocation is dropped after it. Default: the certificate's or key's
-	// end of life when the state knows it, else 30 days from now; never for
-	// nodes.
-	PruneAfter *time.Time `json:"prune_after,omitempty"`
-}
-
-// RevokeResponse is the answer of POST /v1/revocations.
-type RevokeResponse struct {
-	Revocation fsm.Revocation `json:"revocation"`
-	Index      uint64         `json:"index"`
 }
 
 // expiryOf is when a revoked certificate or key would have expired anyway,
@@ -394,7 +312,7 @@ func (s *Server) expiryOf(kind fsm.RevocationKind, id string) (time.Time, bool) 
 const defaultRevocationLife = 30 * 24 * time.Hour
 
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, c caller) {
-	var req RevokeRequest
+	var req api.RevokeRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
@@ -402,23 +320,23 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, c caller) 
 	switch kind {
 	case fsm.RevocationCert, fsm.RevocationToken, fsm.RevocationKey, fsm.RevocationNode:
 	default:
-		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("kind must be cert, token, key or node, not %q", req.Kind))
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("kind must be cert, token, key or node, not %q", req.Kind))
 		return
 	}
 	if req.ID == "" || len(req.ID) > 256 || strings.ContainsAny(req.ID, " /\n\t") {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "id must be 1 to 256 characters without spaces or slashes")
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "id must be 1 to 256 characters without spaces or slashes")
 		return
 	}
 	if kind == fsm.RevocationCert {
 		serial, err := parseSerial(req.ID)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
 			return
 		}
 		req.ID = serial
 	}
 	if len(req.Reason) > 512 {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "reason is longer than 512 bytes")
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "reason is longer than 512 bytes")
 		return
 	}
 	target := s.revocationTarget(kind, req.ID)
@@ -435,15 +353,15 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, c caller) 
 	expiry, known := s.expiryOf(kind, req.ID)
 	switch {
 	case kind == fsm.RevocationNode && req.PruneAfter != nil:
-		writeError(w, http.StatusBadRequest, codeBadRequest, "a node's revocation is kept for good: its id must never come back; drop prune_after")
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "a node's revocation is kept for good: its id must never come back; drop prune_after")
 		return
 	case kind == fsm.RevocationNode:
 	case req.PruneAfter != nil && known && req.PruneAfter.Before(expiry):
-		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("prune_after %s is before the %s expires (%s): the revocation must be kept until then; drop prune_after or give a later time",
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("prune_after %s is before the %s expires (%s): the revocation must be kept until then; drop prune_after or give a later time",
 			req.PruneAfter.UTC().Format(time.RFC3339), kind, expiry.Format(time.RFC3339)))
 		return
 	case req.PruneAfter != nil && !req.PruneAfter.After(now):
-		writeError(w, http.StatusBadRequest, codeBadRequest, "prune_after is not in the future; drop it or give a later time")
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "prune_after is not in the future; drop it or give a later time")
 		return
 	case req.PruneAfter != nil:
 		rev.PruneAfter = req.PruneAfter.UTC()
@@ -459,7 +377,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, c caller) 
 	}
 	stored, _ := s.store.Revoked(kind, req.ID)
 	s.log.Info("revoked", "kind", kind, "id", req.ID, "by", c.ctx.Subject, "index", idx)
-	writeJSON(w, http.StatusCreated, RevokeResponse{Revocation: stored, Index: idx})
+	writeJSON(w, http.StatusCreated, api.RevokeResponse{Revocation: stored, Index: idx})
 }
 
 // revocationTarget says whose the thing a revocation names is, from the
@@ -521,7 +439,7 @@ func (s *Server) handleGetRevocation(w http.ResponseWriter, r *http.Request) {
 	rev, ok := s.store.Revoked(fsm.RevocationKind(kind), id)
 	w.Header().Set("X-Keymesh-Index", strconv.FormatUint(s.store.Index(), 10))
 	if !ok {
-		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("%s %q is not revoked", kind, id))
+		writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("%s %q is not revoked", kind, id))
 		return
 	}
 	writeJSON(w, http.StatusOK, rev)
@@ -539,28 +457,23 @@ func (s *Server) maybeConsistent(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// Trust is the answer of GET /v1/trust: everything a verifier needs — the
-// trust anchors and access list, the revocations, the JWKS, and the nodes
-// and root servers that own keys (for their status and principal).
-type Trust struct {
-	Index       uint64            `json:"index"`
-	Network     string            `json:"network"`
-	Anchors     []fsm.TrustAnchor `json:"anchors"`
-	Revocations []fsm.Revocation  `json:"revocations"`
-	JWKS        []fsm.JWK         `json:"jwks"`
-	Nodes       []fsm.Node        `json:"nodes"`
-	Servers     []fsm.Server      `json:"servers"`
-}
-
-// handleTrust is a blocking query: with ?index=N it waits (up to ?wait,
-// default 30s, at most Limits.MaxWait) until the state moves past N.
-func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request) {
+// handleTrust is a blocking query for followers of the trust state: with
+// ?index=N it waits (up to ?wait, default 30s, at most Limits.MaxWait)
+// until the state moves past N, then answers the trust.Delta since N (a
+// full document for N=0, with ?full=true, or when the change history no
+// longer covers N). Blocking queries are bounded per caller and in all
+// (Limits.MaxBlockingPerClient, Limits.MaxBlockingQueries): the excess
+// gets 429 and retries.
+func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request, c caller) {
+	if !s.allow(w, c, policy.TrustRead, c.ctx) {
+		return
+	}
 	q := r.URL.Query()
 	var after uint64
 	if v := q.Get("index"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "index must be a non-negative integer")
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "index must be a non-negative integer")
 			return
 		}
 		after = n
@@ -569,19 +482,80 @@ func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "wait must be a duration like 30s")
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "wait must be a duration like 30s")
 			return
 		}
 		wait = min(d, s.opts.Limits.MaxWait)
 	}
-	if after > 0 && s.store.Index() <= after {
+	full := false
+	switch v := q.Get("full"); v {
+	case "", "false":
+	case "true":
+		full = true
+	default:
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "full must be true or false")
+		return
+	}
+	if after > 0 && wait > 0 && s.store.Index() <= after {
+		who := c.ctx.Subject
+		if !s.blocking.acquire(who) {
+			writeTooMany(w, time.Second, fmt.Sprintf("blocking queries (at most %d per client and %d in all on this server)",
+				s.opts.Limits.MaxBlockingPerClient, s.opts.Limits.MaxBlockingQueries))
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		_, _ = s.store.WaitIndex(ctx, after)
 		cancel()
+		s.blocking.release(who)
 	}
-	t := s.trustDoc()
-	w.Header().Set("X-Keymesh-Index", strconv.FormatUint(t.Index, 10))
-	writeJSON(w, http.StatusOK, t)
+	var d trust.Delta
+	s.store.Read(func(rd fsm.Reader) { d = trust.DeltaFrom(rd, after, full) })
+	w.Header().Set("X-Keymesh-Index", strconv.FormatUint(d.Index, 10))
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(d)
+}
+
+// blockingLimiter bounds the blocking queries in flight, per caller and
+// in all.
+type blockingLimiter struct {
+	mu        sync.Mutex
+	total     int
+	perClient map[string]int
+	max, per  int
+}
+
+func newBlockingLimiter(max, per int) *blockingLimiter {
+	return &blockingLimiter{perClient: map[string]int{}, max: max, per: per}
+}
+
+// acquire takes a place for client, or reports that there is none.
+func (b *blockingLimiter) acquire(client string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.total >= b.max || b.perClient[client] >= b.per {
+		return false
+	}
+	b.total++
+	b.perClient[client]++
+	return true
+}
+
+func (b *blockingLimiter) release(client string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.total--
+	if b.perClient[client]--; b.perClient[client] <= 0 {
+		delete(b.perClient, client)
+	}
+}
+
+// inFlight is how many blocking queries wait now.
+func (b *blockingLimiter) inFlight() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.total
 }
 
 // parseSerial accepts a certificate serial as operators copy it (hex, any
@@ -594,12 +568,4 @@ func parseSerial(s string) (string, error) {
 		return "", fmt.Errorf("certificate serial %q is not a positive hex number (as `openssl x509 -serial` prints it)", s)
 	}
 	return fsm.FormatSerial(n), nil
-}
-
-// trustDoc is the trust document of the local replica. Reads are not one
-// atomic view; the index is taken first, so a reader that resumes from it
-// sees anything that moved meanwhile again.
-func (s *Server) trustDoc() Trust {
-	return Trust{Index: s.store.Index(), Network: s.network, Anchors: s.store.TrustAnchors(),
-		Revocations: s.store.Revocations(), JWKS: s.store.JWKS(), Nodes: s.store.Nodes(), Servers: s.store.Servers()}
 }

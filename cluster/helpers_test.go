@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
 
@@ -84,7 +85,7 @@ func (tc *testCluster) joinVia(ctx context.Context, i int, addr string) *Server 
 	token := tc.token
 	tc.token = ""
 	if token == "" {
-		secret, tok, err := tc.leader().newJoinToken(CreateJoinTokenRequest{Kind: "root"})
+		secret, tok, err := tc.leader().newJoinToken(api.CreateJoinTokenRequest{Kind: "root"})
 		if err != nil {
 			tc.t.Fatal(err)
 		}

@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
-	"os"
 
 	"github.com/keymesh/keymesh/ca"
 )
@@ -36,25 +34,4 @@ func credentialPEM(chain []*x509.Certificate, key crypto.Signer) ([]byte, error)
 		return nil, err
 	}
 	return append(ca.EncodeCertsPEM(chain...), keyPEM...), nil
-}
-
-// LoadCredential reads a credential file written by bootstrap or join (a
-// certificate chain and its key in one PEM file, mode 0600).
-func LoadCredential(path string) (tls.Certificate, error) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("cluster: credential: %w", err)
-	}
-	if info.Mode().Perm()&0o077 != 0 {
-		return tls.Certificate{}, fmt.Errorf("cluster: credential %s is readable by others (mode %v); run `chmod 600 %s`", path, info.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("cluster: credential: %w", err)
-	}
-	c, err := tls.X509KeyPair(b, b)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("cluster: credential %s is not a certificate chain with its key: %w", path, err)
-	}
-	return c, nil
 }

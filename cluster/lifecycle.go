@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 )
@@ -127,7 +128,7 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 	if err := srv.waitLeader(ctx); err != nil {
 		return nil, nil, err
 	}
-	secret, tok, err := srv.newJoinToken(CreateJoinTokenRequest{Kind: "root", TTL: rootTokenTTL.String(), Description: "bootstrap root-join token"})
+	secret, tok, err := srv.newJoinToken(api.CreateJoinTokenRequest{Kind: "root", TTL: rootTokenTTL.String(), Description: "bootstrap root-join token"})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -194,7 +195,7 @@ func mintAdminToken(m material, network string, clock func() time.Time, ttl time
 	if err != nil {
 		return "", err
 	}
-	tok, _, err := mt.Mint(identity.MintRequest{Audience: []string{APIAudience(network)}, TTL: ttl, Principal: identity.PrincipalAdmin})
+	tok, _, err := mt.Mint(identity.MintRequest{Audience: []string{api.Audience(network)}, TTL: ttl, Principal: identity.PrincipalAdmin})
 	return tok, err
 }
 
@@ -335,7 +336,7 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, pinned, err := requestJoin(ctx, cfg, o, JoinRequest{
+	resp, pinned, err := requestJoin(ctx, cfg, o, api.JoinRequest{
 		Token: cfg.Token, Name: cfg.Name, RaftAddr: sf.advertise(), APIAddr: sf.APIAddr,
 		IssuerKey: pubDER, WantSealKey: cfg.SealKey == nil,
 	})
@@ -377,7 +378,7 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 
 // requestJoin posts the join request over TLS pinned by the CA hash. It
 // returns the pinned AS root.
-func requestJoin(ctx context.Context, cfg JoinConfig, o Options, req JoinRequest) (*JoinResponse, *x509.Certificate, error) {
+func requestJoin(ctx context.Context, cfg JoinConfig, o Options, req api.JoinRequest) (*api.JoinResponse, *x509.Certificate, error) {
 	host, _, _ := net.SplitHostPort(cfg.Join)
 	// First contact: the joiner knows the AS root only by its hash.
 	tlsCfg, err := ca.PinnedTLSConfig(cfg.CAHash, host, o.Clock)
@@ -408,13 +409,13 @@ func requestJoin(ctx context.Context, cfg JoinConfig, o Options, req JoinRequest
 		return nil, nil, fmt.Errorf("cluster: reading the join answer: %w", err)
 	}
 	if hresp.StatusCode != http.StatusOK {
-		var eb errorEnvelope
+		var eb api.ErrorEnvelope
 		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
-			return nil, nil, &APIError{Status: hresp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+			return nil, nil, &api.APIError{Status: hresp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 		}
 		return nil, nil, fmt.Errorf("cluster: join refused: %s", hresp.Status)
 	}
-	var resp JoinResponse
+	var resp api.JoinResponse
 	if err := json.Unmarshal(b, &resp); err != nil {
 		return nil, nil, fmt.Errorf("cluster: join answer: %w", err)
 	}
@@ -433,7 +434,7 @@ func requestJoin(ctx context.Context, cfg JoinConfig, o Options, req JoinRequest
 // checkJoinResponse verifies what the cluster sent: the root is the pinned
 // one, the intermediate is ours and chains to it, and the seal key opens the
 // sealed AS root key.
-func checkJoinResponse(resp *JoinResponse, pinned *x509.Certificate, issuerKey crypto.Signer, cfg JoinConfig, now time.Time) (*x509.Certificate, []byte, error) {
+func checkJoinResponse(resp *api.JoinResponse, pinned *x509.Certificate, issuerKey crypto.Signer, cfg JoinConfig, now time.Time) (*x509.Certificate, []byte, error) {
 	cert, err := x509.ParseCertificate(resp.IssuerCert)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: issuing certificate from the cluster: %w", err)
@@ -479,7 +480,7 @@ func (s *Server) becomeVoter(ctx context.Context) error {
 				if err == nil {
 					break
 				}
-				var ae *APIError
+				var ae *api.APIError
 				if errors.As(err, &ae) && ae.Status < 500 && !retry {
 					return fmt.Errorf("cluster: becoming a voter: %w", err)
 				}

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
 
@@ -91,7 +92,7 @@ func writeTooMany(w http.ResponseWriter, wait time.Duration, what string) {
 		secs = 1
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	writeError(w, http.StatusTooManyRequests, codeTooMany, what+" is over its rate limit; retry after "+strconv.Itoa(secs)+"s")
+	writeError(w, http.StatusTooManyRequests, api.CodeTooMany, what+" is over its rate limit; retry after "+strconv.Itoa(secs)+"s")
 }
 
 // limitShare is this server's share of the per-source limits: 1/N among

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/cluster/api"
 )
 
 // TestSourceLimiterBounds: each address has its own bucket; past the
@@ -116,7 +118,7 @@ func TestServerLimits(t *testing.T) {
 	for i := range dns {
 		dns[i] = "n.example"
 	}
-	if _, _, err := srv.register(ctx, RegisterRequest{CSR: testCSR(t), NodeID: "n1", DNSNames: dns}, ""); err == nil || !strings.Contains(err.Error(), "at most 16 DNS names") {
+	if _, _, err := srv.register(ctx, api.RegisterRequest{CSR: testCSR(t), NodeID: "n1", DNSNames: dns}, ""); err == nil || !strings.Contains(err.Error(), "at most 16 DNS names") {
 		t.Fatalf("17 DNS names: %v", err)
 	}
 }

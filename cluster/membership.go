@@ -12,39 +12,16 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
-
-// JoinRequest is the body of POST /v1/cluster/join, sent by a new root
-// server over TLS pinned by the CA hash.
-type JoinRequest struct {
-	Token    string `json:"token"`
-	Name     string `json:"name"`
-	RaftAddr string `json:"raft_addr"`
-	APIAddr  string `json:"api_addr"`
-	// IssuerKey is the PKIX DER public key of the joining server's issuing
-	// key; the AS root signs it into the server's intermediate.
-	IssuerKey []byte `json:"issuer_key"`
-	// WantSealKey asks for the seal key; false when the operator passes
-	// --seal-key-file.
-	WantSealKey bool `json:"want_seal_key"`
-}
-
-// JoinResponse carries what a new root server needs to sign and serve.
-type JoinResponse struct {
-	Network    string   `json:"network"`
-	Roots      [][]byte `json:"roots"`
-	IssuerCert []byte   `json:"issuer_cert"`
-	SealedRoot []byte   `json:"sealed_root"`
-	SealKey    []byte   `json:"seal_key,omitempty"`
-}
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	if wait, ok := s.regLimit.allow(r, s.opts.Clock(), s.limitShare()); !ok {
 		writeTooMany(w, wait, "root join from "+r.RemoteAddr)
 		return
 	}
-	var req JoinRequest
+	var req api.JoinRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
@@ -57,13 +34,13 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 }
 
 func badRequest(format string, args ...any) error {
-	return &APIError{Status: http.StatusBadRequest, Code: codeBadRequest, Message: fmt.Sprintf(format, args...)}
+	return &api.APIError{Status: http.StatusBadRequest, Code: api.CodeBadRequest, Message: fmt.Sprintf(format, args...)}
 }
 
 // admit checks a join request, signs the new server's issuing intermediate
 // with the AS root, spends the token and records the server as joining.
 // Everything is checked and signed before the first command is proposed.
-func (s *Server) admit(ctx context.Context, req JoinRequest) (*JoinResponse, error) {
+func (s *Server) admit(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
 	if err := ca.ValidateName(req.Name); err != nil {
 		return nil, badRequest("name: %v", err)
 	}
@@ -83,20 +60,20 @@ func (s *Server) admit(ctx context.Context, req JoinRequest) (*JoinResponse, err
 		return nil, err
 	}
 	if !ok || subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(hash)) != 1 {
-		return nil, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenNotFound),
+		return nil, &api.APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenNotFound),
 			Message: "the join token is not known to this cluster; make one with `keymesh root token` on a running server"}
 	}
 	if tok.Kind != "root" {
-		return nil, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenConstraint),
+		return nil, &api.APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenConstraint),
 			Message: "this is a node join token; root servers join with a token from `keymesh root token`"}
 	}
 	for _, srv := range s.store.Servers() {
 		if srv.Name == req.Name && srv.Status != "removed" {
-			return nil, &APIError{Status: http.StatusConflict, Code: codeConflict,
+			return nil, &api.APIError{Status: http.StatusConflict, Code: api.CodeConflict,
 				Message: fmt.Sprintf("a root server named %q is already a member; pick another name or remove it with `keymesh root remove %s`", req.Name, req.Name)}
 		}
 		if srv.RaftAddr == req.RaftAddr && srv.Status != "removed" {
-			return nil, &APIError{Status: http.StatusConflict, Code: codeConflict,
+			return nil, &api.APIError{Status: http.StatusConflict, Code: api.CodeConflict,
 				Message: fmt.Sprintf("raft address %s is already used by root server %q", req.RaftAddr, srv.Name)}
 		}
 	}
@@ -126,7 +103,7 @@ func (s *Server) admit(ctx context.Context, req JoinRequest) (*JoinResponse, err
 		return nil, err
 	}
 	s.log.Info("admitted root server", "name", req.Name, "raft_addr", req.RaftAddr, "api_addr", req.APIAddr)
-	resp := &JoinResponse{Network: s.network, Roots: [][]byte{rec.Active}, IssuerCert: intermediate.Raw, SealedRoot: rec.SealedKey}
+	resp := &api.JoinResponse{Network: s.network, Roots: [][]byte{rec.Active}, IssuerCert: intermediate.Raw, SealedRoot: rec.SealedKey}
 	if req.WantSealKey {
 		resp.SealKey = s.currentSealKey()
 	}
@@ -144,7 +121,7 @@ func (s *Server) rootSigner(ctx context.Context, rec fsm.CA) (ca.Signer, error) 
 func (s *Server) addVoter(ctx context.Context, name, raftAddr string) error {
 	rec, ok := s.store.Server(name)
 	if !ok || rec.Status == "removed" {
-		return &APIError{Status: http.StatusForbidden, Code: codeForbidden,
+		return &api.APIError{Status: http.StatusForbidden, Code: api.CodeForbidden,
 			Message: fmt.Sprintf("root server %q was not admitted; join it with a root-join token first", name)}
 	}
 	if rec.RaftAddr != raftAddr {
@@ -171,7 +148,7 @@ func (s *Server) addVoter(ctx context.Context, name, raftAddr string) error {
 // Run again after a failure, it finishes what is left.
 func (s *Server) removeServer(ctx context.Context, name string) error {
 	if name == s.name {
-		return &APIError{Status: http.StatusConflict, Code: codeConflict,
+		return &api.APIError{Status: http.StatusConflict, Code: api.CodeConflict,
 			Message: fmt.Sprintf("root server %q leads the cluster; stop it (another server takes over) and remove it through another server", name)}
 	}
 	f := s.node.raft.GetConfiguration()
@@ -185,7 +162,7 @@ func (s *Server) removeServer(ctx context.Context, name string) error {
 	_, inState := s.store.Server(name)
 	is, hasIssuer := s.store.Issuer(name)
 	if !inRaft && !inState && (!hasIssuer || is.Status == fsm.IssuerRevoked) {
-		return &APIError{Status: http.StatusNotFound, Code: codeNotFound,
+		return &api.APIError{Status: http.StatusNotFound, Code: api.CodeNotFound,
 			Message: fmt.Sprintf("no root server named %q; `keymesh root status` lists them", name)}
 	}
 	if hasIssuer {

@@ -47,7 +47,10 @@ func newMetrics(s *Server) *metrics {
 		elected: prometheus.NewCounter(prometheus.CounterOpts{Name: "keymesh_raft_leadership_gained_total",
 			Help: "Times this server became the Raft leader."}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected,
+	blocking := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keymesh_trust_blocking_queries",
+		Help: "Blocking trust queries waiting on this server (followers of the trust state)."},
+		func() float64 { return float64(s.blocking.inFlight()) })
+	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, blocking,
 		&stateCollector{s: s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
@@ -26,68 +27,9 @@ const (
 	registrationTag = "reg-"
 )
 
-// RegisterRequest is the body of POST /v1/registrations: a node asks for a
-// certificate. Identity comes from these fields (checked, and approved by
-// a token or an operator), never from the CSR's subject or SANs.
-type RegisterRequest struct {
-	CSR       []byte   `json:"csr"` // DER PKCS#10, P-256, P-384 or Ed25519
-	NodeID    string   `json:"node_id"`
-	Network   string   `json:"network,omitempty"`   // must be this server's network when given
-	Token     string   `json:"token,omitempty"`     // node join token: approval at once
-	Principal string   `json:"principal,omitempty"` // default: the token's, else NODE
-	DNSNames  []string `json:"dns_names,omitempty"`
-}
-
-// RegistrationInfo is a registration as the API shows it (without the CSR).
-type RegistrationInfo struct {
-	ID        string    `json:"id"`
-	NodeID    string    `json:"node_id"`
-	Network   string    `json:"network"`
-	Principal string    `json:"principal"`
-	DNSNames  []string  `json:"dns_names,omitempty"`
-	Status    string    `json:"status"` // pending, approved, denied
-	Reason    string    `json:"reason,omitempty"`
-	Serial    string    `json:"serial,omitempty"`
-	Issuer    string    `json:"issuer,omitempty"`
-	Created   time.Time `json:"created"`
-}
-
-func registrationInfo(r fsm.Registration) RegistrationInfo {
-	return RegistrationInfo{ID: r.ID, NodeID: r.NodeID, Network: r.Network, Principal: r.Principal, DNSNames: r.DNSNames,
+func registrationInfo(r fsm.Registration) api.RegistrationInfo {
+	return api.RegistrationInfo{ID: r.ID, NodeID: r.NodeID, Network: r.Network, Principal: r.Principal, DNSNames: r.DNSNames,
 		Status: r.Status, Reason: r.Reason, Serial: r.Serial, Issuer: r.Issuer, Created: r.Created}
-}
-
-// RegistrationResponse answers a registration, a collection or an approval.
-// Chain (DER, leaf first, then the issuing intermediate) is present once the
-// registration is approved and its issuance committed.
-type RegistrationResponse struct {
-	Registration RegistrationInfo `json:"registration"`
-	Chain        [][]byte         `json:"chain,omitempty"`
-	Index        uint64           `json:"index,omitempty"`
-}
-
-// CollectRequest proves possession of the registration's key: Signature is
-// ca.SignPossession(key, "collect", id, Time) with Time in RFC 3339.
-type CollectRequest struct {
-	Time      string `json:"time"`
-	Signature []byte `json:"signature"`
-}
-
-// DenyRequest is the body of POST /v1/registrations/{id}/deny.
-type DenyRequest struct {
-	Reason string `json:"reason"`
-}
-
-// RenewRequest is the body of POST /v1/certs/renew, sent over mutual TLS
-// with the node's current certificate.
-type RenewRequest struct {
-	CSR []byte `json:"csr"`
-}
-
-// CertResponse answers a renewal.
-type CertResponse struct {
-	Chain [][]byte `json:"chain"`
-	Index uint64   `json:"index"`
 }
 
 // rateLimited is returned when a limit refuses a request.
@@ -99,11 +41,11 @@ type rateLimited struct {
 func (e *rateLimited) Error() string { return e.what + " is over its rate limit" }
 
 func forbidden(format string, args ...any) error {
-	return &APIError{Status: http.StatusForbidden, Code: codeForbidden, Message: fmt.Sprintf(format, args...)}
+	return &api.APIError{Status: http.StatusForbidden, Code: api.CodeForbidden, Message: fmt.Sprintf(format, args...)}
 }
 
 func conflict(format string, args ...any) error {
-	return &APIError{Status: http.StatusConflict, Code: codeConflict, Message: fmt.Sprintf(format, args...)}
+	return &api.APIError{Status: http.StatusConflict, Code: api.CodeConflict, Message: fmt.Sprintf(format, args...)}
 }
 
 // signNode signs a node certificate with this server's issuer, within the
@@ -129,7 +71,7 @@ func (s *Server) signNode(pub any, nodeID string, dns []string) (fsm.Issued, [][
 }
 
 // checkRegistration validates a registration request and returns its CSR.
-func (s *Server) checkRegistration(req *RegisterRequest) (*x509.CertificateRequest, error) {
+func (s *Server) checkRegistration(req *api.RegisterRequest) (*x509.CertificateRequest, error) {
 	if err := ca.ValidateNodeID(req.NodeID); err != nil {
 		return nil, badRequest("node_id: %v", err)
 	}
@@ -203,7 +145,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeTooMany(w, wait, "registration from "+r.RemoteAddr)
 		return
 	}
-	var req RegisterRequest
+	var req api.RegisterRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
@@ -223,7 +165,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 // within Limits.MaxPendingRegistrations in all and
 // Limits.MaxPendingPerSource per client address (source), which the state
 // machine enforces cluster-wide.
-func (s *Server) register(ctx context.Context, req RegisterRequest, source string) (*RegistrationResponse, int, error) {
+func (s *Server) register(ctx context.Context, req api.RegisterRequest, source string) (*api.RegistrationResponse, int, error) {
 	csr, err := s.checkRegistration(&req)
 	if err != nil {
 		return nil, 0, err
@@ -239,14 +181,14 @@ func (s *Server) register(ctx context.Context, req RegisterRequest, source strin
 			return nil, 0, err
 		}
 		if !ok {
-			return nil, 0, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenNotFound),
+			return nil, 0, &api.APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenNotFound),
 				Message: "the join token is not known to this cluster; ask an operator for one (`keymesh tokens create`)"}
 		}
 		switch {
 		case req.Principal == "":
 			cmd.Registration.Principal = tok.Principal
 		case tok.Principal != "" && tok.Principal != req.Principal:
-			return nil, 0, &APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenConstraint),
+			return nil, 0, &api.APIError{Status: http.StatusForbidden, Code: fsm.ErrorCode(fsm.ErrTokenConstraint),
 				Message: fmt.Sprintf("this token grants principal %s, not %s", tok.Principal, req.Principal)}
 		}
 		if cmd.Registration.Principal == "" {
@@ -272,7 +214,7 @@ func (s *Server) register(ctx context.Context, req RegisterRequest, source strin
 		return nil, 0, err
 	}
 	stored, _ := s.store.Registration(reg.ID)
-	resp := &RegistrationResponse{Registration: registrationInfo(stored), Chain: chain, Index: idx}
+	resp := &api.RegistrationResponse{Registration: registrationInfo(stored), Chain: chain, Index: idx}
 	if chain == nil {
 		s.log.Info("registration pending", "id", reg.ID, "node", req.NodeID)
 		return resp, http.StatusAccepted, nil
@@ -302,7 +244,7 @@ func (s *Server) handleCollect(w http.ResponseWriter, r *http.Request) {
 		writeTooMany(w, wait, "collection from "+r.RemoteAddr)
 		return
 	}
-	var req CollectRequest
+	var req api.CollectRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
@@ -313,16 +255,16 @@ func (s *Server) handleCollect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
-		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no registration %q; register again with `keymesh node join`", id))
+		writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no registration %q; register again with `keymesh node join`", id))
 		return
 	}
 	t, err := time.Parse(time.RFC3339, req.Time)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "time must be RFC 3339")
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "time must be RFC 3339")
 		return
 	}
 	if d := s.opts.Clock().Sub(t); d > collectSkew || d < -collectSkew {
-		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("the proof's time is %s away from this server's clock; check the node's clock", d.Round(time.Second)))
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("the proof's time is %s away from this server's clock; check the node's clock", d.Round(time.Second)))
 		return
 	}
 	csr, err := x509.ParseCertificateRequest(reg.CSR)
@@ -331,10 +273,10 @@ func (s *Server) handleCollect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := ca.VerifyPossession(csr.PublicKey, req.Signature, possessionCtx, id, req.Time); err != nil {
-		writeError(w, http.StatusForbidden, codeForbidden, "the proof of possession does not match the registration's key")
+		writeError(w, http.StatusForbidden, api.CodeForbidden, "the proof of possession does not match the registration's key")
 		return
 	}
-	resp := RegistrationResponse{Registration: registrationInfo(reg)}
+	resp := api.RegistrationResponse{Registration: registrationInfo(reg)}
 	switch reg.Status {
 	case fsm.RegistrationPending:
 		writeJSON(w, http.StatusAccepted, resp)
@@ -353,7 +295,7 @@ func (s *Server) handleListRegistrations(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	status := r.URL.Query().Get("status")
-	out := []RegistrationInfo{}
+	out := []api.RegistrationInfo{}
 	for _, reg := range s.store.Registrations() {
 		if status == "" || reg.Status == status {
 			out = append(out, registrationInfo(reg))
@@ -368,7 +310,7 @@ func (s *Server) pendingRegistration(ctx context.Context, id string) (fsm.Regist
 		return reg, err
 	}
 	if !ok {
-		return reg, &APIError{Status: http.StatusNotFound, Code: codeNotFound,
+		return reg, &api.APIError{Status: http.StatusNotFound, Code: api.CodeNotFound,
 			Message: fmt.Sprintf("no registration %q; `keymesh registrations list` shows them", id)}
 	}
 	if reg.Status != fsm.RegistrationPending {
@@ -377,20 +319,13 @@ func (s *Server) pendingRegistration(ctx context.Context, id string) (fsm.Regist
 	return reg, nil
 }
 
-// ApproveRequest is the body of POST /v1/registrations/{id}/approve.
-type ApproveRequest struct {
-	// Principal, when set, is the principal the node gets instead of the
-	// one it asked for.
-	Principal string `json:"principal,omitempty"`
-}
-
 func (s *Server) handleApprove(w http.ResponseWriter, r *http.Request, c caller) {
-	var req ApproveRequest
+	var req api.ApproveRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
 	if req.Principal != "" && !validPrincipal(req.Principal) {
-		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("principal %q is not one of ADMIN, NODE, NODE_CUSTODIAN, DATA_CUSTODIAN, USER", req.Principal))
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("principal %q is not one of ADMIN, NODE, NODE_CUSTODIAN, DATA_CUSTODIAN, USER", req.Principal))
 		return
 	}
 	reg, err := s.pendingRegistration(r.Context(), r.PathValue("id"))
@@ -428,11 +363,11 @@ func (s *Server) handleApprove(w http.ResponseWriter, r *http.Request, c caller)
 	}
 	stored, _ := s.store.Registration(reg.ID)
 	s.log.Info("approved registration", "id", reg.ID, "node", reg.NodeID, "principal", principal, "serial", issued.Serial, "by", c.ctx.Subject)
-	writeJSON(w, http.StatusOK, RegistrationResponse{Registration: registrationInfo(stored), Chain: chain, Index: idx})
+	writeJSON(w, http.StatusOK, api.RegistrationResponse{Registration: registrationInfo(stored), Chain: chain, Index: idx})
 }
 
 func (s *Server) handleDeny(w http.ResponseWriter, r *http.Request) {
-	var req DenyRequest
+	var req api.DenyRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
@@ -447,7 +382,7 @@ func (s *Server) handleDeny(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stored, _ := s.store.Registration(reg.ID)
-	writeJSON(w, http.StatusOK, RegistrationResponse{Registration: registrationInfo(stored), Index: idx})
+	writeJSON(w, http.StatusOK, api.RegistrationResponse{Registration: registrationInfo(stored), Index: idx})
 }
 
 // handleRenew signs a new certificate for the node that presents its
@@ -457,26 +392,26 @@ func (s *Server) handleDeny(w http.ResponseWriter, r *http.Request) {
 // valid until it expires; a revoked node cannot renew.
 func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, c caller) {
 	if c.kind != ca.KindNode {
-		writeError(w, http.StatusForbidden, codeForbidden, "only nodes renew their certificates here; present the node certificate")
+		writeError(w, http.StatusForbidden, api.CodeForbidden, "only nodes renew their certificates here; present the node certificate")
 		return
 	}
-	var req RenewRequest
+	var req api.RenewRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
 	n, ok := s.store.Node(c.name)
 	switch {
 	case !ok:
-		writeError(w, http.StatusForbidden, codeForbidden, fmt.Sprintf("node %q is not registered", c.name))
+		writeError(w, http.StatusForbidden, api.CodeForbidden, fmt.Sprintf("node %q is not registered", c.name))
 		return
 	case n.Status != fsm.NodeActive:
-		writeError(w, http.StatusForbidden, CodeNodeRevoked, fmt.Sprintf("node %q is %s and cannot renew; register it again under a new id", c.name, n.Status))
+		writeError(w, http.StatusForbidden, api.CodeNodeRevoked, fmt.Sprintf("node %q is %s and cannot renew; register it again under a new id", c.name, n.Status))
 		return
 	}
 	presented := r.TLS.VerifiedChains[0][0]
 	serial := fsm.FormatSerial(presented.SerialNumber)
 	if serial != n.CertSerial && serial != n.PrevSerial {
-		writeError(w, http.StatusForbidden, codeForbidden, "this certificate is neither the node's current nor its previous one; renew with the newest, or register the node again")
+		writeError(w, http.StatusForbidden, api.CodeForbidden, "this certificate is neither the node's current nor its previous one; renew with the newest, or register the node again")
 		return
 	}
 	csr, err := ca.CheckCSR(req.CSR)
@@ -486,7 +421,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	if kid, err := identity.Thumbprint(csr.PublicKey); err == nil {
 		if _, revoked := s.store.Revoked(fsm.RevocationKey, kid); revoked {
-			writeError(w, http.StatusForbidden, CodeKeyRevoked, fmt.Sprintf("the key of this request (%s) is revoked; make a new key with `keymesh node rotate-key`", kid))
+			writeError(w, http.StatusForbidden, api.CodeKeyRevoked, fmt.Sprintf("the key of this request (%s) is revoked; make a new key with `keymesh node rotate-key`", kid))
 			return
 		}
 	}
@@ -501,7 +436,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	s.log.Info("renewed node certificate", "node", c.name, "serial", issued.Serial)
-	writeJSON(w, http.StatusOK, CertResponse{Chain: chain, Index: idx})
+	writeJSON(w, http.StatusOK, api.CertResponse{Chain: chain, Index: idx})
 }
 
 // crl returns this server's CRL (DER), cached until the state moves.
@@ -553,11 +488,11 @@ func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) {
 	if issuer != "" && issuer != s.name {
 		rec, ok := s.store.Server(issuer)
 		if !ok {
-			writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no root server %q; each issuer serves its own CRL", issuer))
+			writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no root server %q; each issuer serves its own CRL", issuer))
 			return
 		}
 		w.Header().Set("Location", "https://"+rec.APIAddr+"/v1/ca/crl")
-		writeError(w, http.StatusTemporaryRedirect, "redirect", fmt.Sprintf("the CRL of issuer %s is served by %s", issuer, rec.APIAddr))
+		writeError(w, http.StatusTemporaryRedirect, api.CodeRedirect, fmt.Sprintf("the CRL of issuer %s is served by %s", issuer, rec.APIAddr))
 		return
 	}
 	der, err := s.crl()

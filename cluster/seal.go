@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
 
@@ -131,7 +132,7 @@ func (s *Server) handleInternalSealKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Key) != 32 {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "a seal key is 32 bytes")
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "a seal key is 32 bytes")
 		return
 	}
 	s.sealMu.Lock()

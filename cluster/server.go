@@ -16,9 +16,11 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 // Errors of the write path. Each says what the caller can do next.
@@ -58,7 +60,8 @@ type Server struct {
 	peerClient *http.Client
 
 	regLimit  *sourceLimiter // registrations and collections per client address
-	signLimit *rate.Limiter  // certificates signed by this server
+	blocking  *blockingLimiter
+	signLimit *rate.Limiter // certificates signed by this server
 
 	crlMu    sync.Mutex
 	crlDER   []byte
@@ -148,11 +151,11 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 	// Raft peers and the servers this one forwards to are checked against
 	// the replicated revocations: a removed server's revoked intermediate
 	// ends its Raft connections too.
-	check := func(chain []*x509.Certificate) error { return CheckChain(s.store, chain) }
+	check := func(chain []*x509.Certificate) error { return trust.CheckChain(s.store, chain) }
 	tid.peerCheck.Store(&check)
-	keys := &TrustKeys{State: func() TrustState { return s.store }}
+	keys := &trust.Keys{View: func() trust.View { return s.store }}
 	v, err := identity.NewVerifier(identity.VerifierConfig{Keys: keys, Revocations: keys,
-		Anchors: identity.TrustAnchors{Accepted: []string{sf.Network}}, Audience: []string{APIAudience(sf.Network)}, Clock: o.Clock})
+		Anchors: identity.TrustAnchors{Accepted: []string{sf.Network}}, Audience: []string{api.Audience(sf.Network)}, Clock: o.Clock})
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +164,7 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 	l := o.Limits
 	s.regLimit = newSourceLimiter(l.RegistrationRate, l.RegistrationBurst, l.MaxSources)
 	s.signLimit = rate.NewLimiter(rate.Limit(l.SigningRate), l.SigningBurst)
+	s.blocking = newBlockingLimiter(l.MaxBlockingQueries, l.MaxBlockingPerClient)
 	s.peerClient = &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     tid.clientConfig(""),
 		MaxIdleConnsPerHost: 64,

@@ -60,6 +60,10 @@ func (c Changes) Empty() bool { return len(c.Tables) == 0 && !c.Reset }
 func (s *Store) Changes(since uint64) Changes {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.changesLocked(since)
+}
+
+func (s *Store) changesLocked(since uint64) Changes {
 	c := Changes{Since: since, Index: s.index.Load()}
 	if since >= c.Index {
 		return c

@@ -88,6 +88,18 @@ var errorCodes = [...]struct {
 	{ErrReleased, "released"},
 }
 
+// ErrorCodes lists the codes a rejected command can carry (what ErrorCode
+// answers for a *CommandError; CodeInternal aside).
+func ErrorCodes() []string {
+	var out []string
+	for _, c := range errorCodes {
+		if c.err != ErrSnapshot && c.err != ErrReleased {
+			out = append(out, c.code)
+		}
+	}
+	return out
+}
+
 // CodeInternal is ErrorCode's answer for an error that wraps no sentinel of
 // this package.
 const CodeInternal = "internal"

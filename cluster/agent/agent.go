@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/fsm"
 )
@@ -198,7 +198,7 @@ func Join(ctx context.Context, cfg JoinConfig) (res Result, err error) {
 		return res, err
 	}
 	defer cl.Close()
-	resp, err := cl.Register(ctx, cluster.RegisterRequest{CSR: csr, NodeID: cfg.NodeID, Network: cfg.Network,
+	resp, err := cl.Register(ctx, api.RegisterRequest{CSR: csr, NodeID: cfg.NodeID, Network: cfg.Network,
 		Token: cfg.Token, Principal: cfg.Principal, DNSNames: cfg.DNSNames})
 	if err != nil {
 		return res, fmt.Errorf("agent: registration refused: %w", err)
@@ -248,7 +248,7 @@ func fetchRoots(ctx context.Context, server, pin, network string) ([]*x509.Certi
 }
 
 // finish stores the outcome of a registration answer.
-func finish(dir string, st State, key crypto.Signer, roots []*x509.Certificate, resp cluster.RegistrationResponse) (Result, error) {
+func finish(dir string, st State, key crypto.Signer, roots []*x509.Certificate, resp api.RegistrationResponse) (Result, error) {
 	res := Result{State: st}
 	res.Status, res.Reason = resp.Registration.Status, resp.Registration.Reason
 	if p := resp.Registration.Principal; p != "" {
@@ -352,7 +352,7 @@ func Collect(ctx context.Context, dir string, clock func() time.Time) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
-	resp, err := cl.Collect(ctx, st.RegistrationID, cluster.CollectRequest{Time: now, Signature: sig})
+	resp, err := cl.Collect(ctx, st.RegistrationID, api.CollectRequest{Time: now, Signature: sig})
 	if err != nil {
 		return Result{State: st}, fmt.Errorf("agent: collecting registration %s: %w", st.RegistrationID, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/fsm"
 )
@@ -60,7 +61,7 @@ func newEnv(t *testing.T, limits cluster.Limits) *env {
 	return &env{t: t, srv: srv, hash: res.CAHash, admin: admin, ctx: ctx}
 }
 
-func (e *env) token(req cluster.CreateJoinTokenRequest) string {
+func (e *env) token(req api.CreateJoinTokenRequest) string {
 	e.t.Helper()
 	req.Kind = "node"
 	tok, err := e.admin.CreateJoinToken(e.ctx, req)
@@ -79,7 +80,7 @@ func (e *env) join(id, token string) (string, agent.Result, error) {
 
 func TestJoinWithToken(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})
-	dir, res, err := e.join("n1", e.token(cluster.CreateJoinTokenRequest{Principal: "NODE"}))
+	dir, res, err := e.join("n1", e.token(api.CreateJoinTokenRequest{Principal: "NODE"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,20 +181,20 @@ func TestCollectNeedsTheKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	if _, err := cl.Collect(e.ctx, res.RegistrationID, cluster.CollectRequest{Time: now, Signature: sig}); !isStatus(err, http.StatusForbidden) {
+	if _, err := cl.Collect(e.ctx, res.RegistrationID, api.CollectRequest{Time: now, Signature: sig}); !isStatus(err, http.StatusForbidden) {
 		t.Fatalf("collect with another key: %v", err)
 	}
 	stale := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 	key, _ := ca.ReadKeyFile(agent.KeyPath(dir))
 	sig, _ = ca.SignPossession(key, nil, "collect", res.RegistrationID, stale)
-	if _, err := cl.Collect(e.ctx, res.RegistrationID, cluster.CollectRequest{Time: stale, Signature: sig}); !isStatus(err, http.StatusBadRequest) {
+	if _, err := cl.Collect(e.ctx, res.RegistrationID, api.CollectRequest{Time: stale, Signature: sig}); !isStatus(err, http.StatusBadRequest) {
 		t.Fatalf("collect with an hour-old proof: %v", err)
 	}
 }
 
 func TestRenewal(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})
-	dir, _, err := e.join("n5", e.token(cluster.CreateJoinTokenRequest{}))
+	dir, _, err := e.join("n5", e.token(api.CreateJoinTokenRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,12 +218,12 @@ func TestRenewal(t *testing.T) {
 		t.Fatal("renewal revoked the old certificate")
 	}
 	// A revoked node cannot renew.
-	if _, err := e.admin.Revoke(e.ctx, cluster.RevokeRequest{Kind: "node", ID: "n5", Reason: "stolen"}); err != nil {
+	if _, err := e.admin.Revoke(e.ctx, api.RevokeRequest{Kind: "node", ID: "n5", Reason: "stolen"}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = agent.Renew(e.ctx, dir)
-	var ae *cluster.APIError
-	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || ae.Code != cluster.CodeNodeRevoked {
+	var ae *api.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || ae.Code != api.CodeNodeRevoked {
 		t.Fatalf("renewal of a revoked node: %v", err)
 	}
 }
@@ -232,7 +233,7 @@ func TestRenewal(t *testing.T) {
 // a certificate older than its previous one no longer renews.
 func TestRenewalAnswerLost(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})
-	dir, _, err := e.join("n7", e.token(cluster.CreateJoinTokenRequest{}))
+	dir, _, err := e.join("n7", e.token(api.CreateJoinTokenRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +271,7 @@ func TestRenewalAnswerLost(t *testing.T) {
 	}
 	before := e.srv.Store().Hash()
 	_, err = agent.Renew(e.ctx, dir)
-	var ae *cluster.APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || !strings.Contains(ae.Message, "neither the node's current nor its previous") {
 		t.Fatalf("renewal with a certificate two renewals old: %v", err)
 	}
@@ -282,13 +283,13 @@ func TestRenewalAnswerLost(t *testing.T) {
 // TestCRL: a revoked serial is in its issuer's CRL at once after the commit.
 func TestCRL(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})
-	dir, _, err := e.join("n6", e.token(cluster.CreateJoinTokenRequest{}))
+	dir, _, err := e.join("n6", e.token(api.CreateJoinTokenRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	certs, _ := ca.ReadCertsFile(agent.CertPath(dir))
 	serial := fsm.FormatSerial(certs[0].SerialNumber)
-	rev, err := e.admin.Revoke(e.ctx, cluster.RevokeRequest{Kind: "cert", ID: serial, Reason: "keyCompromise"})
+	rev, err := e.admin.Revoke(e.ctx, api.RevokeRequest{Kind: "cert", ID: serial, Reason: "keyCompromise"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +325,7 @@ func TestCRL(t *testing.T) {
 }
 
 func isStatus(err error, status int) bool {
-	var ae *cluster.APIError
+	var ae *api.APIError
 	return errors.As(err, &ae) && ae.Status == status
 }
 
@@ -352,23 +353,23 @@ func TestRegistrationRefusals(t *testing.T) {
 	}
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
 
-	bound := e.token(cluster.CreateJoinTokenRequest{NodeID: "only-this"})
-	used := e.token(cluster.CreateJoinTokenRequest{})
+	bound := e.token(api.CreateJoinTokenRequest{NodeID: "only-this"})
+	used := e.token(api.CreateJoinTokenRequest{})
 	if _, _, err := e.join("taker", used); err != nil {
 		t.Fatal(err)
 	}
-	revoked, err := e.admin.CreateJoinToken(e.ctx, cluster.CreateJoinTokenRequest{Kind: "node"})
+	revoked, err := e.admin.CreateJoinToken(e.ctx, api.CreateJoinTokenRequest{Kind: "node"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := e.admin.RevokeJoinToken(e.ctx, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
-	expiring, err := e.admin.CreateJoinToken(e.ctx, cluster.CreateJoinTokenRequest{Kind: "node", TTL: "1s"})
+	expiring, err := e.admin.CreateJoinToken(e.ctx, api.CreateJoinTokenRequest{Kind: "node", TTL: "1s"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootTok, err := e.admin.CreateJoinToken(e.ctx, cluster.CreateJoinTokenRequest{Kind: "root"})
+	rootTok, err := e.admin.CreateJoinToken(e.ctx, api.CreateJoinTokenRequest{Kind: "root"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,25 +383,25 @@ func TestRegistrationRefusals(t *testing.T) {
 
 	cases := []struct {
 		name   string
-		req    cluster.RegisterRequest
+		req    api.RegisterRequest
 		status int
 		want   string
 	}{
-		{"broken CSR signature", cluster.RegisterRequest{CSR: broken, NodeID: "a"}, 400, "signature"},
-		{"RSA-1024 key", cluster.RegisterRequest{CSR: csrWith(t, rsa1024), NodeID: "a"}, 400, "RSA"},
-		{"P-224 key", cluster.RegisterRequest{CSR: csrWith(t, p224), NodeID: "a"}, 400, "P-224"},
-		{"garbage CSR", cluster.RegisterRequest{CSR: []byte("garbage"), NodeID: "a"}, 400, "certificate request"},
-		{"no CSR", cluster.RegisterRequest{NodeID: "a"}, 400, "certificate request"},
-		{"bad node id", cluster.RegisterRequest{CSR: goodCSR, NodeID: "a b"}, 400, "node_id"},
-		{"other network", cluster.RegisterRequest{CSR: goodCSR, NodeID: "a", Network: "other.example"}, 400, "network"},
-		{"unknown principal", cluster.RegisterRequest{CSR: goodCSR, NodeID: "a", Principal: "ROOT"}, 400, "principal"},
-		{"node id outside the token's constraint", cluster.RegisterRequest{CSR: goodCSR, NodeID: "other", Token: bound}, 403, "bound"},
-		{"used token", cluster.RegisterRequest{CSR: goodCSR, NodeID: "a", Token: used}, 403, "used"},
-		{"revoked token", cluster.RegisterRequest{CSR: goodCSR, NodeID: "a", Token: revoked.Secret}, 403, "revoked"},
-		{"expired token", cluster.RegisterRequest{CSR: goodCSR, NodeID: "a", Token: expiring.Secret}, 403, "expired"},
-		{"root token for a node", cluster.RegisterRequest{CSR: goodCSR, NodeID: "a", Token: rootTok.Secret}, 403, "root"},
-		{"unknown token", cluster.RegisterRequest{CSR: goodCSR, NodeID: "a", Token: "kmjt.nope"}, 403, "not known"},
-		{"node id already active", cluster.RegisterRequest{CSR: goodCSR, NodeID: "taker"}, 409, "already active"},
+		{"broken CSR signature", api.RegisterRequest{CSR: broken, NodeID: "a"}, 400, "signature"},
+		{"RSA-1024 key", api.RegisterRequest{CSR: csrWith(t, rsa1024), NodeID: "a"}, 400, "RSA"},
+		{"P-224 key", api.RegisterRequest{CSR: csrWith(t, p224), NodeID: "a"}, 400, "P-224"},
+		{"garbage CSR", api.RegisterRequest{CSR: []byte("garbage"), NodeID: "a"}, 400, "certificate request"},
+		{"no CSR", api.RegisterRequest{NodeID: "a"}, 400, "certificate request"},
+		{"bad node id", api.RegisterRequest{CSR: goodCSR, NodeID: "a b"}, 400, "node_id"},
+		{"other network", api.RegisterRequest{CSR: goodCSR, NodeID: "a", Network: "other.example"}, 400, "network"},
+		{"unknown principal", api.RegisterRequest{CSR: goodCSR, NodeID: "a", Principal: "ROOT"}, 400, "principal"},
+		{"node id outside the token's constraint", api.RegisterRequest{CSR: goodCSR, NodeID: "other", Token: bound}, 403, "bound"},
+		{"used token", api.RegisterRequest{CSR: goodCSR, NodeID: "a", Token: used}, 403, "used"},
+		{"revoked token", api.RegisterRequest{CSR: goodCSR, NodeID: "a", Token: revoked.Secret}, 403, "revoked"},
+		{"expired token", api.RegisterRequest{CSR: goodCSR, NodeID: "a", Token: expiring.Secret}, 403, "expired"},
+		{"root token for a node", api.RegisterRequest{CSR: goodCSR, NodeID: "a", Token: rootTok.Secret}, 403, "root"},
+		{"unknown token", api.RegisterRequest{CSR: goodCSR, NodeID: "a", Token: "kmjt.nope"}, 403, "not known"},
+		{"node id already active", api.RegisterRequest{CSR: goodCSR, NodeID: "taker"}, 409, "already active"},
 	}
 	cl, err := client.New(client.Config{Server: e.srv.APIAddr(), CAFile: cluster.RootsPath(e.srv.DataDir())})
 	if err != nil {
@@ -411,7 +412,7 @@ func TestRegistrationRefusals(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			before := e.srv.Store().Hash()
 			_, err := cl.Register(e.ctx, c.req)
-			var ae *cluster.APIError
+			var ae *api.APIError
 			if !errors.As(err, &ae) || ae.Status != c.status || !strings.Contains(ae.Message, c.want) {
 				t.Fatalf("got %v, want %d mentioning %q", err, c.status, c.want)
 			}
@@ -434,19 +435,19 @@ func TestRateLimits(t *testing.T) {
 		defer cl.Close()
 		var limited error
 		for i := 0; i < 10 && limited == nil; i++ {
-			_, err := cl.Register(e.ctx, cluster.RegisterRequest{NodeID: "a"}) // refused for its CSR, but counted
+			_, err := cl.Register(e.ctx, api.RegisterRequest{NodeID: "a"}) // refused for its CSR, but counted
 			if isStatus(err, http.StatusTooManyRequests) {
 				limited = err
 			}
 		}
-		var ae *cluster.APIError
+		var ae *api.APIError
 		if !errors.As(limited, &ae) || ae.RetryAfter < time.Second {
 			t.Fatalf("10 registrations within a burst of 3: %v", limited)
 		}
 	})
 	t.Run("signing", func(t *testing.T) {
 		e := newEnv(t, cluster.Limits{SigningRate: 0.01, SigningBurst: 2})
-		tok := e.token(cluster.CreateJoinTokenRequest{Uses: 10})
+		tok := e.token(api.CreateJoinTokenRequest{Uses: 10})
 		var limited error
 		for i := 0; i < 5 && limited == nil; i++ {
 			_, _, err := e.join("s"+string(rune('a'+i)), tok)
@@ -454,7 +455,7 @@ func TestRateLimits(t *testing.T) {
 				limited = err
 			}
 		}
-		var ae *cluster.APIError
+		var ae *api.APIError
 		if !errors.As(limited, &ae) || ae.RetryAfter < time.Second || !strings.Contains(ae.Message, "signing") {
 			t.Fatalf("signing beyond a burst of 2: %v", limited)
 		}

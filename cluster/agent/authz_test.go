@@ -13,6 +13,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
@@ -58,15 +59,15 @@ func (e *env) tokenClient(token string) *client.Client {
 // trust only; the bootstrap's system admin token may do everything.
 func TestCedarDecidesAdminCalls(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})
-	nodeDir, _, err := e.join("plain", e.token(cluster.CreateJoinTokenRequest{Principal: "NODE"}))
+	nodeDir, _, err := e.join("plain", e.token(api.CreateJoinTokenRequest{Principal: "NODE"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	custDir, _, err := e.join("custodian", e.token(cluster.CreateJoinTokenRequest{Principal: "NODE_CUSTODIAN"}))
+	custDir, _, err := e.join("custodian", e.token(api.CreateJoinTokenRequest{Principal: "NODE_CUSTODIAN"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	userDir, _, err := e.join("user", e.token(cluster.CreateJoinTokenRequest{Principal: "USER"}))
+	userDir, _, err := e.join("user", e.token(api.CreateJoinTokenRequest{Principal: "USER"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,13 +77,13 @@ func TestCedarDecidesAdminCalls(t *testing.T) {
 	}
 	calls := map[string]func(*client.Client) error{
 		"token.create": func(c *client.Client) error {
-			_, err := c.CreateJoinToken(e.ctx, cluster.CreateJoinTokenRequest{Kind: "node"})
+			_, err := c.CreateJoinToken(e.ctx, api.CreateJoinTokenRequest{Kind: "node"})
 			return err
 		},
-		"trust.read":        func(c *client.Client) error { _, err := c.Trust(e.ctx, 0, 0); return err },
+		"trust.read":        func(c *client.Client) error { _, err := c.Trust(e.ctx, 0, 0, false); return err },
 		"registration.list": func(c *client.Client) error { _, err := c.Registrations(e.ctx, "", false); return err },
 		"revocation.create": func(c *client.Client) error {
-			_, err := c.Revoke(e.ctx, cluster.RevokeRequest{Kind: "token", ID: "t-" + time.Now().Format("150405.000000")})
+			_, err := c.Revoke(e.ctx, api.RevokeRequest{Kind: "token", ID: "t-" + time.Now().Format("150405.000000")})
 			return err
 		},
 		"cluster.read": func(c *client.Client) error { _, err := c.Status(e.ctx); return err },
@@ -133,7 +134,7 @@ func TestCedarDecidesAdminCalls(t *testing.T) {
 // conflict.
 func TestPolicyReplicatedAndValidated(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})
-	nodeDir, _, err := e.join("n", e.token(cluster.CreateJoinTokenRequest{Principal: "NODE"}))
+	nodeDir, _, err := e.join("n", e.token(api.CreateJoinTokenRequest{Principal: "NODE"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func TestPolicyReplicatedAndValidated(t *testing.T) {
 	if err != nil || set.Version != 1 {
 		t.Fatalf("set policy: %+v %v", set, err)
 	}
-	if _, err := node.Trust(e.ctx, 0, 0); !isStatus(err, http.StatusForbidden) {
+	if _, err := node.Trust(e.ctx, 0, 0, false); !isStatus(err, http.StatusForbidden) {
 		t.Fatalf("node reads trust under an admins-only policy: %v", err)
 	}
 	// A policy set that locks ADMIN out of policy.write is refused unless forced.
@@ -171,7 +172,7 @@ func TestPolicyReplicatedAndValidated(t *testing.T) {
 	if _, err := e.admin.SetPolicy(e.ctx, policy.DefaultText(), 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := node.Trust(e.ctx, 0, 0); err != nil {
+	if _, err := node.Trust(e.ctx, 0, 0, false); err != nil {
 		t.Fatalf("node reads trust again under the defaults: %v", err)
 	}
 }
@@ -189,7 +190,7 @@ func TestAuthorizeVerifyAndRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.admin.Revoke(e.ctx, cluster.RevokeRequest{Kind: "token", ID: parsed.Claims.ID}); err != nil {
+	if _, err := e.admin.Revoke(e.ctx, api.RevokeRequest{Kind: "token", ID: parsed.Claims.ID}); err != nil {
 		t.Fatal(err)
 	}
 	v, err := e.admin.Verify(e.ctx, tok, "")
@@ -210,7 +211,7 @@ func TestAuthorizeVerifyAndRevoke(t *testing.T) {
 // document points at it.
 func TestJWKSEndpoint(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})
-	dir, _, err := e.join("published", e.token(cluster.CreateJoinTokenRequest{}))
+	dir, _, err := e.join("published", e.token(api.CreateJoinTokenRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,24 +269,24 @@ func rootsPool(t *testing.T, e *env) *x509.CertPool {
 // verifies at a root server only with that certificate presented.
 func TestRootVerifiesBoundTokens(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})
-	dir, _, err := e.join("bound", e.token(cluster.CreateJoinTokenRequest{}))
+	dir, _, err := e.join("bound", e.token(api.CreateJoinTokenRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cert, _ := agent.Certificate(dir)
-	tok, _, err := minterOf(t, dir, nil).Mint(identity.MintRequest{Audience: []string{cluster.APIAudience(network)}, TTL: time.Minute,
+	tok, _, err := minterOf(t, dir, nil).Mint(identity.MintRequest{Audience: []string{api.Audience(network)}, TTL: time.Minute,
 		Principal: identity.PrincipalNode, BindCert: cert.Leaf})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, err := e.admin.VerifyRequest(e.ctx, cluster.TokenRequest{Token: tok, PeerCert: cert.Leaf.Raw}); err != nil || !v.Valid || v.Claims == nil || v.Claims.CertThumbprint == "" {
+	if v, err := e.admin.VerifyRequest(e.ctx, api.TokenRequest{Token: tok, PeerCert: cert.Leaf.Raw}); err != nil || !v.Valid || v.Claims == nil || v.Claims.CertThumbprint == "" {
 		t.Fatalf("bound token with its certificate: %+v %v", v, err)
 	}
 	if v, err := e.admin.Verify(e.ctx, tok, ""); err != nil || v.Valid {
 		t.Fatalf("bound token without a certificate: %+v %v", v, err)
 	}
 	// Presented with another certificate (its issuer's), it is refused.
-	if v, err := e.admin.VerifyRequest(e.ctx, cluster.TokenRequest{Token: tok, PeerCert: cert.Certificate[1]}); err != nil || v.Valid {
+	if v, err := e.admin.VerifyRequest(e.ctx, api.TokenRequest{Token: tok, PeerCert: cert.Certificate[1]}); err != nil || v.Valid {
 		t.Fatalf("bound token with another certificate: %+v %v", v, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 )
 
@@ -46,7 +47,7 @@ func BenchmarkRegistration(b *testing.B) {
 	}
 	defer admin.Close()
 	for _, name := range []string{"r2", "r3"} {
-		tok, err := admin.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "root"})
+		tok, err := admin.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "root"})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -77,7 +78,7 @@ func BenchmarkRegistration(b *testing.B) {
 	}
 	var tokens []string
 	for left := b.N; left > 0; left -= 10000 {
-		tok, err := admin.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", Uses: min(left, 10000)})
+		tok, err := admin.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Uses: min(left, 10000)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -103,7 +104,7 @@ func BenchmarkRegistration(b *testing.B) {
 					return
 				}
 				t0 := time.Now()
-				_, err := cl.Register(ctx, cluster.RegisterRequest{CSR: csrs[i], NodeID: fmt.Sprintf("bench-%d", i), Token: tokens[i/10000]})
+				_, err := cl.Register(ctx, api.RegisterRequest{CSR: csrs[i], NodeID: fmt.Sprintf("bench-%d", i), Token: tokens[i/10000]})
 				if err != nil {
 					failed.CompareAndSwap(nil, err)
 					return

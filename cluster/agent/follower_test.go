@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 // fwCall is one Trust call of the follower to a fake root server; the test
@@ -25,7 +25,7 @@ type fwCall struct {
 }
 
 type fwReply struct {
-	doc cluster.Trust
+	doc trust.Delta
 	err error
 }
 
@@ -53,18 +53,18 @@ type fwSource struct {
 	server string
 }
 
-func (s fwSource) Trust(ctx context.Context, index uint64, wait time.Duration) (cluster.Trust, error) {
+func (s fwSource) Trust(ctx context.Context, index uint64, wait time.Duration, full bool) (trust.Delta, error) {
 	c := fwCall{server: s.server, index: index, wait: wait, reply: make(chan fwReply, 1)}
 	select {
 	case s.r.calls <- c:
 	case <-ctx.Done():
-		return cluster.Trust{}, ctx.Err()
+		return trust.Delta{}, ctx.Err()
 	}
 	select {
 	case rep := <-c.reply:
 		return rep.doc, rep.err
 	case <-ctx.Done():
-		return cluster.Trust{}, ctx.Err()
+		return trust.Delta{}, ctx.Err()
 	}
 }
 
@@ -137,10 +137,10 @@ func (r *fwRoots) pause(want time.Duration) {
 }
 
 // fwDoc is a trust document at index naming root servers by API address.
-func fwDoc(index uint64, servers ...string) cluster.Trust {
-	d := cluster.Trust{Index: index, Network: network}
+func fwDoc(index uint64, servers ...string) trust.Delta {
+	d := trust.Delta{Index: index, Network: network, Reset: true}
 	for i, s := range servers {
-		d.Servers = append(d.Servers, fsm.Server{Name: "r" + string(rune('1'+i)), APIAddr: s, Status: "voter"})
+		d.Put.Servers = append(d.Put.Servers, fsm.Server{Name: "r" + string(rune('1'+i)), APIAddr: s, Status: "voter"})
 	}
 	return d
 }
@@ -179,7 +179,7 @@ func TestFollowerResumesFailsOverAndBacksOff(t *testing.T) {
 	dir := t.TempDir()
 	var changes []uint64
 	f := newFWFollower(t, r, dir, agent.FollowerConfig{Wait: 7 * time.Second, MinBackoff: time.Second, MaxBackoff: 4 * time.Second,
-		OnChange: func(prev, cur *cluster.TrustIndex) { changes = append(changes, cur.Doc().Index) }})
+		OnChange: func(prev, cur *trust.State) { changes = append(changes, cur.Index()) }})
 	stop := runFollower(t, f)
 
 	c := r.call()
@@ -341,7 +341,8 @@ func TestTrustFileBadInput(t *testing.T) {
 		{"empty", ``},
 		{"garbage", `not json`},
 		{"truncated", `{"version":1,"trust":{"index":3,`},
-		{"version 2", `{"version":2,"trust":{"index":3,"network":"agent.example"}}`},
+		{"version 3", `{"version":3,"trust":{"index":3,"network":"agent.example","reset":true}}`},
+		{"version 2 not a full document", `{"version":2,"trust":{"index":3,"network":"agent.example","since":2,"put":{},"deleted":{}}}`},
 		{"no version", `{"trust":{"index":3,"network":"agent.example"}}`},
 		{"other network", `{"version":1,"trust":{"index":3,"network":"other.example"}}`},
 		{"index 0", `{"version":1,"trust":{"index":0,"network":"agent.example"}}`},

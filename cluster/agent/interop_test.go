@@ -14,6 +14,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 )
 
 // TestInteropWithOpenSSLAndSPIFFE checks what the API hands out with tools
@@ -27,7 +28,7 @@ func TestInteropWithOpenSSLAndSPIFFE(t *testing.T) {
 		t.Skip("openssl not installed (.ci/run installs it)")
 	}
 	e := newEnv(t, cluster.Limits{})
-	dir, _, err := e.join("interop", e.token(cluster.CreateJoinTokenRequest{}))
+	dir, _, err := e.join("interop", e.token(api.CreateJoinTokenRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func TestInteropWithOpenSSLAndSPIFFE(t *testing.T) {
 	}
 
 	// Revoke, fetch the issuer's CRL, and let openssl check against it.
-	if _, err := e.admin.Revoke(e.ctx, cluster.RevokeRequest{Kind: "cert", ID: nodeCerts[0].SerialNumber.Text(16), Reason: "keyCompromise"}); err != nil {
+	if _, err := e.admin.Revoke(e.ctx, api.RevokeRequest{Kind: "cert", ID: nodeCerts[0].SerialNumber.Text(16), Reason: "keyCompromise"}); err != nil {
 		t.Fatal(err)
 	}
 	der, err := e.admin.CRL(e.ctx)

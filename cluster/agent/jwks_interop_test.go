@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/identity"
 )
 
@@ -23,7 +24,7 @@ import (
 // the same endpoint — no keymesh code on the verifying side.
 func TestTokensVerifyWithOtherLibrariesFromTheJWKSEndpoint(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})
-	dir, _, err := e.join("minter", e.token(cluster.CreateJoinTokenRequest{}))
+	dir, _, err := e.join("minter", e.token(api.CreateJoinTokenRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestTokensVerifyWithOtherLibrariesFromTheJWKSEndpoint(t *testing.T) {
 	}
 	// And a token signed by a key the endpoint does not publish fails in both.
 	stranger := newEnv(t, cluster.Limits{})
-	sdir, _, err := stranger.join("stranger", stranger.token(cluster.CreateJoinTokenRequest{}))
+	sdir, _, err := stranger.join("stranger", stranger.token(api.CreateJoinTokenRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -346,14 +346,14 @@ func (h *localAPI) jwksDoc() (*jwksDoc, error) {
 	cur := h.a.follower.Current()
 	var index uint64
 	if cur != nil {
-		index = cur.Doc().Index
+		index = cur.Index()
 	}
 	if d := h.jwks.Load(); d != nil && d.index == index {
 		return d, nil
 	}
 	set := identity.JWKS{Keys: []identity.JWK{}}
 	if cur != nil {
-		for _, rec := range cur.Doc().JWKS {
+		for _, rec := range cur.JWKS() {
 			if rec.State != fsm.JWKActive && rec.State != fsm.JWKRetiring {
 				continue
 			}

@@ -6,13 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
 
@@ -187,13 +186,11 @@ func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 // permanent returns the error that ends Run when err is a refusal that a
 // retry cannot change, and nil otherwise.
 func permanent(err error) error {
-	var ae *cluster.APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
 		return nil
 	}
-	// A revoked node or certificate has its own code; older servers said
-	// so only in the message.
-	if ae.Code == cluster.CodeNodeRevoked || ae.Code == cluster.CodeCertRevoked || strings.Contains(ae.Message, fsm.NodeRevoked) {
+	if errors.Is(err, api.ErrRevoked) {
 		return fmt.Errorf("%w: %w", ErrRevoked, err)
 	}
 	return fmt.Errorf("%w: %w", ErrRenewRefused, err)

@@ -20,8 +20,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 )
 
 // t0 is the fake clock's start.
@@ -284,7 +284,7 @@ func TestRenewerDueAtStart(t *testing.T) {
 func TestRenewerBacksOffAndRecovers(t *testing.T) {
 	h := start(t, nodeCert(t, 1, t0, 3*time.Hour), agent.RenewerConfig{MaxWait: 1000 * time.Hour, MinBackoff: time.Second, MaxBackoff: 5 * time.Second})
 	h.wait(2 * time.Hour)
-	unavailable := &cluster.APIError{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no leader"}
+	unavailable := &api.APIError{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no leader"}
 	for _, backoff := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second} {
 		h.renew(nil, unavailable)
 		h.wait(backoff)
@@ -318,15 +318,20 @@ func TestRenewerDefaultBackoff(t *testing.T) {
 }
 
 func TestRenewerStops(t *testing.T) {
-	revoked := &cluster.APIError{Status: http.StatusForbidden, Code: "forbidden", Message: `node "n1" is revoked and cannot renew; register it again under a new id`}
-	notCurrent := &cluster.APIError{Status: http.StatusForbidden, Code: "forbidden", Message: "this certificate is neither the node's current nor its previous one; renew with the newest, or register the node again"}
+	revoked := &api.APIError{Status: http.StatusForbidden, Code: api.CodeNodeRevoked, Message: `node "n1" is revoked and cannot renew; register it again under a new id`}
+	keyRevoked := &api.APIError{Status: http.StatusForbidden, Code: api.CodeKeyRevoked, Message: "the key is revoked"}
+	// What the code says decides, never the message.
+	saysRevoked := &api.APIError{Status: http.StatusForbidden, Code: api.CodeForbidden, Message: `node "n1" is revoked`}
+	notCurrent := &api.APIError{Status: http.StatusForbidden, Code: "forbidden", Message: "this certificate is neither the node's current nor its previous one; renew with the newest, or register the node again"}
 	for _, tc := range []struct {
 		name string
 		err  error
 		want error
 	}{
 		{"revoked", fmt.Errorf("agent: renewal refused: %w", revoked), agent.ErrRevoked},
+		{"key revoked", keyRevoked, agent.ErrRevoked},
 		{"refused", notCurrent, agent.ErrRenewRefused},
+		{"refused, whatever the message says", saysRevoked, agent.ErrRenewRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := start(t, nodeCert(t, 1, t0, 3*time.Hour), noChunks)
@@ -336,7 +341,7 @@ func TestRenewerStops(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Run: %v, want %v", err, tc.want)
 			}
-			var ae *cluster.APIError
+			var ae *api.APIError
 			if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
 				t.Fatalf("Run: %v does not carry the API error", err)
 			}

@@ -8,6 +8,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 )
@@ -36,11 +37,11 @@ func minterOf(t *testing.T, dir string, clock func() time.Time) *identity.Minter
 // ones it signs afterwards.
 func TestRotateKey(t *testing.T) {
 	e := newEnv(t, cluster.Limits{})
-	dir, _, err := e.join("rotor", e.token(cluster.CreateJoinTokenRequest{}))
+	dir, _, err := e.join("rotor", e.token(api.CreateJoinTokenRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	aud := cluster.APIAudience(network)
+	aud := api.Audience(network)
 	old := minterOf(t, dir, nil)
 	before, _, err := old.Mint(identity.MintRequest{Audience: []string{aud}, TTL: 10 * time.Minute, Principal: identity.PrincipalNode})
 	if err != nil {

@@ -18,10 +18,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 // fileSocket is the local API's unix socket in the data directory.
@@ -145,23 +145,14 @@ type Agent struct {
 	revokedOnce sync.Once
 }
 
-// trustKeys is the verifier's key source: cluster.TrustKeys over the
-// followed state, whose unknown kid is identity's (so that the verifier
-// refreshes), and whose Refresh asks the roots at once.
+// trustKeys is the verifier's key source: trust.Keys over the followed
+// state, whose Refresh asks the roots at once (an unknown kid).
 type trustKeys struct {
-	*cluster.TrustKeys
+	*trust.Keys
 	follower *Follower
 }
 
 var _ identity.Refresher = (*trustKeys)(nil)
-
-func (k *trustKeys) Key(kid string) (identity.Key, error) {
-	key, err := k.TrustKeys.Key(kid)
-	if errors.Is(err, cluster.ErrUnknownKey) && !errors.Is(err, identity.ErrUnknownKey) {
-		return key, fmt.Errorf("%w: %w", identity.ErrUnknownKey, err)
-	}
-	return key, err
-}
 
 func (k *trustKeys) Refresh(ctx context.Context) error { return k.follower.Refresh(ctx) }
 
@@ -215,9 +206,9 @@ func New(cfg RunConfig) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.keys = &trustKeys{TrustKeys: &cluster.TrustKeys{State: a.follower.State}, follower: a.follower}
+	a.keys = &trustKeys{Keys: &trust.Keys{View: a.follower.State}, follower: a.follower}
 	anchors, raw := a.anchorsOf(a.follower.Current())
-	a.verifier, err = identity.NewVerifier(identity.VerifierConfig{Keys: a.keys, Revocations: a.keys.TrustKeys,
+	a.verifier, err = identity.NewVerifier(identity.VerifierConfig{Keys: a.keys, Revocations: a.keys.Keys,
 		Anchors: anchors, Audience: []string{a.id.String()}, Clock: cfg.Clock, CacheSize: cfg.VerifierCacheSize})
 	if err != nil {
 		return nil, err
@@ -228,13 +219,13 @@ func New(cfg RunConfig) (*Agent, error) {
 
 // anchorsOf returns the trust anchors of a document (the roots of ca.pem
 // for the node's network when the document has none) and their JSON.
-func (a *Agent) anchorsOf(x *cluster.TrustIndex) (identity.TrustAnchors, []byte) {
+func (a *Agent) anchorsOf(x *trust.State) (identity.TrustAnchors, []byte) {
 	fallback := identity.TrustAnchors{Roots: map[string][]*x509.Certificate{a.state.Network: a.roots}, Accepted: []string{a.state.Network}}
 	if x == nil {
 		return fallback, nil
 	}
-	raw, _ := json.Marshal(x.Doc().Anchors)
-	an, err := cluster.Anchors(x, a.state.Network)
+	raw, _ := json.Marshal(x.TrustAnchors())
+	an, err := trust.Anchors(x, a.state.Network)
 	if err != nil {
 		a.log.Error("trust anchors of the trust state unusable; using ca.pem", "error", err)
 		return fallback, raw
@@ -248,9 +239,9 @@ func (a *Agent) anchorsOf(x *cluster.TrustIndex) (identity.TrustAnchors, []byte)
 // trustChanged is the follower's OnChange: the verifier forgets what it
 // cached, and takes new anchors when they changed; a trust state that
 // revokes this node stops the agent.
-func (a *Agent) trustChanged(_, cur *cluster.TrustIndex) {
+func (a *Agent) trustChanged(_, cur *trust.State) {
 	defer a.checkRevoked(cur)
-	raw, _ := json.Marshal(cur.Doc().Anchors)
+	raw, _ := json.Marshal(cur.TrustAnchors())
 	if !bytes.Equal(raw, a.anchors) {
 		an, _ := a.anchorsOf(cur)
 		if err := a.verifier.SetAnchors(an); err != nil {
@@ -265,7 +256,7 @@ func (a *Agent) trustChanged(_, cur *cluster.TrustIndex) {
 
 // checkRevoked marks the agent revoked when st revokes its node, its
 // certificate or an issuer above it, or its key (cluster.CheckChain).
-func (a *Agent) checkRevoked(st cluster.TrustState) {
+func (a *Agent) checkRevoked(st trust.View) {
 	if st == nil {
 		return
 	}
@@ -273,7 +264,7 @@ func (a *Agent) checkRevoked(st cluster.TrustState) {
 	if err != nil {
 		return
 	}
-	if err := cluster.CheckChain(st, nc.chain); err != nil {
+	if err := trust.CheckChain(st, nc.chain); err != nil {
 		a.markRevoked(err)
 	}
 }
@@ -505,12 +496,12 @@ func (s *nodeSource) client() (*client.Client, error) {
 	return cl, nil
 }
 
-func (s *nodeSource) Trust(ctx context.Context, index uint64, wait time.Duration) (cluster.Trust, error) {
+func (s *nodeSource) Trust(ctx context.Context, index uint64, wait time.Duration, full bool) (trust.Delta, error) {
 	cl, err := s.client()
 	if err != nil {
-		return cluster.Trust{}, err
+		return trust.Delta{}, err
 	}
-	return cl.Trust(ctx, index, wait)
+	return cl.Trust(ctx, index, wait, full)
 }
 
 func (s *nodeSource) Close() {

@@ -18,8 +18,10 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 // rtEnv is a network of in-process root servers on loopback, for the agent
@@ -52,7 +54,7 @@ func newRTEnv(t *testing.T, n int) *rtEnv {
 	})
 	e.admin = e.adminOf(r1)
 	for i := 2; i <= n; i++ {
-		tok, err := e.admin.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "root"})
+		tok, err := e.admin.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "root"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +84,7 @@ func (e *rtEnv) adminOf(s *cluster.Server) *client.Client {
 // node registers a node with a join token and returns its data directory.
 func (e *rtEnv) node(id string) string {
 	e.t.Helper()
-	tok, err := e.admin.CreateJoinToken(e.ctx, cluster.CreateJoinTokenRequest{Kind: "node"})
+	tok, err := e.admin.CreateJoinToken(e.ctx, api.CreateJoinTokenRequest{Kind: "node"})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -98,7 +100,7 @@ func (e *rtEnv) node(id string) string {
 // Raft index.
 func (e *rtEnv) revoke(kind, id string) uint64 {
 	e.t.Helper()
-	resp, err := e.admin.Revoke(e.ctx, cluster.RevokeRequest{Kind: kind, ID: id, Reason: "test"})
+	resp, err := e.admin.Revoke(e.ctx, api.RevokeRequest{Kind: kind, ID: id, Reason: "test"})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -249,7 +251,7 @@ type recorder struct {
 	quick   int      // calls with wait 0 (Refresh)
 }
 
-func (s *recSource) Trust(ctx context.Context, index uint64, wait time.Duration) (cluster.Trust, error) {
+func (s *recSource) Trust(ctx context.Context, index uint64, wait time.Duration, full bool) (trust.Delta, error) {
 	s.rec.mu.Lock()
 	if wait == 0 {
 		s.rec.quick++
@@ -259,9 +261,9 @@ func (s *recSource) Trust(ctx context.Context, index uint64, wait time.Duration)
 	s.rec.mu.Unlock()
 	if s.hold && wait > 0 && index > 0 {
 		<-ctx.Done()
-		return cluster.Trust{}, ctx.Err()
+		return trust.Delta{}, ctx.Err()
 	}
-	doc, err := s.cl.Trust(ctx, index, wait)
+	doc, err := s.cl.Trust(ctx, index, wait, full)
 	if err == nil && wait > 0 {
 		s.rec.mu.Lock()
 		s.rec.answers = append(s.rec.answers, doc.Index)
@@ -399,7 +401,7 @@ func TestFollowerFailsOver(t *testing.T) {
 	attempt := 0
 	eventually(t, 20*time.Second, "a write through another server", func() bool {
 		attempt++
-		resp, err := admin.Revoke(e.ctx, cluster.RevokeRequest{Kind: "token", ID: fmt.Sprintf("failover-%d", attempt), Reason: "test"})
+		resp, err := admin.Revoke(e.ctx, api.RevokeRequest{Kind: "token", ID: fmt.Sprintf("failover-%d", attempt), Reason: "test"})
 		idx = resp.Index
 		return err == nil
 	})

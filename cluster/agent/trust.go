@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,8 +16,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 // fileTrust is the persisted trust document in a node's data directory.
@@ -47,8 +46,9 @@ const maxTrustFile = 64 << 20
 // *client.Client does, over mutual TLS with the node certificate.
 type TrustSource interface {
 	// Trust returns once the server's state index passes index, or after
-	// wait with the unchanged document.
-	Trust(ctx context.Context, index uint64, wait time.Duration) (cluster.Trust, error)
+	// wait, with the trust.Delta since index (a full document for index
+	// 0, with full, or when the server's history no longer covers index).
+	Trust(ctx context.Context, index uint64, wait time.Duration, full bool) (trust.Delta, error)
 	// Close releases the source's connections.
 	Close()
 }
@@ -84,10 +84,10 @@ type FollowerConfig struct {
 	After func(d time.Duration) <-chan time.Time
 	// Logger receives structured logs; nil discards them.
 	Logger hclog.Logger
-	// OnChange, if set, is called after each newer document is in place,
+	// OnChange, if set, is called after each newer state is in place,
 	// with the previous one (nil at first) and the new one. Calls are
-	// serialised and come before the document is persisted.
-	OnChange func(prev, cur *cluster.TrustIndex)
+	// serialised and come before the state is persisted.
+	OnChange func(prev, cur *trust.State)
 	// OnRevoked, if set, is called when a root server refuses this node
 	// because its node, certificate (or an issuer above it) or key is
 	// revoked: a revoked node cannot read the trust state that revokes
@@ -152,24 +152,32 @@ type FollowerStatus struct {
 	Failures int `json:"failures"`
 	// LastError is the last failure, "" after an answer.
 	LastError string `json:"last_error,omitempty"`
+	// FullDocuments counts the full documents asked for because a delta
+	// did not apply.
+	FullDocuments int `json:"full_documents"`
 }
 
 // Follower follows the trust state of the root servers with blocking
 // queries on /v1/trust, resuming from its last index, and fails over to
-// the other root servers when its server is unreachable. Each newer
-// document is swapped in (State), handed to OnChange, and persisted to
-// trust.json, from which a restarted follower starts at once, offline.
+// the other root servers when its server is unreachable. Each answer is a
+// trust.Delta applied to the current trust.State; a delta that does not
+// apply (a gap: it starts at another index) makes the follower ask for a
+// full document, never guess. Each newer state is swapped in (State),
+// handed to OnChange, and persisted to trust.json (by Run, in the
+// background, the newest state at a time), from which a restarted
+// follower starts at once, offline.
 //
 // A Follower is also an identity.Refresher (through the agent's key
-// source): Refresh fetches the current document at once.
+// source): Refresh fetches the changes at once.
 type Follower struct {
 	cfg FollowerConfig
 	log hclog.Logger
 
-	cur   atomic.Pointer[cluster.TrustIndex]
-	empty *cluster.TrustIndex
+	cur   atomic.Pointer[trust.State]
+	empty *trust.State
 
-	applyMu sync.Mutex // serialises apply: swap, OnChange, persist
+	applyMu sync.Mutex // serialises apply: swap, OnChange
+	dirty   chan struct{}
 
 	mu          sync.Mutex // guards the fields below
 	servers     []string
@@ -178,6 +186,7 @@ type Follower struct {
 	lastContact time.Time
 	failures    int
 	lastErr     string
+	fulls       int // full documents fetched because a delta did not apply
 
 	refreshMu sync.Mutex
 }
@@ -191,7 +200,7 @@ func NewFollower(cfg FollowerConfig) (*Follower, error) {
 		return nil, err
 	}
 	f := &Follower{cfg: cfg, log: cfg.Logger, sources: map[string]TrustSource{},
-		empty: cluster.NewTrustIndex(cluster.Trust{Network: cfg.Network})}
+		empty: trust.Empty(cfg.Network), dirty: make(chan struct{}, 1)}
 	f.setServers(nil)
 	doc, err := ReadTrustFile(cfg.DataDir, cfg.Network)
 	switch {
@@ -199,31 +208,35 @@ func NewFollower(cfg FollowerConfig) (*Follower, error) {
 	case err != nil:
 		f.log.Error("ignoring the persisted trust document; fetching it anew", "path", TrustPath(cfg.DataDir), "error", err)
 	default:
-		x := cluster.NewTrustIndex(doc)
-		f.cur.Store(x)
-		f.setServers(doc.Servers)
-		f.log.Info("trust state loaded from the data directory", "index", doc.Index, "keys", len(doc.JWKS),
-			"revocations", len(doc.Revocations))
+		st, err := trust.NewState(doc)
+		if err != nil {
+			f.log.Error("ignoring the persisted trust document; fetching it anew", "path", TrustPath(cfg.DataDir), "error", err)
+			break
+		}
+		f.cur.Store(st)
+		f.setServers(st.Servers())
+		revs, keys, _ := st.Sizes()
+		f.log.Info("trust state loaded from the data directory", "index", st.Index(), "keys", keys, "revocations", revs)
 	}
 	return f, nil
 }
 
-// Current is the current trust document, nil before the first.
-func (f *Follower) Current() *cluster.TrustIndex { return f.cur.Load() }
+// Current is the current trust state, nil before the first.
+func (f *Follower) Current() *trust.State { return f.cur.Load() }
 
-// State is the current trust state (an empty one before the first
-// document), for cluster.TrustKeys.
-func (f *Follower) State() cluster.TrustState {
+// State is the current trust state (an empty one before the first), for
+// trust.Keys and everything that checks against it.
+func (f *Follower) State() trust.View {
 	if x := f.cur.Load(); x != nil {
 		return x
 	}
 	return f.empty
 }
 
-// Index is the state index of the current document, 0 before the first.
+// Index is the state index of the current state, 0 before the first.
 func (f *Follower) Index() uint64 {
 	if x := f.cur.Load(); x != nil {
-		return x.Doc().Index
+		return x.Index()
 	}
 	return 0
 }
@@ -233,7 +246,7 @@ func (f *Follower) Status() FollowerStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return FollowerStatus{Index: f.Index(), Server: f.server, Servers: slices.Clone(f.servers),
-		LastContact: f.lastContact, Failures: f.failures, LastError: f.lastErr}
+		LastContact: f.lastContact, Failures: f.failures, LastError: f.lastErr, FullDocuments: f.fulls}
 }
 
 // setServers makes the server list: the configured servers, then the
@@ -314,19 +327,21 @@ func (f *Follower) answered() {
 // of the servers are logged and retried (failover, capped backoff).
 func (f *Follower) Run(ctx context.Context) error {
 	defer f.closeSources()
+	persisted := make(chan struct{})
+	go func() {
+		defer close(persisted)
+		f.persistLoop(ctx)
+	}()
+	defer func() { <-persisted }()
 	f.log.Info("following the trust state", "servers", f.Status().Servers, "index", f.Index())
 	for ctx.Err() == nil {
 		server, src, err := f.source()
 		var progressed bool
 		start := f.cfg.Clock()
 		if err == nil {
-			var doc cluster.Trust
 			before := f.Index()
-			doc, err = src.Trust(ctx, before, f.cfg.Wait)
-			if err == nil {
-				err = f.apply(doc, server)
-				progressed = f.Index() > before
-			}
+			err = f.follow(ctx, src, server, f.cfg.Wait)
+			progressed = f.Index() > before
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -387,8 +402,8 @@ func (f *Follower) closeSources() {
 	}
 }
 
-// Refresh asks the root servers for the current document at once (no
-// blocking wait), starting with the one followed now, within
+// Refresh asks the root servers for the changes since the current state
+// at once (no blocking wait), starting with the one followed now, within
 // RefreshTimeout. Concurrent calls share one fetch at a time.
 func (f *Follower) Refresh(ctx context.Context) error {
 	f.refreshMu.Lock()
@@ -410,9 +425,9 @@ func (f *Follower) Refresh(ctx context.Context) error {
 			err = derr
 			continue
 		}
-		doc, terr := src.Trust(ctx, 0, 0)
+		terr := f.follow(ctx, src, server, 0)
 		if terr == nil {
-			return f.apply(doc, server)
+			return nil
 		}
 		err = terr
 		if ctx.Err() != nil {
@@ -422,96 +437,191 @@ func (f *Follower) Refresh(ctx context.Context) error {
 	return fmt.Errorf("agent: refreshing the trust state: %w", err)
 }
 
-// apply puts doc in place if it is newer than the current document.
-func (f *Follower) apply(doc cluster.Trust, server string) error {
-	if doc.Network != f.cfg.Network {
-		return fmt.Errorf("%w: %s answered for %q, this node is of %q", ErrOtherNetwork, server, doc.Network, f.cfg.Network)
+// follow asks src for the changes since the current state (waiting up to
+// wait) and applies them; a delta that does not apply makes it ask src for
+// a full document once.
+func (f *Follower) follow(ctx context.Context, src TrustSource, server string, wait time.Duration) error {
+	index := f.Index()
+	d, err := src.Trust(ctx, index, wait, index == 0)
+	if err != nil {
+		return err
+	}
+	err = f.apply(d, server)
+	if !errors.Is(err, trust.ErrGap) {
+		return err
+	}
+	f.mu.Lock()
+	f.fulls++
+	f.mu.Unlock()
+	f.log.Warn("a trust delta did not apply; fetching the full document", "server", server, "index", index, "error", err)
+	if d, err = src.Trust(ctx, f.Index(), 0, true); err != nil {
+		return err
+	}
+	return f.apply(d, server)
+}
+
+// apply puts the state d brings the current one to in place, if it is
+// newer.
+func (f *Follower) apply(d trust.Delta, server string) error {
+	if d.Network != f.cfg.Network {
+		return fmt.Errorf("%w: %s answered for %q, this node is of %q", ErrOtherNetwork, server, d.Network, f.cfg.Network)
 	}
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	prev := f.cur.Load()
-	if prev != nil && doc.Index <= prev.Doc().Index {
+	if prev != nil && d.Index <= prev.Index() && (d.Reset || d.Empty()) {
+		return nil // a replica behind this state, or no news
+	}
+	var next *trust.State
+	var err error
+	switch {
+	case prev == nil && !d.Reset:
+		return fmt.Errorf("%w: a delta without a state to apply it to", trust.ErrGap)
+	case prev == nil:
+		next, err = trust.NewState(d)
+	default:
+		next, err = prev.Apply(d)
+	}
+	if err != nil {
+		return fmt.Errorf("agent: trust answer of %s: %w", server, err)
+	}
+	if next == prev {
 		return nil
 	}
-	x := cluster.NewTrustIndex(doc)
-	f.cur.Store(x)
-	f.setServers(doc.Servers)
+	f.cur.Store(next)
+	f.setServers(next.Servers())
 	if f.cfg.OnChange != nil {
-		f.cfg.OnChange(prev, x)
+		f.cfg.OnChange(prev, next)
 	}
-	f.log.Debug("trust state updated", "index", doc.Index, "server", server)
-	if err := WriteTrustFile(f.cfg.DataDir, doc); err != nil {
-		f.log.Warn("cannot persist the trust state; a restart will start from an older one", "error", err)
+	f.log.Debug("trust state updated", "index", next.Index(), "server", server, "delta", !d.Reset)
+	select {
+	case f.dirty <- struct{}{}:
+	default:
 	}
 	return nil
 }
 
-// trustFile is the content of trust.json.
-type trustFile struct {
-	Version int           `json:"version"`
-	Trust   cluster.Trust `json:"trust"`
+// persistLoop writes the newest state to trust.json whenever it changed,
+// one write at a time (a burst of changes costs one write of the newest),
+// until ctx ends; then once more if a change is not written yet.
+func (f *Follower) persistLoop(ctx context.Context) {
+	var written uint64
+	write := func() {
+		st := f.cur.Load()
+		if st == nil || st.Index() == written {
+			return
+		}
+		if err := WriteTrustFile(f.cfg.DataDir, st.Document()); err != nil {
+			f.log.Warn("cannot persist the trust state; a restart will start from an older one", "error", err)
+			return
+		}
+		written = st.Index()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			write()
+			return
+		case <-f.dirty:
+			write()
+		}
+	}
 }
 
-// WriteTrustFile persists doc to trust.json atomically.
-func WriteTrustFile(dir string, doc cluster.Trust) error {
-	b, err := json.Marshal(trustFile{Version: 1, Trust: doc})
+// trustFile is the content of trust.json: version 2 holds a full
+// document (a trust.Delta with Reset); version 1, the document of older
+// agents, is read too.
+type trustFile struct {
+	Version int         `json:"version"`
+	Trust   trust.Delta `json:"trust"`
+}
+
+// trustFileV1 is trust.json as agents before incremental sync wrote it.
+type trustFileV1 struct {
+	Version int `json:"version"`
+	Trust   struct {
+		Index       uint64            `json:"index"`
+		Network     string            `json:"network"`
+		Anchors     []fsm.TrustAnchor `json:"anchors"`
+		Revocations []fsm.Revocation  `json:"revocations"`
+		JWKS        []fsm.JWK         `json:"jwks"`
+		Nodes       []fsm.Node        `json:"nodes"`
+		Servers     []fsm.Server      `json:"servers"`
+	} `json:"trust"`
+}
+
+// WriteTrustFile persists doc (a full document) to trust.json atomically.
+func WriteTrustFile(dir string, doc trust.Delta) error {
+	if !doc.Reset {
+		return errors.New("agent: trust.json holds full documents only")
+	}
+	b, err := json.Marshal(trustFile{Version: 2, Trust: doc})
 	if err != nil {
 		return fmt.Errorf("agent: encode trust document: %w", err)
 	}
 	return writeFile(TrustPath(dir), append(b, '\n'), 0o644)
 }
 
-// ReadTrustFile reads trust.json back. An absent file wraps
-// fs.ErrNotExist; a damaged one, of another version or of another network
-// than network wraps ErrTrustFile.
-func ReadTrustFile(dir, network string) (cluster.Trust, error) {
+// ReadTrustFile reads trust.json back as a full document. An absent file
+// wraps fs.ErrNotExist; a damaged one, of another version or of another
+// network than network wraps ErrTrustFile.
+func ReadTrustFile(dir, network string) (trust.Delta, error) {
 	fh, err := os.Open(TrustPath(dir))
 	if err != nil {
-		return cluster.Trust{}, fmt.Errorf("agent: %w", err)
+		return trust.Delta{}, fmt.Errorf("agent: %w", err)
 	}
 	defer fh.Close()
 	b, err := io.ReadAll(io.LimitReader(fh, maxTrustFile+1))
 	if err != nil {
-		return cluster.Trust{}, fmt.Errorf("agent: %w", err)
+		return trust.Delta{}, fmt.Errorf("agent: %w", err)
 	}
 	return decodeTrustFile(b, network)
 }
 
 // decodeTrustFile strictly decodes the content of trust.json.
-func decodeTrustFile(b []byte, network string) (cluster.Trust, error) {
+func decodeTrustFile(b []byte, network string) (trust.Delta, error) {
 	if len(b) > maxTrustFile {
-		return cluster.Trust{}, fmt.Errorf("%w: larger than %d bytes", ErrTrustFile, maxTrustFile)
+		return trust.Delta{}, fmt.Errorf("%w: larger than %d bytes", ErrTrustFile, maxTrustFile)
 	}
-	var tf trustFile
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&tf); err != nil {
-		return cluster.Trust{}, fmt.Errorf("%w: %w", ErrTrustFile, err)
+	var head struct {
+		Version int `json:"version"`
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return cluster.Trust{}, fmt.Errorf("%w: data after the document", ErrTrustFile)
+	if err := json.Unmarshal(b, &head); err != nil {
+		return trust.Delta{}, fmt.Errorf("%w: %w", ErrTrustFile, err)
+	}
+	var doc trust.Delta
+	switch head.Version {
+	case 1:
+		var tf trustFileV1
+		if err := api.DecodeStrict(b, &tf); err != nil {
+			return trust.Delta{}, fmt.Errorf("%w: %w", ErrTrustFile, err)
+		}
+		t := tf.Trust
+		doc = trust.Delta{Network: t.Network, Index: t.Index, Reset: true, Put: trust.Records{Anchors: t.Anchors,
+			Revocations: t.Revocations, JWKS: t.JWKS, Nodes: t.Nodes, Servers: t.Servers}}
+	case 2:
+		var tf trustFile
+		if err := api.DecodeStrict(b, &tf); err != nil {
+			return trust.Delta{}, fmt.Errorf("%w: %w", ErrTrustFile, err)
+		}
+		doc = tf.Trust
+	default:
+		return trust.Delta{}, fmt.Errorf("%w: version %d, want 1 or 2", ErrTrustFile, head.Version)
 	}
 	switch {
-	case tf.Version != 1:
-		return cluster.Trust{}, fmt.Errorf("%w: version %d, want 1", ErrTrustFile, tf.Version)
-	case tf.Trust.Network != network:
-		return cluster.Trust{}, fmt.Errorf("%w: of network %q, this node is of %q", ErrTrustFile, tf.Trust.Network, network)
-	case tf.Trust.Index == 0:
-		return cluster.Trust{}, fmt.Errorf("%w: no state index", ErrTrustFile)
+	case !doc.Reset:
+		return trust.Delta{}, fmt.Errorf("%w: not a full document", ErrTrustFile)
+	case doc.Network != network:
+		return trust.Delta{}, fmt.Errorf("%w: of network %q, this node is of %q", ErrTrustFile, doc.Network, network)
+	case doc.Index == 0:
+		return trust.Delta{}, fmt.Errorf("%w: no state index", ErrTrustFile)
 	}
-	return tf.Trust, nil
+	if _, err := trust.NewState(doc); err != nil {
+		return trust.Delta{}, fmt.Errorf("%w: %w", ErrTrustFile, err)
+	}
+	return doc, nil
 }
 
 // revokedRefusal reports whether err is a root server refusing this node
 // as revoked.
-func revokedRefusal(err error) bool {
-	var ae *cluster.APIError
-	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
-		return false
-	}
-	switch ae.Code {
-	case cluster.CodeNodeRevoked, cluster.CodeCertRevoked, cluster.CodeKeyRevoked:
-		return true
-	}
-	return false
-}
+func revokedRefusal(err error) bool { return errors.Is(err, api.ErrRevoked) }

@@ -23,8 +23,9 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 // Config names the server and the trust material.
@@ -105,7 +106,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Certificate != nil {
 		tlsCfg.Certificates = []tls.Certificate{*cfg.Certificate}
 	} else if cfg.Credential != "" {
-		cert, err := cluster.LoadCredential(cfg.Credential)
+		cert, err := ca.LoadCredential(cfg.Credential)
 		if err != nil {
 			return nil, err
 		}
@@ -129,7 +130,7 @@ func (c *Client) Close() { c.http.CloseIdleConnections() }
 func (c *Client) Server() string { return c.base.String() }
 
 // do sends one call and decodes a 2xx answer into out. Error answers come
-// back as *cluster.APIError.
+// back as *api.APIError.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) (http.Header, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -192,12 +193,12 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 	return resp.StatusCode, resp.Header, b, nil
 }
 
-// apiError turns an error answer into *cluster.APIError.
+// apiError turns an error answer into *api.APIError.
 func apiError(status int, header http.Header, b []byte) error {
 	var eb struct {
 		Error struct{ Code, Message string } `json:"error"`
 	}
-	e := &cluster.APIError{Status: status, Code: "http", Message: http.StatusText(status)}
+	e := &api.APIError{Status: status, Code: "http", Message: http.StatusText(status)}
 	if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
 		e.Code, e.Message = eb.Error.Code, eb.Error.Message
 	}
@@ -213,8 +214,8 @@ var ErrNoLeader = errors.New("client: the server knows no leader; the cluster is
 
 // Health returns the server's health. A server that answers but knows no
 // leader (HTTP 503) returns its Health and ErrNoLeader.
-func (c *Client) Health(ctx context.Context) (cluster.Health, error) {
-	var h cluster.Health
+func (c *Client) Health(ctx context.Context) (api.Health, error) {
+	var h api.Health
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	status, _, b, err := c.send(ctx, http.MethodGet, "/v1/sys/health", nil, nil)
@@ -235,8 +236,8 @@ func (c *Client) Health(ctx context.Context) (cluster.Health, error) {
 }
 
 // Status returns the answering server's view of the cluster.
-func (c *Client) Status(ctx context.Context) (cluster.Status, error) {
-	var s cluster.Status
+func (c *Client) Status(ctx context.Context) (api.Status, error) {
+	var s api.Status
 	_, err := c.do(ctx, http.MethodGet, "/v1/cluster/status", nil, nil, &s)
 	return s, err
 }
@@ -248,15 +249,15 @@ func (c *Client) RemoveServer(ctx context.Context, name string) error {
 }
 
 // CreateJoinToken makes a join token; the secret is in the answer only.
-func (c *Client) CreateJoinToken(ctx context.Context, req cluster.CreateJoinTokenRequest) (cluster.CreatedJoinToken, error) {
-	var out cluster.CreatedJoinToken
+func (c *Client) CreateJoinToken(ctx context.Context, req api.CreateJoinTokenRequest) (api.CreatedJoinToken, error) {
+	var out api.CreatedJoinToken
 	_, err := c.do(ctx, http.MethodPost, "/v1/join-tokens", nil, req, &out)
 	return out, err
 }
 
 // JoinTokens lists join tokens without their secrets.
-func (c *Client) JoinTokens(ctx context.Context) ([]cluster.JoinTokenInfo, error) {
-	var out []cluster.JoinTokenInfo
+func (c *Client) JoinTokens(ctx context.Context) ([]api.JoinTokenInfo, error) {
+	var out []api.JoinTokenInfo
 	_, err := c.do(ctx, http.MethodGet, "/v1/join-tokens", nil, nil, &out)
 	return out, err
 }
@@ -268,8 +269,8 @@ func (c *Client) RevokeJoinToken(ctx context.Context, id string) error {
 }
 
 // Revoke commits a revocation.
-func (c *Client) Revoke(ctx context.Context, req cluster.RevokeRequest) (cluster.RevokeResponse, error) {
-	var out cluster.RevokeResponse
+func (c *Client) Revoke(ctx context.Context, req api.RevokeRequest) (api.RevokeResponse, error) {
+	var out api.RevokeResponse
 	_, err := c.do(ctx, http.MethodPost, "/v1/revocations", nil, req, &out)
 	return out, err
 }
@@ -296,8 +297,7 @@ func (c *Client) Revocation(ctx context.Context, kind, id string, consistent boo
 		q.Set("consistent", "true")
 	}
 	_, err = c.do(ctx, http.MethodGet, "/v1/revocations/"+url.PathEscape(kind)+"/"+url.PathEscape(id), q, nil, &rev)
-	var ae *cluster.APIError
-	if errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Code == "not_found" {
+	if errors.Is(err, api.ErrNotFound) {
 		return rev, false, nil
 	}
 	return rev, err == nil, err
@@ -310,15 +310,20 @@ func (c *Client) Bundle(ctx context.Context) ([]byte, error) {
 	return out, err
 }
 
-// Trust runs a blocking query: it returns once the state index passes
-// index, or after wait.
-func (c *Client) Trust(ctx context.Context, index uint64, wait time.Duration) (cluster.Trust, error) {
+// Trust runs a blocking query for a follower at index: it returns once
+// the state index passes index, or after wait, with the trust.Delta since
+// index (a full document for index 0, with full, or when the server's
+// change history no longer covers index).
+func (c *Client) Trust(ctx context.Context, index uint64, wait time.Duration, full bool) (trust.Delta, error) {
 	q := url.Values{}
 	q.Set("index", strconv.FormatUint(index, 10))
 	q.Set("wait", wait.String())
+	if full {
+		q.Set("full", "true")
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout+wait)
 	defer cancel()
-	var out cluster.Trust
+	var out trust.Delta
 	_, err := c.doNoTimeout(ctx, http.MethodGet, "/v1/trust", q, nil, &out)
 	return out, err
 }
@@ -326,23 +331,23 @@ func (c *Client) Trust(ctx context.Context, index uint64, wait time.Duration) (c
 // Register asks for a node certificate. With a valid token the answer
 // carries the certificate chain (HTTP 201); without, the registration is
 // pending (HTTP 202) until an operator approves it.
-func (c *Client) Register(ctx context.Context, req cluster.RegisterRequest) (cluster.RegistrationResponse, error) {
-	var out cluster.RegistrationResponse
+func (c *Client) Register(ctx context.Context, req api.RegisterRequest) (api.RegistrationResponse, error) {
+	var out api.RegistrationResponse
 	_, err := c.do(ctx, http.MethodPost, "/v1/registrations", nil, req, &out)
 	return out, err
 }
 
 // Collect asks for the certificate of a registration, proving possession of
 // its key.
-func (c *Client) Collect(ctx context.Context, id string, req cluster.CollectRequest) (cluster.RegistrationResponse, error) {
-	var out cluster.RegistrationResponse
+func (c *Client) Collect(ctx context.Context, id string, req api.CollectRequest) (api.RegistrationResponse, error) {
+	var out api.RegistrationResponse
 	_, err := c.do(ctx, http.MethodPost, "/v1/registrations/"+url.PathEscape(id)+"/collect", nil, req, &out)
 	return out, err
 }
 
 // Registrations lists registrations (of one status when status is not
 // empty).
-func (c *Client) Registrations(ctx context.Context, status string, consistent bool) ([]cluster.RegistrationInfo, error) {
+func (c *Client) Registrations(ctx context.Context, status string, consistent bool) ([]api.RegistrationInfo, error) {
 	q := url.Values{}
 	if status != "" {
 		q.Set("status", status)
@@ -350,20 +355,20 @@ func (c *Client) Registrations(ctx context.Context, status string, consistent bo
 	if consistent {
 		q.Set("consistent", "true")
 	}
-	var out []cluster.RegistrationInfo
+	var out []api.RegistrationInfo
 	_, err := c.do(ctx, http.MethodGet, "/v1/registrations", q, nil, &out)
 	return out, err
 }
 
 // Approve approves a pending registration.
-func (c *Client) Approve(ctx context.Context, id string) (cluster.RegistrationResponse, error) {
-	return c.ApproveRequest(ctx, id, cluster.ApproveRequest{})
+func (c *Client) Approve(ctx context.Context, id string) (api.RegistrationResponse, error) {
+	return c.ApproveRequest(ctx, id, api.ApproveRequest{})
 }
 
 // ApproveRequest is Approve with every field of the request (another
 // principal for the node).
-func (c *Client) ApproveRequest(ctx context.Context, id string, req cluster.ApproveRequest) (cluster.RegistrationResponse, error) {
-	var out cluster.RegistrationResponse
+func (c *Client) ApproveRequest(ctx context.Context, id string, req api.ApproveRequest) (api.RegistrationResponse, error) {
+	var out api.RegistrationResponse
 	_, err := c.do(ctx, http.MethodPost, "/v1/registrations/"+url.PathEscape(id)+"/approve", nil, req, &out)
 	return out, err
 }
@@ -376,16 +381,16 @@ func (c *Client) RotateSeal(ctx context.Context) error {
 }
 
 // Deny denies a pending registration.
-func (c *Client) Deny(ctx context.Context, id, reason string) (cluster.RegistrationResponse, error) {
-	var out cluster.RegistrationResponse
-	_, err := c.do(ctx, http.MethodPost, "/v1/registrations/"+url.PathEscape(id)+"/deny", nil, cluster.DenyRequest{Reason: reason}, &out)
+func (c *Client) Deny(ctx context.Context, id, reason string) (api.RegistrationResponse, error) {
+	var out api.RegistrationResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/registrations/"+url.PathEscape(id)+"/deny", nil, api.DenyRequest{Reason: reason}, &out)
 	return out, err
 }
 
 // Renew renews the certificate the client presents (a node's).
-func (c *Client) Renew(ctx context.Context, csr []byte) (cluster.CertResponse, error) {
-	var out cluster.CertResponse
-	_, err := c.do(ctx, http.MethodPost, "/v1/certs/renew", nil, cluster.RenewRequest{CSR: csr}, &out)
+func (c *Client) Renew(ctx context.Context, csr []byte) (api.CertResponse, error) {
+	var out api.CertResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/certs/renew", nil, api.RenewRequest{CSR: csr}, &out)
 	return out, err
 }
 
@@ -397,41 +402,41 @@ func (c *Client) CRL(ctx context.Context) ([]byte, error) {
 }
 
 // Policy returns the policy set in force and its version.
-func (c *Client) Policy(ctx context.Context) (cluster.PolicyDoc, error) {
-	var out cluster.PolicyDoc
+func (c *Client) Policy(ctx context.Context) (api.PolicyDoc, error) {
+	var out api.PolicyDoc
 	_, err := c.do(ctx, http.MethodGet, "/v1/policies", nil, nil, &out)
 	return out, err
 }
 
 // SetPolicy replaces the policy set if its version is still expect.
-func (c *Client) SetPolicy(ctx context.Context, text string, expect uint64) (cluster.PolicyDoc, error) {
-	return c.SetPolicyRequest(ctx, cluster.SetPolicyRequest{Text: text, ExpectVersion: expect})
+func (c *Client) SetPolicy(ctx context.Context, text string, expect uint64) (api.PolicyDoc, error) {
+	return c.SetPolicyRequest(ctx, api.SetPolicyRequest{Text: text, ExpectVersion: expect})
 }
 
 // SetPolicyRequest is SetPolicy with every field of the request (force).
-func (c *Client) SetPolicyRequest(ctx context.Context, req cluster.SetPolicyRequest) (cluster.PolicyDoc, error) {
-	var out cluster.PolicyDoc
+func (c *Client) SetPolicyRequest(ctx context.Context, req api.SetPolicyRequest) (api.PolicyDoc, error) {
+	var out api.PolicyDoc
 	_, err := c.do(ctx, http.MethodPut, "/v1/policies", nil, req, &out)
 	return out, err
 }
 
 // Verify asks the root server to verify a token against its replica.
-func (c *Client) Verify(ctx context.Context, token, aud string) (cluster.Verification, error) {
-	return c.VerifyRequest(ctx, cluster.TokenRequest{Token: token, Audience: aud})
+func (c *Client) Verify(ctx context.Context, token, aud string) (api.Verification, error) {
+	return c.VerifyRequest(ctx, api.TokenRequest{Token: token, Audience: aud})
 }
 
 // VerifyRequest is Verify with every field of the request (a peer
 // certificate for bound tokens).
-func (c *Client) VerifyRequest(ctx context.Context, req cluster.TokenRequest) (cluster.Verification, error) {
-	var out cluster.Verification
+func (c *Client) VerifyRequest(ctx context.Context, req api.TokenRequest) (api.Verification, error) {
+	var out api.Verification
 	_, err := c.do(ctx, http.MethodPost, "/v1/verify", nil, req, &out)
 	return out, err
 }
 
 // Authorize asks which actions a token's principal may take.
-func (c *Client) Authorize(ctx context.Context, token, aud string) (cluster.Verification, error) {
-	var out cluster.Verification
-	_, err := c.do(ctx, http.MethodPost, "/v1/authorize", nil, cluster.TokenRequest{Token: token, Audience: aud}, &out)
+func (c *Client) Authorize(ctx context.Context, token, aud string) (api.Verification, error) {
+	var out api.Verification
+	_, err := c.do(ctx, http.MethodPost, "/v1/authorize", nil, api.TokenRequest{Token: token, Audience: aud}, &out)
 	return out, err
 }
 

@@ -14,7 +14,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 func options(t *testing.T) cluster.Options {
@@ -43,7 +45,7 @@ func startServers(t *testing.T, n int) ([]*cluster.Server, string) {
 	for i := 2; i <= n; i++ {
 		if token == "" {
 			cl := newClient(t, r1, r1.DataDir())
-			tok, err := cl.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "root"})
+			tok, err := cl.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "root"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,7 +116,7 @@ func TestWritesAndConflictsThroughAFollower(t *testing.T) {
 	cl := newClient(t, f, admin)
 
 	// A write through the follower succeeds and is visible there at once.
-	rev, err := cl.Revoke(ctx, cluster.RevokeRequest{Kind: "cert", ID: "0a1b2c", Reason: "key-compromise"})
+	rev, err := cl.Revoke(ctx, api.RevokeRequest{Kind: "cert", ID: "0a1b2c", Reason: "key-compromise"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,14 +128,14 @@ func TestWritesAndConflictsThroughAFollower(t *testing.T) {
 		t.Fatalf("read after write on the follower: found=%v err=%v", found, err)
 	}
 	// The same revocation again is a conflict, with the one error shape.
-	_, err = cl.Revoke(ctx, cluster.RevokeRequest{Kind: "cert", ID: "0A:1B:2C"})
-	var ae *cluster.APIError
+	_, err = cl.Revoke(ctx, api.RevokeRequest{Kind: "cert", ID: "0A:1B:2C"})
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != "exists" {
 		t.Fatalf("second revoke: %v", err)
 	}
 
 	// Join tokens: the secret is shown once, the list never shows it.
-	tok, err := cl.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", Principal: "NODE", Uses: 3, TTL: "1h"})
+	tok, err := cl.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Principal: "NODE", Uses: 3, TTL: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,28 +175,28 @@ func TestTrustBlockingQuery(t *testing.T) {
 	defer cancel()
 	servers, admin := startServers(t, 1)
 	cl := newClient(t, servers[0], admin)
-	first, err := cl.Trust(ctx, 0, 0)
+	first, err := cl.Trust(ctx, 0, 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Nothing changes: the query waits its whole wait and returns the same index.
 	start := time.Now()
-	same, err := cl.Trust(ctx, first.Index, 300*time.Millisecond)
+	same, err := cl.Trust(ctx, first.Index, 300*time.Millisecond, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if same.Index != first.Index || time.Since(start) < 300*time.Millisecond {
 		t.Fatalf("idle blocking query returned index %d after %s", same.Index, time.Since(start))
 	}
-	got := make(chan cluster.Trust, 1)
+	got := make(chan trust.Delta, 1)
 	go func() {
-		tr, err := cl.Trust(ctx, first.Index, 30*time.Second)
+		tr, err := cl.Trust(ctx, first.Index, 30*time.Second, false)
 		if err != nil {
 			t.Error(err)
 		}
 		got <- tr
 	}()
-	if _, err := cl.Revoke(ctx, cluster.RevokeRequest{Kind: "token", ID: "wake-up"}); err != nil {
+	if _, err := cl.Revoke(ctx, api.RevokeRequest{Kind: "token", ID: "wake-up"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -203,7 +205,7 @@ func TestTrustBlockingQuery(t *testing.T) {
 			t.Fatalf("woke with index %d, not past %d", tr.Index, first.Index)
 		}
 		found := false
-		for _, r := range tr.Revocations {
+		for _, r := range tr.Put.Revocations {
 			found = found || r.ID == "wake-up"
 		}
 		if !found {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
 )
@@ -34,7 +34,7 @@ type verdict struct {
 }
 
 // verdictOf makes the printed form of a root server's answer.
-func verdictOf(v cluster.Verification, token, by string) verdict {
+func verdictOf(v api.Verification, token, by string) verdict {
 	out := verdict{Valid: v.Valid, Reason: v.Reason, Message: v.Message, Node: v.Node, Network: v.Network,
 		Principal: v.Principal, KID: v.KID, Actions: v.Actions, VerifiedBy: by}
 	out.addClaims(token)

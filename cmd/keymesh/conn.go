@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 )
 
@@ -268,7 +268,7 @@ func (c conn) explain(err error) error {
 		return nil
 	}
 	var (
-		ae      *cluster.APIError
+		ae      *api.APIError
 		unknown x509.UnknownAuthorityError
 		verify  *tls.CertificateVerificationError
 		host    x509.HostnameError
@@ -277,22 +277,13 @@ func (c conn) explain(err error) error {
 	switch {
 	case errors.As(err, &ae):
 		msg := fmt.Sprintf("%s: %s (HTTP %d, %s)", hostPort(c.server), ae.Message, ae.Status, ae.Code)
-		switch ae.Status {
-		case http.StatusUnauthorized:
-			if !strings.Contains(ae.Message, "credential") {
-				msg += "; pass --credential or --token, or set " + envCredential + " or " + envToken
-			}
-		case http.StatusForbidden:
-			switch {
-			case c.token != "" && strings.Contains(ae.Message, "bearer token"):
-				msg += "; the token came from " + c.tokenFrom
-			case ae.Code == "forbidden":
-				msg += "; use an admin credential or token (--credential, --token, " + envCredential + ", " + envToken + ")"
-			}
-		case http.StatusServiceUnavailable:
-			if !strings.Contains(ae.Message, "root status") {
-				msg += "; check the cluster with `keymesh root status`"
-			}
+		switch {
+		case errors.Is(err, api.ErrTokenRefused) && c.token != "":
+			msg += "; the token came from " + c.tokenFrom
+		case errors.Is(err, api.ErrForbidden):
+			msg += "; use an admin credential or token (--credential, --token, " + envCredential + ", " + envToken + ")"
+		case errors.Is(err, api.ErrUnknownOutcome), errors.Is(err, api.ErrShutdown):
+			msg += "; check the cluster with `keymesh root status`"
 		}
 		return errors.New(msg)
 	case errors.Is(err, ca.ErrNotRootServer):

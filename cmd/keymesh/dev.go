@@ -17,6 +17,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/fsm"
 )
@@ -169,7 +170,7 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 		token := res.RootJoinToken
 		for _, n := range names[1:] {
 			if token == "" {
-				tok, err := admin.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "root", TTL: devTokenTTL.String(), Description: "keymesh dev: " + n})
+				tok, err := admin.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "root", TTL: devTokenTTL.String(), Description: "keymesh dev: " + n})
 				if err != nil {
 					return fmt.Errorf("making a root-join token for %s: %w", n, err)
 				}
@@ -363,7 +364,7 @@ func (a *app) devNodes(ctx context.Context, dir string, c conn, hash, network st
 	}
 	defer admin.Close()
 	withToken := names[:len(names)-1]
-	tok, err := admin.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", Principal: fsm.PrincipalNode, Uses: len(withToken),
+	tok, err := admin.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Principal: fsm.PrincipalNode, Uses: len(withToken),
 		TTL: devTokenTTL.String(), Description: "keymesh dev: " + strings.Join(withToken, ", ")})
 	if err != nil {
 		return nil, fmt.Errorf("making a node join token: %w", c.explain(err))

@@ -20,8 +20,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 )
@@ -348,7 +348,7 @@ func (a *app) waitApproval(parent context.Context, res agent.Result, dir string,
 // transient reports whether a failed collection is worth trying again: the
 // server was unreachable, busy or without a leader.
 func transient(err error) bool {
-	var ae *cluster.APIError
+	var ae *api.APIError
 	if errors.As(err, &ae) {
 		return ae.Status == http.StatusTooManyRequests || ae.Status >= 500
 	}
@@ -423,7 +423,7 @@ func isTerminal(w io.Writer) bool {
 // happened; what names the call ("registration", "renewal").
 func explainNode(what string, err error) error {
 	var (
-		ae *cluster.APIError
+		ae *api.APIError
 		ue *url.Error
 	)
 	switch {

@@ -4,12 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
 )
@@ -154,20 +153,15 @@ func checkKeepsAdmin(text string) error {
 // explainPolicySet turns a refused policy change into one line: the
 // parser's message for a bad set, the versions for a stale one.
 func explainPolicySet(c conn, err error, expect uint64) error {
-	var ae *cluster.APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) {
 		return c.explain(err)
 	}
 	switch {
-	case ae.Status == http.StatusBadRequest && ae.Code == "bad_request":
-		msg := strings.TrimPrefix(ae.Message, "the policy set is refused: ")
-		return fmt.Errorf("policy set refused: %s; nothing changed", strings.TrimPrefix(msg, "policy: "))
-	case ae.Status == http.StatusConflict:
-		msg := ae.Message
-		if i := strings.LastIndex(msg, "conflict: "); i >= 0 {
-			msg = msg[i+len("conflict: "):]
-		}
-		return fmt.Errorf("policy set refused: %s (--expect-version %d): it changed since it was read; nothing changed; look at `keymesh policy get` and set again", msg, expect)
+	case errors.Is(err, api.ErrInvalidPolicy):
+		return fmt.Errorf("policy set refused: %s; nothing changed", ae.Message)
+	case errors.Is(err, api.ErrConflict):
+		return fmt.Errorf("policy set refused: it changed since version %d was read (%s); nothing changed; look at `keymesh policy get` and set again", expect, ae.Message)
 	}
 	return c.explain(err)
 }

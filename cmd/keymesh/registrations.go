@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
 
@@ -50,7 +50,7 @@ func (a *app) registrationsListCmd() *cobra.Command {
 				return c.explain(err)
 			}
 			if regs == nil {
-				regs = []cluster.RegistrationInfo{}
+				regs = []api.RegistrationInfo{}
 			}
 			return a.emit(regs, func(w io.Writer) {
 				if len(regs) == 0 {
@@ -78,12 +78,12 @@ func (a *app) registrationsListCmd() *cobra.Command {
 
 // decidedRegistration is what approve and deny print.
 type decidedRegistration struct {
-	cluster.RegistrationInfo
+	api.RegistrationInfo
 	NotAfter time.Time `json:"not_after,omitzero"`
 	Index    uint64    `json:"index"`
 }
 
-func decided(resp cluster.RegistrationResponse) decidedRegistration {
+func decided(resp api.RegistrationResponse) decidedRegistration {
 	out := decidedRegistration{RegistrationInfo: resp.Registration, Index: resp.Index}
 	if len(resp.Chain) > 0 {
 		if leaf, err := x509.ParseCertificate(resp.Chain[0]); err == nil {
@@ -118,7 +118,7 @@ principal that may do more than the approver.`,
 				return err
 			}
 			defer cl.Close()
-			resp, err := cl.ApproveRequest(cmd.Context(), args[0], cluster.ApproveRequest{Principal: p})
+			resp, err := cl.ApproveRequest(cmd.Context(), args[0], api.ApproveRequest{Principal: p})
 			if err != nil {
 				return c.explain(err)
 			}

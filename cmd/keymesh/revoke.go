@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
 
@@ -50,7 +50,7 @@ func (a *app) revokeCmd() *cobra.Command {
 					return err
 				}
 				defer cl.Close()
-				res, err := cl.Revoke(cmd.Context(), cluster.RevokeRequest{Kind: k.kind, ID: id, Reason: reason})
+				res, err := cl.Revoke(cmd.Context(), api.RevokeRequest{Kind: k.kind, ID: id, Reason: reason})
 				if err != nil {
 					return c.explain(err)
 				}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 )
 
 // peerStatusTimeout bounds the status call to each listed server, so that a
@@ -20,7 +20,7 @@ const peerStatusTimeout = 5 * time.Second
 
 // createdToken is what token creation prints.
 type createdToken struct {
-	cluster.CreatedJoinToken
+	api.CreatedJoinToken
 	CAHash      string `json:"ca_hash"`
 	JoinCommand string `json:"join_command"`
 }
@@ -39,7 +39,7 @@ func (a *app) rootTokenCmd() *cobra.Command {
 			if ttl < 0 {
 				return usagef("--ttl must be positive, got %s", ttl)
 			}
-			return a.createToken(cmd.Context(), cf, cluster.CreateJoinTokenRequest{Kind: "root", TTL: durationText(ttl), Description: desc})
+			return a.createToken(cmd.Context(), cf, api.CreateJoinTokenRequest{Kind: "root", TTL: durationText(ttl), Description: desc})
 		},
 	}
 	cf.register(cmd)
@@ -57,7 +57,7 @@ func durationText(d time.Duration) string {
 
 // createToken makes a join token and prints its secret once, with the
 // command that uses it.
-func (a *app) createToken(ctx context.Context, cf connFlags, req cluster.CreateJoinTokenRequest) error {
+func (a *app) createToken(ctx context.Context, cf connFlags, req api.CreateJoinTokenRequest) error {
 	cl, c, err := a.client(cf)
 	if err != nil {
 		return err
@@ -192,7 +192,7 @@ status. Servers that do not answer are listed with the error.`,
 	return cmd
 }
 
-func (r *serverRow) fill(st cluster.Status) {
+func (r *serverRow) fill(st api.Status) {
 	r.Reachable = true
 	r.State = st.State
 	r.Leader = st.Leader != "" && st.Leader == st.Name

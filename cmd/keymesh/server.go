@@ -16,6 +16,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 )
 
 // serveFlags are the runtime flags of every command that runs a root server.
@@ -353,7 +354,7 @@ If the join fails, the data directory is left as it was.`,
 
 // explainJoin adds what to do next to a refused join.
 func explainJoin(err error) error {
-	var ae *cluster.APIError
+	var ae *api.APIError
 	if errors.As(err, &ae) {
 		msg := fmt.Sprintf("join refused: %s (HTTP %d, %s)", ae.Message, ae.Status, ae.Code)
 		if ae.Status == 401 || ae.Status == 403 {

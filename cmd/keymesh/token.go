@@ -17,9 +17,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 // How `keymesh token` reaches a node's agent.
@@ -191,7 +191,11 @@ func nodePrincipal(dir string, st agent.State) identity.Principal {
 	if err != nil {
 		return identity.PrincipalNode
 	}
-	if n, ok := cluster.NewTrustIndex(doc).Node(st.NodeID); ok && n.Principal != "" {
+	state, err := trust.NewState(doc)
+	if err != nil {
+		return identity.PrincipalNode
+	}
+	if n, ok := state.Node(st.NodeID); ok && n.Principal != "" {
 		return identity.Principal(n.Principal)
 	}
 	return identity.PrincipalNode

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 )
 
 // principals a node token may grant (DESIGN.md, tokens).
@@ -39,7 +39,7 @@ func (a *app) tokensCreateCmd() *cobra.Command {
 		Example: "  keymesh tokens create --kind node --principal NODE --uses 2 --ttl 1h",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := cluster.CreateJoinTokenRequest{Kind: kind, NodeID: nodeID, Uses: uses, TTL: durationText(ttl), Description: desc, DNSNames: dns}
+			req := api.CreateJoinTokenRequest{Kind: kind, NodeID: nodeID, Uses: uses, TTL: durationText(ttl), Description: desc, DNSNames: dns}
 			switch kind {
 			case "node":
 				p := strings.ToUpper(principal)
@@ -95,11 +95,11 @@ func contains(list []string, s string) bool {
 // tokenRow is a join token as listed, with its state at the time of the
 // listing.
 type tokenRow struct {
-	cluster.JoinTokenInfo
+	api.JoinTokenInfo
 	State string `json:"state"` // active, spent, expired or revoked
 }
 
-func tokenState(t cluster.JoinTokenInfo, now time.Time) string {
+func tokenState(t api.JoinTokenInfo, now time.Time) string {
 	switch {
 	case t.Revoked:
 		return "revoked"

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/test/harness"
@@ -48,7 +48,7 @@ func loadNode(t *testing.T, id, dir string) node {
 // and returns its credentials.
 func join(t *testing.T, c *harness.Cluster, id, p string, extra ...string) node {
 	t.Helper()
-	return loadNode(t, id, c.JoinNode(id, cluster.CreateJoinTokenRequest{Principal: p}, extra...))
+	return loadNode(t, id, c.JoinNode(id, api.CreateJoinTokenRequest{Principal: p}, extra...))
 }
 
 // bearer mints a token of the node's principal p for the root servers' API,
@@ -59,7 +59,7 @@ func (n node) bearer(t *testing.T, network string, p identity.Principal) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _, err := m.Mint(identity.MintRequest{Audience: []string{cluster.APIAudience(network)}, TTL: 10 * time.Minute, Principal: p})
+	tok, _, err := m.Mint(identity.MintRequest{Audience: []string{api.Audience(network)}, TTL: 10 * time.Minute, Principal: p})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,9 +80,9 @@ func (n node) client(t *testing.T, c *harness.Cluster, r *harness.Root, token st
 }
 
 // refused fails the test unless err is an API error with status and code.
-func refused(t *testing.T, what string, err error, status int, code string) *cluster.APIError {
+func refused(t *testing.T, what string, err error, status int, code string) *api.APIError {
 	t.Helper()
-	var ae *cluster.APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != status || ae.Code != code {
 		t.Fatalf("%s: %v, want HTTP %d %s", what, err, status, code)
 	}

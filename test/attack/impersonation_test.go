@@ -16,6 +16,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/test/harness"
 )
 
@@ -35,7 +36,7 @@ func TestNodeNamesAreTheirOwn(t *testing.T) {
 	}
 	tok := func(names ...string) string {
 		t.Helper()
-		tk, err := admin.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", DNSNames: names})
+		tk, err := admin.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", DNSNames: names})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,15 +54,15 @@ func TestNodeNamesAreTheirOwn(t *testing.T) {
 		{dns(own), http.StatusConflict, "conflict"},
 		{dns("web." + c.Network), http.StatusForbidden, "token_constraint"},
 	} {
-		_, err := admin.Register(ctx, cluster.RegisterRequest{CSR: csrFor(t, c.Network, "squatter"), NodeID: "squatter", Token: tok(), DNSNames: tc.names})
+		_, err := admin.Register(ctx, api.RegisterRequest{CSR: csrFor(t, c.Network, "squatter"), NodeID: "squatter", Token: tok(), DNSNames: tc.names})
 		refused(t, "a registration naming "+strings.Join(tc.names, ","), err, tc.status, tc.code)
 	}
 	// An operator allows more per token.
-	if _, err := admin.Register(ctx, cluster.RegisterRequest{CSR: csrFor(t, c.Network, "web"), NodeID: "web", Token: tok("www." + c.Network),
+	if _, err := admin.Register(ctx, api.RegisterRequest{CSR: csrFor(t, c.Network, "web"), NodeID: "web", Token: tok("www." + c.Network),
 		DNSNames: dns("www."+c.Network, "web."+c.Network)}); err != nil {
 		t.Fatalf("a registration for names the token allows: %v", err)
 	}
-	_, err := admin.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", DNSNames: dns("localhost")})
+	_, err := admin.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", DNSNames: dns("localhost")})
 	refused(t, "a token allowing localhost", err, http.StatusBadRequest, "bad_request")
 }
 
@@ -106,7 +107,7 @@ func TestClientsTalkToRootsOnly(t *testing.T) {
 	}
 	// An agent whose node.json points at the fake server, with no trust
 	// document to find the real roots in.
-	dir := c.JoinNode("misled", cluster.CreateJoinTokenRequest{Principal: "NODE"})
+	dir := c.JoinNode("misled", api.CreateJoinTokenRequest{Principal: "NODE"})
 	redirect(t, dir, fake)
 	a := &harness.Agent{Name: "misled", Dir: dir}
 	c.StartProc(a, "node", "run", "--data-dir", dir)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/test/harness"
@@ -49,7 +49,7 @@ func TestCustodianCannotTakeTheCA(t *testing.T) {
 	for _, way := range ways {
 		t.Run(way.name, func(t *testing.T) {
 			cl := way.cl
-			for _, req := range []cluster.CreateJoinTokenRequest{
+			for _, req := range []api.CreateJoinTokenRequest{
 				{Kind: "root"},
 				{Kind: "node", Principal: "ADMIN"},
 				{Kind: "node", Principal: "DATA_CUSTODIAN"},
@@ -63,26 +63,26 @@ func TestCustodianCannotTakeTheCA(t *testing.T) {
 			}
 			// A node token made without a principal is a NODE token, and
 			// registers a NODE only.
-			tok, err := cl.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node"})
+			tok, err := cl.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node"})
 			if err != nil || tok.Principal != "NODE" {
 				t.Fatalf("custodian's node token without a principal: %+v, %v", tok.JoinTokenInfo, err)
 			}
-			_, err = cl.Register(ctx, cluster.RegisterRequest{CSR: csrFor(t, c.Network, "escalator-"+way.name), NodeID: "escalator-" + way.name,
+			_, err = cl.Register(ctx, api.RegisterRequest{CSR: csrFor(t, c.Network, "escalator-"+way.name), NodeID: "escalator-" + way.name,
 				Token: tok.Secret, Principal: "ADMIN"})
 			refused(t, "registration for ADMIN with the custodian's token", err, http.StatusForbidden, "token_constraint")
 
 			// Approvals: a node that asked for ADMIN is not approved as
 			// ADMIN by a custodian; as NODE it may be.
 			id := "asks-admin-" + way.name
-			pending, err := cl.Register(ctx, cluster.RegisterRequest{CSR: csrFor(t, c.Network, id), NodeID: id, Principal: "ADMIN"})
+			pending, err := cl.Register(ctx, api.RegisterRequest{CSR: csrFor(t, c.Network, id), NodeID: id, Principal: "ADMIN"})
 			if err != nil || pending.Registration.Status != "pending" {
 				t.Fatalf("registration asking for ADMIN: %+v, %v", pending, err)
 			}
 			_, err = cl.Approve(ctx, pending.Registration.ID)
 			refused(t, "custodian approves an ADMIN registration", err, http.StatusForbidden, "forbidden")
-			_, err = cl.ApproveRequest(ctx, pending.Registration.ID, cluster.ApproveRequest{Principal: "DATA_CUSTODIAN"})
+			_, err = cl.ApproveRequest(ctx, pending.Registration.ID, api.ApproveRequest{Principal: "DATA_CUSTODIAN"})
 			refused(t, "custodian approves it as DATA_CUSTODIAN", err, http.StatusForbidden, "forbidden")
-			ok, err := cl.ApproveRequest(ctx, pending.Registration.ID, cluster.ApproveRequest{Principal: "NODE"})
+			ok, err := cl.ApproveRequest(ctx, pending.Registration.ID, api.ApproveRequest{Principal: "NODE"})
 			if err != nil || ok.Registration.Principal != "NODE" {
 				t.Fatalf("custodian approves it as NODE: %+v, %v", ok.Registration, err)
 			}
@@ -93,7 +93,7 @@ func TestCustodianCannotTakeTheCA(t *testing.T) {
 				t.Fatal(err)
 			}
 			adminKID := adminKeyID(t, c)
-			for _, rev := range []cluster.RevokeRequest{
+			for _, rev := range []api.RevokeRequest{
 				{Kind: "cert", ID: identity.SerialHex(issuer[0])},
 				{Kind: "key", ID: adminKID},
 				{Kind: "node", ID: data.id},
@@ -103,7 +103,7 @@ func TestCustodianCannotTakeTheCA(t *testing.T) {
 				_, err := cl.Revoke(ctx, rev)
 				refused(t, "custodian revokes "+rev.Kind+" "+rev.ID, err, http.StatusForbidden, "forbidden")
 			}
-			if _, err := cl.Revoke(ctx, cluster.RevokeRequest{Kind: "token", ID: "jti-" + way.name}); err != nil {
+			if _, err := cl.Revoke(ctx, api.RevokeRequest{Kind: "token", ID: "jti-" + way.name}); err != nil {
 				t.Fatalf("custodian revokes a token id: %v", err)
 			}
 			// Policies: not written by a custodian.
@@ -115,7 +115,7 @@ func TestCustodianCannotTakeTheCA(t *testing.T) {
 			refused(t, "custodian writes policies", err, http.StatusForbidden, "forbidden")
 		})
 	}
-	if _, err := ways[0].cl.Revoke(ctx, cluster.RevokeRequest{Kind: "node", ID: plain.id}); err != nil {
+	if _, err := ways[0].cl.Revoke(ctx, api.RevokeRequest{Kind: "node", ID: plain.id}); err != nil {
 		t.Fatalf("custodian revokes a NODE node: %v", err)
 	}
 
@@ -129,11 +129,11 @@ func TestCustodianCannotTakeTheCA(t *testing.T) {
 	if _, err := admin.SetPolicy(ctx, loose, p.Version); err != nil {
 		t.Fatal(err)
 	}
-	for _, req := range []cluster.CreateJoinTokenRequest{{Kind: "root"}, {Kind: "node", Principal: "ADMIN"}, {Kind: "node", Principal: "DATA_CUSTODIAN"}} {
+	for _, req := range []api.CreateJoinTokenRequest{{Kind: "root"}, {Kind: "node", Principal: "ADMIN"}, {Kind: "node", Principal: "DATA_CUSTODIAN"}} {
 		_, err := ways[0].cl.CreateJoinToken(ctx, req)
 		refused(t, "under a loose policy, custodian makes a "+req.Kind+" token for "+req.Principal, err, http.StatusForbidden, "escalation_refused")
 	}
-	if _, err := ways[0].cl.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", Principal: "NODE_CUSTODIAN"}); err != nil {
+	if _, err := ways[0].cl.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Principal: "NODE_CUSTODIAN"}); err != nil {
 		t.Fatalf("under the loose policy a custodian may make a token for its own principal: %v", err)
 	}
 
@@ -149,7 +149,7 @@ func TestCustodianCannotTakeTheCA(t *testing.T) {
 	grab := p.Text + "\n@id(\"grab\")\npermit (principal == Role::\"DATA_CUSTODIAN\", action == Action::\"token.create\", resource);\n"
 	_, err = dcl.SetPolicy(ctx, grab, p.Version)
 	refused(t, "a policy writer grants itself token.create", err, http.StatusForbidden, "escalation_refused")
-	_, err = dcl.SetPolicyRequest(ctx, cluster.SetPolicyRequest{Text: "forbid (principal, action, resource);", ExpectVersion: p.Version, Force: true})
+	_, err = dcl.SetPolicyRequest(ctx, api.SetPolicyRequest{Text: "forbid (principal, action, resource);", ExpectVersion: p.Version, Force: true})
 	refused(t, "a policy writer forces a policy", err, http.StatusForbidden, "forbidden")
 	if after, _ := admin.Policy(ctx); after.Version != p.Version {
 		t.Fatalf("a refused policy write changed the policy: version %d, was %d", after.Version, p.Version)
@@ -189,7 +189,7 @@ func csrFor(t *testing.T, network, id string) []byte {
 // adminKeyID is the kid of r1's admin credential.
 func adminKeyID(t *testing.T, c *harness.Cluster) string {
 	t.Helper()
-	cert, err := cluster.LoadCredential(c.Credential())
+	cert, err := ca.LoadCredential(c.Credential())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/test/harness"
@@ -33,7 +34,7 @@ func TestRemovedRootIsCutOff(t *testing.T) {
 	c := harness.StartCluster(t, bin, 3)
 	ctx := ctxT(t, 3*time.Minute)
 	r1, r3 := c.Roots[0], c.Roots[2]
-	n := loadNode(t, "signed-by-r3", c.JoinNodeVia(r3, "signed-by-r3", cluster.CreateJoinTokenRequest{Principal: "NODE"}))
+	n := loadNode(t, "signed-by-r3", c.JoinNodeVia(r3, "signed-by-r3", api.CreateJoinTokenRequest{Principal: "NODE"}))
 	if id, err := ca.IdentityOf(n.chain[1]); err != nil || id.Name != "r3" {
 		t.Fatalf("the node's certificate is not signed by r3's issuer: %v %v", id, err)
 	}
@@ -58,9 +59,9 @@ func TestRemovedRootIsCutOff(t *testing.T) {
 
 	for _, r := range []*harness.Root{c.Roots[0], c.Roots[1]} {
 		_, err := credentialClient(t, c, r, cluster.CredentialPath(r3.Dir)).Status(ctx)
-		refused(t, "r3's admin credential at "+r.Name, err, http.StatusForbidden, cluster.CodeCertRevoked)
-		_, err = n.client(t, c, r, "").Trust(ctx, 0, 0)
-		refused(t, "the node signed by r3 at "+r.Name, err, http.StatusForbidden, cluster.CodeCertRevoked)
+		refused(t, "r3's admin credential at "+r.Name, err, http.StatusForbidden, api.CodeCertRevoked)
+		_, err = n.client(t, c, r, "").Trust(ctx, 0, 0, false)
+		refused(t, "the node signed by r3 at "+r.Name, err, http.StatusForbidden, api.CodeCertRevoked)
 		if status := internalCall(t, r, r3TLS, c.CAFile()); status != http.StatusForbidden {
 			t.Errorf("r3's TLS certificate on an internal call to %s: HTTP %d, want 403", r.Name, status)
 		}
@@ -70,12 +71,12 @@ func TestRemovedRootIsCutOff(t *testing.T) {
 		}
 	}
 	// A write through the removed server does not get through.
-	if _, err := c.Client(r3).Revoke(ctx, cluster.RevokeRequest{Kind: "token", ID: "from-r3"}); err == nil {
+	if _, err := c.Client(r3).Revoke(ctx, api.RevokeRequest{Kind: "token", ID: "from-r3"}); err == nil {
 		t.Error("a write through the removed server was acknowledged")
 	}
 	// The node renews no more, at any remaining server.
 	_, err := n.client(t, c, r1, "").Renew(ctx, csrWith(t, c.Network, n))
-	refused(t, "renewal of the node signed by r3", err, http.StatusForbidden, cluster.CodeCertRevoked)
+	refused(t, "renewal of the node signed by r3", err, http.StatusForbidden, api.CodeCertRevoked)
 
 	// A new seal key for the remaining servers, not for r3.
 	sealAfter := readFile(t, filepath.Join(r1.Dir, "seal.key"))
@@ -101,7 +102,7 @@ func TestRemovedRootIsCutOff(t *testing.T) {
 func TestRevokedKeyEverywhere(t *testing.T) {
 	c := harness.StartCluster(t, bin, 3)
 	ctx := ctxT(t, 2*time.Minute)
-	dir := c.JoinNode("keyed", cluster.CreateJoinTokenRequest{Principal: "NODE"})
+	dir := c.JoinNode("keyed", api.CreateJoinTokenRequest{Principal: "NODE"})
 	prev := loadNode(t, "keyed", dir)
 	if _, err := agent.Renew(ctx, dir); err != nil {
 		t.Fatal(err)
@@ -110,14 +111,14 @@ func TestRevokedKeyEverywhere(t *testing.T) {
 	kid, _ := identity.Thumbprint(cur.chain[0].PublicKey)
 	tok := cur.bearer(t, c.Network, identity.PrincipalNode)
 	admin := c.Client(c.Roots[0])
-	if _, err := admin.Revoke(ctx, cluster.RevokeRequest{Kind: "key", ID: kid, Reason: "stolen"}); err != nil {
+	if _, err := admin.Revoke(ctx, api.RevokeRequest{Kind: "key", ID: kid, Reason: "stolen"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range c.Roots {
 		c.WaitCaughtUp(r, mustIndex(t, admin, ctx), 10*time.Second)
 		for _, n := range []node{prev, cur} {
-			_, err := n.client(t, c, r, "").Trust(ctx, 0, 0)
-			refused(t, "a certificate carrying the revoked key at "+r.Name, err, http.StatusForbidden, cluster.CodeKeyRevoked)
+			_, err := n.client(t, c, r, "").Trust(ctx, 0, 0, false)
+			refused(t, "a certificate carrying the revoked key at "+r.Name, err, http.StatusForbidden, api.CodeKeyRevoked)
 		}
 		v, err := c.Client(r).Verify(ctx, tok, "")
 		if err != nil || v.Valid || v.Reason != "revoked_key" {
@@ -125,9 +126,9 @@ func TestRevokedKeyEverywhere(t *testing.T) {
 		}
 	}
 	_, err := agent.Renew(ctx, dir)
-	refused(t, "renewal under the revoked key", err, http.StatusForbidden, cluster.CodeKeyRevoked)
+	refused(t, "renewal under the revoked key", err, http.StatusForbidden, api.CodeKeyRevoked)
 	_, err = agent.RotateKey(ctx, dir, "")
-	refused(t, "renewal with a new key, authenticated by the revoked one", err, http.StatusForbidden, cluster.CodeKeyRevoked)
+	refused(t, "renewal with a new key, authenticated by the revoked one", err, http.StatusForbidden, api.CodeKeyRevoked)
 }
 
 // TestRenewalTrustsTheCertificate: a revoked certificate cannot renew, not
@@ -138,13 +139,13 @@ func TestRenewalTrustsTheCertificate(t *testing.T) {
 	ctx := ctxT(t, time.Minute)
 	n := join(t, c, "renewer", "NODE")
 	admin := c.Client(c.Roots[0])
-	if _, err := admin.Revoke(ctx, cluster.RevokeRequest{Kind: "cert", ID: identity.SerialHex(n.chain[0]), Reason: "stolen"}); err != nil {
+	if _, err := admin.Revoke(ctx, api.RevokeRequest{Kind: "cert", ID: identity.SerialHex(n.chain[0]), Reason: "stolen"}); err != nil {
 		t.Fatal(err)
 	}
 	adminToken := strings.TrimSpace(string(readFile(t, cluster.AdminTokenPath(c.Roots[0].Dir))))
 	cl := n.client(t, c, c.Roots[0], adminToken)
 	_, err := cl.Renew(ctx, csrWith(t, c.Network, n))
-	refused(t, "renewal of a revoked certificate with an ADMIN bearer beside it", err, http.StatusForbidden, cluster.CodeCertRevoked)
+	refused(t, "renewal of a revoked certificate with an ADMIN bearer beside it", err, http.StatusForbidden, api.CodeCertRevoked)
 	bearerOnly, err := client.New(client.Config{Server: c.Roots[0].APIAddr, CAFile: c.CAFile(), Token: adminToken})
 	if err != nil {
 		t.Fatal(err)
@@ -164,16 +165,16 @@ func TestRevocationsKeptAsPromised(t *testing.T) {
 	n := join(t, c, "kept", "NODE")
 	admin := c.Client(c.Roots[0])
 	soon := time.Now().Add(time.Hour)
-	_, err := admin.Revoke(ctx, cluster.RevokeRequest{Kind: "node", ID: "kept", PruneAfter: &soon})
+	_, err := admin.Revoke(ctx, api.RevokeRequest{Kind: "node", ID: "kept", PruneAfter: &soon})
 	refused(t, "a node revocation with prune_after", err, http.StatusBadRequest, "bad_request")
 	serial := identity.SerialHex(n.chain[0])
-	_, err = admin.Revoke(ctx, cluster.RevokeRequest{Kind: "cert", ID: serial, PruneAfter: &soon})
+	_, err = admin.Revoke(ctx, api.RevokeRequest{Kind: "cert", ID: serial, PruneAfter: &soon})
 	refused(t, "a certificate revocation pruned before the certificate expires", err, http.StatusBadRequest, "bad_request")
-	rev, err := admin.Revoke(ctx, cluster.RevokeRequest{Kind: "cert", ID: serial})
+	rev, err := admin.Revoke(ctx, api.RevokeRequest{Kind: "cert", ID: serial})
 	if err != nil || !rev.Revocation.PruneAfter.Equal(n.chain[0].NotAfter) {
 		t.Fatalf("certificate revocation: %+v %v, want it kept until %s", rev, err, n.chain[0].NotAfter)
 	}
-	node, err := admin.Revoke(ctx, cluster.RevokeRequest{Kind: "node", ID: "kept"})
+	node, err := admin.Revoke(ctx, api.RevokeRequest{Kind: "node", ID: "kept"})
 	if err != nil || !node.Revocation.PruneAfter.IsZero() {
 		t.Fatalf("node revocation: %+v %v, want it kept for good", node, err)
 	}
@@ -195,9 +196,9 @@ func TestRevocationsKeptAsPromised(t *testing.T) {
 func TestRevokedAgentStops(t *testing.T) {
 	c := harness.StartCluster(t, bin, 1)
 	ctx := ctxT(t, time.Minute)
-	dir := c.JoinNode("doomed", cluster.CreateJoinTokenRequest{Principal: "NODE"})
+	dir := c.JoinNode("doomed", api.CreateJoinTokenRequest{Principal: "NODE"})
 	a := c.RunAgent("doomed", dir, "--revoked-linger", "3s")
-	if _, err := c.Client(c.Roots[0]).Revoke(ctx, cluster.RevokeRequest{Kind: "node", ID: "doomed", Reason: "stolen"}); err != nil {
+	if _, err := c.Client(c.Roots[0]).Revoke(ctx, api.RevokeRequest{Kind: "node", ID: "doomed", Reason: "stolen"}); err != nil {
 		t.Fatal(err)
 	}
 	lc := agent.NewLocalClient(a.Socket())

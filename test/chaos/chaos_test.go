@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster/agent"
+	kmapi "github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/trust"
 	"github.com/keymesh/keymesh/test/harness"
 )
 
@@ -361,13 +363,13 @@ func finalAgents(t *testing.T, c *harness.Cluster, index uint64, minted map[stri
 	c.RestartAgent(c.Agents[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	aud := agent.Audience{cluster.APIAudience(c.Network)}
+	aud := agent.Audience{kmapi.Audience(c.Network)}
 	var out []AgentFinal
 	for _, a := range c.Agents {
 		if !a.Running() {
 			t.Fatalf("agent %s is not running:\n%s", a.Name, a.Log())
 		}
-		var doc cluster.Trust
+		var doc trust.Delta
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			var err error
@@ -381,7 +383,7 @@ func finalAgents(t *testing.T, c *harness.Cluster, index uint64, minted map[stri
 			time.Sleep(50 * time.Millisecond) // polling interval
 		}
 		f := AgentFinal{Agent: a.Name, Index: doc.Index, Revocations: map[string]bool{}, Verifies: map[string]string{}}
-		for _, rv := range doc.Revocations {
+		for _, rv := range doc.Put.Revocations {
 			f.Revocations[string(rv.Kind)+"/"+rv.ID] = true
 		}
 		lc := agent.NewLocalClient(a.Socket())
@@ -506,7 +508,7 @@ func TestRecheck(t *testing.T) {
 func minter(t *testing.T, c *harness.Cluster) func() (string, string, error) {
 	t.Helper()
 	mints := []func() (string, string, error){adminMinter(t, c)}
-	aud := agent.Audience{cluster.APIAudience(c.Network)}
+	aud := agent.Audience{kmapi.Audience(c.Network)}
 	for _, a := range c.Agents {
 		lc := agent.NewLocalClient(a.Socket())
 		t.Cleanup(lc.Close)
@@ -536,7 +538,7 @@ func minter(t *testing.T, c *harness.Cluster) func() (string, string, error) {
 // for the root API's audience.
 func agentVerifiers(t *testing.T, c *harness.Cluster) []AgentVerifier {
 	t.Helper()
-	aud := agent.Audience{cluster.APIAudience(c.Network)}
+	aud := agent.Audience{kmapi.Audience(c.Network)}
 	var out []AgentVerifier
 	for _, a := range c.Agents {
 		lc := agent.NewLocalClient(a.Socket())
@@ -554,7 +556,7 @@ func agentVerifiers(t *testing.T, c *harness.Cluster) []AgentVerifier {
 // revokes.
 func adminMinter(t *testing.T, c *harness.Cluster) func() (string, string, error) {
 	t.Helper()
-	cred, err := cluster.LoadCredential(c.Credential())
+	cred, err := ca.LoadCredential(c.Credential())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -571,7 +573,7 @@ func adminMinter(t *testing.T, c *harness.Cluster) func() (string, string, error
 	if err != nil {
 		t.Fatal(err)
 	}
-	aud := []string{cluster.APIAudience(c.Network)}
+	aud := []string{kmapi.Audience(c.Network)}
 	return func() (string, string, error) {
 		tok, claims, err := m.Mint(identity.MintRequest{Audience: aud, TTL: time.Hour, Principal: identity.PrincipalAdmin})
 		return tok, claims.ID, err

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/cluster"
+	kmapi "github.com/keymesh/keymesh/cluster/api"
 )
 
 // h builds a synthetic history: times are in milliseconds.
@@ -486,11 +486,11 @@ func TestClassify(t *testing.T) {
 		{"refused to connect", fmt.Errorf("client: %w", dial), true, Fail, true},
 		{"reset after sending", fmt.Errorf("client: %w", reset), true, Unknown, true},
 		{"reset on a read", reset, false, Fail, true},
-		{"unknown outcome", &cluster.APIError{Status: 503, Code: "unknown_outcome"}, true, Unknown, true},
-		{"no leader on a read", &cluster.APIError{Status: 503, Code: "no_leader"}, false, Fail, true},
-		{"timeout", &cluster.APIError{Status: http.StatusGatewayTimeout, Code: "timeout"}, true, Unknown, true},
+		{"unknown outcome", &kmapi.APIError{Status: 503, Code: "unknown_outcome"}, true, Unknown, true},
+		{"no leader on a read", &kmapi.APIError{Status: 503, Code: "no_leader"}, false, Fail, true},
+		{"timeout", &kmapi.APIError{Status: http.StatusGatewayTimeout, Code: "timeout"}, true, Unknown, true},
 		{"client gave up", context.DeadlineExceeded, true, Unknown, true},
-		{"bad request", &cluster.APIError{Status: 400, Code: "bad_request"}, true, Fail, false},
+		{"bad request", &kmapi.APIError{Status: 400, Code: "bad_request"}, true, Fail, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

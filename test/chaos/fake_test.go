@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/cluster"
+	kmapi "github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 )
@@ -21,8 +21,8 @@ type fakeCluster struct {
 	mu      sync.Mutex
 	version uint64   // policy version
 	log     []string // revocation keys in commit order
-	tokens  map[string]*cluster.JoinTokenInfo
-	regs    []cluster.RegistrationInfo
+	tokens  map[string]*kmapi.JoinTokenInfo
+	regs    []kmapi.RegistrationInfo
 	// stale makes reads miss the last stale revocations.
 	stale int
 	// loseEvery acknowledges every loseEvery-th new revocation without
@@ -31,7 +31,7 @@ type fakeCluster struct {
 	writes    int
 }
 
-func newFake() *fakeCluster { return &fakeCluster{tokens: map[string]*cluster.JoinTokenInfo{}} }
+func newFake() *fakeCluster { return &fakeCluster{tokens: map[string]*kmapi.JoinTokenInfo{}} }
 
 func (f *fakeCluster) Servers() []string { return []string{"r1", "r2", "r3"} }
 func (f *fakeCluster) Up(string) bool    { return true }
@@ -55,46 +55,46 @@ func (f *fakeCluster) has(key string, log []string) bool {
 
 type fakeAPI struct{ f *fakeCluster }
 
-func (a fakeAPI) SetPolicy(_ context.Context, text string, expect uint64) (cluster.PolicyDoc, error) {
+func (a fakeAPI) SetPolicy(_ context.Context, text string, expect uint64) (kmapi.PolicyDoc, error) {
 	f := a.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if expect != f.version {
-		return cluster.PolicyDoc{}, &cluster.APIError{Status: 409, Code: "conflict", Message: "version moved"}
+		return kmapi.PolicyDoc{}, &kmapi.APIError{Status: 409, Code: "conflict", Message: "version moved"}
 	}
 	f.version++
-	return cluster.PolicyDoc{Text: text, Version: f.version}, nil
+	return kmapi.PolicyDoc{Text: text, Version: f.version}, nil
 }
 
-func (a fakeAPI) Verify(_ context.Context, token, _ string) (cluster.Verification, error) {
+func (a fakeAPI) Verify(_ context.Context, token, _ string) (kmapi.Verification, error) {
 	t, err := identity.ParseUnverified(token, 0)
 	if err != nil {
-		return cluster.Verification{Reason: "malformed"}, nil
+		return kmapi.Verification{Reason: "malformed"}, nil
 	}
 	f := a.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, k := range f.log {
 		if k == MintedKey(t.Claims.ID) {
-			return cluster.Verification{Reason: "token_revoked"}, nil
+			return kmapi.Verification{Reason: "token_revoked"}, nil
 		}
 	}
-	return cluster.Verification{Valid: true}, nil
+	return kmapi.Verification{Valid: true}, nil
 }
 
-func (a fakeAPI) Revoke(_ context.Context, req cluster.RevokeRequest) (cluster.RevokeResponse, error) {
+func (a fakeAPI) Revoke(_ context.Context, req kmapi.RevokeRequest) (kmapi.RevokeResponse, error) {
 	f := a.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	key := req.Kind + "/" + req.ID
 	if f.has(key, f.log) {
-		return cluster.RevokeResponse{}, &cluster.APIError{Status: http.StatusConflict, Code: "exists"}
+		return kmapi.RevokeResponse{}, &kmapi.APIError{Status: http.StatusConflict, Code: "exists"}
 	}
 	f.writes++
 	if f.loseEvery == 0 || f.writes%f.loseEvery != 0 {
 		f.log = append(f.log, key)
 	}
-	return cluster.RevokeResponse{}, nil
+	return kmapi.RevokeResponse{}, nil
 }
 
 func (a fakeAPI) Revocation(_ context.Context, kind, id string, _ bool) (fsm.Revocation, bool, error) {
@@ -119,48 +119,48 @@ func (a fakeAPI) Revocations(_ context.Context, kind string, _ bool) ([]fsm.Revo
 	return out, nil
 }
 
-func (a fakeAPI) CreateJoinToken(_ context.Context, req cluster.CreateJoinTokenRequest) (cluster.CreatedJoinToken, error) {
+func (a fakeAPI) CreateJoinToken(_ context.Context, req kmapi.CreateJoinTokenRequest) (kmapi.CreatedJoinToken, error) {
 	f := a.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	id := fmt.Sprintf("t%d", len(f.tokens)+1)
-	info := cluster.JoinTokenInfo{ID: id, Kind: req.Kind, Uses: req.Uses, Description: req.Description}
+	info := kmapi.JoinTokenInfo{ID: id, Kind: req.Kind, Uses: req.Uses, Description: req.Description}
 	f.tokens[id] = &info
-	return cluster.CreatedJoinToken{JoinTokenInfo: info, Secret: "secret-" + id}, nil
+	return kmapi.CreatedJoinToken{JoinTokenInfo: info, Secret: "secret-" + id}, nil
 }
 
-func (a fakeAPI) Register(_ context.Context, req cluster.RegisterRequest) (cluster.RegistrationResponse, error) {
+func (a fakeAPI) Register(_ context.Context, req kmapi.RegisterRequest) (kmapi.RegistrationResponse, error) {
 	f := a.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	t, ok := f.tokens[strings.TrimPrefix(req.Token, "secret-")]
 	switch {
 	case !ok || !strings.HasPrefix(req.Token, "secret-"):
-		return cluster.RegistrationResponse{}, &cluster.APIError{Status: http.StatusForbidden, Code: "token_not_found"}
+		return kmapi.RegistrationResponse{}, &kmapi.APIError{Status: http.StatusForbidden, Code: "token_not_found"}
 	case t.Revoked:
-		return cluster.RegistrationResponse{}, &cluster.APIError{Status: http.StatusForbidden, Code: "token_revoked"}
+		return kmapi.RegistrationResponse{}, &kmapi.APIError{Status: http.StatusForbidden, Code: "token_revoked"}
 	case t.Used >= t.Uses:
-		return cluster.RegistrationResponse{}, &cluster.APIError{Status: http.StatusForbidden, Code: "token_exhausted"}
+		return kmapi.RegistrationResponse{}, &kmapi.APIError{Status: http.StatusForbidden, Code: "token_exhausted"}
 	}
 	t.Used++
-	reg := cluster.RegistrationInfo{ID: fmt.Sprintf("reg-%d", len(f.regs)), NodeID: req.NodeID, Status: "approved",
+	reg := kmapi.RegistrationInfo{ID: fmt.Sprintf("reg-%d", len(f.regs)), NodeID: req.NodeID, Status: "approved",
 		Serial: fmt.Sprintf("%x", len(f.regs)+1), Issuer: "r1"}
 	f.regs = append(f.regs, reg)
-	return cluster.RegistrationResponse{Registration: reg, Chain: [][]byte{{1}, {2}}}, nil
+	return kmapi.RegistrationResponse{Registration: reg, Chain: [][]byte{{1}, {2}}}, nil
 }
 
-func (a fakeAPI) Registrations(context.Context, string, bool) ([]cluster.RegistrationInfo, error) {
+func (a fakeAPI) Registrations(context.Context, string, bool) ([]kmapi.RegistrationInfo, error) {
 	f := a.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]cluster.RegistrationInfo(nil), f.regs...), nil
+	return append([]kmapi.RegistrationInfo(nil), f.regs...), nil
 }
 
-func (a fakeAPI) JoinTokens(context.Context) ([]cluster.JoinTokenInfo, error) {
+func (a fakeAPI) JoinTokens(context.Context) ([]kmapi.JoinTokenInfo, error) {
 	f := a.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := []cluster.JoinTokenInfo{{ID: "root1", Kind: "root", Uses: 1, Description: "bootstrap root-join token"}}
+	out := []kmapi.JoinTokenInfo{{ID: "root1", Kind: "root", Uses: 1, Description: "bootstrap root-join token"}}
 	for _, t := range f.tokens {
 		out = append(out, *t)
 	}
@@ -174,9 +174,9 @@ func (a fakeAPI) RevokeJoinToken(_ context.Context, id string) error {
 	t, ok := f.tokens[id]
 	switch {
 	case !ok:
-		return &cluster.APIError{Status: http.StatusNotFound, Code: "not_found"}
+		return &kmapi.APIError{Status: http.StatusNotFound, Code: "not_found"}
 	case t.Revoked:
-		return &cluster.APIError{Status: http.StatusConflict, Code: "exists"}
+		return &kmapi.APIError{Status: http.StatusConflict, Code: "exists"}
 	}
 	t.Revoked = true
 	return nil

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/cluster"
+	kmapi "github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/test/harness"
 )
@@ -224,17 +224,17 @@ func (r *Runner) dwell() {
 }
 
 // status asks r for its status within a second.
-func (r *Runner) status(root *harness.Root) (cluster.Status, error) {
+func (r *Runner) status(root *harness.Root) (kmapi.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	return r.C.StatusOf(ctx, root)
 }
 
 // statuses asks every running server but skip, in parallel.
-func (r *Runner) statuses(skip *harness.Root) map[*harness.Root]cluster.Status {
+func (r *Runner) statuses(skip *harness.Root) map[*harness.Root]kmapi.Status {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	out := map[*harness.Root]cluster.Status{}
+	out := map[*harness.Root]kmapi.Status{}
 	for _, root := range r.C.Running() {
 		if root == skip {
 			continue
@@ -255,11 +255,11 @@ func (r *Runner) statuses(skip *harness.Root) map[*harness.Root]cluster.Status {
 
 // leader waits until a majority of all servers (not asking skip) name the
 // same server as leader in the same term, and that server says it leads.
-func (r *Runner) leader(skip *harness.Root) (*harness.Root, cluster.Status) {
+func (r *Runner) leader(skip *harness.Root) (*harness.Root, kmapi.Status) {
 	r.T.Helper()
 	deadline := time.Now().Add(r.Cfg.Recover)
 	quorum := len(r.C.Roots)/2 + 1
-	var last map[*harness.Root]cluster.Status
+	var last map[*harness.Root]kmapi.Status
 	for time.Now().Before(deadline) {
 		last = r.statuses(skip)
 		for root, st := range last {
@@ -284,7 +284,7 @@ func (r *Runner) leader(skip *harness.Root) (*harness.Root, cluster.Status) {
 	}
 	sort.Strings(b)
 	r.T.Fatalf("no leader agreed by a majority within %s: %v", r.Cfg.Recover, b)
-	return nil, cluster.Status{}
+	return nil, kmapi.Status{}
 }
 
 // probeEvery is how often the failover probe starts another write through

@@ -17,23 +17,23 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keymesh/keymesh/cluster"
+	kmapi "github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
 
 // API is the part of a root server's HTTP API the load uses;
 // *client.Client implements it.
 type API interface {
-	Revoke(ctx context.Context, req cluster.RevokeRequest) (cluster.RevokeResponse, error)
+	Revoke(ctx context.Context, req kmapi.RevokeRequest) (kmapi.RevokeResponse, error)
 	Revocation(ctx context.Context, kind, id string, consistent bool) (fsm.Revocation, bool, error)
 	Revocations(ctx context.Context, kind string, consistent bool) ([]fsm.Revocation, error)
-	CreateJoinToken(ctx context.Context, req cluster.CreateJoinTokenRequest) (cluster.CreatedJoinToken, error)
-	JoinTokens(ctx context.Context) ([]cluster.JoinTokenInfo, error)
+	CreateJoinToken(ctx context.Context, req kmapi.CreateJoinTokenRequest) (kmapi.CreatedJoinToken, error)
+	JoinTokens(ctx context.Context) ([]kmapi.JoinTokenInfo, error)
 	RevokeJoinToken(ctx context.Context, id string) error
-	Register(ctx context.Context, req cluster.RegisterRequest) (cluster.RegistrationResponse, error)
-	Registrations(ctx context.Context, status string, consistent bool) ([]cluster.RegistrationInfo, error)
-	SetPolicy(ctx context.Context, text string, expect uint64) (cluster.PolicyDoc, error)
-	Verify(ctx context.Context, token, aud string) (cluster.Verification, error)
+	Register(ctx context.Context, req kmapi.RegisterRequest) (kmapi.RegistrationResponse, error)
+	Registrations(ctx context.Context, status string, consistent bool) ([]kmapi.RegistrationInfo, error)
+	SetPolicy(ctx context.Context, text string, expect uint64) (kmapi.PolicyDoc, error)
+	Verify(ctx context.Context, token, aud string) (kmapi.Verification, error)
 }
 
 // Target is the cluster the load runs against.
@@ -303,7 +303,7 @@ func (RevokeAgain) Do(ctx context.Context, api API, op Op) (Op, error) { return 
 
 func doRevoke(ctx context.Context, api API, op Op) (Op, error) {
 	kind, id := SplitKey(op.Key)
-	_, err := api.Revoke(ctx, cluster.RevokeRequest{Kind: kind, ID: id, Reason: "chaos"})
+	_, err := api.Revoke(ctx, kmapi.RevokeRequest{Kind: kind, ID: id, Reason: "chaos"})
 	switch {
 	case err == nil:
 		op.Result = ResOK
@@ -372,7 +372,7 @@ func (CreateToken) Prepare(rng *rand.Rand, keys *Keys) Op {
 	return Op{Key: fmt.Sprintf("%s%d", TokenPrefix, keys.next()), Uses: 1 + rng.IntN(3)}
 }
 func (CreateToken) Do(ctx context.Context, api API, op Op) (Op, error) {
-	tok, err := api.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{
+	tok, err := api.CreateJoinToken(ctx, kmapi.CreateJoinTokenRequest{
 		Kind: "node", Principal: fsm.PrincipalNode, Uses: op.Uses, TTL: "2h", Description: op.Key})
 	if err != nil {
 		return op, err
@@ -398,7 +398,7 @@ func (ListTokens) Do(ctx context.Context, api API, op Op) (Op, error) {
 }
 
 // tokenViews keeps the load's tokens of a list.
-func tokenViews(toks []cluster.JoinTokenInfo) []TokenView {
+func tokenViews(toks []kmapi.JoinTokenInfo) []TokenView {
 	out := []TokenView{}
 	for _, t := range toks {
 		if strings.HasPrefix(t.Description, TokenPrefix) {
@@ -465,7 +465,7 @@ func (a Register) Do(ctx context.Context, api API, op Op) (Op, error) {
 	if err != nil {
 		return op, err
 	}
-	resp, err := api.Register(ctx, cluster.RegisterRequest{CSR: csr, NodeID: op.Node, Token: op.secret})
+	resp, err := api.Register(ctx, kmapi.RegisterRequest{CSR: csr, NodeID: op.Node, Token: op.secret})
 	switch {
 	case err == nil && len(resp.Chain) > 0:
 		op.Result, op.Serial = ResOK, resp.Registration.Serial
@@ -484,7 +484,7 @@ func (a Register) Do(ctx context.Context, api API, op Op) (Op, error) {
 }
 
 // nodeViews keeps the load's registrations of a list.
-func nodeViews(regs []cluster.RegistrationInfo) []NodeView {
+func nodeViews(regs []kmapi.RegistrationInfo) []NodeView {
 	var out []NodeView
 	for _, r := range regs {
 		if strings.HasPrefix(r.NodeID, NodePrefix) {
@@ -495,7 +495,7 @@ func nodeViews(regs []cluster.RegistrationInfo) []NodeView {
 }
 
 func isAPI(err error, status int, code string) bool {
-	var ae *cluster.APIError
+	var ae *kmapi.APIError
 	return errors.As(err, &ae) && ae.Status == status && ae.Code == code
 }
 
@@ -505,7 +505,7 @@ func classify(err error, write bool) (outcome Outcome, failover bool) {
 	if err == nil {
 		return OK, false
 	}
-	var ae *cluster.APIError
+	var ae *kmapi.APIError
 	if errors.As(err, &ae) {
 		if ae.Status < 500 {
 			return Fail, false // refused before reaching the log

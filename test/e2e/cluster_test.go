@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/test/harness"
 )
@@ -31,7 +31,7 @@ func TestRootClusterLifecycle(t *testing.T) {
 		t.Helper()
 		id := fmt.Sprintf("e2e-%d", len(acked))
 		cl := c.Client(r)
-		if _, err := cl.Revoke(ctx, cluster.RevokeRequest{Kind: "token", ID: id, Reason: "e2e"}); err != nil {
+		if _, err := cl.Revoke(ctx, api.RevokeRequest{Kind: "token", ID: id, Reason: "e2e"}); err != nil {
 			t.Fatalf("write %s through %s: %v", id, r.Name, err)
 		}
 		// The server written through shows the write at once.
@@ -142,7 +142,7 @@ func TestJoinRefusals(t *testing.T) {
 	c := harness.StartCluster(t, bin, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tok, err := c.Client(c.Roots[0]).CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "root"})
+	tok, err := c.Client(c.Roots[0]).CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "root"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/test/harness"
@@ -26,7 +26,7 @@ func TestTokenUsesHoldAcrossFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	leader := c.Leader(10 * time.Second)
-	tok, err := c.Client(leader).CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", Uses: 5, TTL: "1h"})
+	tok, err := c.Client(leader).CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Uses: 5, TTL: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestTokenUsesHoldAcrossFailover(t *testing.T) {
 			// falls among them, not after them.
 			time.Sleep(time.Duration(i) * 25 * time.Millisecond) // load shaping, not synchronisation
 			node := fmt.Sprintf("race-%d", i)
-			resp, err := clients[i%len(clients)].Register(ctx, cluster.RegisterRequest{CSR: csrs[i], NodeID: node, Token: tok.Secret})
+			resp, err := clients[i%len(clients)].Register(ctx, api.RegisterRequest{CSR: csrs[i], NodeID: node, Token: tok.Secret})
 			out <- outcome{node: node, chain: resp.Chain, err: err}
 		}()
 	}
@@ -122,7 +122,7 @@ func TestTokenUsesHoldAcrossFailover(t *testing.T) {
 		}
 	}
 	for _, err := range failures {
-		var ae *cluster.APIError
+		var ae *api.APIError
 		if errors.As(err, &ae) && ae.Status < 500 && ae.Code != "token_exhausted" {
 			t.Errorf("unexpected refusal: %v", err)
 		}

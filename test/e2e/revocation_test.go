@@ -14,8 +14,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/test/harness"
@@ -65,11 +65,11 @@ func TestRevocationPropagation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	admin := c.Client(c.Roots[0])
-	tok, err := admin.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", Uses: revocationAgents, TTL: "1h"})
+	tok, err := admin.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Uses: revocationAgents, TTL: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	victimTok, err := admin.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", Uses: 2, TTL: "1h"})
+	victimTok, err := admin.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Uses: 2, TTL: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestRevocationPropagation(t *testing.T) {
 			close(start)
 			cl := rootClients[tc.via.Name]
 			sent := time.Now()
-			resp, err := cl.Revoke(ctx, cluster.RevokeRequest{Kind: tc.kind, ID: tc.id, Reason: "e2e"})
+			resp, err := cl.Revoke(ctx, api.RevokeRequest{Kind: tc.kind, ID: tc.id, Reason: "e2e"})
 			acked := time.Now()
 			if err != nil {
 				t.Fatal(err)

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 )
 
@@ -36,10 +36,10 @@ func (c *Cluster) StartAgents(n int) []*Agent {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var tok cluster.CreatedJoinToken
+	var tok api.CreatedJoinToken
 	c.Retry(ctx, "create a node join token", func(cl *client.Client) error {
 		var err error
-		tok, err = cl.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "node", Principal: "NODE", Uses: n, TTL: "1h",
+		tok, err = cl.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Principal: "NODE", Uses: n, TTL: "1h",
 			Description: "harness agents"})
 		return err
 	})
@@ -111,14 +111,14 @@ func (c *Cluster) KillAgent(a *Agent) { c.signalProc(&a.proc, a.Name, syscall.SI
 // root, with a node join token made for req (Kind node, one use, unless
 // req says otherwise), and returns its data directory. extra flags go to
 // `keymesh node join` (e.g. --dns). It does not run the node's agent.
-func (c *Cluster) JoinNode(id string, req cluster.CreateJoinTokenRequest, extra ...string) string {
+func (c *Cluster) JoinNode(id string, req api.CreateJoinTokenRequest, extra ...string) string {
 	c.t.Helper()
 	return c.JoinNodeVia(nil, id, req, extra...)
 }
 
 // JoinNodeVia is JoinNode through root r (its issuer signs the node's
 // certificate); nil means any running root.
-func (c *Cluster) JoinNodeVia(r *Root, id string, req cluster.CreateJoinTokenRequest, extra ...string) string {
+func (c *Cluster) JoinNodeVia(r *Root, id string, req api.CreateJoinTokenRequest, extra ...string) string {
 	c.t.Helper()
 	server := c.AnyAPI(nil)
 	if r != nil {
@@ -127,7 +127,7 @@ func (c *Cluster) JoinNodeVia(r *Root, id string, req cluster.CreateJoinTokenReq
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	req.Kind = "node"
-	var tok cluster.CreatedJoinToken
+	var tok api.CreatedJoinToken
 	c.Retry(ctx, "create a node join token", func(cl *client.Client) error {
 		var err error
 		tok, err = cl.CreateJoinToken(ctx, req)

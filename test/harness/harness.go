@@ -32,6 +32,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
 )
 
@@ -286,10 +287,10 @@ func (c *Cluster) Join(name string) *Root {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var tok cluster.CreatedJoinToken
+	var tok api.CreatedJoinToken
 	c.Retry(ctx, "create a root-join token", func(cl *client.Client) error {
 		var err error
-		tok, err = cl.CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "root"})
+		tok, err = cl.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "root"})
 		return err
 	})
 	return c.JoinWithToken(name, tok.Secret)
@@ -307,7 +308,7 @@ func (c *Cluster) JoinVia(via *Root, name string) *Root {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tok, err := c.Client(via).CreateJoinToken(ctx, cluster.CreateJoinTokenRequest{Kind: "root"})
+	tok, err := c.Client(via).CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "root"})
 	if err != nil {
 		c.t.Fatalf("create a root-join token at %s: %v", via.Name, err)
 	}
@@ -542,17 +543,17 @@ func (c *Cluster) closeClients() {
 }
 
 // StatusOf asks r for its own status. It may be called from any goroutine.
-func (c *Cluster) StatusOf(ctx context.Context, r *Root) (cluster.Status, error) {
+func (c *Cluster) StatusOf(ctx context.Context, r *Root) (api.Status, error) {
 	cl, err := c.statusClient(r)
 	if err != nil {
-		return cluster.Status{}, err
+		return api.Status{}, err
 	}
 	return cl.Status(ctx)
 }
 
 // Statuses asks every running server for its own status.
-func (c *Cluster) Statuses(ctx context.Context) map[string]cluster.Status {
-	out := map[string]cluster.Status{}
+func (c *Cluster) Statuses(ctx context.Context) map[string]api.Status {
+	out := map[string]api.Status{}
 	for _, r := range c.Running() {
 		if st, err := c.StatusOf(ctx, r); err == nil {
 			out[r.Name] = st
@@ -566,7 +567,7 @@ func (c *Cluster) Statuses(ctx context.Context) map[string]cluster.Status {
 func (c *Cluster) Leader(timeout time.Duration) *Root {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
-	var last map[string]cluster.Status
+	var last map[string]api.Status
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		last = c.Statuses(ctx)
@@ -649,7 +650,7 @@ func (c *Cluster) Remove(r *Root) {
 func (c *Cluster) WaitCaughtUp(r *Root, index uint64, timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
-	var last cluster.Status
+	var last api.Status
 	var err error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -683,7 +684,7 @@ func (c *Cluster) KillAll() {
 func (c *Cluster) WaitConverged(timeout time.Duration) string {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
-	var last map[string]cluster.Status
+	var last map[string]api.Status
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		last = c.Statuses(ctx)
@@ -697,7 +698,7 @@ func (c *Cluster) WaitConverged(timeout time.Duration) string {
 	return ""
 }
 
-func converged(st map[string]cluster.Status, want int) (string, bool) {
+func converged(st map[string]api.Status, want int) (string, bool) {
 	if len(st) != want || want == 0 {
 		return "", false
 	}
@@ -714,7 +715,7 @@ func converged(st map[string]cluster.Status, want int) (string, bool) {
 	return hash, true
 }
 
-func describe(st map[string]cluster.Status) string {
+func describe(st map[string]api.Status) string {
 	var b strings.Builder
 	for n, s := range st {
 		fmt.Fprintf(&b, "%s: %s applied=%d hash=%.12s; ", n, s.State, s.AppliedIndex, s.StateHash)
