@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,12 +170,17 @@ func TestBootstrapRefusesUsedDataDir(t *testing.T) {
 }
 
 // TestLeaderPrunes: a revocation past its prune-after time, and an issued
-// certificate past its not-after, are dropped by the leader's periodic prune.
+// certificate past its not-after, are dropped by the leader's periodic
+// prune, which stamps its command with the server's clock (a fake one
+// here, moved past the first certificate's end).
 func TestLeaderPrunes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	clock := newFakeClock(time.Now())
 	opts := testOptions(t)
 	opts.PruneInterval = 50 * time.Millisecond
+	opts.Clock = clock.Now
+	opts.Limits.NodeCertValidity = 10 * time.Minute
 	srv, _, err := Bootstrap(ctx, BootstrapConfig{Network: "prune.example", Name: "r1", DataDir: t.TempDir() + "/r1",
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
 	if err != nil {
@@ -182,24 +188,37 @@ func TestLeaderPrunes(t *testing.T) {
 	}
 	defer srv.Shutdown()
 	if _, err := srv.Propose(ctx, fsm.MsgRevoke, fsm.Revoke{Revocation: fsm.Revocation{Kind: fsm.RevocationToken, ID: "short",
-		PruneAfter: time.Now().Add(300 * time.Millisecond)}}); err != nil {
+		PruneAfter: clock.Now().Add(5 * time.Minute)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := revoke(ctx, srv, "long"); err != nil {
+	if _, err := srv.Propose(ctx, fsm.MsgRevoke, fsm.Revoke{Revocation: fsm.Revocation{Kind: fsm.RevocationToken, ID: "long",
+		PruneAfter: clock.Now().Add(time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
-	der := testCSR(t) // any DER: the record is what is pruned
-	for serial, life := range map[string]time.Duration{"5e1": 300 * time.Millisecond, "5e2": time.Hour} {
-		if _, err := srv.Propose(ctx, fsm.MsgIssuedPut, fsm.IssuedPut{Cert: fsm.Issued{Issuer: "r1", Serial: serial, NodeID: "n1",
-			NotAfter: time.Now().Add(life), Cert: der}}); err != nil {
+	register := func(id string) string {
+		t.Helper()
+		secret, tok, err := srv.newJoinToken(api.CreateJoinTokenRequest{Kind: "node"})
+		if err != nil {
 			t.Fatal(err)
 		}
+		if _, err := srv.Propose(ctx, fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok}); err != nil {
+			t.Fatal(err)
+		}
+		resp, _, err := srv.register(ctx, api.RegisterRequest{CSR: testCSRFor(t, "prune.example", id), NodeID: id, Token: secret}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Registration.Serial
 	}
+	early := register("n1")
+	clock.Add(6 * time.Minute)
+	late := register("n2")
+	clock.Add(6 * time.Minute) // n1's certificate has expired, n2's has not
 	waitFor(t, "pruned", 10*time.Second, func() error {
 		if _, ok := srv.Store().Revoked(fsm.RevocationToken, "short"); ok {
 			return errors.New("revocation still there")
 		}
-		if _, ok := srv.Store().Issued("r1", "5e1"); ok {
+		if _, ok := srv.Store().Issued("r1", early); ok {
 			return errors.New("expired certificate still there")
 		}
 		return nil
@@ -207,9 +226,29 @@ func TestLeaderPrunes(t *testing.T) {
 	if _, ok := srv.Store().Revoked(fsm.RevocationToken, "long"); !ok {
 		t.Fatal("a revocation not yet due was pruned")
 	}
-	if _, ok := srv.Store().Issued("r1", "5e2"); !ok {
+	if _, ok := srv.Store().Issued("r1", late); !ok {
 		t.Fatal("a certificate not yet expired was pruned")
 	}
+}
+
+// fakeClock is a clock the test moves.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
 }
 
 // TestLookupWithoutLeaderIsNotNotFound: a follower that does not find a
@@ -237,10 +276,12 @@ func TestLookupWithoutLeaderIsNotNotFound(t *testing.T) {
 	}
 }
 
-func testCSR(t *testing.T) []byte {
+func testCSR(t *testing.T) []byte { return testCSRFor(t, "test.keymesh.example", "n1") }
+
+func testCSRFor(t *testing.T, network, id string) []byte {
 	t.Helper()
 	k, _ := ca.GenerateKey(ca.KeyP256, nil)
-	csr, err := ca.NewCSR(k, ca.Identity{Network: "test.keymesh.example", Kind: ca.KindNode, Name: "n1"}, nil, nil)
+	csr, err := ca.NewCSR(k, ca.Identity{Network: network, Kind: ca.KindNode, Name: id}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,14 +39,8 @@ func newPayload(t MsgType) payload {
 		return new(PruneRevocations)
 	case MsgTrustAnchorPut:
 		return new(TrustAnchorPut)
-	case MsgNodePut:
-		return new(NodePut)
-	case MsgIssuedPut:
-		return new(IssuedPut)
 	case MsgJWKPut:
 		return new(JWKPut)
-	case MsgJWKSetState:
-		return new(JWKSetState)
 	case MsgRegistrationCreate:
 		return new(RegistrationCreate)
 	case MsgRegistrationApprove:
@@ -59,8 +53,6 @@ func newPayload(t MsgType) payload {
 		return new(RouteAuthPut)
 	case MsgCAUpdate:
 		return new(CAUpdate)
-	case MsgJWKDelete:
-		return new(JWKDelete)
 	case MsgRouteAuthDelete:
 		return new(RouteAuthDelete)
 	case MsgTrustAnchorDelete:
@@ -564,32 +556,6 @@ func (p *TrustAnchorDelete) apply(tx *txn) *CommandError {
 
 // ---- nodes and certificates ----
 
-func checkNode(n *Node) *CommandError {
-	if err := checkWord("node.id", n.ID, MaxIDLen, true); err != nil {
-		return err
-	}
-	if err := checkNetwork("node.network", n.Network); err != nil {
-		return err
-	}
-	if err := checkPrincipal("node.principal", n.Principal, true); err != nil {
-		return err
-	}
-	if err := checkOneOf("node.status", n.Status, NodeActive, NodeRevoked); err != nil {
-		return err
-	}
-	if err := checkSerial("node.cert_serial", n.CertSerial, false); err != nil {
-		return err
-	}
-	if err := checkSerial("node.prev_serial", n.PrevSerial, false); err != nil {
-		return err
-	}
-	if err := checkTime("node.cert_expiry", n.CertExpiry, false); err != nil {
-		return err
-	}
-	n.CertExpiry = normTime(n.CertExpiry)
-	n.DNSNames = nilIfEmpty(n.DNSNames)
-	return checkDNSNames("node.dns_names", n.DNSNames)
-}
 
 // nodeRevoked reports whether node id is revoked, by its record or by a
 // node revocation.
@@ -599,25 +565,6 @@ func (tx *txn) nodeRevoked(id string) bool {
 	}
 	_, ok := tx.st.revs.m[revKey(RevocationNode, id)]
 	return ok
-}
-
-// NodePut adds or updates a node record (MsgNodePut). A revoked node cannot
-// be made active again (ErrConflict).
-type NodePut struct {
-	Node Node `json:"node"`
-}
-
-func (p *NodePut) check(time.Time) *CommandError { return checkNode(&p.Node) }
-
-func (p *NodePut) apply(tx *txn) *CommandError {
-	if p.Node.Status != NodeRevoked && tx.nodeRevoked(p.Node.ID) {
-		return fail(ErrConflict, "node %q is revoked", p.Node.ID)
-	}
-	if err := tx.checkDNSHolders(p.Node.ID, p.Node.DNSNames); err != nil {
-		return err
-	}
-	tx.putNode(p.Node)
-	return nil
 }
 
 func checkIssued(field string, c *Issued) *CommandError {
@@ -646,22 +593,6 @@ func (tx *txn) canIssue(c *Issued) *CommandError {
 	if is, ok := tx.st.issuers.m[c.Issuer]; ok && is.Status == IssuerRevoked {
 		return fail(ErrConflict, "issuer %q is revoked", c.Issuer)
 	}
-	return nil
-}
-
-// IssuedPut records an issued certificate (MsgIssuedPut); ErrExists if its
-// issuer already recorded that serial.
-type IssuedPut struct {
-	Cert Issued `json:"cert"`
-}
-
-func (p *IssuedPut) check(time.Time) *CommandError { return checkIssued("cert", &p.Cert) }
-
-func (p *IssuedPut) apply(tx *txn) *CommandError {
-	if err := tx.canIssue(&p.Cert); err != nil {
-		return err
-	}
-	put(tx, &tx.st.issued, tIssued, issuedKey(p.Cert.Issuer, p.Cert.Serial), p.Cert)
 	return nil
 }
 
@@ -843,60 +774,6 @@ func (tx *txn) putNodeKey(k *JWK) {
 		put(tx, &tx.st.jwks, tJWKS, kid, cur)
 	}
 	put(tx, &tx.st.jwks, tJWKS, k.KID, *k)
-}
-
-// JWKSetState moves a key to another state (MsgJWKSetState); a non-zero
-// NotAfter replaces the key's. ErrNotFound if there is no such key.
-type JWKSetState struct {
-	KID      string    `json:"kid"`
-	State    string    `json:"state"`
-	NotAfter time.Time `json:"not_after,omitzero"`
-}
-
-func (p *JWKSetState) check(time.Time) *CommandError {
-	if err := checkWord("kid", p.KID, MaxIDLen, true); err != nil {
-		return err
-	}
-	if err := checkOneOf("state", p.State, JWKStaged, JWKActive, JWKRetiring); err != nil {
-		return err
-	}
-	if err := checkTime("not_after", p.NotAfter, false); err != nil {
-		return err
-	}
-	p.NotAfter = normTime(p.NotAfter)
-	return nil
-}
-
-func (p *JWKSetState) apply(tx *txn) *CommandError {
-	k, ok := tx.st.jwks.m[p.KID]
-	if !ok {
-		return fail(ErrNotFound, "key %q", p.KID)
-	}
-	if k.State != JWKRetiring && p.State == JWKRetiring {
-		k.RetiringSince = tx.now
-	}
-	k.State = p.State
-	if !p.NotAfter.IsZero() {
-		k.NotAfter = p.NotAfter
-	}
-	put(tx, &tx.st.jwks, tJWKS, k.KID, k)
-	return nil
-}
-
-// JWKDelete removes a key from the JWKS (MsgJWKDelete); ErrNotFound if
-// there is none.
-type JWKDelete struct {
-	KID string `json:"kid"`
-}
-
-func (p *JWKDelete) check(time.Time) *CommandError { return checkWord("kid", p.KID, MaxIDLen, true) }
-
-func (p *JWKDelete) apply(tx *txn) *CommandError {
-	if _, ok := tx.st.jwks.m[p.KID]; !ok {
-		return fail(ErrNotFound, "key %q", p.KID)
-	}
-	del(tx, &tx.st.jwks, tJWKS, p.KID)
-	return nil
 }
 
 // ---- registrations ----

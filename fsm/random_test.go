@@ -64,17 +64,26 @@ func (g *cmdGen) pending() (Registration, bool) {
 	return pending[g.r.IntN(len(pending))], true
 }
 
+// knownType is a command type this replica knows, at random.
+func (g *cmdGen) knownType() MsgType {
+	for {
+		if t := MsgType(1 + g.r.IntN(int(msgTypeEnd)-1)); t.Known() {
+			return t
+		}
+	}
+}
+
 func (g *cmdGen) next() []byte {
 	g.now = g.now.Add(time.Duration(1+g.r.IntN(5000)) * time.Millisecond)
 	switch g.r.IntN(40) {
 	case 0:
-		return []byte{byte(1 + g.r.IntN(int(msgTypeEnd)-1)), '{'}
+		return []byte{byte(g.knownType()), '{'}
 	case 1:
 		return append([]byte{byte(IgnoreUnknownFlag | 0x70)}, `{"v":1}`...)
 	case 2:
 		return rawCommand(MsgPolicySet, 9, g.now, PolicySet{Text: "x"})
 	}
-	t := MsgType(1 + g.r.IntN(int(msgTypeEnd)-1))
+	t := g.knownType()
 	var p any
 	switch t {
 	case MsgServerPut:
@@ -134,11 +143,6 @@ func (g *cmdGen) next() []byte {
 		p = TrustAnchorPut{Anchor: TrustAnchor{Network: g.network(), Roots: [][]byte{der(g.pick("r", 3))}, Accept: []string{g.network()}}}
 	case MsgTrustAnchorDelete:
 		p = TrustAnchorDelete{Network: g.network()}
-	case MsgNodePut:
-		p = NodePut{Node: Node{ID: g.pick("node", 30), Network: g.network(), Principal: g.principal(),
-			Status: []string{NodeActive, NodeActive, NodeActive, NodeActive, NodeActive, NodeActive, NodeActive, NodeActive, NodeActive, NodeRevoked}[g.r.IntN(10)], CertSerial: g.serial(), CertExpiry: g.later()}}
-	case MsgIssuedPut:
-		p = IssuedPut{Cert: g.issued(g.pick("node", 30))}
 	case MsgNodeCertRenew:
 		r := NodeCertRenew{Cert: g.issued(g.pick("node", 30))}
 		if g.chance(0.5) {
@@ -156,10 +160,6 @@ func (g *cmdGen) next() []byte {
 		}
 		p = JWKPut{Key: JWK{KID: g.pick("k", 30), Key: json.RawMessage(key), Node: owner,
 			State: []string{JWKStaged, JWKActive, JWKRetiring}[g.r.IntN(3)], NotAfter: g.later()}}
-	case MsgJWKSetState:
-		p = JWKSetState{KID: g.pick("k", 30), State: []string{JWKStaged, JWKActive, JWKRetiring, "x"}[g.r.IntN(4)]}
-	case MsgJWKDelete:
-		p = JWKDelete{KID: g.pick("k", 30)}
 	case MsgRegistrationCreate:
 		// Mostly fresh node ids: a registration for an active node is
 		// refused, and the known ids soon are.
@@ -263,7 +263,7 @@ func randomStreams(t *testing.T, seed uint64, tombLimit, journalLimit int) {
 	}
 	t.Logf("accepted by type: %v", acceptedByType)
 	for typ := MsgType(1); typ < msgTypeEnd; typ++ {
-		if acceptedByType[typ] == 0 {
+		if typ.Known() && acceptedByType[typ] == 0 {
 			t.Errorf("no %v command was accepted: the generator misses that path", typ)
 		}
 	}

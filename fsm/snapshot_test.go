@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -137,10 +138,11 @@ func TestSnapshotIsPointInTime(t *testing.T) {
 	h.ok(MsgCAInit, CAInit{CA: CA{Network: "b.example", Active: der("b"), SealedKey: []byte("k")}})
 	h.ok(MsgIssuerPut, IssuerPut{Issuer: Issuer{ID: "root-1", Network: testNetwork, Cert: der("r1b"), Status: IssuerRevoked}})
 	h.ok(MsgJoinTokenConsume, JoinTokenConsume{Hash: hashOf("secret-1"), Kind: TokenKindNode})
+	h.ok(MsgJWKPut, JWKPut{Key: JWK{KID: "kid-a", Key: json.RawMessage(`{"kty":"EC","crv":"P-256","x":"AA","y":"BB"}`), Node: "node-a", State: JWKRetiring}})
 	h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-a"}})
 	h.ok(MsgTrustAnchorDelete, TrustAnchorDelete{Network: "fed.example.org"})
-	h.ok(MsgIssuedPut, IssuedPut{Cert: Issued{Issuer: "root-2", Serial: "ff", NodeID: "n", NotAfter: t0.Add(time.Hour), Cert: der("c")}})
-	h.ok(MsgJWKDelete, JWKDelete{KID: "kid-a"})
+	h.ok(MsgRegistrationCreate, RegistrationCreate{Registration: Registration{ID: "reg-q", NodeID: "node-q", Network: testNetwork, Principal: PrincipalNode, CSR: der("q")},
+		TokenHash: hashOf("secret-1"), Cert: &Issued{Issuer: "root-2", Serial: "ff", NodeID: "node-q", NotAfter: t0.Add(time.Hour), Cert: der("c")}})
 	h.ok(MsgRegistrationCreate, RegistrationCreate{Registration: Registration{ID: "reg-z", NodeID: "z", Network: testNetwork, Principal: PrincipalUser, CSR: der("z")}})
 	h.ok(MsgPolicySet, PolicySet{Text: "forbid", ExpectVersion: 1})
 	h.ok(MsgRouteAuthDelete, RouteAuthDelete{Prefix: "10.0.0.0/8"})
@@ -186,7 +188,7 @@ func TestSnapshotRelease(t *testing.T) {
 	}
 	// With no snapshot left, a write does not copy the table.
 	before := h.s.st.nodes.refs
-	h.ok(MsgNodePut, NodePut{Node: Node{ID: "n", Network: testNetwork, Principal: PrincipalNode, Status: NodeActive}})
+	h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-a"}})
 	if h.s.st.nodes.refs != before {
 		t.Fatal("table copied with no snapshot holding it")
 	}

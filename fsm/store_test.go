@@ -101,7 +101,9 @@ func TestChanges(t *testing.T) {
 	}
 	h.ok(MsgServerRemove, ServerRemove{Name: "root-2"})
 	// A key deleted and put again reads as put; one put and deleted as deleted.
-	h.ok(MsgJWKDelete, JWKDelete{KID: "kid-a"})
+	h.ok(MsgJWKPut, JWKPut{Key: JWK{KID: "kid-a", Key: []byte(`{"kty":"EC"}`), Node: "node-a", State: JWKActive, NotAfter: h.now.Add(time.Second)}})
+	h.now = h.now.Add(time.Minute)
+	h.ok(MsgPruneRevocations, PruneRevocations{}) // kid-a is past its end of life: deleted
 	h.ok(MsgJWKPut, JWKPut{Key: JWK{KID: "kid-a", Key: []byte(`{"kty":"EC"}`), Node: "node-a", State: JWKActive}})
 	h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationCert, ID: "a1", PruneAfter: h.now.Add(2 * time.Second)}})
 	h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationNode, ID: "node-a"}})
