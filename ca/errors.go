@@ -44,6 +44,8 @@ var (
 	ErrValidity = errors.New("ca: invalid validity")
 	// ErrChain: a certificate does not chain to the trust anchors for the usage asked.
 	ErrChain = errors.New("ca: certificate chain does not verify")
+	// ErrAnchor: certificates offered as a trust anchor are refused.
+	ErrAnchor = errors.New("ca: not a trust anchor of the network")
 	// ErrNotRootServer: a server presented a valid certificate of the
 	// network that does not name a root server (a node's, an operator's):
 	// keymesh clients talk to root servers only.

@@ -105,3 +105,35 @@ func RootServerVerifier(cs tls.ConnectionState) error {
 	chain := cs.VerifiedChains[0]
 	return VerifyRootServer(chain[0], chain[len(chain)-1])
 }
+
+// CheckAnchor checks roots offered as the trust anchor of network (a
+// federated network's AS roots): each is a CA certificate that may sign
+// certificates, self-signed, valid at now, and name-constrained to
+// spiffe://<network> URIs exactly as keymesh's AS roots are (a root
+// without that constraint could vouch for identities of any network,
+// ours included). Failures wrap ErrAnchor.
+func CheckAnchor(roots []*x509.Certificate, network string, now time.Time) error {
+	if err := ValidateNetwork(network); err != nil {
+		return fmt.Errorf("%w: %w", ErrAnchor, err)
+	}
+	if len(roots) == 0 {
+		return fmt.Errorf("%w: no certificate", ErrAnchor)
+	}
+	for _, c := range roots {
+		name := describeCert(c)
+		switch {
+		case !c.BasicConstraintsValid || !c.IsCA:
+			return fmt.Errorf("%w: %s is not a CA certificate", ErrAnchor, name)
+		case c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0:
+			return fmt.Errorf("%w: %s may not sign certificates (no keyCertSign)", ErrAnchor, name)
+		case now.Before(c.NotBefore) || now.After(c.NotAfter):
+			return fmt.Errorf("%w: %s is valid from %s to %s, not now", ErrAnchor, name,
+				c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+		case c.CheckSignatureFrom(c) != nil:
+			return fmt.Errorf("%w: %s is not self-signed (give the network's AS root, not an intermediate)", ErrAnchor, name)
+		case !slices.Equal(c.PermittedURIDomains, []string{network}):
+			return fmt.Errorf("%w: %s is constrained to %v, not to network %s alone", ErrAnchor, name, c.PermittedURIDomains, network)
+		}
+	}
+	return nil
+}

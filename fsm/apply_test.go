@@ -573,6 +573,17 @@ func TestApplyCommands(t *testing.T) {
 		{name: "route auth max length too short", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 4}}, err: ErrInvalid},
 		{name: "route auth max length too long", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 33}}, err: ErrInvalid},
 		{name: "route auth no origins", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", MaxLength: 8}}, err: ErrInvalid},
+		{name: "route auth put new when expected absent", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.9.0.0/16", Origins: []string{"node-a"}, MaxLength: 24},
+			ExpectModifyIndex: new(uint64)}},
+		{name: "route auth put over a change made meanwhile", setup: func(h *harness) {
+			h.ok(MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.9.0.0/16", Origins: []string{"node-a"}, MaxLength: 24}})
+		}, typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.9.0.0/16", Origins: []string{"node-a", "node-b"}, MaxLength: 24},
+			ExpectModifyIndex: new(uint64)}, err: ErrConflict},
+		{name: "route auth delete over a change made meanwhile", setup: func(h *harness) {
+			h.ok(MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.9.0.0/16", Origins: []string{"node-a"}, MaxLength: 24}})
+		}, typ: MsgRouteAuthDelete, p: RouteAuthDelete{Prefix: "10.9.0.0/16", ExpectModifyIndex: func() *uint64 { v := uint64(3); return &v }()}, err: ErrConflict},
+		{name: "anchor put over a change made meanwhile", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: testNetwork, Roots: [][]byte{der("root")},
+			Accept: []string{testNetwork, "fed.example.org"}}, ExpectModifyIndex: new(uint64)}, err: ErrConflict},
 		{name: "route auth delete unknown", typ: MsgRouteAuthDelete, p: RouteAuthDelete{Prefix: "10.0.0.0/8"}, err: ErrNotFound},
 		{name: "route auth delete", setup: func(h *harness) {
 			h.ok(MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 8}})

@@ -510,9 +510,11 @@ func (tx *txn) pruneIssuance() {
 
 // TrustAnchorPut adds or updates a network's trust anchor
 // (MsgTrustAnchorPut): at least one root and an access list without
-// duplicates.
+// duplicates. ExpectModifyIndex as in RouteAuthPut (the access list is
+// read, changed and written back).
 type TrustAnchorPut struct {
-	Anchor TrustAnchor `json:"anchor"`
+	Anchor            TrustAnchor `json:"anchor"`
+	ExpectModifyIndex *uint64     `json:"expect_modify_index,omitempty"`
 }
 
 func (p *TrustAnchorPut) check(time.Time) *CommandError {
@@ -528,6 +530,10 @@ func (p *TrustAnchorPut) check(time.Time) *CommandError {
 }
 
 func (p *TrustAnchorPut) apply(tx *txn) *CommandError {
+	cur, ok := tx.st.anchors.m[p.Anchor.Network]
+	if err := checkExpect("the trust anchor of "+p.Anchor.Network, p.ExpectModifyIndex, cur.ModifyIndex, ok); err != nil {
+		return err
+	}
 	put(tx, &tx.st.anchors, tAnchors, p.Anchor.Network, p.Anchor)
 	return nil
 }
@@ -1138,9 +1144,27 @@ func checkPrefix(field, s string) (netip.Prefix, *CommandError) {
 
 // RouteAuthPut says who may originate a prefix (MsgRouteAuthPut). Prefix
 // must be canonical CIDR; MaxLength between the prefix length and the
-// address size; 1..MaxListLen distinct origins.
+// address size; 1..MaxListLen distinct origins. With ExpectModifyIndex the
+// record must be at that modify index (0: there is none), else
+// ErrConflict: a read-modify-write of the origins loses nothing.
 type RouteAuthPut struct {
-	Auth RouteAuth `json:"auth"`
+	Auth              RouteAuth `json:"auth"`
+	ExpectModifyIndex *uint64   `json:"expect_modify_index,omitempty"`
+}
+
+// checkExpect is the compare-and-set of a record's modify index (0: it
+// must not exist).
+func checkExpect(what string, expect *uint64, cur uint64, exists bool) *CommandError {
+	if expect == nil {
+		return nil
+	}
+	if !exists {
+		cur = 0
+	}
+	if cur != *expect {
+		return fail(ErrConflict, "%s is at modify index %d, not %d", what, cur, *expect)
+	}
+	return nil
 }
 
 func (p *RouteAuthPut) check(time.Time) *CommandError {
@@ -1159,14 +1183,19 @@ func (p *RouteAuthPut) check(time.Time) *CommandError {
 }
 
 func (p *RouteAuthPut) apply(tx *txn) *CommandError {
+	cur, ok := tx.st.routes.m[p.Auth.Prefix]
+	if err := checkExpect("route authorization "+p.Auth.Prefix, p.ExpectModifyIndex, cur.ModifyIndex, ok); err != nil {
+		return err
+	}
 	put(tx, &tx.st.routes, tRoutes, p.Auth.Prefix, p.Auth)
 	return nil
 }
 
 // RouteAuthDelete removes a route authorization (MsgRouteAuthDelete);
-// ErrNotFound if there is none.
+// ErrNotFound if there is none. ExpectModifyIndex as in RouteAuthPut.
 type RouteAuthDelete struct {
-	Prefix string `json:"prefix"`
+	Prefix            string  `json:"prefix"`
+	ExpectModifyIndex *uint64 `json:"expect_modify_index,omitempty"`
 }
 
 func (p *RouteAuthDelete) check(time.Time) *CommandError {
@@ -1175,8 +1204,12 @@ func (p *RouteAuthDelete) check(time.Time) *CommandError {
 }
 
 func (p *RouteAuthDelete) apply(tx *txn) *CommandError {
-	if _, ok := tx.st.routes.m[p.Prefix]; !ok {
+	cur, ok := tx.st.routes.m[p.Prefix]
+	if !ok {
 		return fail(ErrNotFound, "route authorization %q", p.Prefix)
+	}
+	if err := checkExpect("route authorization "+p.Prefix, p.ExpectModifyIndex, cur.ModifyIndex, ok); err != nil {
+		return err
 	}
 	del(tx, &tx.st.routes, tRoutes, p.Prefix)
 	return nil

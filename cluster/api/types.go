@@ -231,3 +231,52 @@ type Verification struct {
 	// Actions, for POST /v1/authorize, are what the token's principal may do.
 	Actions []policy.Action `json:"actions,omitempty"`
 }
+
+// RouteAuthRequest is the body of POST /v1/routes/authorizations: the
+// origins given may originate Prefix (added to those it has), up to
+// MaxLength (0 keeps the one it has, else the prefix's own length).
+type RouteAuthRequest struct {
+	Prefix    string   `json:"prefix"`
+	Origins   []string `json:"origins"`
+	MaxLength int      `json:"max_length,omitempty"`
+}
+
+// RouteAuthResponse answers a change of a route authorization; Auth is
+// nil once the last origin is removed.
+type RouteAuthResponse struct {
+	Auth    *fsm.RouteAuth `json:"auth,omitempty"`
+	Removed bool           `json:"removed,omitempty"`
+	Index   uint64         `json:"index"`
+}
+
+// AnchorRequest is the body of PUT /v1/trust/anchors/{network}: the AS
+// root certificates of a federated network, in PEM.
+type AnchorRequest struct {
+	RootsPEM string `json:"roots_pem"`
+}
+
+// AnchorInfo is a trust anchor as listed.
+type AnchorInfo struct {
+	Network string `json:"network"`
+	// Own is this cluster's own network.
+	Own bool `json:"own"`
+	// Accepted: members of the network are accepted (the access list).
+	Accepted bool         `json:"accepted"`
+	Roots    []AnchorRoot `json:"roots"`
+	Index    uint64       `json:"modify_index"`
+}
+
+// AnchorRoot is one root certificate of an anchor.
+type AnchorRoot struct {
+	Subject  string    `json:"subject"`
+	CAHash   string    `json:"ca_hash"`
+	NotAfter time.Time `json:"not_after"`
+	DER      []byte    `json:"der"`
+}
+
+// AnchorResponse answers a change of a trust anchor.
+type AnchorResponse struct {
+	Anchor  *AnchorInfo `json:"anchor,omitempty"`
+	Removed bool        `json:"removed,omitempty"`
+	Index   uint64      `json:"index"`
+}

@@ -446,3 +446,56 @@ func (c *Client) JWKS(ctx context.Context) ([]byte, string, error) {
 	h, err := c.do(ctx, http.MethodGet, "/.well-known/jwks.json", nil, nil, &out)
 	return out, h.Get("ETag"), err
 }
+
+// RouteAuths lists the route authorizations (with consistent, as of every
+// write acknowledged before the call).
+func (c *Client) RouteAuths(ctx context.Context, consistent bool) ([]fsm.RouteAuth, error) {
+	q := url.Values{}
+	if consistent {
+		q.Set("consistent", "true")
+	}
+	var out []fsm.RouteAuth
+	_, err := c.do(ctx, http.MethodGet, "/v1/routes/authorizations", q, nil, &out)
+	return out, err
+}
+
+// AuthorizeRoute lets origins originate a prefix (added to those it has).
+func (c *Client) AuthorizeRoute(ctx context.Context, req api.RouteAuthRequest) (api.RouteAuthResponse, error) {
+	var out api.RouteAuthResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/routes/authorizations", nil, req, &out)
+	return out, err
+}
+
+// UnauthorizeRoute removes origins from a prefix's authorization, or the
+// whole authorization when origins is empty.
+func (c *Client) UnauthorizeRoute(ctx context.Context, prefix string, origins []string) (api.RouteAuthResponse, error) {
+	q := url.Values{"prefix": {prefix}}
+	for _, o := range origins {
+		q.Add("origin", o)
+	}
+	var out api.RouteAuthResponse
+	_, err := c.do(ctx, http.MethodDelete, "/v1/routes/authorizations", q, nil, &out)
+	return out, err
+}
+
+// Anchors lists the trust anchors: this network's and federated ones.
+func (c *Client) Anchors(ctx context.Context) ([]api.AnchorInfo, error) {
+	var out []api.AnchorInfo
+	_, err := c.do(ctx, http.MethodGet, "/v1/trust/anchors", nil, nil, &out)
+	return out, err
+}
+
+// PutAnchor anchors a federated network by its AS roots (PEM) and accepts
+// its members.
+func (c *Client) PutAnchor(ctx context.Context, network string, rootsPEM []byte) (api.AnchorResponse, error) {
+	var out api.AnchorResponse
+	_, err := c.do(ctx, http.MethodPut, "/v1/trust/anchors/"+url.PathEscape(network), nil, api.AnchorRequest{RootsPEM: string(rootsPEM)}, &out)
+	return out, err
+}
+
+// DeleteAnchor stops accepting a federated network and drops its anchor.
+func (c *Client) DeleteAnchor(ctx context.Context, network string) (api.AnchorResponse, error) {
+	var out api.AnchorResponse
+	_, err := c.do(ctx, http.MethodDelete, "/v1/trust/anchors/"+url.PathEscape(network), nil, nil, &out)
+	return out, err
+}

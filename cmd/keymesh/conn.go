@@ -50,9 +50,18 @@ type connFlags struct {
 }
 
 func (f *connFlags) register(cmd *cobra.Command) {
+	f.registerCA(cmd, true)
+}
+
+// registerCA registers the flags, --ca-file only with withCA (a command
+// whose --ca-file means something else takes the API's CA from --data-dir
+// or the environment).
+func (f *connFlags) registerCA(cmd *cobra.Command, withCA bool) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.server, "server", "", "API address (host:port) of any root server [$"+envServer+"]")
-	fl.StringVar(&f.caFile, "ca-file", "", "PEM file with the AS root certificate(s) to trust [$"+envCAFile+"]")
+	if withCA {
+		fl.StringVar(&f.caFile, "ca-file", "", "PEM file with the AS root certificate(s) to trust [$"+envCAFile+"]")
+	}
 	fl.StringVar(&f.credential, "credential", "", "admin credential (PEM certificate chain and key) [$"+envCredential+"]")
 	fl.StringVar(&f.token, "token", "", "bearer token (a keymesh JWT, e.g. the admin.token of bootstrap) [$"+envToken+"]")
 	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token (instead of --token)")

@@ -102,6 +102,8 @@ Start with "keymesh dev" for a three-server cluster on loopback, or
 		a.tokenCmd(),
 		a.authorizeCmd(),
 		a.policyCmd(),
+		a.routesCmd(),
+		a.trustCmd(),
 		a.healthCmd(),
 		a.devCmd(),
 	)

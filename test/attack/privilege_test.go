@@ -106,6 +106,13 @@ func TestCustodianCannotTakeTheCA(t *testing.T) {
 			if _, err := cl.Revoke(ctx, api.RevokeRequest{Kind: "token", ID: "jti-" + way.name}); err != nil {
 				t.Fatalf("custodian revokes a token id: %v", err)
 			}
+			// Trust anchors and route authorizations: not a custodian's.
+			_, err = cl.PutAnchor(ctx, "evil.example.net", readFile(t, c.CAFile()))
+			refused(t, "custodian federates a network", err, http.StatusForbidden, "forbidden")
+			_, err = cl.DeleteAnchor(ctx, c.Network)
+			refused(t, "custodian removes the own anchor", err, http.StatusForbidden, "forbidden")
+			_, err = cl.AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: "10.0.0.0/8", Origins: []string{cust.id}})
+			refused(t, "custodian authorizes itself a prefix", err, http.StatusForbidden, "forbidden")
 			// Policies: not written by a custodian.
 			p, err := admin.Policy(ctx)
 			if err != nil {

@@ -1,0 +1,170 @@
+package client_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
+)
+
+// TestRouteAuthorizations: authorize adds origins to a prefix (making its
+// authorization), sets the max length; two operators adding origins at
+// once lose neither (compare-and-set); unauthorize removes origins, then
+// the whole authorization; bad prefixes are refused with the form to use.
+func TestRouteAuthorizations(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	servers, dir := startServers(t, 3)
+	cl := newClient(t, servers[1], dir)
+	res, err := cl.AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: "10.20.0.0/16", Origins: []string{"edge-1"}, MaxLength: 24})
+	if err != nil || res.Auth == nil || res.Auth.MaxLength != 24 || !slices.Equal(res.Auth.Origins, []string{"edge-1"}) {
+		t.Fatalf("authorize: %+v %v", res, err)
+	}
+	// Concurrent additions through different servers.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := newClient(t, servers[i%3], dir)
+			if _, err := c.AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: "10.20.0.0/16", Origins: []string{fmt.Sprintf("edge-%d", i+2)}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	auths, err := cl.RouteAuths(ctx, true)
+	if err != nil || len(auths) != 1 || len(auths[0].Origins) != 9 || auths[0].MaxLength != 24 {
+		t.Fatalf("after concurrent additions: %+v %v", auths, err)
+	}
+	if res, err = cl.UnauthorizeRoute(ctx, "10.20.0.0/16", []string{"edge-1", "edge-2"}); err != nil || res.Removed || len(res.Auth.Origins) != 7 {
+		t.Fatalf("unauthorize two origins: %+v %v", res, err)
+	}
+	if res, err = cl.UnauthorizeRoute(ctx, "10.20.0.0/16", nil); err != nil || !res.Removed {
+		t.Fatalf("unauthorize the prefix: %+v %v", res, err)
+	}
+	if _, err := cl.UnauthorizeRoute(ctx, "10.20.0.0/16", nil); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("unauthorize again: %v", err)
+	}
+	if res, err = cl.AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: "2001:db8::/32", Origins: []string{"edge-1"}}); err != nil || res.Auth.MaxLength != 32 {
+		t.Fatalf("an IPv6 prefix, default max length: %+v %v", res, err)
+	}
+	for _, req := range []api.RouteAuthRequest{
+		{Prefix: "10.20.0.1/16", Origins: []string{"edge-1"}},
+		{Prefix: "10.20.0.0", Origins: []string{"edge-1"}},
+		{Prefix: "10.20.0.0/16"},
+		{Prefix: "10.20.0.0/16", Origins: []string{"Edge-1"}},
+		{Prefix: "10.20.0.0/16", Origins: []string{"edge-1"}, MaxLength: 8},
+		{Prefix: "10.20.0.0/16", Origins: []string{"edge-1"}, MaxLength: 33},
+	} {
+		if _, err := cl.AuthorizeRoute(ctx, req); !errors.Is(err, api.ErrBadRequest) {
+			t.Errorf("authorize %+v: %v", req, err)
+		}
+	}
+}
+
+// TestTrustAnchors: a federated network's AS root is anchored and its
+// members accepted; listing shows it; removal takes both away. Anchors
+// that are not CA certificates, are expired, are intermediates, carry no
+// or another network's name constraint, or name this cluster's own
+// network are refused with a clear error and change nothing.
+func TestTrustAnchors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	servers, dir := startServers(t, 1)
+	cl := newClient(t, servers[0], dir)
+	now := time.Now()
+	other, err := ca.NewRoot("testnet.example.net", now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemOf := func(certs ...*x509.Certificate) []byte { return ca.EncodeCertsPEM(certs...) }
+	ik, err := ca.GenerateKey(ca.KeyP256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := ca.SignIntermediate(other, ik.Public(), "testnet.example.net", "r1", now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unconstrained := selfSigned(t, now, nil)
+	wrongName := selfSigned(t, now, []string{"other.example.net"})
+	expired := selfSigned(t, now.Add(-48*time.Hour), []string{"testnet.example.net"})
+	before, err := cl.Anchors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, network string
+		pem           []byte
+	}{
+		{"garbage", "testnet.example.net", []byte("not a certificate")},
+		{"an intermediate", "testnet.example.net", pemOf(inter)},
+		{"no name constraint", "testnet.example.net", pemOf(unconstrained)},
+		{"another network's constraint", "testnet.example.net", pemOf(wrongName)},
+		{"expired", "testnet.example.net", pemOf(expired)},
+		{"bad network name", "Testnet", pemOf(other.Cert)},
+		{"the own network", servers[0].Network(), pemOf(other.Cert)},
+	} {
+		if _, err := cl.PutAnchor(ctx, tc.network, tc.pem); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		} else if !errors.Is(err, api.ErrBadRequest) && !errors.Is(err, api.ErrConflict) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	if after, _ := cl.Anchors(ctx); len(after) != len(before) {
+		t.Fatalf("refused anchors changed the list: %+v", after)
+	}
+	res, err := cl.PutAnchor(ctx, "testnet.example.net", pemOf(other.Cert))
+	if err != nil || res.Anchor == nil || !res.Anchor.Accepted || res.Anchor.Roots[0].CAHash != ca.Hash(other.Cert) {
+		t.Fatalf("trust add: %+v %v", res, err)
+	}
+	list, err := cl.Anchors(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("trust list: %+v %v", list, err)
+	}
+	if _, err := cl.DeleteAnchor(ctx, "testnet.example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := cl.Anchors(ctx); len(list) != 1 || !list[0].Own {
+		t.Fatalf("after trust remove: %+v", list)
+	}
+	if _, err := cl.DeleteAnchor(ctx, "testnet.example.net"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("trust remove again: %v", err)
+	}
+	if _, err := cl.DeleteAnchor(ctx, servers[0].Network()); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("trust remove of the own network: %v", err)
+	}
+}
+
+// selfSigned is a self-signed CA valid for a day from notBefore with the
+// URI name constraints given.
+func selfSigned(t *testing.T, notBefore time.Time, domains []string) *x509.Certificate {
+	t.Helper()
+	k, err := ca.GenerateKey(ca.KeyP256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "someone's root"},
+		NotBefore: notBefore, NotAfter: notBefore.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, PermittedURIDomains: domains}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
