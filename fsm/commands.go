@@ -562,7 +562,6 @@ func (p *TrustAnchorDelete) apply(tx *txn) *CommandError {
 
 // ---- nodes and certificates ----
 
-
 // nodeRevoked reports whether node id is revoked, by its record or by a
 // node revocation.
 func (tx *txn) nodeRevoked(id string) bool {

@@ -42,7 +42,9 @@ func (r Reader) Node(id string) (Node, bool) { return get(r.s.st.nodes.m, id, cl
 func (r Reader) Nodes() []Node { return sortedValues(r.s.st.nodes.m, cloneNode) }
 
 // Server returns the root server record called name.
-func (r Reader) Server(name string) (Server, bool) { return get(r.s.st.servers.m, name, sameValue[Server]) }
+func (r Reader) Server(name string) (Server, bool) {
+	return get(r.s.st.servers.m, name, sameValue[Server])
+}
 
 // Servers returns all root server records.
 func (r Reader) Servers() []Server { return sortedValues(r.s.st.servers.m, sameValue[Server]) }
