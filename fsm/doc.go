@@ -23,20 +23,36 @@
 // name (MsgRevoke carries Revoke, and so on); Encode builds a command and
 // Decode parses the framing.
 //
-// Payload fields not known to the payload struct are rejected
-// (ErrInvalid), and so is a version newer than CurrentVersion of the type
-// (ErrVersion). Adding a field or changing a meaning therefore takes a new
-// version: the new code must accept the old versions, and proposers may
-// emit the new version only once every replica runs code that knows it
-// (e.g. gated on a cluster-wide minimum version). Until then a replica
-// would reject the command while an upgraded one applies it, and their
-// states would differ.
+// # Versioning: one rule
 //
-// A new command type needs the same care. A type may be proposed with
-// IgnoreUnknownFlag when it is safe for older replicas to skip it
-// (consumed, Result.Ignored, no change). Any other unknown type makes Apply
-// panic, loudly: a replica that cannot apply the log must stop rather than
-// diverge, and be upgraded (the habit of Consul's FSM).
+// What a command in a log means never changes: a replica that applies a
+// recorded log reaches the same state, whatever build it runs.
+// TestGoldenLog holds this: testdata/golden.log, every command type as the
+// proposers of the first release build it (with their optional fields,
+// and refusals), replays command by command to the same answers, the same
+// state hash and the same snapshot bytes (testdata/golden.snapshot).
+//
+// A change of behaviour therefore comes in one of two ways:
+//
+//   - a new optional field whose absence means what the command meant
+//     before (RegistrationCreate.Limits, RouteAuthPut.ExpectModifyIndex,
+//     NodeCertRenew.Presented, PruneRevocations.Issuance are such); or
+//   - a new payload version (CurrentVersion), when an existing field must
+//     mean something else; Apply keeps applying the older versions as
+//     they were.
+//
+// Either way proposers emit the new field or version only once every
+// replica runs code that knows it: payload fields unknown to a replica are
+// rejected (ErrInvalid), and so is a version newer than it knows
+// (ErrVersion), while an upgraded replica applies them, and their states
+// would differ. Operators upgrade every root server of a cluster before
+// they use what an upgrade brings. A new command type follows the same
+// rule; it may carry IgnoreUnknownFlag when older replicas may skip it
+// (consumed, Result.Ignored, no change). Any other unknown type makes
+// Apply panic, loudly: a replica that cannot apply the log must stop
+// rather than diverge, and be upgraded (the habit of Consul's FSM). The
+// numbers of types removed before the first release stay reserved and
+// unknown.
 //
 // # Determinism rules
 //
