@@ -87,17 +87,26 @@ func bareCluster(b *testing.B) *raft.Raft {
 			n.shutdown()
 		}
 	})
-	var leader *raft.Raft
-	waitFor(b, "bare leader", 10*time.Second, func() error {
-		for _, n := range nodes {
-			if n.raft.State() == raft.Leader {
-				leader = n.raft
-				return nil
+	// The first to win an election says so on its leadership channel.
+	won := make(chan *raft.Raft, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			select {
+			case l := <-n.raft.LeaderCh():
+				if l {
+					won <- n.raft
+				}
+			case <-time.After(10 * time.Second):
 			}
-		}
-		return errNoLeaderYet
-	})
-	return leader
+		}()
+	}
+	select {
+	case l := <-won:
+		return l
+	case <-time.After(10 * time.Second):
+		b.Fatal("no bare leader within 10s")
+		return nil
+	}
 }
 
 type latencies struct {

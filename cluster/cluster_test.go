@@ -35,26 +35,6 @@ func follower(tc *testCluster) *Server {
 	return nil
 }
 
-func sameHash(tc *testCluster) func() error {
-	return func() error {
-		var first string
-		var firstIdx uint64
-		for _, s := range tc.servers {
-			if s == nil {
-				continue
-			}
-			h, idx := hashIndex(s.Store())
-			if first == "" {
-				first, firstIdx = h, idx
-				continue
-			}
-			if h != first || idx != firstIdx {
-				return fmt.Errorf("%s at %d has %.12s, first at %d has %.12s", s.Name(), idx, h, firstIdx, first)
-			}
-		}
-		return nil
-	}
-}
 
 // TestClusterSurvivesLeaderLoss is the in-process twin of the end-to-end
 // test: three servers, a write through a follower, the leader stops, writes
@@ -106,7 +86,7 @@ func TestClusterSurvivesLeaderLoss(t *testing.T) {
 		t.Fatalf("restart %s: %v", tc.dirs[oldIdx], err)
 	}
 	tc.servers[oldIdx] = srv
-	waitFor(t, "restarted server catches up", 20*time.Second, sameHash(tc))
+	tc.converged(ctx)
 
 	tc.shutdown()
 	for i, dir := range tc.dirs {
@@ -130,7 +110,7 @@ func TestClusterSurvivesLeaderLoss(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "all replicas equal", 10*time.Second, sameHash(tc))
+	tc.converged(ctx)
 }
 
 func TestProposeRejectionCrossesForwarding(t *testing.T) {
@@ -214,14 +194,10 @@ func TestLeaderPrunes(t *testing.T) {
 	clock.Add(6 * time.Minute)
 	late := register("n2")
 	clock.Add(6 * time.Minute) // n1's certificate has expired, n2's has not
-	waitFor(t, "pruned", 10*time.Second, func() error {
-		if _, ok := srv.Store().Revoked(fsm.RevocationToken, "short"); ok {
-			return errors.New("revocation still there")
-		}
-		if _, ok := srv.Store().Issued("r1", early); ok {
-			return errors.New("expired certificate still there")
-		}
-		return nil
+	waitState(t, srv, "the leader's prune", 10*time.Second, func() bool {
+		_, revoked := srv.Store().Revoked(fsm.RevocationToken, "short")
+		_, issued := srv.Store().Issued("r1", early)
+		return !revoked && !issued
 	})
 	if _, ok := srv.Store().Revoked(fsm.RevocationToken, "long"); !ok {
 		t.Fatal("a revocation not yet due was pruned")
@@ -299,7 +275,7 @@ func TestJoinThroughAFollower(t *testing.T) {
 	if !s.isVoter() {
 		t.Fatal("joined through a follower but is not a voter")
 	}
-	waitFor(t, "three replicas equal", 10*time.Second, sameHash(tc))
+	tc.converged(ctx)
 }
 
 // TestExpiredNodeRegistersAgain: a node id stays taken while its certificate

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,22 +11,6 @@ import (
 	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
-
-var errNoLeaderYet = errors.New("no leader yet")
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
-	t.Fatalf("%s: not within %s: %v", what, timeout, err)
-}
 
 func testOptions(t testing.TB) Options {
 	return Options{
@@ -118,19 +101,78 @@ func (tc *testCluster) anyAPI() string {
 	return ""
 }
 
+// leader waits until a running server knows the leader and that server
+// leads, woken by Raft's leader observations, and returns it.
 func (tc *testCluster) leader() *Server {
 	tc.t.Helper()
-	var l *Server
-	waitFor(tc.t, "a leader", 10*time.Second, func() error {
-		for _, s := range tc.servers {
-			if s != nil && s.IsLeader() {
-				l = s
-				return nil
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var watcher *Server
+	for _, s := range tc.servers {
+		if s != nil {
+			watcher = s
+			break
+		}
+	}
+	if watcher == nil {
+		tc.t.Fatal("no server running")
+	}
+	leads := func(name string) *Server {
+		for _, l := range tc.servers {
+			if l != nil && l.Name() == name && l.IsLeader() {
+				return l
 			}
 		}
-		return errNoLeaderYet
-	})
-	return l
+		return nil
+	}
+	name, err := watcher.waitLeaderWhere(ctx, func(name string) bool { return leads(name) != nil })
+	if err != nil {
+		tc.t.Fatalf("no leader within 10s: %v", err)
+	}
+	return leads(name)
+}
+
+// converged waits until every running server has applied the same index
+// and holds the same state hash, woken by each replica's applies.
+func (tc *testCluster) converged(ctx context.Context) string {
+	tc.t.Helper()
+	for {
+		var hi uint64
+		for _, s := range tc.servers {
+			if s != nil {
+				hi = max(hi, s.store.Index())
+			}
+		}
+		hash, same := "", true
+		for _, s := range tc.servers {
+			if s == nil {
+				continue
+			}
+			if err := s.waitApplied(ctx, hi); err != nil {
+				tc.t.Fatalf("servers did not converge: %v", err)
+			}
+			h, idx := hashIndex(s.store)
+			if idx != hi || (hash != "" && h != hash) {
+				same = false
+			}
+			hash = h
+		}
+		if same {
+			return hash
+		}
+	}
+}
+
+// waitState waits until cond holds on s's replica, woken by its applies.
+func waitState(t testing.TB, s *Server, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for !cond() {
+		if _, err := s.store.WaitIndex(ctx, s.store.Index()); err != nil {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+	}
 }
 
 func (tc *testCluster) shutdown() {

@@ -253,16 +253,42 @@ func hostsOf(addrs ...string) []string {
 	return out
 }
 
-// waitLeader blocks until some server leads.
+// waitLeader blocks until some server leads, at most 30 s.
 func (s *Server) waitLeader(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if _, err := s.WaitLeader(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrNoLeader, err)
+	}
+	return nil
+}
+
+// WaitLeader blocks until this server knows a leader and returns its
+// name, woken by Raft's leader observations (no polling); or until ctx
+// ends.
+func (s *Server) WaitLeader(ctx context.Context) (string, error) {
+	return s.waitLeaderWhere(ctx, func(string) bool { return true })
+}
+
+// waitLeaderWhere is WaitLeader until the leader known here satisfies ok.
+func (s *Server) waitLeaderWhere(ctx context.Context, ok func(name string) bool) (string, error) {
+	ch := make(chan raft.Observation, 8)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	s.node.raft.RegisterObserver(obs)
+	defer s.node.raft.DeregisterObserver(obs)
 	for {
-		if _, id := s.node.raft.LeaderWithID(); id != "" {
-			return nil
+		if _, id := s.node.raft.LeaderWithID(); id != "" && ok(string(id)) {
+			return string(id), nil
 		}
-		if err := s.pause(ctx); err != nil {
-			return fmt.Errorf("%w: %w", ErrNoLeader, err)
+		select {
+		case <-ch:
+		case <-s.stop:
+			return "", ErrShutdown
+		case <-ctx.Done():
+			return "", ctx.Err()
 		}
 	}
 }

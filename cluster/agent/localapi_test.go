@@ -19,6 +19,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 // socketHTTP is a plain HTTP client of an agent's unix socket.
@@ -83,8 +84,8 @@ func TestLocalAPIBadInput(t *testing.T) {
 	cl := socketHTTP(t, a.SocketPath())
 	const base = "http://agent"
 	good := mint(t, a, a.ID().String(), "5m")
-	eventually(t, 10*time.Second, "the node in its own trust state", func() bool {
-		_, ok := a.Follower().State().Node("strict")
+	waitTrust(t, a, "the node in its own trust state", func(v trust.View) bool {
+		_, ok := v.Node("strict")
 		return ok
 	})
 	ctJSON := "application/json"
@@ -221,8 +222,8 @@ func TestLocalJWKS(t *testing.T) {
 	a := e.start(e.node("publisher"), agent.RunConfig{ListenTCP: "127.0.0.1:0"})
 	caughtUp(t, a, 1)
 	m := mint(t, a, "third-party", "")
-	eventually(t, 5*time.Second, "the node's own key in its JWKS", func() bool {
-		_, ok := a.Follower().State().JWK(m.KID)
+	waitTrust(t, a, "the node's own key in its JWKS", func(v trust.View) bool {
+		_, ok := v.JWK(m.KID)
 		return ok
 	})
 	base := "http://" + a.TCPAddr().String()

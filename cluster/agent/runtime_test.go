@@ -144,23 +144,21 @@ func (e *rtEnv) start(dir string, cfg agent.RunConfig) *rtAgent {
 	return &rtAgent{Agent: a, local: local, stop: stop}
 }
 
-// eventually polls cond until it holds or d has passed.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+// waitTrust waits until cond holds on the agent's followed state, woken
+// by each new state.
+func waitTrust(t *testing.T, a *rtAgent, what string, cond func(trust.View) bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s still waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling a condition with a deadline
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.Follower().WaitFor(ctx, cond); err != nil {
+		t.Fatalf("waiting for %s: %v (trust index %d)", what, err, a.Follower().Index())
 	}
 }
 
 // caughtUp waits until the agent follows index.
 func caughtUp(t *testing.T, a *rtAgent, index uint64) {
 	t.Helper()
-	eventually(t, 10*time.Second, fmt.Sprintf("trust index %d (at %d)", index, a.Follower().Index()),
-		func() bool { return a.Follower().Index() >= index })
+	waitTrust(t, a, fmt.Sprintf("trust index %d", index), func(v trust.View) bool { return v.Index() >= index })
 }
 
 // verify asks the agent's local API and, for the same token, its verifier
@@ -249,6 +247,8 @@ type recorder struct {
 	indexes []uint64 // index argument of each blocking query
 	answers []uint64 // index of each answer
 	quick   int      // calls with wait 0 (Refresh)
+	asked   chan struct{}
+	once    sync.Once
 }
 
 func (s *recSource) Trust(ctx context.Context, index uint64, wait time.Duration, full bool) (trust.Delta, error) {
@@ -257,6 +257,9 @@ func (s *recSource) Trust(ctx context.Context, index uint64, wait time.Duration,
 		s.rec.quick++
 	} else {
 		s.rec.indexes = append(s.rec.indexes, index)
+		if s.rec.asked != nil {
+			s.rec.once.Do(func() { close(s.rec.asked) })
+		}
 	}
 	s.rec.mu.Unlock()
 	if s.hold && wait > 0 && index > 0 {
@@ -323,16 +326,16 @@ func TestFollowerResumesFromIndex(t *testing.T) {
 		t.Fatalf("persisted index %d (%v), agent held %d", doc.Index, err, last)
 	}
 
-	rec2 := &recorder{}
+	rec2 := &recorder{asked: make(chan struct{})}
 	b := e.start(dir, agent.RunConfig{Dial: recDial(t, dir, rec2, false)})
 	if b.Follower().Index() != last {
 		t.Fatalf("restarted agent starts at %d, want %d", b.Follower().Index(), last)
 	}
-	eventually(t, 5*time.Second, "a query of the restarted agent", func() bool {
-		rec2.mu.Lock()
-		defer rec2.mu.Unlock()
-		return len(rec2.indexes) > 0
-	})
+	select {
+	case <-rec2.asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the restarted agent asked nothing")
+	}
 	rec2.mu.Lock()
 	defer rec2.mu.Unlock()
 	if rec2.indexes[0] != last {
@@ -380,7 +383,7 @@ func TestFollowerFailsOver(t *testing.T) {
 	t.Parallel()
 	e := newRTEnv(t, 3)
 	a := e.start(e.node("wanderer"), agent.RunConfig{TrustWait: time.Second, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
-	eventually(t, 10*time.Second, "three servers in the trust document", func() bool { return len(a.Follower().Status().Servers) == 3 })
+	waitTrust(t, a, "three servers in the trust document", func(trust.View) bool { return len(a.Follower().Status().Servers) == 3 })
 	// Stop the server followed now (r1 from node.json, unless a query
 	// failed already) and write through another.
 	gone, other := -1, -1
@@ -397,15 +400,18 @@ func TestFollowerFailsOver(t *testing.T) {
 	}
 	e.servers[gone].Shutdown()
 	admin := e.adminOf(e.servers[other])
-	var idx uint64
-	attempt := 0
-	eventually(t, 20*time.Second, "a write through another server", func() bool {
-		attempt++
-		resp, err := admin.Revoke(e.ctx, api.RevokeRequest{Kind: "token", ID: fmt.Sprintf("failover-%d", attempt), Reason: "test"})
-		idx = resp.Index
-		return err == nil
-	})
-	caughtUp(t, a, idx)
+	// The two servers left elect a leader (woken by Raft's observations);
+	// a write through the other one then commits.
+	lctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+	defer cancel()
+	if _, err := e.servers[other].WaitLeader(lctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := admin.Revoke(e.ctx, api.RevokeRequest{Kind: "token", ID: "failover", Reason: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caughtUp(t, a, resp.Index)
 	if st := a.Follower().Status(); st.Server == followed || st.Server == "" {
 		t.Fatalf("still following %q", st.Server)
 	}

@@ -178,6 +178,7 @@ type Follower struct {
 
 	applyMu sync.Mutex // serialises apply: swap, OnChange
 	dirty   chan struct{}
+	changed atomic.Pointer[chan struct{}] // closed and replaced at each new state
 
 	mu          sync.Mutex // guards the fields below
 	servers     []string
@@ -201,6 +202,8 @@ func NewFollower(cfg FollowerConfig) (*Follower, error) {
 	}
 	f := &Follower{cfg: cfg, log: cfg.Logger, sources: map[string]TrustSource{},
 		empty: trust.Empty(cfg.Network), dirty: make(chan struct{}, 1)}
+	ch := make(chan struct{})
+	f.changed.Store(&ch)
 	f.setServers(nil)
 	doc, err := ReadTrustFile(cfg.DataDir, cfg.Network)
 	switch {
@@ -219,6 +222,26 @@ func NewFollower(cfg FollowerConfig) (*Follower, error) {
 		f.log.Info("trust state loaded from the data directory", "index", st.Index(), "keys", keys, "revocations", revs)
 	}
 	return f, nil
+}
+
+// Changed returns a channel that is closed once the state after the
+// current one is in place: a reader waits for news without polling.
+func (f *Follower) Changed() <-chan struct{} { return *f.changed.Load() }
+
+// WaitFor blocks until cond holds on the current state (checked now and
+// after each change), or ctx ends.
+func (f *Follower) WaitFor(ctx context.Context, cond func(trust.View) bool) error {
+	for {
+		ch := f.Changed()
+		if cond(f.State()) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Current is the current trust state, nil before the first.
@@ -493,6 +516,8 @@ func (f *Follower) apply(d trust.Delta, server string) error {
 	if f.cfg.OnChange != nil {
 		f.cfg.OnChange(prev, next)
 	}
+	ch := make(chan struct{})
+	close(*f.changed.Swap(&ch))
 	f.log.Debug("trust state updated", "index", next.Index(), "server", server, "delta", !d.Reset)
 	select {
 	case f.dirty <- struct{}{}:

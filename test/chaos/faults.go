@@ -442,8 +442,10 @@ func (r *Runner) leaderStop() {
 func (r *Runner) leaderIsolation() {
 	r.T.Helper()
 	if r.C.Net == nil {
-		r.Skipped = append(r.Skipped, LeaderIsolation+": the cluster runs without Raft proxies (the binary lacks "+harness.AdvertiseFlag+")")
-		r.T.Logf("skip %s: no Raft proxies", LeaderIsolation)
+		// A fault the run is configured for and cannot inject fails the
+		// run: a chaos run that skips it proves less than it says.
+		r.Skipped = append(r.Skipped, LeaderIsolation+": the cluster runs without Raft proxies")
+		r.T.Errorf("%s is in the schedule but the cluster runs without Raft proxies (harness.Config.Proxies)", LeaderIsolation)
 		return
 	}
 	victim, _ := r.leader(nil)
