@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster/api"
@@ -14,8 +16,12 @@ import (
 )
 
 // casRetries is how often a read-modify-write of a record is tried again
-// when another write changed it meanwhile.
-const casRetries = 5
+// when another write changed it meanwhile, after a pause of up to
+// casPause (random, so that writers that collided spread out).
+const (
+	casRetries = 20
+	casPause   = 20 * time.Millisecond
+)
 
 // parsePrefix accepts a prefix in its canonical form (the network
 // address) and says which form to use otherwise.
@@ -162,6 +168,13 @@ func (s *Server) casRetry(ctx context.Context, build func() (fsm.MsgType, any, b
 		// applied here before the next try.
 		if rerr := s.ConsistentRead(ctx); rerr != nil {
 			return 0, rerr
+		}
+		pause := time.NewTimer(rand.N(casPause))
+		select {
+		case <-ctx.Done():
+			pause.Stop()
+			return 0, ctx.Err()
+		case <-pause.C:
 		}
 	}
 	return 0, err
