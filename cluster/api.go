@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -211,9 +210,11 @@ func (s *Server) withTimeout(next http.Handler) http.Handler {
 	})
 }
 
-// serveAPI serves the HTTPS API on ln until Shutdown.
-func (s *Server) serveAPI(ln net.Listener) {
-	s.http = &http.Server{
+// serveAPI serves the HTTPS API on the bound listener until ctx ends, then
+// stops accepting and lets requests in flight finish (blocking queries end
+// at once: they watch the server's stop channel).
+func (s *Server) serveAPI(ctx context.Context) error {
+	srv := &http.Server{
 		Handler:           s.handler(),
 		TLSConfig:         s.tls.serverConfig(false),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -222,15 +223,18 @@ func (s *Server) serveAPI(ln net.Listener) {
 		MaxHeaderBytes:    s.opts.Limits.MaxHeaderBytes,
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := s.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("API server stopped", "error", err)
-			select {
-			case s.fatal <- fmt.Errorf("cluster: API server: %w", err):
-			default:
-			}
-		}
-	}()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(s.apiLn, "", "") }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("cluster: API server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.opts.Limits.RequestTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	<-errc
+	return nil
 }

@@ -221,13 +221,12 @@ func (s *Server) internal(mux *http.ServeMux, pattern string, h http.HandlerFunc
 // replicated state: every change of the JWKS, revocations, nodes or anchors
 // empties the verifier's caches; a new policy version is parsed and swapped
 // in.
-func (s *Server) watchTrust(ctx context.Context) {
-	defer s.wg.Done()
+func (s *Server) watchTrust(ctx context.Context) error {
 	var seen uint64
 	for {
 		idx, err := s.store.WaitIndex(ctx, seen)
 		if err != nil {
-			return
+			return nil
 		}
 		s.refreshTrust(seen)
 		seen = idx

@@ -35,7 +35,6 @@ func follower(tc *testCluster) *Server {
 	return nil
 }
 
-
 // TestClusterSurvivesLeaderLoss is the in-process twin of the end-to-end
 // test: three servers, a write through a follower, the leader stops, writes
 // go on through the survivors, the stopped server comes back and catches up,
@@ -81,7 +80,7 @@ func TestClusterSurvivesLeaderLoss(t *testing.T) {
 		}
 	}
 
-	srv, err := Open(ctx, tc.dirs[oldIdx], testOptions(t))
+	srv, err := startOpen(ctx, tc.dirs[oldIdx], testOptions(t))
 	if err != nil {
 		t.Fatalf("restart %s: %v", tc.dirs[oldIdx], err)
 	}
@@ -90,7 +89,7 @@ func TestClusterSurvivesLeaderLoss(t *testing.T) {
 
 	tc.shutdown()
 	for i, dir := range tc.dirs {
-		s, err := Open(ctx, dir, testOptions(t))
+		s, err := startOpen(ctx, dir, testOptions(t))
 		if err != nil {
 			t.Fatalf("restart %s: %v", dir, err)
 		}
@@ -139,7 +138,7 @@ func TestProposeRejectionCrossesForwarding(t *testing.T) {
 func TestBootstrapRefusesUsedDataDir(t *testing.T) {
 	ctx := context.Background()
 	tc := newTestCluster(t, 1)
-	_, _, err := Bootstrap(ctx, BootstrapConfig{Network: "other.example", Name: "x", DataDir: tc.dirs[0],
+	_, _, err := startBootstrap(ctx, BootstrapConfig{Network: "other.example", Name: "x", DataDir: tc.dirs[0],
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: testOptions(t)})
 	if !errors.Is(err, ErrDataDirInUse) {
 		t.Fatalf("second bootstrap into a used data dir: got %v, want ErrDataDirInUse", err)
@@ -161,7 +160,7 @@ func TestLeaderPrunes(t *testing.T) {
 	opts.PruneInterval = 50 * time.Millisecond
 	opts.Clock = clock.Now
 	opts.Limits.NodeCertValidity = 10 * time.Minute
-	srv, _, err := Bootstrap(ctx, BootstrapConfig{Network: "prune.example", Name: "r1", DataDir: t.TempDir() + "/r1",
+	srv, _, err := startBootstrap(ctx, BootstrapConfig{Network: "prune.example", Name: "r1", DataDir: t.TempDir() + "/r1",
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +286,7 @@ func TestExpiredNodeRegistersAgain(t *testing.T) {
 	var skew atomic.Int64
 	opts := testOptions(t)
 	opts.Clock = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	srv, _, err := Bootstrap(ctx, BootstrapConfig{Network: "expiry.example", Name: "r1", DataDir: t.TempDir() + "/r1",
+	srv, _, err := startBootstrap(ctx, BootstrapConfig{Network: "expiry.example", Name: "r1", DataDir: t.TempDir() + "/r1",
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +363,7 @@ func TestSealRotationReachesAServerThatWasDown(t *testing.T) {
 	if err != nil || !bytes.Equal(old, before) {
 		t.Fatalf("r3 was down and should hold the old key: %v", err)
 	}
-	r3, err := Open(ctx, r3dir, testOptions(t))
+	r3, err := startOpen(ctx, r3dir, testOptions(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -504,7 +504,10 @@ func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request, c caller) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		// A stopping server answers its blocking queries at once.
+		unhook := context.AfterFunc(s.stopCtx, cancel)
 		_, _ = s.store.WaitIndex(ctx, after)
+		unhook()
 		cancel()
 		s.blocking.release(who)
 	}

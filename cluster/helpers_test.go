@@ -42,7 +42,7 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 	base := t.TempDir()
 	tc := &testCluster{t: t}
 	dir := filepath.Join(base, "r1")
-	srv, res, err := Bootstrap(ctx, BootstrapConfig{
+	srv, res, err := startBootstrap(ctx, BootstrapConfig{
 		Network: "test.keymesh.example", Name: "r1", DataDir: dir,
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: testOptions(t),
 	})
@@ -79,7 +79,7 @@ func (tc *testCluster) joinVia(ctx context.Context, i int, addr string) *Server 
 	}
 	name := "r" + string(rune('0'+i))
 	dir := filepath.Join(filepath.Dir(tc.dirs[0]), name)
-	srv, err := Join(ctx, JoinConfig{
+	srv, err := startJoin(ctx, JoinConfig{
 		Join: addr, Token: token, CAHash: tc.caHash, Name: name, DataDir: dir,
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: testOptions(tc.t),
 	})
@@ -182,4 +182,41 @@ func (tc *testCluster) shutdown() {
 			tc.servers[i] = nil
 		}
 	}
+}
+
+// startBootstrap is Bootstrap, then Start: a server running in the
+// background until the test shuts it down.
+func startBootstrap(ctx context.Context, cfg BootstrapConfig) (*Server, *BootstrapResult, error) {
+	srv, res, err := Bootstrap(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return nil, nil, err
+	}
+	return srv, res, nil
+}
+
+// startJoin is Join, then Start.
+func startJoin(ctx context.Context, cfg JoinConfig) (*Server, error) {
+	srv, err := Join(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
+// startOpen is Open, then Start.
+func startOpen(ctx context.Context, dir string, opts Options) (*Server, error) {
+	srv, err := Open(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return nil, err
+	}
+	return srv, nil
 }

@@ -50,9 +50,12 @@ type BootstrapResult struct {
 	AdminTokenPath string // system admin token (bearer), valid 24h
 }
 
-// Bootstrap makes a new network and starts its first root server as the
-// single Raft voter. On failure nothing is left in DataDir.
-func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *BootstrapResult, err error) {
+// Bootstrap prepares a new network and its first root server, which Run
+// starts as the single Raft voter; it starts nothing itself. Run's first
+// act is to commit the network's first state as one command (genesis);
+// the server is ready after it. If Bootstrap, or Run before the server is
+// ready, fails, nothing is left in DataDir.
+func Bootstrap(cfg BootstrapConfig) (srv *Server, res *BootstrapResult, err error) {
 	o := cfg.Options.withDefaults()
 	if err := o.validate(); err != nil {
 		return nil, nil, err
@@ -84,7 +87,9 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 	}
 	defer func() {
 		if err != nil {
-			undo(srv, raftLn, apiLn, cleanup)
+			raftLn.Close()
+			apiLn.Close()
+			cleanup()
 		}
 	}()
 	now := o.Clock()
@@ -121,46 +126,45 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := srv.start(raftLn, apiLn, true); err != nil {
-		srv = nil
-		return nil, nil, err
-	}
-	if err := srv.waitLeader(ctx); err != nil {
-		return nil, nil, err
-	}
 	secret, tok, err := srv.newJoinToken(api.CreateJoinTokenRequest{Kind: "root", TTL: rootTokenTTL.String(), Description: "bootstrap root-join token"})
 	if err != nil {
 		return nil, nil, err
 	}
-	cmds := []struct {
-		t fsm.MsgType
-		p any
-	}{
-		{fsm.MsgCAInit, fsm.CAInit{CA: fsm.CA{Network: cfg.Network, Active: root.Cert.Raw, SealedKey: sealed}}},
-		{fsm.MsgIssuerPut, fsm.IssuerPut{Issuer: fsm.Issuer{ID: cfg.Name, Network: cfg.Network, Cert: issuerCert.Raw, Status: "active"}}},
-		{fsm.MsgServerPut, fsm.ServerPut{Server: fsm.Server{Name: cfg.Name, RaftAddr: sf.advertise(), APIAddr: sf.APIAddr, Status: "voter"}}},
-		{fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: fsm.TrustAnchor{Network: cfg.Network, Roots: [][]byte{root.Cert.Raw}, Accept: []string{cfg.Network}}}},
-		{fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok}},
-	}
-	for _, c := range cmds {
-		if _, err := srv.Propose(ctx, c.t, c.p); err != nil {
-			return nil, nil, fmt.Errorf("cluster: bootstrap: %w", err)
-		}
-	}
-	if err := srv.publishAdminKey(ctx, m); err != nil {
+	adminKey, err := adminJWK(m, cfg.Name)
+	if err != nil {
 		return nil, nil, err
 	}
 	adminToken, err := mintAdminToken(m, cfg.Network, o.Clock, adminTokenTTL)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := writeFileAtomic(dir.path(fileAdminToken), []byte(adminToken+"\n"), 0o600); err != nil {
-		return nil, nil, err
+	genesis := fsm.Genesis{
+		CA:     fsm.CA{Network: cfg.Network, Active: root.Cert.Raw, SealedKey: sealed},
+		Issuer: &fsm.Issuer{ID: cfg.Name, Network: cfg.Network, Cert: issuerCert.Raw, Status: fsm.IssuerActive},
+		Server: &fsm.Server{Name: cfg.Name, RaftAddr: sf.advertise(), APIAddr: sf.APIAddr, Status: fsm.ServerVoter},
+		Anchor: &fsm.TrustAnchor{Network: cfg.Network, Roots: [][]byte{root.Cert.Raw}, Accept: []string{cfg.Network}},
+		Token:  &tok,
+		Key:    adminKey,
 	}
-	if err := dir.writeServer(sf); err != nil {
-		return nil, nil, err
+	srv.raftLn, srv.apiLn, srv.bootstrap, srv.cleanup = raftLn, apiLn, true, cleanup
+	srv.settle = func(ctx context.Context) error {
+		if err := srv.waitLeader(ctx); err != nil {
+			return err
+		}
+		if _, err := srv.Propose(ctx, fsm.MsgGenesis, genesis); err != nil {
+			return fmt.Errorf("cluster: bootstrap: the network's first state: %w", err)
+		}
+		if err := writeFileAtomic(dir.path(fileAdminToken), []byte(adminToken+"\n"), 0o600); err != nil {
+			return err
+		}
+		// Last: a data directory with server.json is a server that Open
+		// can restart.
+		if err := dir.writeServer(sf); err != nil {
+			return err
+		}
+		srv.log.Info("bootstrapped network", "network", cfg.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr, "ca_hash", ca.Hash(root.Cert))
+		return nil
 	}
-	srv.log.Info("bootstrapped network", "network", cfg.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr, "ca_hash", ca.Hash(root.Cert))
 	return srv, &BootstrapResult{
 		CAHash: ca.Hash(root.Cert), RootJoinToken: secret,
 		CredentialPath: CredentialPath(cfg.DataDir), RootsPath: RootsPath(cfg.DataDir),
@@ -172,14 +176,24 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) (srv *Server, res *Boot
 // later ones are minted from the admin credential as needed.
 const adminTokenTTL = 24 * time.Hour
 
+// adminJWK is the admin credential's key as a JWKS entry owned by the
+// server named server.
+func adminJWK(m material, server string) (*fsm.JWK, error) {
+	key, err := nodeJWK([]*x509.Certificate{m.admin.Cert, m.issuer.Cert})
+	if err != nil {
+		return nil, err
+	}
+	key.Node = server
+	return key, nil
+}
+
 // publishAdminKey puts the admin credential's key in the JWKS, owned by
 // this server, so that tokens minted with it verify everywhere.
 func (s *Server) publishAdminKey(ctx context.Context, m material) error {
-	key, err := nodeJWK([]*x509.Certificate{m.admin.Cert, m.issuer.Cert})
+	key, err := adminJWK(m, s.name)
 	if err != nil {
 		return err
 	}
-	key.Node = s.name
 	if _, err := s.Propose(ctx, fsm.MsgJWKPut, fsm.JWKPut{Key: *key}); err != nil {
 		return fmt.Errorf("cluster: publish the admin key: %w", err)
 	}
@@ -197,18 +211,6 @@ func mintAdminToken(m material, network string, clock func() time.Time, ttl time
 	}
 	tok, _, err := mt.Mint(identity.MintRequest{Audience: []string{api.Audience(network)}, TTL: ttl, Principal: identity.PrincipalAdmin})
 	return tok, err
-}
-
-// undo takes back a bootstrap or join that failed: the server (or, before
-// it ran, its listeners) stops and what it wrote in the data directory goes.
-func undo(srv *Server, raftLn, apiLn net.Listener, cleanup func()) {
-	if srv != nil {
-		srv.Shutdown()
-	} else {
-		raftLn.Close()
-		apiLn.Close()
-	}
-	cleanup()
 }
 
 // selfIssue makes the server's own TLS certificate and admin credential
@@ -314,8 +316,12 @@ type JoinConfig struct {
 // present the AS root named by the CA hash.
 var ErrPinMismatch = errors.New("cluster: the server's CA does not match --ca-hash; check the hash printed by `keymesh root bootstrap`")
 
-// Join admits a new root server into a running network and starts it. On
-// failure nothing is left in DataDir.
+// Join has a new root server admitted into a running network (the one
+// exchange with the server at cfg.Join: the token for an issuing
+// certificate and the seal key) and prepares it; Run starts it, makes it a
+// voter and publishes its admin key, and the server is ready after that.
+// If Join, or Run before the server is ready, fails, nothing is left in
+// DataDir.
 func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 	o := cfg.Options.withDefaults()
 	if err := o.validate(); err != nil {
@@ -350,7 +356,9 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 	}
 	defer func() {
 		if err != nil {
-			undo(srv, raftLn, apiLn, cleanup)
+			raftLn.Close()
+			apiLn.Close()
+			cleanup()
 		}
 	}()
 	sf := serverFile{Name: cfg.Name, RaftAddr: raftLn.Addr().String(), RaftAdvertise: cfg.RaftAdvertise, APIAddr: apiLn.Addr().String(), JoinAddr: cfg.Join}
@@ -385,20 +393,22 @@ func Join(ctx context.Context, cfg JoinConfig) (srv *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := srv.start(raftLn, apiLn, false); err != nil {
-		srv = nil
-		return nil, err
+	srv.raftLn, srv.apiLn, srv.cleanup = raftLn, apiLn, cleanup
+	srv.settle = func(ctx context.Context) error {
+		// First: a server stopped while becoming a voter is restarted by
+		// Open, which finishes the join.
+		if err := dir.writeServer(sf); err != nil {
+			return err
+		}
+		if err := srv.becomeVoter(ctx); err != nil {
+			return err
+		}
+		if err := srv.publishAdminKey(ctx, m); err != nil {
+			return err
+		}
+		srv.log.Info("joined network", "network", sf.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr)
+		return nil
 	}
-	if err := dir.writeServer(sf); err != nil {
-		return nil, err
-	}
-	if err := srv.becomeVoter(ctx); err != nil {
-		return nil, err
-	}
-	if err := srv.publishAdminKey(ctx, m); err != nil {
-		return nil, err
-	}
-	srv.log.Info("joined network", "network", sf.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr)
 	return srv, nil
 }
 
@@ -548,8 +558,10 @@ func (s *Server) knownAPIs() []string {
 	return out
 }
 
-// Open restarts a root server from its data directory alone.
-func Open(ctx context.Context, dir string, opts Options) (*Server, error) {
+// Open prepares a root server's restart from its data directory alone;
+// Run starts it. A server whose join stopped before it became a voter
+// finishes the join while it runs.
+func Open(dir string, opts Options) (*Server, error) {
 	o := opts.withDefaults()
 	if err := o.validate(); err != nil {
 		return nil, err
@@ -569,25 +581,11 @@ func Open(ctx context.Context, dir string, opts Options) (*Server, error) {
 		apiLn.Close()
 		return nil, err
 	}
-	if err := srv.start(raftLn, apiLn, false); err != nil {
-		return nil, err
+	srv.raftLn, srv.apiLn = raftLn, apiLn
+	srv.settle = func(context.Context) error {
+		srv.log.Info("started", "network", sf.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr)
+		return nil
 	}
-	if !srv.isVoter() && sf.JoinAddr != "" {
-		// The join stopped before this server became a voter: finish it in
-		// the background.
-		srv.wg.Add(1)
-		go func() {
-			defer srv.wg.Done()
-			bg, cancel := context.WithCancel(context.Background())
-			go func() {
-				<-srv.stop
-				cancel()
-			}()
-			if err := srv.becomeVoter(bg); err != nil && !errors.Is(err, context.Canceled) {
-				srv.log.Error("could not become a voter", "error", err)
-			}
-		}()
-	}
-	srv.log.Info("started", "network", sf.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr)
+	srv.finishJoin = sf.JoinAddr != ""
 	return srv, nil
 }

@@ -85,7 +85,7 @@ func TestServerLimits(t *testing.T) {
 	defer cancel()
 	opts := testOptions(t)
 	opts.Limits = Limits{MaxHeaderBytes: 4 << 10, MaxWait: 300 * time.Millisecond}
-	srv, _, err := Bootstrap(ctx, BootstrapConfig{Network: "limits.example", Name: "r1", DataDir: filepath.Join(t.TempDir(), "r1"),
+	srv, _, err := startBootstrap(ctx, BootstrapConfig{Network: "limits.example", Name: "r1", DataDir: filepath.Join(t.TempDir(), "r1"),
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ type metrics struct {
 	signed    prometheus.Counter       // certificates signed by this server
 	proposals *prometheus.CounterVec   // writes proposed through this server, by result
 	elected   prometheus.Counter       // times this server became leader
+	crlBuilds prometheus.Counter       // CRLs this server built and signed
 }
 
 func newMetrics(s *Server) *metrics {
@@ -46,11 +47,13 @@ func newMetrics(s *Server) *metrics {
 				"ok, rejected (by the state machine), unknown_outcome, no_leader, failed."}, []string{"result"}),
 		elected: prometheus.NewCounter(prometheus.CounterOpts{Name: "keymesh_raft_leadership_gained_total",
 			Help: "Times this server became the Raft leader."}),
+		crlBuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "keymesh_ca_crl_builds_total",
+			Help: "CRLs this server built and signed (after a change of what they list, or before nextUpdate)."}),
 	}
 	blocking := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keymesh_trust_blocking_queries",
 		Help: "Blocking trust queries waiting on this server (followers of the trust state)."},
 		func() float64 { return float64(s.blocking.inFlight()) })
-	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, blocking,
+	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.crlBuilds, blocking,
 		&stateCollector{s: s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -439,45 +439,94 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, c caller) {
 	writeJSON(w, http.StatusOK, api.CertResponse{Chain: chain, Index: idx})
 }
 
-// crl returns this server's CRL (DER), cached until the state moves.
+// crl returns this server's CRL (DER) for the state as it is now. The CRL
+// builder keeps one ready; a request that finds it behind a change of
+// the revocations, nodes or issued certificates builds it itself, so a
+// revocation is in the CRL served right after it was acknowledged.
 func (s *Server) crl() ([]byte, error) {
-	idx := s.store.Index()
 	s.crlMu.Lock()
 	defer s.crlMu.Unlock()
-	if s.crlDER != nil && s.crlIndex == idx {
-		return s.crlDER, nil
-	}
-	var entries []x509.RevocationListEntry
-	add := func(serial string, at time.Time) {
-		if _, ok := s.store.Issued(s.name, serial); !ok {
-			return
+	now := s.opts.Clock()
+	if s.crlDER != nil && now.Before(s.crlRefresh) {
+		if s.crlSeen == s.store.Index() {
+			return s.crlDER, nil
 		}
-		n, ok := parseSerialBig(serial)
-		if ok {
-			entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: at})
+		if ch := s.store.Changes(s.crlSeen); !crlChanged(ch) {
+			s.crlSeen = ch.Index
+			return s.crlDER, nil
 		}
 	}
-	for _, rev := range s.store.Revocations() {
-		switch rev.Kind {
-		case fsm.RevocationCert:
-			add(rev.ID, rev.Time)
-		case fsm.RevocationNode:
-			if n, ok := s.store.Node(rev.ID); ok {
-				for _, serial := range []string{n.CertSerial, n.PrevSerial} {
-					if serial != "" {
-						add(serial, rev.Time)
+	var (
+		entries []x509.RevocationListEntry
+		idx     uint64
+	)
+	s.store.Read(func(rd fsm.Reader) {
+		idx = rd.Index()
+		add := func(serial string, at time.Time) {
+			if _, ok := rd.Issued(s.name, serial); !ok {
+				return
+			}
+			if n, ok := parseSerialBig(serial); ok {
+				entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: at})
+			}
+		}
+		for _, rev := range rd.Revocations() {
+			switch rev.Kind {
+			case fsm.RevocationCert:
+				add(rev.ID, rev.Time)
+			case fsm.RevocationNode:
+				if n, ok := rd.Node(rev.ID); ok {
+					for _, serial := range []string{n.CertSerial, n.PrevSerial} {
+						if serial != "" {
+							add(serial, rev.Time)
+						}
 					}
 				}
 			}
 		}
-	}
-	now := s.opts.Clock()
+	})
 	der, err := ca.CreateCRL(s.issuer, entries, bigUint(idx), now, now.Add(crlValidity), nil)
 	if err != nil {
 		return nil, err
 	}
-	s.crlDER, s.crlIndex = der, idx
+	s.crlDER, s.crlSeen, s.crlRefresh = der, idx, now.Add(crlValidity/2)
+	s.metrics.crlBuilds.Inc()
 	return der, nil
+}
+
+// crlChanged reports whether changes touch what a CRL lists.
+func crlChanged(ch fsm.Changes) bool {
+	if ch.Reset {
+		return true
+	}
+	for _, t := range ch.Tables {
+		switch t.Table {
+		case fsm.TableRevocations, fsm.TableNodes, fsm.TableIssued:
+			return true
+		}
+	}
+	return false
+}
+
+// buildCRLs keeps this server's CRL built: after every applied change that
+// touches it (many changes in a burst make one build) and before its
+// nextUpdate comes near.
+func (s *Server) buildCRLs(ctx context.Context) error {
+	var seen uint64
+	for {
+		if _, err := s.crl(); err != nil {
+			s.log.Warn("building the CRL failed; requests will try again", "error", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, crlValidity/4)
+		idx, err := s.store.WaitIndex(wctx, seen)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			seen = idx
+		}
+	}
 }
 
 // crlValidity is how far ahead a CRL's nextUpdate lies.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster/api"
+	"github.com/keymesh/keymesh/cluster/run"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
@@ -56,16 +57,16 @@ type Server struct {
 	apiAddr  string
 	joinAddr string
 
-	http       *http.Server
 	peerClient *http.Client
 
 	regLimit  *sourceLimiter // registrations and collections per client address
 	blocking  *blockingLimiter
 	signLimit *rate.Limiter // certificates signed by this server
 
-	crlMu    sync.Mutex
-	crlDER   []byte
-	crlIndex uint64
+	crlMu      sync.Mutex
+	crlDER     []byte
+	crlSeen    uint64    // the state index up to which crlDER is current
+	crlRefresh time.Time // when crlDER is built again regardless
 
 	verifier *identity.Verifier // tokens, against the live replica
 	authz    *policy.Authorizer // Cedar, with the replicated policies
@@ -81,10 +82,19 @@ type Server struct {
 
 	metrics *metrics
 
-	stop     chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
-	fatal    chan error
+	// Lifecycle. The constructors (Bootstrap, Join, Open) bind the
+	// listeners and prepare the data directory; Run starts everything.
+	raftLn, apiLn net.Listener
+	bootstrap     bool                            // Run starts Raft as the first voter
+	settle        func(ctx context.Context) error // what Run does once Raft runs: genesis, becoming a voter
+	cleanup       func()                          // undoes the data directory if Run fails before it is ready
+	finishJoin    bool                            // Run makes the server a voter if it is not one (a join stopped mid-way)
+	stopCtx       context.Context                 // Run's context: done when the server stops
+	stop          <-chan struct{}                 // stopCtx.Done()
+	ready         chan struct{}                   // closed once the server serves and is settled
+	runMu         sync.Mutex
+	cancelRun     context.CancelFunc
+	ran           chan struct{} // closed when Run has returned
 }
 
 // Name is the server's name, its Raft server id.
@@ -145,8 +155,8 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 		raftAddr: sf.advertise(),
 		apiAddr:  sf.APIAddr,
 		joinAddr: sf.JoinAddr,
-		stop:     make(chan struct{}),
-		fatal:    make(chan error, 1),
+		ready:    make(chan struct{}),
+		ran:      make(chan struct{}),
 	}
 	// Raft peers and the servers this one forwards to are checked against
 	// the replicated revocations: a removed server's revoked intermediate
@@ -173,36 +183,121 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 	return s, nil
 }
 
-// start runs Raft on raftLn and the API on apiLn.
-func (s *Server) start(raftLn, apiLn net.Listener, bootstrap bool) error {
-	node, err := startRaft(s.dir.path(dirRaft), s.name, raftLn, s.raftAddr, s.tls, &raftFSM{store: s.store, applied: s.metrics.applied}, s.opts, bootstrap)
+// Ready is closed once Run serves the API and the server is settled: the
+// network's first state committed (bootstrap), a voter (join), started
+// (open).
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Run runs the server until ctx ends or a part of it fails: Raft, the
+// API, the leadership watcher, the pruner, the trust watcher, the CRL
+// builder, and the settling of a new server (its first state, or becoming
+// a voter). It returns nil when ctx ended. If it ends before the server of
+// a Bootstrap or Join is ready, what the constructor wrote in the data
+// directory is undone. Run is called once.
+func (s *Server) Run(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.runMu.Lock()
+	if s.cancelRun != nil {
+		s.runMu.Unlock()
+		return errors.New("cluster: Run called twice")
+	}
+	s.cancelRun, s.stopCtx, s.stop = cancel, ctx, ctx.Done()
+	s.runMu.Unlock()
+	defer close(s.ran)
+	defer func() {
+		// A bootstrap or join that did not finish (failed, or stopped
+		// before it was ready) leaves nothing behind.
+		if !s.isReady() && s.cleanup != nil {
+			s.cleanup()
+		}
+	}()
+	node, err := startRaft(s.dir.path(dirRaft), s.name, s.raftLn, s.raftAddr, s.tls, &raftFSM{store: s.store, applied: s.metrics.applied}, s.opts, s.bootstrap)
 	if err != nil {
-		apiLn.Close()
-		raftLn.Close()
+		s.apiLn.Close()
+		s.raftLn.Close()
 		return err
 	}
 	s.node = node
-	s.wg.Add(3)
-	go s.prune()
-	go s.watchLeadership()
-	watchCtx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-s.stop
-		cancel()
+	defer func() {
+		if serr := node.shutdown(); err == nil && serr != nil {
+			err = serr
+		}
+		s.peerClient.CloseIdleConnections()
 	}()
-	go s.watchTrust(watchCtx)
-	s.serveAPI(apiLn)
-	return nil
+	var g run.Group
+	g.Add("api", run.Func(s.serveAPI))
+	g.Add("leadership", run.Func(s.watchLeadership))
+	g.Add("pruner", run.Func(s.prune))
+	g.Add("trust watcher", run.Func(s.watchTrust))
+	g.Add("crl builder", run.Func(s.buildCRLs))
+	if s.finishJoin {
+		g.Add("join", run.Func(func(ctx context.Context) error {
+			if s.isVoter() {
+				return nil
+			}
+			s.log.Info("this server is not a voter yet; finishing its join")
+			if err := s.becomeVoter(ctx); err != nil && ctx.Err() == nil {
+				// The operator can restart it; the rest of the server runs on.
+				s.log.Error("could not become a voter", "error", err)
+			}
+			return nil
+		}))
+	}
+	g.Add("settle", run.Func(func(ctx context.Context) error {
+		if s.settle != nil {
+			if err := s.settle(ctx); err != nil {
+				return err
+			}
+		}
+		close(s.ready)
+		return nil
+	}))
+	return g.Run(ctx)
+}
+
+func (s *Server) isReady() bool {
+	select {
+	case <-s.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Start runs the server in the background (Run) and returns once it is
+// ready, or Run's error; Shutdown stops it. For programs that run servers
+// side by side (keymesh dev, tests); a server of its own is Run.
+func (s *Server) Start(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() {
+		err := s.Run(context.WithoutCancel(ctx))
+		if err != nil && s.isReady() {
+			s.log.Error("root server stopped", "error", err)
+		}
+		errc <- err
+	}()
+	select {
+	case <-s.ready:
+		return nil
+	case err := <-errc:
+		if err == nil {
+			err = ErrShutdown
+		}
+		return err
+	case <-ctx.Done():
+		s.Shutdown()
+		return ctx.Err()
+	}
 }
 
 // watchLeadership runs a barrier each time this server gains leadership, so
 // that its replica holds every entry committed before its term.
-func (s *Server) watchLeadership() {
-	defer s.wg.Done()
+func (s *Server) watchLeadership(ctx context.Context) error {
 	for {
 		select {
-		case <-s.stop:
-			return
+		case <-ctx.Done():
+			return nil
 		case leader := <-s.node.notify:
 			if !leader {
 				s.log.Info("lost leadership")
@@ -223,60 +318,49 @@ func (s *Server) watchLeadership() {
 // prune proposes a PruneRevocations command every PruneInterval while this
 // server leads. The command is cheap when nothing is due: it changes
 // nothing and the state hash stays.
-func (s *Server) prune() {
-	defer s.wg.Done()
+func (s *Server) prune(ctx context.Context) error {
 	t := time.NewTicker(s.opts.PruneInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
-			return
+		case <-ctx.Done():
+			return nil
 		case <-t.C:
 		}
 		if s.node.raft.State() != raft.Leader {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Limits.RequestTimeout)
-		if _, err := s.Propose(ctx, fsm.MsgPruneRevocations, fsm.PruneRevocations{Issuance: true}); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, s.opts.Limits.RequestTimeout)
+		if _, err := s.Propose(pctx, fsm.MsgPruneRevocations, fsm.PruneRevocations{Issuance: true}); err != nil && ctx.Err() == nil {
 			s.log.Warn("pruning failed", "error", err)
 		}
 		cancel()
 	}
 }
 
-// Shutdown stops the API and Raft and closes the stores. It is safe to call
-// more than once.
+// Shutdown stops a running server and waits until Run has returned; a
+// server that never ran closes its listeners and undoes its data
+// directory as a failed constructor would. It is safe to call more than
+// once.
 func (s *Server) Shutdown() error {
-	var err error
-	s.stopOnce.Do(func() {
-		close(s.stop)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if s.http != nil {
-			if herr := s.http.Shutdown(ctx); herr != nil {
-				s.http.Close()
-			}
+	s.runMu.Lock()
+	cancel := s.cancelRun
+	if cancel == nil {
+		s.cancelRun = func() {}
+		s.runMu.Unlock()
+		s.apiLn.Close()
+		s.raftLn.Close()
+		if s.cleanup != nil && !s.isReady() {
+			s.cleanup()
 		}
-		if s.node != nil {
-			err = s.node.shutdown()
-		}
-		s.wg.Wait()
-		s.peerClient.CloseIdleConnections()
-	})
-	return err
-}
-
-// Run blocks until ctx is done or the server fails, then shuts it down.
-func (s *Server) Run(ctx context.Context) error {
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-s.fatal:
+		return nil
 	}
-	if serr := s.Shutdown(); err == nil {
-		err = serr
+	s.runMu.Unlock()
+	cancel()
+	if s.ran != nil {
+		<-s.ran
 	}
-	return err
+	return nil
 }
 
 // Propose commits one fsm command through the leader and returns the index it

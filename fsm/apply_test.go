@@ -62,20 +62,19 @@ func TestApplyCommands(t *testing.T) {
 		{name: "server remove unknown", typ: MsgServerRemove, p: ServerRemove{Name: "nope"}, err: ErrNotFound},
 
 		// CA
-		{name: "ca init same network", typ: MsgCAInit, p: CAInit{CA: CA{Network: testNetwork, Active: der("r2"), SealedKey: []byte("k")}}, err: ErrExists},
-		{name: "ca init other network keeps Network", typ: MsgCAInit, p: CAInit{CA: CA{Network: "other.example.net", Active: der("r2"), SealedKey: []byte("k")}},
+		{name: "genesis on a state that is not empty", typ: MsgGenesis, p: Genesis{CA: CA{Network: "other.example.net", Active: der("r2"), SealedKey: []byte("k")}}, err: ErrExists,
 			check: func(t *testing.T, h *harness) {
 				if n := h.s.Network(); n != testNetwork {
 					t.Fatalf("Network() = %q", n)
 				}
-				if _, ok := h.s.CA("other.example.net"); !ok {
-					t.Fatal("no CA for other network")
+				if _, ok := h.s.CA("other.example.net"); ok {
+					t.Fatal("a refused genesis left a CA")
 				}
 			}},
-		{name: "ca init bad network", typ: MsgCAInit, p: CAInit{CA: CA{Network: "Main_Net", Active: der("r"), SealedKey: []byte("k")}}, err: ErrInvalid},
-		{name: "ca init no active", typ: MsgCAInit, p: CAInit{CA: CA{Network: "n.example", SealedKey: []byte("k")}}, err: ErrInvalid},
-		{name: "ca init active not DER", typ: MsgCAInit, p: CAInit{CA: CA{Network: "n.example", Active: []byte("PEM?"), SealedKey: []byte("k")}}, err: ErrInvalid},
-		{name: "ca init no sealed key", typ: MsgCAInit, p: CAInit{CA: CA{Network: "n.example", Active: der("r")}}, err: ErrInvalid},
+		{name: "genesis bad network", typ: MsgGenesis, p: Genesis{CA: CA{Network: "Main_Net", Active: der("r"), SealedKey: []byte("k")}}, err: ErrInvalid},
+		{name: "genesis no active", typ: MsgGenesis, p: Genesis{CA: CA{Network: "n.example", SealedKey: []byte("k")}}, err: ErrInvalid},
+		{name: "genesis active not DER", typ: MsgGenesis, p: Genesis{CA: CA{Network: "n.example", Active: []byte("PEM?"), SealedKey: []byte("k")}}, err: ErrInvalid},
+		{name: "genesis no sealed key", typ: MsgGenesis, p: Genesis{CA: CA{Network: "n.example", Active: der("r")}}, err: ErrInvalid},
 		{name: "ca update", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), Prepared: [][]byte{der("next")}, SealedKey: []byte("sealed")}, ExpectModifyIndex: 1},
 			check: func(t *testing.T, h *harness) {
 				ca, _ := h.s.CA(testNetwork)
@@ -657,7 +656,7 @@ func TestApplyCommands(t *testing.T) {
 // unknown: Encode refuses them and Apply stops on one, as on any type the
 // replica does not know (no log holds them).
 func TestRemovedTypes(t *testing.T) {
-	for _, typ := range []MsgType{msgRemovedNodePut, msgRemovedIssuedPut, msgRemovedJWKSetState, msgRemovedJWKDelete} {
+	for _, typ := range []MsgType{msgRemovedCAInit, msgRemovedNodePut, msgRemovedIssuedPut, msgRemovedJWKSetState, msgRemovedJWKDelete} {
 		if typ.Known() {
 			t.Fatalf("%v is known", typ)
 		}
@@ -673,4 +672,84 @@ func TestRemovedTypes(t *testing.T) {
 			New().Apply(1, append([]byte{byte(typ)}, `{"v":1,"ts":1,"p":{}}`...))
 		}()
 	}
+}
+
+// TestGenesis: a network's first state is one command, all of it or
+// nothing, on an empty state only.
+func TestGenesis(t *testing.T) {
+	key := json.RawMessage(`{"kty":"EC","crv":"P-256","x":"AA","y":"BB"}`)
+	full := func() Genesis {
+		return Genesis{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")},
+			Issuer: &Issuer{ID: "r1", Network: testNetwork, Cert: der("issuer-r1"), Status: IssuerActive},
+			Server: &Server{Name: "r1", RaftAddr: "10.0.0.1:8300", APIAddr: "10.0.0.1:8443", Status: ServerVoter},
+			Anchor: &TrustAnchor{Network: testNetwork, Roots: [][]byte{der("root")}, Accept: []string{testNetwork}},
+			Token:  &JoinToken{ID: "t-root", Hash: hashOf("root-secret"), Kind: TokenKindRoot, Uses: 1, Expiry: t0.Add(time.Hour)},
+			Key:    &JWK{KID: "kid-admin", Key: key, Node: "r1", State: JWKActive}}
+	}
+	t.Run("all parts", func(t *testing.T) {
+		h := newHarness(t)
+		h.ok(MsgGenesis, full())
+		if h.s.Network() != testNetwork {
+			t.Fatalf("network %q", h.s.Network())
+		}
+		if _, ok := h.s.CA(testNetwork); !ok {
+			t.Error("no CA")
+		}
+		if is, ok := h.s.Issuer("r1"); !ok || is.CreateIndex != 1 {
+			t.Errorf("issuer %+v %v", is, ok)
+		}
+		if sv, ok := h.s.Server("r1"); !ok || sv.Status != ServerVoter {
+			t.Errorf("server %+v %v", sv, ok)
+		}
+		if _, ok := h.s.TrustAnchor(testNetwork); !ok {
+			t.Error("no anchor")
+		}
+		if tok, ok := h.s.JoinTokenByID("t-root"); !ok || tok.Kind != TokenKindRoot {
+			t.Errorf("token %+v %v", tok, ok)
+		}
+		if k, ok := h.s.JWK("kid-admin"); !ok || k.Node != "r1" {
+			t.Errorf("key %+v %v", k, ok)
+		}
+		if res := h.apply(MsgGenesis, full()); !errors.Is(res.Err, ErrExists) {
+			t.Fatalf("a second genesis: %v", res.Err)
+		}
+	})
+	bad := []struct {
+		name string
+		edit func(*Genesis)
+	}{
+		{"issuer of another network", func(g *Genesis) { g.Issuer.Network = "other.example.net" }},
+		{"issuer revoked", func(g *Genesis) { g.Issuer.Status = IssuerRevoked }},
+		{"server not a voter", func(g *Genesis) { g.Server.Status = ServerJoining }},
+		{"server without its issuer", func(g *Genesis) { g.Issuer = nil }},
+		{"server named apart from its issuer", func(g *Genesis) { g.Server.Name = "r2" }},
+		{"anchor of another network", func(g *Genesis) { g.Anchor.Network = "other.example.net" }},
+		{"node-join token", func(g *Genesis) { g.Token.Kind = TokenKindNode }},
+		{"token with DNS names", func(g *Genesis) { g.Token.DNSNames = []string{"a." + testNetwork} }},
+		{"key of another owner", func(g *Genesis) { g.Key.Node = "r2" }},
+		{"key without a server", func(g *Genesis) { g.Server = nil }},
+		{"malformed key", func(g *Genesis) { g.Key.Key = json.RawMessage(`{}`) }},
+	}
+	for _, c := range bad {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			g := full()
+			c.edit(&g)
+			hash := h.s.Hash()
+			if res := h.apply(MsgGenesis, g); !errors.Is(res.Err, ErrInvalid) {
+				t.Fatalf("err %v, want ErrInvalid", res.Err)
+			}
+			if h.s.Hash() != hash || h.s.Network() != "" {
+				t.Fatal("a refused genesis changed the state")
+			}
+		})
+	}
+	t.Run("state not empty", func(t *testing.T) {
+		h := newHarness(t)
+		h.ok(MsgServerPut, ServerPut{Server: Server{Name: "x", RaftAddr: "a:1", APIAddr: "a:2", Status: ServerJoining}})
+		hash := h.s.Hash()
+		if res := h.apply(MsgGenesis, full()); !errors.Is(res.Err, ErrExists) || h.s.Hash() != hash {
+			t.Fatalf("err %v, hash changed %v", res.Err, h.s.Hash() != hash)
+		}
+	})
 }

@@ -23,8 +23,6 @@ func newPayload(t MsgType) payload {
 		return new(ServerPut)
 	case MsgServerRemove:
 		return new(ServerRemove)
-	case MsgCAInit:
-		return new(CAInit)
 	case MsgIssuerPut:
 		return new(IssuerPut)
 	case MsgJoinTokenCreate:
@@ -59,6 +57,8 @@ func newPayload(t MsgType) payload {
 		return new(TrustAnchorDelete)
 	case MsgNodeCertRenew:
 		return new(NodeCertRenew)
+	case MsgGenesis:
+		return new(Genesis)
 	}
 	return nil
 }
@@ -143,21 +143,105 @@ func checkCA(ca *CA) *CommandError {
 	return nil
 }
 
-// CAInit records a network's CA (MsgCAInit); ErrExists if that network
-// already has one. The first CAInit also sets Store.Network.
-type CAInit struct {
-	CA CA `json:"ca"`
+// Genesis is a network's first state, proposed once by the bootstrap of
+// its first root server (MsgGenesis): the network's CA and, for that
+// server, its issuing certificate, its server record (a voter), the
+// network's own trust anchor, the bootstrap root-join token and the admin
+// credential's key. Only the CA is required. It applies to an empty state
+// only (ErrExists otherwise), and all of it or nothing: a cluster never
+// holds a CA without the server that serves it. It sets Store.Network.
+type Genesis struct {
+	CA     CA           `json:"ca"`
+	Issuer *Issuer      `json:"issuer,omitempty"`
+	Server *Server      `json:"server,omitempty"`
+	Anchor *TrustAnchor `json:"anchor,omitempty"`
+	Token  *JoinToken   `json:"token,omitempty"`
+	Key    *JWK         `json:"key,omitempty"`
 }
 
-func (p *CAInit) check(time.Time) *CommandError { return checkCA(&p.CA) }
-
-func (p *CAInit) apply(tx *txn) *CommandError {
-	if _, ok := tx.st.cas.m[p.CA.Network]; ok {
-		return fail(ErrExists, "network %q already has a CA", p.CA.Network)
+func (p *Genesis) check(now time.Time) *CommandError {
+	if err := checkCA(&p.CA); err != nil {
+		return err
 	}
-	put(tx, &tx.st.cas, tCAs, p.CA.Network, p.CA)
-	if tx.st.network == "" {
-		tx.st.network = p.CA.Network
+	network := p.CA.Network
+	if p.Issuer != nil {
+		ip := IssuerPut{Issuer: *p.Issuer}
+		if err := ip.check(now); err != nil {
+			return err
+		}
+		if ip.Issuer.Network != network || ip.Issuer.Status != IssuerActive {
+			return fail(ErrInvalid, "the genesis issuer must be active in network %q", network)
+		}
+		*p.Issuer = ip.Issuer
+	}
+	if p.Server != nil {
+		sp := ServerPut{Server: *p.Server}
+		if err := sp.check(now); err != nil {
+			return err
+		}
+		if sp.Server.Status != ServerVoter || p.Issuer == nil || p.Issuer.ID != sp.Server.Name {
+			return fail(ErrInvalid, "the genesis server must be a voter with the genesis issuer")
+		}
+		*p.Server = sp.Server
+	}
+	if p.Anchor != nil {
+		ap := TrustAnchorPut{Anchor: *p.Anchor}
+		if err := ap.check(now); err != nil {
+			return err
+		}
+		if ap.Anchor.Network != network {
+			return fail(ErrInvalid, "the genesis anchor is network %q's own, not %q", network, ap.Anchor.Network)
+		}
+		*p.Anchor = ap.Anchor
+	}
+	if p.Token != nil {
+		tp := JoinTokenCreate{Token: *p.Token}
+		if err := tp.check(now); err != nil {
+			return err
+		}
+		if tp.Token.Kind != TokenKindRoot || len(tp.Token.DNSNames) != 0 {
+			return fail(ErrInvalid, "the genesis join token is a root-join token, without DNS names")
+		}
+		*p.Token = tp.Token
+	}
+	if p.Key != nil {
+		kp := JWKPut{Key: *p.Key}
+		if err := kp.check(now); err != nil {
+			return err
+		}
+		if p.Server == nil || kp.Key.Node != p.Server.Name {
+			return fail(ErrInvalid, "the genesis key belongs to the genesis server")
+		}
+		*p.Key = kp.Key
+	}
+	return nil
+}
+
+func (p *Genesis) apply(tx *txn) *CommandError {
+	st := tx.st
+	if st.network != "" || len(st.cas.m)+len(st.servers.m)+len(st.issuers.m)+len(st.tokens.m)+len(st.anchors.m)+
+		len(st.nodes.m)+len(st.jwks.m)+len(st.regs.m)+len(st.revs.m)+len(st.routes.m)+len(st.issued.m) != 0 {
+		return fail(ErrExists, "the state is not empty; a genesis is a network's first command")
+	}
+	// On an empty state, with check's consistency rules held, none of the
+	// parts below can fail: nothing is changed unless all of it applies.
+	put(tx, &st.cas, tCAs, p.CA.Network, p.CA)
+	st.network = p.CA.Network
+	if p.Issuer != nil {
+		put(tx, &st.issuers, tIssuers, p.Issuer.ID, *p.Issuer)
+	}
+	if p.Server != nil {
+		put(tx, &st.servers, tServers, p.Server.Name, *p.Server)
+	}
+	if p.Anchor != nil {
+		put(tx, &st.anchors, tAnchors, p.Anchor.Network, *p.Anchor)
+	}
+	if p.Token != nil {
+		put(tx, &st.tokens, tTokens, p.Token.Hash, *p.Token)
+		tx.s.tokenIDs[p.Token.ID] = p.Token.Hash
+	}
+	if p.Key != nil {
+		put(tx, &st.jwks, tJWKS, p.Key.KID, *p.Key)
 	}
 	return nil
 }

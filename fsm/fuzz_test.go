@@ -19,7 +19,7 @@ func fuzzSeeds() [][]byte {
 	}{
 		{MsgServerPut, ServerPut{Server: Server{Name: "root-3", RaftAddr: "r:1", APIAddr: "r:2", Status: ServerJoining}}},
 		{MsgServerRemove, ServerRemove{Name: "root-2"}},
-		{MsgCAInit, CAInit{CA: CA{Network: "b.example", Active: der("r"), SealedKey: []byte("k")}}},
+		{MsgGenesis, Genesis{CA: CA{Network: "b.example", Active: der("r"), SealedKey: []byte("k")}}},
 		{MsgCAUpdate, CAUpdate{CA: CA{Network: testNetwork, Active: der("r"), SealedKey: []byte("k")}, ExpectModifyIndex: 1}},
 		{MsgIssuerPut, IssuerPut{Issuer: Issuer{ID: "root-3", Network: testNetwork, Cert: der("i"), Status: IssuerActive}}},
 		{MsgJoinTokenCreate, JoinTokenCreate{Token: JoinToken{ID: "t9", Hash: hashOf("t9"), Kind: TokenKindNode, Uses: 1, Expiry: later}}},

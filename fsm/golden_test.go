@@ -41,16 +41,18 @@ func goldenCommands() []struct {
 		raw bool
 	}
 	return []cmd{
-		{t: MsgCAInit, p: CAInit{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")}}},
-		{t: MsgIssuerPut, p: IssuerPut{Issuer: Issuer{ID: "r1", Network: testNetwork, Cert: der("issuer-r1"), Status: IssuerActive}}},
-		{t: MsgServerPut, p: ServerPut{Server: Server{Name: "r1", RaftAddr: "10.0.0.1:8300", APIAddr: "10.0.0.1:8443", Status: ServerVoter}}},
-		{t: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: testNetwork, Roots: [][]byte{der("root")}, Accept: []string{testNetwork}}}},
-		{t: MsgJoinTokenCreate, p: JoinTokenCreate{Token: JoinToken{ID: "t-root", Hash: hashOf("root-secret"), Kind: TokenKindRoot, Uses: 1, Expiry: at}}},
-		{t: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-admin", Key: key, Node: "r1", State: JWKActive, NotAfter: at}}},
+		{t: MsgGenesis, p: Genesis{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")},
+			Issuer: &Issuer{ID: "r1", Network: testNetwork, Cert: der("issuer-r1"), Status: IssuerActive},
+			Server: &Server{Name: "r1", RaftAddr: "10.0.0.1:8300", APIAddr: "10.0.0.1:8443", Status: ServerVoter},
+			Anchor: &TrustAnchor{Network: testNetwork, Roots: [][]byte{der("root")}, Accept: []string{testNetwork}},
+			Token:  &JoinToken{ID: "t-root", Hash: hashOf("root-secret"), Kind: TokenKindRoot, Uses: 1, Expiry: at},
+			Key:    &JWK{KID: "kid-admin", Key: key, Node: "r1", State: JWKActive, NotAfter: at}}},
+		{t: MsgGenesis, p: Genesis{CA: CA{Network: "other.example.net", Active: der("other"), SealedKey: []byte("sealed")}}}, // not the first command
 		{t: MsgJoinTokenConsume, p: JoinTokenConsume{Hash: hashOf("root-secret"), Kind: TokenKindRoot, NodeID: "r2"}},
 		{t: MsgJoinTokenConsume, p: JoinTokenConsume{Hash: hashOf("root-secret"), Kind: TokenKindRoot, NodeID: "r3"}}, // exhausted
 		{t: MsgIssuerPut, p: IssuerPut{Issuer: Issuer{ID: "r2", Network: testNetwork, Cert: der("issuer-r2"), Status: IssuerActive}}},
 		{t: MsgServerPut, p: ServerPut{Server: Server{Name: "r2", RaftAddr: "10.0.0.2:8300", APIAddr: "r2.mainnet.example.net:8443", Status: ServerJoining}}},
+		{t: MsgJWKPut, p: JWKPut{Key: JWK{KID: "kid-admin-r2", Key: key, Node: "r2", State: JWKActive, NotAfter: at}}},
 		{t: MsgJoinTokenCreate, p: JoinTokenCreate{Token: JoinToken{ID: "t-node", Hash: hashOf("node-secret"), Kind: TokenKindNode, Principal: PrincipalNode,
 			Uses: 3, Expiry: at, Description: "edge", DNSNames: []string{"web.mainnet.example.net"}}}},
 		{t: MsgRegistrationCreate, p: RegistrationCreate{

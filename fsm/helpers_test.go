@@ -88,7 +88,7 @@ func (h *harness) ok(typ MsgType, p any) Result {
 // token, an active node with a certificate and a JWK.
 func (h *harness) seed() {
 	h.t.Helper()
-	h.ok(MsgCAInit, CAInit{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")}})
+	h.ok(MsgGenesis, Genesis{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")}})
 	for _, name := range []string{"root-1", "root-2"} {
 		h.ok(MsgServerPut, ServerPut{Server: Server{Name: name, RaftAddr: name + ":7000", APIAddr: name + ":8443", Status: ServerVoter}})
 		h.ok(MsgIssuerPut, IssuerPut{Issuer: Issuer{ID: name, Network: testNetwork, Cert: der(name), Status: IssuerActive}})

@@ -128,7 +128,7 @@ func (s *Store) CA(network string) (CA, bool) { return lookup(s, cas, network, c
 // CAs returns all CA records.
 func (s *Store) CAs() []CA { return list(s, cas, cloneCA) }
 
-// Network returns the network of the first CAInit, "" before it.
+// Network returns the network of the Genesis, "" before it.
 func (s *Store) Network() string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

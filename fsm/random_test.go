@@ -32,7 +32,12 @@ type cmdGen struct {
 }
 
 func (g *cmdGen) pick(prefix string, n int) string { return fmt.Sprintf("%s%d", prefix, g.r.IntN(n)) }
-func (g *cmdGen) network() string                  { return fmt.Sprintf("n%d.example", g.r.IntN(3)) }
+func (g *cmdGen) network() string {
+	if g.s != nil && g.s.Network() != "" && g.chance(0.8) {
+		return g.s.Network() // mostly the network of the genesis, so that issuers and nodes are accepted
+	}
+	return fmt.Sprintf("n%d.example", g.r.IntN(3))
+}
 func (g *cmdGen) serial() string {
 	if g.chance(0.2) {
 		return fmt.Sprintf("%x", 1+g.r.IntN(20)) // repeats
@@ -84,6 +89,9 @@ func (g *cmdGen) next() []byte {
 		return rawCommand(MsgPolicySet, 9, g.now, PolicySet{Text: "x"})
 	}
 	t := g.knownType()
+	if g.s != nil && g.s.Network() == "" {
+		t = MsgGenesis // a network begins with one; until then most commands are refused
+	}
 	var p any
 	switch t {
 	case MsgServerPut:
@@ -91,8 +99,8 @@ func (g *cmdGen) next() []byte {
 			Status: []string{ServerJoining, ServerVoter, ServerRemoved, "x"}[g.r.IntN(4)]}}
 	case MsgServerRemove:
 		p = ServerRemove{Name: g.pick("s", 6)}
-	case MsgCAInit:
-		p = CAInit{CA: CA{Network: g.network(), Active: der(g.pick("root", 5)), SealedKey: []byte(g.pick("k", 5))}}
+	case MsgGenesis:
+		p = Genesis{CA: CA{Network: g.network(), Active: der(g.pick("root", 5)), SealedKey: []byte(g.pick("k", 5))}}
 	case MsgCAUpdate:
 		u := CAUpdate{CA: CA{Network: g.network(), Active: der(g.pick("root", 5)), Prepared: [][]byte{der(g.pick("p", 3))}, SealedKey: []byte("k")},
 			ExpectModifyIndex: uint64(g.r.IntN(40))}
@@ -145,7 +153,19 @@ func (g *cmdGen) next() []byte {
 		p = TrustAnchorDelete{Network: g.network()}
 	case MsgNodeCertRenew:
 		r := NodeCertRenew{Cert: g.issued(g.pick("node", 30))}
-		if g.chance(0.5) {
+		if nodes := g.s.Nodes(); len(nodes) > 0 && g.chance(0.7) {
+			// An existing node, renewed by an active issuer, most times.
+			n := nodes[g.r.IntN(len(nodes))]
+			r.Cert.NodeID = n.ID
+			for _, is := range g.s.Issuers() {
+				if is.Status == IssuerActive && g.chance(0.5) {
+					r.Cert.Issuer = is.ID
+				}
+			}
+			if g.chance(0.5) {
+				r.Presented = n.CertSerial
+			}
+		} else if g.chance(0.5) {
 			r.Presented = g.serial()
 		}
 		p = r

@@ -23,7 +23,7 @@ func (s *Store) Read(f func(Reader)) {
 // Index is the index of the state read.
 func (r Reader) Index() uint64 { return r.s.index.Load() }
 
-// Network is the network of the first CAInit.
+// Network is the network of the Genesis.
 func (r Reader) Network() string { return r.s.st.network }
 
 // Changes is Store.Changes at the state read.
@@ -34,6 +34,11 @@ func (r Reader) JWK(kid string) (JWK, bool) { return get(r.s.st.jwks.m, kid, clo
 
 // JWKS returns all public keys, sorted by kid.
 func (r Reader) JWKS() []JWK { return sortedValues(r.s.st.jwks.m, cloneJWK) }
+
+// Issued returns the certificate issuer signed with serial.
+func (r Reader) Issued(issuer, serial string) (Issued, bool) {
+	return get(r.s.st.issued.m, issuedKey(issuer, serial), cloneIssued)
+}
 
 // Node returns the node record with id.
 func (r Reader) Node(id string) (Node, bool) { return get(r.s.st.nodes.m, id, cloneNode) }

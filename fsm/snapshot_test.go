@@ -135,7 +135,8 @@ func TestSnapshotIsPointInTime(t *testing.T) {
 	}
 	// Change every table after the capture.
 	h.ok(MsgServerPut, ServerPut{Server: Server{Name: "root-9", RaftAddr: "a:1", APIAddr: "a:2", Status: ServerJoining}})
-	h.ok(MsgCAInit, CAInit{CA: CA{Network: "b.example", Active: der("b"), SealedKey: []byte("k")}})
+	cur, _ := h.s.CA(testNetwork)
+	h.ok(MsgCAUpdate, CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), Prepared: [][]byte{der("b")}, SealedKey: []byte("k")}, ExpectModifyIndex: cur.ModifyIndex})
 	h.ok(MsgIssuerPut, IssuerPut{Issuer: Issuer{ID: "root-1", Network: testNetwork, Cert: der("r1b"), Status: IssuerRevoked}})
 	h.ok(MsgJoinTokenConsume, JoinTokenConsume{Hash: hashOf("secret-1"), Kind: TokenKindNode})
 	h.ok(MsgJWKPut, JWKPut{Key: JWK{KID: "kid-a", Key: json.RawMessage(`{"kty":"EC","crv":"P-256","x":"AA","y":"BB"}`), Node: "node-a", State: JWKRetiring}})

@@ -125,7 +125,7 @@ func revKey(k RevocationKind, id string) string {
 // covers. The Store's index is kept apart so that a rejected command leaves
 // the hash unchanged.
 type state struct {
-	network string // of the first CAInit
+	network string // of the Genesis
 	policy  Policy
 
 	servers table[Server]

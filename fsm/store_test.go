@@ -166,7 +166,7 @@ func TestChanges(t *testing.T) {
 func TestChangesTombstoneLimit(t *testing.T) {
 	h := newHarness(t)
 	h.s.tombLimit = 3
-	h.ok(MsgCAInit, CAInit{CA: CA{Network: testNetwork, Active: der("r"), SealedKey: []byte("k")}})
+	h.ok(MsgGenesis, Genesis{CA: CA{Network: testNetwork, Active: der("r"), SealedKey: []byte("k")}})
 	for _, n := range []string{"a", "b", "c", "d", "e"} {
 		h.ok(MsgServerPut, ServerPut{Server: Server{Name: n, RaftAddr: n + ":1", APIAddr: n + ":2", Status: ServerVoter}})
 	}
@@ -304,7 +304,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func TestTombstoneTrimIsOrderFree(t *testing.T) {
 	h := newHarness(t)
 	h.s.tombLimit = 5
-	h.ok(MsgCAInit, CAInit{CA: CA{Network: testNetwork, Active: der("r"), SealedKey: []byte("k")}})
+	h.ok(MsgGenesis, Genesis{CA: CA{Network: testNetwork, Active: der("r"), SealedKey: []byte("k")}})
 	for _, n := range []string{"s1", "s2"} {
 		h.ok(MsgServerPut, ServerPut{Server: Server{Name: n, RaftAddr: n + ":1", APIAddr: n + ":2", Status: ServerVoter}})
 	}

@@ -23,7 +23,7 @@ const IgnoreUnknownFlag MsgType = 0x80
 const (
 	MsgServerPut           MsgType = iota + 1 // ServerPut: add or update a root server record.
 	MsgServerRemove                           // ServerRemove: delete a root server record.
-	MsgCAInit                                 // CAInit: the network's CA; ErrExists if that network has one.
+	msgRemovedCAInit                          // removed before the first release: a CA alone (now part of Genesis); never reuse
 	MsgIssuerPut                              // IssuerPut: a root server's issuing certificate.
 	MsgJoinTokenCreate                        // JoinTokenCreate: ErrExists on the same hash or id.
 	MsgJoinTokenConsume                       // JoinTokenConsume: uses one use of a join token.
@@ -45,6 +45,7 @@ const (
 	MsgRouteAuthDelete                        // RouteAuthDelete: removes a route authorization.
 	MsgTrustAnchorDelete                      // TrustAnchorDelete: removes a federated network's anchor.
 	MsgNodeCertRenew                          // NodeCertRenew: records a renewed node certificate and points the node at it.
+	MsgGenesis                                // Genesis: a network's first state, in one command, on an empty state only.
 
 	msgTypeEnd // one past the last known type
 )
@@ -52,7 +53,7 @@ const (
 var msgTypeNames = [...]string{
 	MsgServerPut:           "server_put",
 	MsgServerRemove:        "server_remove",
-	MsgCAInit:              "ca_init",
+	msgRemovedCAInit:       "removed_ca_init",
 	MsgIssuerPut:           "issuer_put",
 	MsgJoinTokenCreate:     "join_token_create",
 	MsgJoinTokenConsume:    "join_token_consume",
@@ -74,6 +75,7 @@ var msgTypeNames = [...]string{
 	MsgRouteAuthDelete:     "route_auth_delete",
 	MsgTrustAnchorDelete:   "trust_anchor_delete",
 	MsgNodeCertRenew:       "node_cert_renew",
+	MsgGenesis:             "genesis",
 }
 
 // String returns the command's name (e.g. "revoke"); the ignorable flag is
@@ -102,7 +104,7 @@ func (t MsgType) Known() bool {
 
 func removed(t MsgType) bool {
 	switch t {
-	case msgRemovedNodePut, msgRemovedIssuedPut, msgRemovedJWKSetState, msgRemovedJWKDelete:
+	case msgRemovedCAInit, msgRemovedNodePut, msgRemovedIssuedPut, msgRemovedJWKSetState, msgRemovedJWKDelete:
 		return true
 	}
 	return false

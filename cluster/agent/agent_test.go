@@ -49,10 +49,13 @@ func newEnv(t *testing.T, limits cluster.Limits) *env {
 	t.Cleanup(cancel)
 	dir := filepath.Join(t.TempDir(), "r1")
 	clock := &fakeClock{now: time.Now()}
-	srv, res, err := cluster.Bootstrap(ctx, cluster.BootstrapConfig{Network: network, Name: "r1", DataDir: dir,
+	srv, res, err := cluster.Bootstrap(cluster.BootstrapConfig{Network: network, Name: "r1", DataDir: dir,
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
 		Options: cluster.Options{Limits: limits, Clock: clock.Now, Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: testWriter{t}})}})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Shutdown() })

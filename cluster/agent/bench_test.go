@@ -30,9 +30,12 @@ func BenchmarkRegistration(b *testing.B) {
 	limits := cluster.Limits{RegistrationRate: 1e6, RegistrationBurst: 1e6, SigningRate: 1e6, SigningBurst: 1e6}
 	opts := cluster.Options{Limits: limits, Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Error})}
 	base := b.TempDir()
-	r1, res, err := cluster.Bootstrap(ctx, cluster.BootstrapConfig{Network: network, Name: "r1", DataDir: filepath.Join(base, "r1"),
+	r1, res, err := cluster.Bootstrap(cluster.BootstrapConfig{Network: network, Name: "r1", DataDir: filepath.Join(base, "r1"),
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
 	if err != nil {
+		b.Fatal(err)
+	}
+	if err := r1.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
 	servers := []*cluster.Server{r1}
@@ -54,6 +57,9 @@ func BenchmarkRegistration(b *testing.B) {
 		s, err := cluster.Join(ctx, cluster.JoinConfig{Join: r1.APIAddr(), Token: tok.Secret, CAHash: res.CAHash, Name: name,
 			DataDir: filepath.Join(base, name), RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
 		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Start(ctx); err != nil {
 			b.Fatal(err)
 		}
 		servers = append(servers, s)

@@ -19,12 +19,15 @@
 //
 // # The agent at run time
 //
-// New(RunConfig) loads the persisted trust document (trust.json), so a
-// restarted agent verifies and mints offline at once. Run then listens on
-// agent.sock (0600; minting only there) and optionally on a loopback TCP
-// address (no minting), follows the roots' trust state with blocking
-// queries on /v1/trust (resuming from its last index, failing over to the
-// other roots), persists each new document and empties the verifier's
-// caches, and runs the Components — the Renewer among them — until ctx
-// ends or one of them fails. LocalClient talks to a running agent.
+// New(RunConfig) loads the persisted trust state (trust.json), so a
+// restarted agent verifies and mints offline at once; it opens nothing.
+// Run then listens on agent.sock (0600; minting only there) and optionally
+// on a loopback TCP address (no minting), and runs its parts as one
+// cluster/run Group until ctx ends or one fails: the follower (blocking
+// queries on /v1/trust that answer the changes since its index, applied
+// to its copy, a full state after a gap; failing over between roots;
+// persisting each new state), the local API on each listener, and the
+// stop of a revoked agent. The Renewer (and later sessions and gossip) are
+// components of their own, run beside the agent by cmd/keymesh.
+// LocalClient talks to a running agent.
 package agent

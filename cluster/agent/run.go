@@ -19,6 +19,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster/client"
+	"github.com/keymesh/keymesh/cluster/run"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/trust"
@@ -43,12 +44,6 @@ var (
 	// ErrNotApproved: the node has no certificate yet.
 	ErrNotApproved = errors.New("agent: the node has no certificate yet; finish `keymesh node join` first")
 )
-
-// Component is a long-running part of the agent (the certificate Renewer,
-// gossip, sessions): Run until ctx ends, then return nil.
-type Component interface {
-	Run(ctx context.Context) error
-}
 
 // RunConfig configures an Agent. Zero fields take the defaults.
 type RunConfig struct {
@@ -81,10 +76,6 @@ type RunConfig struct {
 	// VerifierCacheSize is the verifier's cache of verified tokens (see
 	// identity.VerifierConfig.CacheSize); 0 means its default.
 	VerifierCacheSize int
-	// Components run beside the follower and the local API (hook for the
-	// certificate Renewer and what comes later). A component's error ends
-	// Run with that error.
-	Components []Component
 	// RevokedLinger is how long a revoked agent keeps answering its local
 	// clients why before it stops (every call answers node_revoked
 	// meanwhile). Default 10s.
@@ -338,10 +329,7 @@ func (a *Agent) Mint(req identity.MintRequest, bind bool) (string, string, ident
 	return tok, nc.minter.KID(), claims, err
 }
 
-// Run Runs the agent until ctx ends: it listens on agent.sock (mode 0600)
-// and ListenTCP, follows the trust state, serves the local API and runs the
-// Components. It returns nil when ctx ends, or the first error of a
-// listener, server or component. Run is called once.
+// Run makes an Agent (New) and runs it until ctx ends.
 func Run(ctx context.Context, cfg RunConfig) error {
 	a, err := New(cfg)
 	if err != nil {
@@ -350,10 +338,15 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	return a.Run(ctx)
 }
 
-// Run runs a made Agent; see the function Run.
+// Run runs the agent until ctx ends: it listens on agent.sock (mode 0600)
+// and ListenTCP, then runs its parts as one run.Group: the trust follower,
+// the local API on each listener, and the watch that stops the agent
+// RevokedLinger after the trust state revoked its node. It returns nil
+// when ctx ended, or the first failure (a *run.Error naming the part;
+// errors.Is finds ErrRevoked, ErrAgentRunning and the like through it).
+// Other long-running parts of a node (the Renewer, sessions) run beside
+// it in the caller's group. Run is called once.
 func (a *Agent) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	sock, err := listenSocket(a.SocketPath())
 	if err != nil {
 		return err
@@ -370,68 +363,63 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	jwks := new(atomic.Pointer[jwksDoc])
 	errLog := a.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
-	var servers []*http.Server
-	for i := range lns {
+	var g run.Group
+	g.Add("trust follower", a.follower)
+	for i, ln := range lns {
 		api := &localAPI{a: a, mint: i == 0, jwks: jwks}
-		servers = append(servers, &http.Server{Handler: api.handler(), ReadHeaderTimeout: 5 * time.Second,
+		srv := &http.Server{Handler: api.handler(), ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
-			MaxHeaderBytes: 16 << 10, ErrorLog: errLog})
+			MaxHeaderBytes: 16 << 10, ErrorLog: errLog}
+		g.Add("local API on "+ln.Addr().String(), run.Func(func(ctx context.Context) error { return serveLocal(ctx, srv, ln) }))
 	}
+	g.Add("revocation", run.Func(a.stopWhenRevoked))
 	close(a.ready)
 	a.log.Info("agent running", "socket", a.SocketPath(), "tcp", a.cfg.ListenTCP, "trust_index", a.follower.Index())
 	if x := a.follower.Current(); x != nil {
 		a.checkRevoked(x) // the persisted trust state may already say so
 	}
-
-	errc := make(chan error, len(servers)+len(a.cfg.Components)+1)
-	var wg sync.WaitGroup
-	spawn := func(f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil && ctx.Err() == nil {
-				errc <- err
-			}
-		}()
+	err = g.Run(ctx)
+	if err != nil {
+		a.log.Error("agent stopped", "error", err)
+	} else {
+		a.log.Info("agent stopped")
 	}
-	spawn(func() error { return a.follower.Run(ctx) })
-	for _, c := range a.cfg.Components {
-		spawn(func() error { return c.Run(ctx) })
-	}
-	for i, srv := range servers {
-		spawn(func() error {
-			if err := srv.Serve(lns[i]); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("agent: local API on %s: %w", lns[i].Addr(), err)
-			}
-			return nil
-		})
-	}
-	var linger <-chan time.Time
-	revoked := a.revokedCh
-	for done := false; !done; {
-		select {
-		case <-ctx.Done():
-			done = true
-		case err = <-errc:
-			a.log.Error("agent stopping", "error", err)
-			done = true
-		case <-revoked:
-			// Tell local clients why for a while, then stop.
-			linger, revoked = a.cfg.After(a.cfg.RevokedLinger), nil
-		case <-linger:
-			err = a.Revoked()
-			done = true
-		}
-	}
-	cancel()
-	shutdown, done := context.WithTimeout(context.Background(), 5*time.Second)
-	for _, srv := range servers {
-		srv.Shutdown(shutdown)
-	}
-	done()
-	wg.Wait()
-	a.log.Info("agent stopped")
 	return err
+}
+
+// serveLocal serves the local API on ln until ctx ends, then lets the
+// calls in flight finish (5 s at most).
+func serveLocal(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("agent: local API on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// stopWhenRevoked fails (with ErrRevoked) RevokedLinger after the trust
+// state revoked this node: meanwhile every local call answers why.
+func (a *Agent) stopWhenRevoked(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-a.revokedCh:
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-a.cfg.After(a.cfg.RevokedLinger):
+		return a.Revoked()
+	}
 }
 
 // listenSocket listens on a unix socket at path with mode 0600. A socket

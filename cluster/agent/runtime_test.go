@@ -41,9 +41,12 @@ func newRTEnv(t *testing.T, n int) *rtEnv {
 	t.Cleanup(cancel)
 	base := t.TempDir()
 	opts := cluster.Options{Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: testWriter{t}})}
-	r1, res, err := cluster.Bootstrap(ctx, cluster.BootstrapConfig{Network: network, Name: "r1", DataDir: filepath.Join(base, "r1"),
+	r1, res, err := cluster.Bootstrap(cluster.BootstrapConfig{Network: network, Name: "r1", DataDir: filepath.Join(base, "r1"),
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	e := &rtEnv{t: t, ctx: ctx, servers: []*cluster.Server{r1}, hash: res.CAHash, base: base}
@@ -62,6 +65,9 @@ func newRTEnv(t *testing.T, n int) *rtEnv {
 		s, err := cluster.Join(ctx, cluster.JoinConfig{Join: r1.APIAddr(), Token: tok.Secret, CAHash: res.CAHash, Name: name,
 			DataDir: filepath.Join(base, name), RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		e.servers = append(e.servers, s)

@@ -34,9 +34,12 @@ func startServers(t *testing.T, n int) ([]*cluster.Server, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	base := t.TempDir()
-	r1, res, err := cluster.Bootstrap(ctx, cluster.BootstrapConfig{Network: "client.example", Name: "r1",
+	r1, res, err := cluster.Bootstrap(cluster.BootstrapConfig{Network: "client.example", Name: "r1",
 		DataDir: filepath.Join(base, "r1"), RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: options(t)})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r1.Shutdown() })
@@ -55,6 +58,9 @@ func startServers(t *testing.T, n int) ([]*cluster.Server, string) {
 		s, err := cluster.Join(ctx, cluster.JoinConfig{Join: r1.APIAddr(), Token: token, CAHash: res.CAHash, Name: name,
 			DataDir: filepath.Join(base, name), RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: options(t)})
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Shutdown() })

@@ -148,20 +148,26 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 	}
 	if restart {
 		for _, n := range names {
-			srv, err := cluster.Open(ctx, dirOf(n), opts(n))
+			srv, err := cluster.Open(dirOf(n), opts(n))
 			if err != nil {
 				return fmt.Errorf("restarting %s from %s: %w", n, dirOf(n), err)
 			}
 			servers = append(servers, srv)
+			if err := srv.Start(ctx); err != nil {
+				return fmt.Errorf("restarting %s from %s: %w", n, dirOf(n), err)
+			}
 		}
 	} else {
-		first, res, err := cluster.Bootstrap(ctx, cluster.BootstrapConfig{
+		first, res, err := cluster.Bootstrap(cluster.BootstrapConfig{
 			Network: cfg.network, Name: names[0], DataDir: dirOf(names[0]), RaftAddr: devHost, APIAddr: devHost, Options: opts(names[0]),
 		})
 		if err != nil {
 			return fmt.Errorf("bootstrapping %s: %w", names[0], err)
 		}
 		servers = append(servers, first)
+		if err := first.Start(ctx); err != nil {
+			return fmt.Errorf("bootstrapping %s: %w", names[0], err)
+		}
 		admin, err := client.New(client.Config{Server: first.APIAddr(), CAFile: res.RootsPath, Credential: res.CredentialPath})
 		if err != nil {
 			return err
@@ -185,6 +191,9 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 			}
 			token = ""
 			servers = append(servers, srv)
+			if err := srv.Start(ctx); err != nil {
+				return fmt.Errorf("joining %s: %w", n, err)
+			}
 		}
 	}
 	first := servers[0]

@@ -23,13 +23,13 @@ const (
 )
 
 func main() {
-	os.Exit(run())
+	os.Exit(mainExit())
 }
 
-// run executes the command line of this process and returns its exit code.
+// mainExit executes the command line of this process and returns its exit code.
 // SIGINT and SIGTERM cancel the command's context once; a second signal
 // takes the default action.
-func run() int {
+func mainExit() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	context.AfterFunc(ctx, stop)

@@ -17,7 +17,7 @@ import (
 
 // TestMain lets the test binary act as the keymesh command inside scripts.
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){"keymesh": func() { os.Exit(run()) }})
+	testscript.Main(m, map[string]func(){"keymesh": func() { os.Exit(mainExit()) }})
 }
 
 // TestScripts runs testdata/script/*.txtar. Besides the standard commands,

@@ -22,6 +22,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/cluster/api"
+	"github.com/keymesh/keymesh/cluster/run"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 )
@@ -576,41 +577,38 @@ func (a *app) runNode(ctx context.Context, dir, listen string, level hclog.Level
 	if agentAnswers(ctx, dir) {
 		return fmt.Errorf("node %s already has a running agent (%s answers); stop it first", out.NodeID, out.Socket)
 	}
-	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: listen, Components: []agent.Component{r},
-		RevokedLinger: linger})
+	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: listen, RevokedLinger: linger})
 	switch {
 	case errors.Is(err, agent.ErrNotLoopback):
 		return usagef("--listen %q: the local API listens on loopback addresses only (127.0.0.1, ::1)", listen)
 	case err != nil:
 		return err
 	}
-	done := make(chan error, 1)
-	go func() { done <- ag.Run(ctx) }()
-	finished := false
-	select {
-	case <-ag.Ready():
-	case err = <-done:
-		finished = true
-	}
-	select {
-	case <-ag.Ready(): // it listened, even if it stopped at once since
+	var g run.Group
+	g.Add("agent", ag)
+	g.Add("renewer", r)
+	g.Add("announce", run.Func(func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ag.Ready():
+		}
 		if addr := ag.TCPAddr(); addr != nil {
 			out.TCP = addr.String()
 		}
-		if perr := a.emit(out, func(w io.Writer) {
+		return a.emit(out, func(w io.Writer) {
 			fmt.Fprintf(w, "node %s of network %s running: certificate serial %s valid until %s, renewal at %s; local API on %s",
 				out.NodeID, out.Network, out.Serial, timeText(out.NotAfter), timeText(out.RenewAt), out.Socket)
 			if out.TCP != "" {
 				fmt.Fprintf(w, " and %s", out.TCP)
 			}
 			fmt.Fprintln(w, "; until Ctrl-C")
-		}); perr != nil && !finished {
-			return perr
-		}
-	default:
-	}
-	if !finished {
-		err = <-done
+		})
+	}))
+	err = g.Run(ctx)
+	var re *run.Error
+	if errors.As(err, &re) {
+		err = re.Err // the part is in the messages below
 	}
 	switch {
 	case errors.Is(err, agent.ErrRevoked):

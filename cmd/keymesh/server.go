@@ -17,6 +17,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/api"
+	"github.com/keymesh/keymesh/cluster/run"
 )
 
 // serveFlags are the runtime flags of every command that runs a root server.
@@ -117,9 +118,22 @@ func infoOf(srv *cluster.Server) readyInfo {
 
 // serve runs srv until ctx is cancelled (SIGINT, SIGTERM) and shuts it
 // down cleanly.
-func serve(ctx context.Context, srv *cluster.Server, log hclog.Logger) error {
-	err := srv.Run(ctx)
-	if err != nil {
+func serve(ctx context.Context, srv *cluster.Server, log hclog.Logger, announce func() error) error {
+	var g run.Group
+	g.Add("root server", srv)
+	g.Add("announce", run.Func(func(ctx context.Context) error {
+		select {
+		case <-srv.Ready():
+			return announce()
+		case <-ctx.Done():
+			return nil
+		}
+	}))
+	if err := g.Run(ctx); err != nil {
+		var re *run.Error
+		if errors.As(err, &re) && re.Component == "root server" {
+			err = re.Err
+		}
 		return fmt.Errorf("root server %s stopped: %w", srv.Name(), err)
 	}
 	log.Info("stopped cleanly", "name", srv.Name())
@@ -196,7 +210,7 @@ It prints the CA hash and the exact command that joins the next server.`,
 				return err
 			}
 			ctx := cmd.Context()
-			srv, res, err := cluster.Bootstrap(ctx, cluster.BootstrapConfig{
+			srv, res, err := cluster.Bootstrap(cluster.BootstrapConfig{
 				Network: network, Name: name, DataDir: dataDir, RaftAddr: raftAddr, APIAddr: apiAddr, RaftAdvertise: advertise, Options: opts,
 			})
 			if err != nil {
@@ -207,21 +221,19 @@ It prints the CA hash and the exact command that joins the next server.`,
 				CAHash: res.CAHash, CredentialPath: res.CredentialPath, AdminTokenPath: res.AdminTokenPath, RootsPath: res.RootsPath, RootJoinToken: res.RootJoinToken,
 				JoinCommand: joinCommand(srv.APIAddr(), res.RootJoinToken, res.CAHash, nextName(name)),
 			}
-			if err := a.emit(out, func(w io.Writer) {
-				fmt.Fprintf(w, "Bootstrapped network %s.\n\n", out.Network)
-				fmt.Fprintf(w, "  server      %s (raft %s, api %s)\n", out.Name, out.RaftAddr, out.APIAddr)
-				fmt.Fprintf(w, "  CA hash     %s\n", out.CAHash)
-				fmt.Fprintf(w, "  credential  %s\n", out.CredentialPath)
-				fmt.Fprintf(w, "  admin token %s (bearer, valid 24h; --token-file)\n", out.AdminTokenPath)
-				fmt.Fprintf(w, "  roots       %s\n", out.RootsPath)
-				fmt.Fprintf(w, "  root-join token (one use, valid 24h, shown only now):\n    %s\n\n", out.RootJoinToken)
-				fmt.Fprintf(w, "Join the next root server with:\n\n  %s\n\n", out.JoinCommand)
-				fmt.Fprintf(w, "Serving in the foreground; Ctrl-C stops the server.\n")
-			}); err != nil {
-				srv.Shutdown()
-				return err
-			}
-			return serve(ctx, srv, opts.Logger)
+			return serve(ctx, srv, opts.Logger, func() error {
+				return a.emit(out, func(w io.Writer) {
+					fmt.Fprintf(w, "Bootstrapped network %s.\n\n", out.Network)
+					fmt.Fprintf(w, "  server      %s (raft %s, api %s)\n", out.Name, out.RaftAddr, out.APIAddr)
+					fmt.Fprintf(w, "  CA hash     %s\n", out.CAHash)
+					fmt.Fprintf(w, "  credential  %s\n", out.CredentialPath)
+					fmt.Fprintf(w, "  admin token %s (bearer, valid 24h; --token-file)\n", out.AdminTokenPath)
+					fmt.Fprintf(w, "  roots       %s\n", out.RootsPath)
+					fmt.Fprintf(w, "  root-join token (one use, valid 24h, shown only now):\n    %s\n\n", out.RootJoinToken)
+					fmt.Fprintf(w, "Join the next root server with:\n\n  %s\n\n", out.JoinCommand)
+					fmt.Fprintf(w, "Serving in the foreground; Ctrl-C stops the server.\n")
+				})
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -331,11 +343,7 @@ If the join fails, the data directory is left as it was.`,
 			if err != nil {
 				return explainJoin(err)
 			}
-			if err := a.ready(srv, "joined"); err != nil {
-				srv.Shutdown()
-				return err
-			}
-			return serve(ctx, srv, opts.Logger)
+			return serve(ctx, srv, opts.Logger, func() error { return a.ready(srv, "joined") })
 		},
 	}
 	fl := cmd.Flags()
@@ -386,15 +394,11 @@ func (a *app) startCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			srv, err := cluster.Open(ctx, dataDir, opts)
+			srv, err := cluster.Open(dataDir, opts)
 			if err != nil {
 				return err
 			}
-			if err := a.ready(srv, "started"); err != nil {
-				srv.Shutdown()
-				return err
-			}
-			return serve(ctx, srv, opts.Logger)
+			return serve(ctx, srv, opts.Logger, func() error { return a.ready(srv, "started") })
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory of the server (made by bootstrap or join)")

@@ -30,7 +30,7 @@ type gen struct {
 
 func newGen(t testing.TB, seed uint64) *gen {
 	g := &gen{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), s: fsm.New(), now: time.Unix(1_900_000_000, 0).UTC()}
-	g.apply(fsm.MsgCAInit, fsm.CAInit{CA: fsm.CA{Network: net1, Active: der("root"), SealedKey: []byte("sealed")}})
+	g.apply(fsm.MsgGenesis, fsm.Genesis{CA: fsm.CA{Network: net1, Active: der("root"), SealedKey: []byte("sealed")}})
 	g.apply(fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: fsm.TrustAnchor{Network: net1, Roots: [][]byte{der("root")}, Accept: []string{net1}}})
 	g.apply(fsm.MsgServerPut, fsm.ServerPut{Server: fsm.Server{Name: "r1", RaftAddr: "10.0.0.1:1", APIAddr: "10.0.0.1:2", Status: fsm.ServerVoter}})
 	g.apply(fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: fsm.JoinToken{ID: "tok", Hash: fmt.Sprintf("%064x", 1), Kind: fsm.TokenKindNode,
