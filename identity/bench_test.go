@@ -8,38 +8,9 @@ import (
 	"crypto/sha512"
 	"testing"
 	"time"
-)
 
-// versus runs op and its physical limit alternately in the same run (so both
-// see the same machine load): opsPerLimit runs of op, then one of limit, until
-// op has run b.N times. It reports op's and the limit's ns/op and the ratio
-// of op's rate to the limit's rate (limit ns / op ns). The benchmark's own
-// ns/op covers both loops and is not the figure to read.
-func versus(b *testing.B, limitName string, opsPerLimit int, op, limit func()) {
-	b.Helper()
-	var opT, limT time.Duration
-	var limN int
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		n := min(opsPerLimit, b.N-done)
-		t := time.Now()
-		for i := 0; i < n; i++ {
-			op()
-		}
-		opT += time.Since(t)
-		done += n
-		t = time.Now()
-		limit()
-		limT += time.Since(t)
-		limN++
-	}
-	b.StopTimer()
-	opNs := float64(opT.Nanoseconds()) / float64(b.N)
-	limNs := float64(limT.Nanoseconds()) / float64(limN)
-	b.ReportMetric(opNs, "op-ns")
-	b.ReportMetric(limNs, limitName+"-ns")
-	b.ReportMetric(limNs/opNs, "ratio")
-}
+	"github.com/keymesh/keymesh/identity/internal/benchlimit"
+)
 
 // rawP384 returns raw ecdsa.VerifyASN1 and ecdsa.SignASN1 on P-384 over a
 // SHA-384 digest: the physical limits of verification and minting.
@@ -79,7 +50,7 @@ func BenchmarkVerifyCold(b *testing.B) {
 	f, tok := benchFixture(b, -1)
 	raw, _ := rawP384(b)
 	ctx := context.Background()
-	versus(b, "rawverify", 1, func() {
+	benchlimit.Versus(b, "rawverify", 1, func() {
 		if _, err := f.v.Verify(ctx, VerifyRequest{Token: tok}); err != nil {
 			b.Fatal(err)
 		}
@@ -92,7 +63,7 @@ func BenchmarkVerifyWarm(b *testing.B) {
 	f, tok := benchFixture(b, 0)
 	raw, _ := rawP384(b)
 	ctx := context.Background()
-	versus(b, "rawverify", 1000, func() {
+	benchlimit.Versus(b, "rawverify", 1000, func() {
 		if _, err := f.v.Verify(ctx, VerifyRequest{Token: tok}); err != nil {
 			b.Fatal(err)
 		}
@@ -106,7 +77,7 @@ func BenchmarkVerifyChain(b *testing.B) {
 	f, tok := benchFixture(b, -1)
 	raw, _ := rawP384(b)
 	ctx := context.Background()
-	versus(b, "rawverify", 1, func() {
+	benchlimit.Versus(b, "rawverify", 1, func() {
 		f.v.Invalidate()
 		if _, err := f.v.Verify(ctx, VerifyRequest{Token: tok}); err != nil {
 			b.Fatal(err)
@@ -121,7 +92,7 @@ func BenchmarkMint(b *testing.B) {
 	n := newPKI(b, "mainnet.example.net", t0).newNode(b, clk, "r1", "P-384")
 	_, raw := rawP384(b)
 	req := MintRequest{Audience: []string{"peer.example"}, Principal: PrincipalNode, BindCert: n.cert}
-	versus(b, "rawsign", 1, func() {
+	benchlimit.Versus(b, "rawsign", 1, func() {
 		if _, _, err := n.minter.Mint(req); err != nil {
 			b.Fatal(err)
 		}

@@ -6,9 +6,9 @@ import (
 	"crypto/rand"
 	"crypto/sha512"
 	"testing"
-	"time"
 
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/internal/benchlimit"
 )
 
 // BenchmarkDecide: one Cedar decision (NODE peer.connect under the default
@@ -35,33 +35,15 @@ forbid (principal, action == Action::"peer.connect", resource) unless { context.
 		b.Fatal(err)
 	}
 
-	const perVerify = 100
-	var opT, limT time.Duration
-	var limN int
 	b.ReportAllocs()
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		n := min(perVerify, b.N-done)
-		t := time.Now()
-		for i := 0; i < n; i++ {
-			d, err := a.Decide(identity.PrincipalNode, PeerConnect, ctx)
-			if err != nil || !d.Allow {
-				b.Fatal(d, err)
-			}
+	benchlimit.Versus(b, "rawverify", 100, func() {
+		d, err := a.Decide(identity.PrincipalNode, PeerConnect, ctx)
+		if err != nil || !d.Allow {
+			b.Fatal(d, err)
 		}
-		opT += time.Since(t)
-		done += n
-		t = time.Now()
+	}, func() {
 		if !ecdsa.VerifyASN1(&k.PublicKey, digest[:], sig) {
 			b.Fatal("raw verify")
 		}
-		limT += time.Since(t)
-		limN++
-	}
-	b.StopTimer()
-	opNs := float64(opT.Nanoseconds()) / float64(b.N)
-	limNs := float64(limT.Nanoseconds()) / float64(limN)
-	b.ReportMetric(opNs, "op-ns")
-	b.ReportMetric(limNs, "rawverify-ns")
-	b.ReportMetric(limNs/opNs, "ratio")
+	})
 }
