@@ -511,13 +511,75 @@ func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request, c caller) {
 		cancel()
 		s.blocking.release(who)
 	}
-	var d trust.Delta
-	s.store.Read(func(rd fsm.Reader) { d = trust.DeltaFrom(rd, after, full) })
-	w.Header().Set("X-Keymesh-Index", strconv.FormatUint(d.Index, 10))
+	index, body := s.trustAnswers.answer(s.store, after, full)
+	w.Header().Set("X-Keymesh-Index", strconv.FormatUint(index, 10))
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(d)
+	w.Write(body)
+}
+
+// trustAnswers keeps the encoded answers of /v1/trust for the state index
+// they were built at: the followers of a root mostly sit at the same index,
+// so one change is one delta to build and encode, however many followers
+// ask for it (and one full document for every follower that starts).
+// Answers of an older index are dropped when the state moves; at most
+// maxTrustAnswers are kept.
+type trustAnswers struct {
+	mu      sync.Mutex
+	index   uint64
+	answers map[trustQuery]*trustAnswer
+}
+
+type trustQuery struct {
+	since uint64 // 0 for a full document
+}
+
+type trustAnswer struct {
+	once  sync.Once
+	index uint64
+	body  []byte
+}
+
+const maxTrustAnswers = 256
+
+// answer returns the encoded trust.Delta since after (a full document with
+// full or after 0) and the index it brings a follower to.
+func (c *trustAnswers) answer(st *fsm.Store, after uint64, full bool) (uint64, []byte) {
+	build := func() (uint64, []byte) {
+		var d trust.Delta
+		st.Read(func(rd fsm.Reader) { d = trust.DeltaFrom(rd, after, full) })
+		b, err := json.Marshal(d)
+		if err != nil {
+			panic("cluster: a trust delta does not encode: " + err.Error()) // plain records; cannot happen
+		}
+		return d.Index, append(b, '\n')
+	}
+	index := st.Index()
+	if after >= index && !full {
+		return build() // a follower at or ahead of this replica: an empty answer, cheap
+	}
+	q := trustQuery{since: after}
+	if full {
+		q.since = 0
+	}
+	c.mu.Lock()
+	if c.index != index || c.answers == nil {
+		c.index, c.answers = index, map[trustQuery]*trustAnswer{}
+	}
+	a, ok := c.answers[q]
+	if !ok {
+		if len(c.answers) >= maxTrustAnswers {
+			c.mu.Unlock()
+			return build()
+		}
+		a = &trustAnswer{}
+		c.answers[q] = a
+	}
+	c.mu.Unlock()
+	// Followers asking the same at once wait for one build. A build reads
+	// the state as it is then, maybe past index: a newer answer, as right.
+	a.once.Do(func() { a.index, a.body = build() })
+	return a.index, a.body
 }
 
 // blockingLimiter bounds the blocking queries in flight, per caller and

@@ -59,9 +59,12 @@ type Server struct {
 
 	peerClient *http.Client
 
-	regLimit  *sourceLimiter // registrations and collections per client address
-	blocking  *blockingLimiter
-	signLimit *rate.Limiter // certificates signed by this server
+	regLimit *sourceLimiter // registrations and collections per client address
+	blocking *blockingLimiter
+	// trustAnswers are the encoded answers of /v1/trust at the current
+	// index, shared by the followers asking the same.
+	trustAnswers trustAnswers
+	signLimit    *rate.Limiter // certificates signed by this server
 
 	crlMu      sync.Mutex
 	crlDER     []byte

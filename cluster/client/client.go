@@ -310,6 +310,14 @@ func (c *Client) Bundle(ctx context.Context) ([]byte, error) {
 	return out, err
 }
 
+// Metrics returns the server's metrics in the Prometheus text format
+// (GET /v1/sys/metrics).
+func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
+	var out []byte
+	_, err := c.do(ctx, http.MethodGet, "/v1/sys/metrics", nil, nil, &out)
+	return out, err
+}
+
 // Trust runs a blocking query for a follower at index: it returns once
 // the state index passes index, or after wait, with the trust.Delta since
 // index (a full document for index 0, with full, or when the server's

@@ -31,6 +31,8 @@ type serveFlags struct {
 	regBurst           int
 	maxPending         int
 	maxPendingPerSouce int
+	maxBlocking        int
+	maxBlockingClient  int
 }
 
 func (f *serveFlags) register(cmd *cobra.Command, defaultLevel string) {
@@ -44,6 +46,8 @@ func (f *serveFlags) register(cmd *cobra.Command, defaultLevel string) {
 	fl.IntVar(&f.regBurst, "registration-burst", 0, "... and in a burst (0: default 40)")
 	fl.IntVar(&f.maxPending, "max-pending-registrations", 0, "registrations waiting for an operator, in all (0: default 1000)")
 	fl.IntVar(&f.maxPendingPerSouce, "max-pending-per-source", 0, "registrations waiting for an operator from one client address (0: default 20)")
+	fl.IntVar(&f.maxBlocking, "max-blocking-queries", 0, "blocking trust queries waiting on this server, in all (0: default 8192); the excess is answered 429")
+	fl.IntVar(&f.maxBlockingClient, "max-blocking-per-client", 0, "... from one node or client identity (0: default 4)")
 }
 
 // options checks the flags and makes the cluster options with a logger on
@@ -57,8 +61,9 @@ func (f serveFlags) options(stderr io.Writer) (cluster.Options, error) {
 			return cluster.Options{}, usagef("%s must not be negative, got %s (0 takes the default)", d.flag, d.v)
 		}
 	}
-	if f.regRate < 0 || f.regBurst < 0 || f.maxPending < 0 || f.maxPendingPerSouce < 0 {
-		return cluster.Options{}, usagef("--registration-rate, --registration-burst, --max-pending-registrations and --max-pending-per-source must not be negative (0 takes the default)")
+	if f.regRate < 0 || f.regBurst < 0 || f.maxPending < 0 || f.maxPendingPerSouce < 0 || f.maxBlocking < 0 || f.maxBlockingClient < 0 {
+		return cluster.Options{}, usagef("--registration-rate, --registration-burst, --max-pending-registrations, --max-pending-per-source, " +
+			"--max-blocking-queries and --max-blocking-per-client must not be negative (0 takes the default)")
 	}
 	level, err := parseLevel(f.logLevel)
 	if err != nil {
@@ -68,7 +73,8 @@ func (f serveFlags) options(stderr io.Writer) (cluster.Options, error) {
 		Raft:   cluster.RaftTimeouts{Heartbeat: f.heartbeat, Election: f.election, LeaderLease: f.lease},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "keymesh", Level: level, Output: stderr}),
 		Limits: cluster.Limits{RegistrationRate: f.regRate, RegistrationBurst: f.regBurst,
-			MaxPendingRegistrations: f.maxPending, MaxPendingPerSource: f.maxPendingPerSouce},
+			MaxPendingRegistrations: f.maxPending, MaxPendingPerSource: f.maxPendingPerSouce,
+			MaxBlockingQueries: f.maxBlocking, MaxBlockingPerClient: f.maxBlockingClient},
 	}, nil
 }
 
