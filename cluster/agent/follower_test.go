@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity/trust"
 )
@@ -120,10 +122,17 @@ func (r *fwRoots) call() fwCall {
 // pause waits for the follower's next pause, checks its length and ends it.
 func (r *fwRoots) pause(want time.Duration) {
 	r.t.Helper()
+	r.pauseWithin(want, want)
+}
+
+// pauseWithin is pause for a length in [lo, hi].
+func (r *fwRoots) pauseWithin(lo, hi time.Duration) {
+	r.t.Helper()
+	want := lo
 	select {
 	case p := <-r.pauses:
-		if p.d != want {
-			r.t.Fatalf("follower paused %s, want %s", p.d, want)
+		if p.d < lo || p.d > hi {
+			r.t.Fatalf("follower paused %s, want %s..%s", p.d, lo, hi)
 		}
 		r.mu.Lock()
 		r.now = r.now.Add(p.d)
@@ -247,6 +256,49 @@ func TestFollowerResumesFailsOverAndBacksOff(t *testing.T) {
 	if err != nil || doc.Index != 9 {
 		t.Fatalf("persisted index %d, %v", doc.Index, err)
 	}
+}
+
+// TestFollowerHonoursRetryAfter: a root whose blocking queries are at
+// their cap answers 429 with Retry-After; the follower tries the other
+// roots at once, and when every root turned it away it comes back no
+// sooner than the Retry-After (spread by up to half of it), then follows
+// again.
+func TestFollowerHonoursRetryAfter(t *testing.T) {
+	r := newFWRoots(t)
+	f := newFWFollower(t, r, t.TempDir(), agent.FollowerConfig{Servers: []string{"a:1", "b:2", "c:3"}, MinBackoff: time.Second})
+	runFollower(t, f)
+	full := &api.APIError{Status: http.StatusTooManyRequests, Code: api.CodeTooMany, RetryAfter: 4 * time.Second}
+	for _, server := range []string{"a:1", "b:2", "c:3"} {
+		c := r.call()
+		if c.server != server {
+			t.Fatalf("call to %s, want %s", c.server, server)
+		}
+		if server == "b:2" {
+			c.reply <- fwReply{err: errors.New("connection refused")}
+			continue
+		}
+		c.reply <- fwReply{err: full}
+	}
+	r.pauseWithin(4*time.Second, 6*time.Second)
+	c := r.call()
+	if c.server != "a:1" || c.index != 0 {
+		t.Fatalf("retry call %+v, want a:1 at 0", c)
+	}
+	c.reply <- fwReply{doc: fwDoc(7, "a:1", "b:2", "c:3")}
+	if c = r.call(); c.index != 7 {
+		t.Fatalf("after the retry: index %d, want 7", c.index)
+	}
+	// Without a 429 in the round, the pause is the plain backoff again.
+	for _, server := range []string{"a:1", "b:2", "c:3"} {
+		if server != "a:1" {
+			c = r.call()
+		}
+		if c.server != server {
+			t.Fatalf("call to %s, want %s", c.server, server)
+		}
+		c.reply <- fwReply{err: errors.New("connection refused")}
+	}
+	r.pause(time.Second)
 }
 
 // TestFollowerRefusesOtherNetwork: a server answering for another network

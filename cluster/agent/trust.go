@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,6 +79,12 @@ type FollowerConfig struct {
 	// RefreshTimeout bounds Refresh (a verifier meeting an unknown kid).
 	// Default 2s.
 	RefreshTimeout time.Duration
+	// PersistInterval is the least time between two writes of trust.json:
+	// changes within it are written together (the file holds the whole
+	// state, so a burst of revocations costs one write, not one each). The
+	// state at stop is always written; a restart fetches what the file
+	// misses as a delta. Default 1s.
+	PersistInterval time.Duration
 	// Clock returns the current time; nil means time.Now.
 	Clock func() time.Time
 	// After returns a channel that receives once d has passed; nil means
@@ -108,6 +116,9 @@ func (c FollowerConfig) withDefaults() FollowerConfig {
 	if c.RefreshTimeout == 0 {
 		c.RefreshTimeout = 2 * time.Second
 	}
+	if c.PersistInterval == 0 {
+		c.PersistInterval = time.Second
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -128,9 +139,9 @@ func (c FollowerConfig) validate() error {
 		return errors.New("agent: trust follower needs the node's network")
 	case c.Dial == nil:
 		return errors.New("agent: trust follower needs a Dial function")
-	case c.Wait < 0, c.MinBackoff < 0, c.MaxBackoff < 0, c.RefreshTimeout < 0:
-		return fmt.Errorf("agent: trust follower durations must not be negative (wait %s, backoff %s..%s, refresh %s)",
-			c.Wait, c.MinBackoff, c.MaxBackoff, c.RefreshTimeout)
+	case c.Wait < 0, c.MinBackoff < 0, c.MaxBackoff < 0, c.RefreshTimeout < 0, c.PersistInterval < 0:
+		return fmt.Errorf("agent: trust follower durations must not be negative (wait %s, backoff %s..%s, refresh %s, persist %s)",
+			c.Wait, c.MinBackoff, c.MaxBackoff, c.RefreshTimeout, c.PersistInterval)
 	case c.MinBackoff > c.MaxBackoff:
 		return fmt.Errorf("agent: trust follower backoff starts at %s, above its cap %s", c.MinBackoff, c.MaxBackoff)
 	}
@@ -155,6 +166,9 @@ type FollowerStatus struct {
 	// FullDocuments counts the full documents asked for because a delta
 	// did not apply.
 	FullDocuments int `json:"full_documents"`
+	// Persisted is the index of the state on disk (trust.json and its
+	// journal); a restart starts there.
+	Persisted uint64 `json:"persisted_index"`
 }
 
 // Follower follows the trust state of the root servers with blocking
@@ -178,7 +192,17 @@ type Follower struct {
 
 	applyMu sync.Mutex // serialises apply: swap, OnChange
 	dirty   chan struct{}
-	changed atomic.Pointer[chan struct{}] // closed and replaced at each new state
+
+	// What the persist loop writes next: the deltas applied since its
+	// last write, or a snapshot (a full document was applied, or too many
+	// deltas wait).
+	persistMu   sync.Mutex
+	pending     []trust.Delta
+	pendingSnap bool
+	store       *trustStore
+	persisted   atomic.Uint64                 // the index on disk
+	wrote       atomic.Pointer[chan struct{}] // closed and replaced at each write
+	changed     atomic.Pointer[chan struct{}] // closed and replaced at each new state
 
 	mu          sync.Mutex // guards the fields below
 	servers     []string
@@ -200,26 +224,34 @@ func NewFollower(cfg FollowerConfig) (*Follower, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if fi, err := os.Stat(cfg.DataDir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("agent: the node's data directory %s is not a directory (%v); run `keymesh node join` first", cfg.DataDir, err)
+	}
 	f := &Follower{cfg: cfg, log: cfg.Logger, sources: map[string]TrustSource{},
 		empty: trust.Empty(cfg.Network), dirty: make(chan struct{}, 1)}
-	ch := make(chan struct{})
+	ch, wrote := make(chan struct{}), make(chan struct{})
 	f.changed.Store(&ch)
+	f.wrote.Store(&wrote)
 	f.setServers(nil)
-	doc, err := ReadTrustFile(cfg.DataDir, cfg.Network)
+	st, replayed, jerr, err := loadTrust(cfg.DataDir, cfg.Network)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		f.store = newTrustStore(cfg.DataDir, 0, true)
 	case err != nil:
 		f.log.Error("ignoring the persisted trust document; fetching it anew", "path", TrustPath(cfg.DataDir), "error", err)
+		f.store = newTrustStore(cfg.DataDir, 0, true)
 	default:
-		st, err := trust.NewState(doc)
-		if err != nil {
-			f.log.Error("ignoring the persisted trust document; fetching it anew", "path", TrustPath(cfg.DataDir), "error", err)
-			break
+		if jerr != nil {
+			// What follows the damage is lost; the roots send it again.
+			f.log.Warn("the trust journal is damaged after the changes read; the next write starts it over",
+				"path", JournalPath(cfg.DataDir), "changes_read", replayed, "error", jerr)
 		}
+		f.store = newTrustStore(cfg.DataDir, st.Index(), jerr != nil)
+		f.persisted.Store(st.Index())
 		f.cur.Store(st)
 		f.setServers(st.Servers())
 		revs, keys, _ := st.Sizes()
-		f.log.Info("trust state loaded from the data directory", "index", st.Index(), "keys", keys, "revocations", revs)
+		f.log.Info("trust state loaded from the data directory", "index", st.Index(), "journal_changes", replayed, "keys", keys, "revocations", revs)
 	}
 	return f, nil
 }
@@ -234,6 +266,22 @@ func (f *Follower) WaitFor(ctx context.Context, cond func(trust.View) bool) erro
 	for {
 		ch := f.Changed()
 		if cond(f.State()) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// WaitPersisted blocks until the state on disk is at index or later, or
+// ctx ends.
+func (f *Follower) WaitPersisted(ctx context.Context, index uint64) error {
+	for {
+		ch := *f.wrote.Load()
+		if f.persisted.Load() >= index {
 			return nil
 		}
 		select {
@@ -269,7 +317,8 @@ func (f *Follower) Status() FollowerStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return FollowerStatus{Index: f.Index(), Server: f.server, Servers: slices.Clone(f.servers),
-		LastContact: f.lastContact, Failures: f.failures, LastError: f.lastErr, FullDocuments: f.fulls}
+		LastContact: f.lastContact, Failures: f.failures, LastError: f.lastErr, FullDocuments: f.fulls,
+		Persisted: f.persisted.Load()}
 }
 
 // setServers makes the server list: the configured servers, then the
@@ -357,6 +406,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	}()
 	defer func() { <-persisted }()
 	f.log.Info("following the trust state", "servers", f.Status().Servers, "index", f.Index())
+	var throttle time.Duration // the longest Retry-After of this round of failures
 	for ctx.Err() == nil {
 		server, src, err := f.source()
 		var progressed bool
@@ -371,6 +421,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		}
 		if err == nil {
 			f.answered()
+			throttle = 0
 			// A server that answers at once without news (a short MaxWait,
 			// a replica behind us) is asked again no faster than MinBackoff.
 			if !progressed && f.cfg.Clock().Sub(start) < f.cfg.MinBackoff {
@@ -384,17 +435,37 @@ func (f *Follower) Run(ctx context.Context) error {
 			f.cfg.OnRevoked(err)
 		}
 		failures, n := f.failed(server, err)
+		if wait := throttled(err); wait > 0 {
+			throttle = max(throttle, wait)
+		}
 		if failures%n != 0 {
 			f.log.Warn("root server failed; trying the next", "server", server, "failures", failures, "error", err)
 			continue
 		}
 		d := f.backoff(failures / n)
+		if throttle > 0 {
+			// Every root asked is full or throttles this node: come back
+			// after the longest Retry-After, spread so that the followers
+			// turned away together do not return together.
+			d = max(d, throttle+rand.N(throttle/2+1))
+			throttle = 0
+		}
 		f.log.Warn("no root server answers; backing off", "server", server, "failures", failures, "retry_in", d.String(), "error", err)
 		if !f.pause(ctx, d) {
 			return nil
 		}
 	}
 	return nil
+}
+
+// throttled is the Retry-After of a root that turned the query away (429:
+// its blocking queries are at their cap), 0 for other errors.
+func throttled(err error) time.Duration {
+	var ae *api.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests {
+		return max(ae.RetryAfter, time.Second)
+	}
+	return 0
 }
 
 // backoff is the pause after rounds full rounds of failures (rounds >= 1).
@@ -519,6 +590,13 @@ func (f *Follower) apply(d trust.Delta, server string) error {
 	ch := make(chan struct{})
 	close(*f.changed.Swap(&ch))
 	f.log.Debug("trust state updated", "index", next.Index(), "server", server, "delta", !d.Reset)
+	f.persistMu.Lock()
+	if d.Reset || len(f.pending) >= maxPendingDeltas {
+		f.pending, f.pendingSnap = nil, true
+	} else {
+		f.pending = append(f.pending, d)
+	}
+	f.persistMu.Unlock()
 	select {
 	case f.dirty <- struct{}{}:
 	default:
@@ -527,20 +605,33 @@ func (f *Follower) apply(d trust.Delta, server string) error {
 }
 
 // persistLoop writes the newest state to trust.json whenever it changed,
-// one write at a time (a burst of changes costs one write of the newest),
-// until ctx ends; then once more if a change is not written yet.
+// at most once per PersistInterval (a burst of changes costs one write of
+// the newest), until ctx ends; then once more if a change is not written
+// yet.
 func (f *Follower) persistLoop(ctx context.Context) {
-	var written uint64
+	defer f.store.close()
+	pause := f.cfg.PersistInterval
 	write := func() {
-		st := f.cur.Load()
-		if st == nil || st.Index() == written {
+		f.persistMu.Lock()
+		deltas, snap := f.pending, f.pendingSnap
+		f.pending, f.pendingSnap = nil, false
+		f.persistMu.Unlock()
+		if err := f.store.write(f.cur.Load, deltas, snap); err != nil {
+			// Try again later, less often while it keeps failing.
+			pause = min(2*pause, maxPersistPause)
+			f.log.Warn("cannot persist the trust state; a restart will start from an older one", "error", err, "retry_in", pause.String())
+			select {
+			case f.dirty <- struct{}{}:
+			default:
+			}
 			return
 		}
-		if err := WriteTrustFile(f.cfg.DataDir, st.Document()); err != nil {
-			f.log.Warn("cannot persist the trust state; a restart will start from an older one", "error", err)
-			return
+		pause = f.cfg.PersistInterval
+		if f.store.index > f.persisted.Load() {
+			f.persisted.Store(f.store.index)
+			ch := make(chan struct{})
+			close(*f.wrote.Swap(&ch))
 		}
-		written = st.Index()
 	}
 	for {
 		select {
@@ -550,8 +641,25 @@ func (f *Follower) persistLoop(ctx context.Context) {
 		case <-f.dirty:
 			write()
 		}
+		// Changes until the interval is over are written together.
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			write()
+			return
+		case <-t.C:
+		}
 	}
 }
+
+// maxPersistPause bounds the pause between attempts to write the trust
+// state while writing fails.
+const maxPersistPause = time.Minute
+
+// maxPendingDeltas is how many applied deltas wait for the persist loop
+// before it writes a snapshot instead.
+const maxPendingDeltas = 1024
 
 // trustFile is the content of trust.json: version 2 holds a full
 // document (a trust.Delta with Reset); version 1, the document of older
@@ -575,22 +683,53 @@ type trustFileV1 struct {
 	} `json:"trust"`
 }
 
-// WriteTrustFile persists doc (a full document) to trust.json atomically.
+// WriteTrustFile persists doc (a full document) to trust.json atomically,
+// as the snapshot of an empty journal.
 func WriteTrustFile(dir string, doc trust.Delta) error {
 	if !doc.Reset {
 		return errors.New("agent: trust.json holds full documents only")
 	}
-	b, err := json.Marshal(trustFile{Version: 2, Trust: doc})
+	st, err := trust.NewState(doc)
 	if err != nil {
-		return fmt.Errorf("agent: encode trust document: %w", err)
+		return fmt.Errorf("agent: trust document: %w", err)
 	}
-	return writeFile(TrustPath(dir), append(b, '\n'), 0o644)
+	return newTrustStore(dir, 0, true).snapshot(st)
 }
 
-// ReadTrustFile reads trust.json back as a full document. An absent file
+// ReadTrustFile reads the persisted trust state back as a full document:
+// trust.json and the journal's changes after it. An absent trust.json
 // wraps fs.ErrNotExist; a damaged one, of another version or of another
-// network than network wraps ErrTrustFile.
+// network than network wraps ErrTrustFile. A journal damaged after some
+// lines gives the state up to them.
 func ReadTrustFile(dir, network string) (trust.Delta, error) {
+	st, _, _, err := loadTrust(dir, network)
+	if err != nil {
+		return trust.Delta{}, err
+	}
+	return st.Document(), nil
+}
+
+// loadTrust reads trust.json and replays the journal. jerr says why the
+// replay stopped before the journal's end (it is not an error of the
+// load: the state is that of the lines before).
+func loadTrust(dir, network string) (st *trust.State, replayed int, jerr, err error) {
+	doc, err := readSnapshot(dir, network)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if st, err = trust.NewState(doc); err != nil {
+		return nil, 0, nil, fmt.Errorf("%w: %w", ErrTrustFile, err)
+	}
+	b, err := readJournal(dir)
+	if err != nil {
+		return st, 0, err, nil
+	}
+	st, replayed, jerr = replayJournal(b, st)
+	return st, replayed, jerr, nil
+}
+
+// readSnapshot reads trust.json alone.
+func readSnapshot(dir, network string) (trust.Delta, error) {
 	fh, err := os.Open(TrustPath(dir))
 	if err != nil {
 		return trust.Delta{}, fmt.Errorf("agent: %w", err)
