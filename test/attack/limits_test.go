@@ -6,13 +6,21 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
+	"github.com/keymesh/keymesh/cluster/client"
+	"github.com/keymesh/keymesh/identity/trust"
 	"github.com/keymesh/keymesh/test/harness"
 )
 
@@ -115,4 +123,139 @@ func postFrom(t *testing.T, ctx context.Context, c *harness.Cluster, src string,
 	}
 	json.NewDecoder(resp.Body).Decode(&eb)
 	return resp.StatusCode, eb.Error.Code
+}
+
+// TestBlockingQueriesCapped: blocking trust queries are capped per caller
+// (default 4) and per server (--max-blocking-queries): a caller that
+// opens more, or callers that together open more, get 429 with
+// Retry-After at once and hold nothing; the queries within the caps block
+// until the state moves. Followers turned away come back after the
+// Retry-After and still refuse a revocation like the others.
+func TestBlockingQueriesCapped(t *testing.T) {
+	c := harness.Start(t, bin, harness.Config{Servers: 3, Extra: []string{"--max-blocking-queries", "6",
+		"--registration-rate", "1000", "--registration-burst", "1000"}})
+	ctx := ctxT(t, 2*time.Minute)
+	nodes := c.RegisterNodes(ctx, "capped", 24)
+	admin := c.Client(c.Roots[0])
+	index := mustIndex(t, admin, ctx)
+
+	// flood opens per queries of each node at r at once. It returns the
+	// 429s once they all arrived, then moves the state and checks that
+	// the others were blocking and answer the change.
+	flood := func(r *harness.Root, ids []harness.NodeIdentity, per, wantRefused int) {
+		t.Helper()
+		type result struct {
+			err   error
+			index uint64
+		}
+		res := make(chan result, len(ids)*per)
+		for _, n := range ids {
+			cert := n.TLS
+			cl, err := client.New(client.Config{Server: r.APIAddr, CAFile: c.CAFile(), Certificate: &cert, Timeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(cl.Close)
+			for range per {
+				go func() {
+					d, err := cl.Trust(ctx, index, 50*time.Second, false)
+					res <- result{err, d.Index}
+				}()
+			}
+		}
+		for range wantRefused {
+			got := <-res
+			var ae *api.APIError
+			if !errors.As(got.err, &ae) || ae.Status != http.StatusTooManyRequests || ae.Code != api.CodeTooMany || ae.RetryAfter < time.Second {
+				t.Fatalf("a query over the caps: %v (index %d), want 429 %s with Retry-After", got.err, got.index, api.CodeTooMany)
+			}
+		}
+		rev, err := admin.Revoke(ctx, api.RevokeRequest{Kind: "token", ID: "flood-" + r.Name, Reason: "move the state"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range len(ids)*per - wantRefused {
+			got := <-res
+			if got.err != nil || got.index < rev.Index {
+				t.Fatalf("a query within the caps answered %v at index %d, want the change at %d", got.err, got.index, rev.Index)
+			}
+		}
+		index = rev.Index
+	}
+	// One node, six queries at r1: four within its cap, two refused.
+	flood(c.Roots[0], nodes[:1], 6, 2)
+	// Three nodes, four each at r2: six within the server's cap.
+	flood(c.Roots[1], nodes[1:4], 4, 6)
+
+	// Twenty followers over three servers holding six each: some are
+	// turned away, wait, retry; all refuse a revocation.
+	baseline := throttledQueries(t, ctx, c)
+	var followers []*agent.Follower
+	runCtx, stop := context.WithCancel(ctx)
+	t.Cleanup(stop)
+	base := t.TempDir()
+	for i, n := range nodes[4:] {
+		f, err := c.Follower(n, filepath.Join(base, n.ID), i, agent.FollowerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		followers = append(followers, f)
+		go f.Run(runCtx)
+	}
+	for _, f := range followers {
+		if err := f.WaitFor(ctx, func(v trust.View) bool { return v.Index() >= index }); err != nil {
+			t.Fatalf("a follower never caught up: %v (%+v)", err, f.Status())
+		}
+	}
+	// Every server holds its six: the other two followers were turned away.
+	for deadline := time.Now().Add(30 * time.Second); metricSum(t, ctx, c, "keymesh_trust_blocking_queries") < 18; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the servers hold %d blocking queries of twenty followers, want 18", metricSum(t, ctx, c, "keymesh_trust_blocking_queries"))
+		}
+		time.Sleep(50 * time.Millisecond) // polling real processes
+	}
+	turnedAway := throttledQueries(t, ctx, c) - baseline
+	rev, err := admin.Revoke(ctx, api.RevokeRequest{Kind: "token", ID: "stolen-jti", Reason: "stolen"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range followers {
+		keys := &trust.Keys{View: f.State}
+		if err := f.WaitFor(ctx, func(trust.View) bool { return keys.Revoked("token", "stolen-jti") }); err != nil {
+			t.Fatalf("a follower does not refuse the token revoked at %d: %v (%+v)", rev.Index, err, f.Status())
+		}
+	}
+	if baseline < 8 {
+		t.Fatalf("the floods were answered 429 %d times, want 8", baseline)
+	}
+	if turnedAway == 0 {
+		t.Fatal("twenty followers on servers holding six blocking queries each were never answered 429")
+	}
+	t.Logf("followers were answered 429 %d times while catching up; all %d refuse the revocation", turnedAway, len(followers))
+}
+
+// throttledQueries sums the 429 answers of GET /v1/trust on the roots.
+func throttledQueries(t *testing.T, ctx context.Context, c *harness.Cluster) int {
+	t.Helper()
+	return metricSum(t, ctx, c, `keymesh_api_requests_total{code="429",route="GET /v1/trust"}`)
+}
+
+// metricSum sums a metric series (name with its labels, as exposed) over
+// the roots.
+func metricSum(t *testing.T, ctx context.Context, c *harness.Cluster, series string) int {
+	t.Helper()
+	total := 0
+	for _, r := range c.Roots {
+		b, err := c.Client(r).Metrics(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				total += int(n)
+			}
+		}
+	}
+	return total
 }
