@@ -55,6 +55,10 @@ func variants(action Action, ctx Context) []Context {
 		out = append(out,
 			with(func(c *Context) { c.Anchor = &AnchorTarget{Network: ctx.Network, Own: true} }),
 			with(func(c *Context) { c.Anchor = &AnchorTarget{Network: "federated.invalid"} }))
+	case action == PeerConnect && ctx.Peer == nil:
+		for _, r := range []string{"internal", "peer", "customer", "provider"} {
+			out = append(out, with(func(c *Context) { c.Peer = &PeerTarget{Relationship: r, LocalNetwork: ctx.Network} }))
+		}
 	default:
 		out = append(out, ctx)
 	}

@@ -216,6 +216,8 @@ type Context struct {
 	Revocation *RevocationTarget
 	// Anchor is what trust.write changes.
 	Anchor *AnchorTarget
+	// Peer is the session peer.connect opens.
+	Peer *PeerTarget
 }
 
 // Token kinds of a Grant, as in the join token records.
@@ -255,6 +257,15 @@ type RevocationTarget struct {
 type AnchorTarget struct {
 	Network string
 	Own     bool // the cluster's own network (its access list)
+}
+
+// PeerTarget is the session peer.connect opens: what the peer is to the
+// deciding node (its configured relationship: customer, provider, peer or
+// internal) and the deciding node itself.
+type PeerTarget struct {
+	Relationship string
+	LocalNode    string
+	LocalNetwork string
 }
 
 // ContextOf builds the Context of a verified token.
@@ -385,6 +396,11 @@ func contextRecord(action Action, ctx Context) cedar.RecordMap {
 		an := zeroIfNil(ctx.Anchor)
 		m["anchor_network"] = cedar.String(an.Network)
 		m["own_network"] = cedar.Boolean(an.Own)
+	case PeerConnect:
+		p := zeroIfNil(ctx.Peer)
+		m["relationship"] = cedar.String(p.Relationship)
+		m["local_node"] = cedar.String(p.LocalNode)
+		m["local_network"] = cedar.String(p.LocalNetwork)
 	}
 	return m
 }

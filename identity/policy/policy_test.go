@@ -365,3 +365,35 @@ func FuzzParsePolicies(f *testing.F) {
 		}
 	})
 }
+
+// TestPeerContext: peer.connect is decided on the session's relationship
+// and the deciding node, so a policy can keep customers from peering
+// with a node, or a node to its internal peers.
+func TestPeerContext(t *testing.T) {
+	ps, err := ParsePolicies(DefaultText() + `
+@id("no-customers-at-core")
+forbid (principal, action == Action::"peer.connect", resource)
+when { context.relationship == "customer" && context.local_node like "core-*" };`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAuthorizer(ps)
+	for _, c := range []struct {
+		rel, local string
+		allow      bool
+		reason     string
+	}{
+		{"customer", "core-1", false, "no-customers-at-core"},
+		{"customer", "edge-1", true, ""},
+		{"internal", "core-1", true, ""},
+	} {
+		d, err := a.Decide(identity.PrincipalNode, PeerConnect, Context{Node: "n1", Network: "mainnet.example.net", Bound: true,
+			Peer: &PeerTarget{Relationship: c.rel, LocalNode: c.local, LocalNetwork: "mainnet.example.net"}})
+		if err != nil || d.Allow != c.allow || (!c.allow && (len(d.Reasons) != 1 || d.Reasons[0] != c.reason)) {
+			t.Errorf("%s at %s: %+v %v, want allow %v by %q", c.rel, c.local, d, err, c.allow, c.reason)
+		}
+	}
+	if _, err := ParsePolicies(`permit (principal, action == Action::"peer.connect", resource) when { context.relation == "x" };`); err == nil {
+		t.Error("a policy on an attribute peer.connect has not was accepted")
+	}
+}
