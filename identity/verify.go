@@ -180,6 +180,10 @@ func (v *Verifier) SetAnchors(a TrustAnchors) error {
 	return nil
 }
 
+// Skew is the clock skew the verifier tolerates: a token stays valid
+// until its exp plus Skew (a replay cache keeps a token that long).
+func (v *Verifier) Skew() time.Duration { return v.cfg.Skew }
+
 // Invalidate empties the cache of verified tokens and of verified chains.
 // Call it whenever the trust state changes: a revocation, a key added,
 // removed or changing state, a node's principals. (Cache hits re-check

@@ -22,6 +22,17 @@ const (
 // MarshalText names the state (JSON, logs).
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads a state's name.
+func (s *State) UnmarshalText(b []byte) error {
+	for st := Idle; st <= Established; st++ {
+		if st.String() == string(b) {
+			*s = st
+			return nil
+		}
+	}
+	return fmt.Errorf("session: unknown state %q", b)
+}
+
 func (s State) String() string {
 	switch s {
 	case Idle:

@@ -551,7 +551,8 @@ func (s *Speaker) checkOpen(pc PeerConfig, c *conn, o Open) *Notification {
 	if v.Kind != identity.KindNode || v.Node != c.peer.Name || v.Network != c.peer.Network {
 		return refuse(SubOpenBadPeer, "the token is of %s/%s, the certificate of %s", v.Network, v.Node, c.peer.Name)
 	}
-	fresh, full := s.replay.first(v.Claims.ID, v.Claims.Expiry, now)
+	// Remembered as long as the verifier would take it: exp plus its skew.
+	fresh, full := s.replay.first(v.Claims.ID, v.Claims.Expiry.Add(s.cfg.Verifier.Skew()), now)
 	switch {
 	case full:
 		return refuse(SubOpenReplay, "too many OPEN tokens to remember; try again when some expire")

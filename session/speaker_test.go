@@ -398,3 +398,26 @@ func TestOpenRefusals(t *testing.T) {
 		}
 	})
 }
+
+// TestReplayCache: a token is remembered until the time given (its exp
+// plus the verifier's skew, by the speaker); a full cache drops what
+// expired and, still full, refuses.
+func TestReplayCache(t *testing.T) {
+	now := time.Now()
+	r := newReplayCache(2)
+	if fresh, _ := r.first("j1", now.Add(time.Minute), now); !fresh {
+		t.Fatal("a new token is not fresh")
+	}
+	if fresh, _ := r.first("j1", now.Add(time.Minute), now.Add(59*time.Second)); fresh {
+		t.Fatal("a token shown twice within its time is fresh")
+	}
+	if fresh, _ := r.first("j2", now.Add(time.Second), now); !fresh {
+		t.Fatal("j2")
+	}
+	if _, full := r.first("j3", now.Add(time.Minute), now); !full {
+		t.Fatal("a third token in a cache of two was taken")
+	}
+	if fresh, full := r.first("j3", now.Add(time.Minute), now.Add(2*time.Second)); !fresh || full {
+		t.Fatal("a full cache did not drop the expired j2")
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/session"
 )
 
 // Paths of the local API.
@@ -25,6 +26,8 @@ const (
 	PathStatus    = "/v1/status"
 	PathJWKS      = "/.well-known/jwks.json"
 	PathDiscovery = "/.well-known/openid-configuration"
+	PathPeers     = "/v1/peers"
+	PathMetrics   = "/metrics"
 )
 
 // MaxLocalBody bounds a request body of the local API.
@@ -172,6 +175,9 @@ func (h *localAPI) handler() http.Handler {
 	mux.HandleFunc(PathStatus, h.only(http.MethodGet, h.handleStatus))
 	mux.HandleFunc(PathJWKS, h.only(http.MethodGet, h.handleJWKS))
 	mux.HandleFunc(PathDiscovery, h.only(http.MethodGet, h.handleDiscovery))
+	mux.HandleFunc(PathPeers, h.only(http.MethodGet, h.handlePeers))
+	mux.HandleFunc(PathPeers+"/{id}/reset", h.only(http.MethodPost, h.handleResetPeer))
+	mux.HandleFunc(PathMetrics, h.only(http.MethodGet, h.handleMetrics))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeLocalError(w, http.StatusNotFound, CodeNotFound, fmt.Sprintf("no call %s %s on the node agent", r.Method, r.URL.Path))
 	})
@@ -338,6 +344,74 @@ func (h *localAPI) handleStatus(w http.ResponseWriter, r *http.Request) {
 		out.KID, out.CertSerial, out.CertNotAfter = nc.minter.KID(), fsm.FormatSerial(nc.leaf.SerialNumber), nc.leaf.NotAfter.UTC()
 	}
 	writeLocalJSON(w, http.StatusOK, out)
+}
+
+// PeersResponse is the answer of GET /v1/peers.
+type PeersResponse struct {
+	Node    string `json:"node"`
+	Network string `json:"network"`
+	// Listen is where the agent takes sessions, "" if it does not.
+	Listen string               `json:"listen,omitempty"`
+	Peers  []session.PeerStatus `json:"peers"`
+}
+
+func (h *localAPI) handlePeers(w http.ResponseWriter, r *http.Request) {
+	out := PeersResponse{Node: h.a.state.NodeID, Network: h.a.state.Network, Listen: h.a.SessionAddr(), Peers: []session.PeerStatus{}}
+	if s := h.a.Speaker(); s != nil {
+		out.Peers = s.Peers()
+	}
+	writeLocalJSON(w, http.StatusOK, out)
+}
+
+// handleResetPeer ends a session and connects again (socket only: it
+// changes something).
+func (h *localAPI) handleResetPeer(w http.ResponseWriter, r *http.Request) {
+	if !h.mint {
+		writeLocalError(w, http.StatusForbidden, CodeForbidden, "resetting a session is done on the agent's socket, not over TCP")
+		return
+	}
+	s := h.a.Speaker()
+	if s == nil {
+		writeLocalError(w, http.StatusNotFound, CodeNotFound, "this agent runs no peering sessions (start it with --listen or --peer)")
+		return
+	}
+	id := r.PathValue("id")
+	if err := s.Reset(id); errors.Is(err, session.ErrUnknownPeer) {
+		writeLocalError(w, http.StatusNotFound, CodeNotFound, fmt.Sprintf("no session with %s; `keymesh peers list` shows the peers", id))
+		return
+	} else if err != nil {
+		writeLocalError(w, http.StatusInternalServerError, CodeInternal, err.Error())
+		return
+	}
+	writeLocalJSON(w, http.StatusOK, map[string]string{"reset": id})
+}
+
+// handleMetrics serves the agent's metrics in the Prometheus text format.
+func (h *localAPI) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	var b bytes.Buffer
+	st := h.a.follower.Status()
+	vs := h.a.verifier.Stats()
+	for _, m := range []struct {
+		name, kind, help, labels string
+		v                        uint64
+	}{
+		{"keymesh_agent_trust_index", "gauge", "Index of the trust state this agent holds.", "", st.Index},
+		{"keymesh_agent_trust_persisted_index", "gauge", "Index of the trust state on disk.", "", st.Persisted},
+		{"keymesh_agent_trust_full_documents_total", "counter", "Full documents fetched because a delta did not apply.", "", uint64(st.FullDocuments)},
+		{"keymesh_agent_verifier_cache_hits_total", "counter", "Token verifications answered from the cache.", "", vs.Hits},
+		{"keymesh_agent_verifier_cache_misses_total", "counter", "Token verifications done in full.", "", vs.Misses},
+	} {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.labels, m.v)
+	}
+	if s := h.a.Speaker(); s != nil {
+		if err := s.WritePrometheus(&b); err != nil {
+			writeLocalError(w, http.StatusInternalServerError, CodeInternal, err.Error())
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(b.Bytes())
 }
 
 // jwksDoc returns the encoded JWKS of the current trust document: its

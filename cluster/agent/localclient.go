@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/keymesh/keymesh/identity"
@@ -130,6 +131,26 @@ func (c *LocalClient) Status(ctx context.Context) (StatusResponse, error) {
 	var out StatusResponse
 	_, err := c.call(ctx, http.MethodGet, PathStatus, nil, &out)
 	return out, err
+}
+
+// Peers returns the agent's peering sessions.
+func (c *LocalClient) Peers(ctx context.Context) (PeersResponse, error) {
+	var out PeersResponse
+	_, err := c.call(ctx, http.MethodGet, PathPeers, nil, &out)
+	return out, err
+}
+
+// ResetPeer ends the session with peer id, which connects again.
+func (c *LocalClient) ResetPeer(ctx context.Context, id string) error {
+	_, err := c.call(ctx, http.MethodPost, PathPeers+"/"+url.PathEscape(id)+"/reset", nil, &map[string]string{})
+	return err
+}
+
+// Metrics returns the agent's metrics in the Prometheus text format.
+func (c *LocalClient) Metrics(ctx context.Context) ([]byte, error) {
+	var b []byte
+	_, err := c.call(ctx, http.MethodGet, PathMetrics, nil, &b)
+	return b, err
 }
 
 // JWKS returns the agent's JWKS document, strictly decoded, with its ETag.

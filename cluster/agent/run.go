@@ -22,7 +22,9 @@ import (
 	"github.com/keymesh/keymesh/cluster/run"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/policy"
 	"github.com/keymesh/keymesh/identity/trust"
+	"github.com/keymesh/keymesh/session"
 )
 
 // fileSocket is the local API's unix socket in the data directory.
@@ -80,6 +82,24 @@ type RunConfig struct {
 	// clients why before it stops (every call answers node_revoked
 	// meanwhile). Default 10s.
 	RevokedLinger time.Duration
+
+	// Listen, if set, is where the agent takes peering sessions
+	// (host:port, any address).
+	Listen string
+	// Peers are the peers the agent dials, and those whose sessions it
+	// takes with a role or key of their own.
+	Peers []session.PeerConfig
+	// HoldTime is the hold time the agent proposes (0: 30 s); NoHoldTime
+	// proposes none.
+	HoldTime   time.Duration
+	NoHoldTime bool
+	// SessionLimits tune the sessions (see session.Limits).
+	SessionLimits session.Limits
+	// SessionHandler is told of sessions and UPDATEs (the routing layer).
+	SessionHandler session.Handler
+	// SessionListener and SessionDial replace TCP for the sessions (tests).
+	SessionListener net.Listener
+	SessionDial     func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 func (c *RunConfig) validate() error {
@@ -94,6 +114,11 @@ func (c *RunConfig) validate() error {
 			return err
 		}
 	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return fmt.Errorf("agent: --listen %q is not host:port: %w", c.Listen, err)
+		}
+	}
 	return nil
 }
 
@@ -101,7 +126,7 @@ func (c *RunConfig) validate() error {
 func checkLoopback(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("agent: --listen %q is not host:port: %w", addr, err)
+		return fmt.Errorf("agent: --api-listen %q is not host:port: %w", addr, err)
 	}
 	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
 		return nil
@@ -127,6 +152,14 @@ type Agent struct {
 
 	ready   chan struct{}
 	tcpAddr atomic.Pointer[net.TCPAddr]
+
+	// Peering sessions: the speaker Run makes, its listener's address,
+	// and the authorizer of peer.connect over the replicated policies.
+	speaker       atomic.Pointer[session.Speaker]
+	sessionAddr   atomic.Value // string
+	authz         *policy.Authorizer
+	policyVersion atomic.Uint64
+	policySet     atomic.Bool
 
 	// revoked is set once the trust state revokes this node, its
 	// certificate (or an issuer above it) or its key; revokedCh is closed
@@ -205,6 +238,16 @@ func New(cfg RunConfig) (*Agent, error) {
 		return nil, err
 	}
 	a.anchors = raw
+	a.authz = policy.NewAuthorizer(nil)
+	if x := a.follower.Current(); x != nil {
+		a.syncPolicy(x)
+	}
+	if a.sessionsWanted() {
+		// Checked now; Run binds the listener and makes it again.
+		if _, err := session.New(a.sessionConfig(nil)); err != nil {
+			return nil, err
+		}
+	}
 	return a, nil
 }
 
@@ -232,6 +275,12 @@ func (a *Agent) anchorsOf(x *trust.State) (identity.TrustAnchors, []byte) {
 // revokes this node stops the agent.
 func (a *Agent) trustChanged(_, cur *trust.State) {
 	defer a.checkRevoked(cur)
+	defer func() {
+		if s := a.speaker.Load(); s != nil {
+			s.TrustChanged()
+		}
+	}()
+	a.syncPolicy(cur)
 	raw, _ := json.Marshal(cur.TrustAnchors())
 	if !bytes.Equal(raw, a.anchors) {
 		an, _ := a.anchorsOf(cur)
@@ -373,6 +422,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Add("local API on "+ln.Addr().String(), run.Func(func(ctx context.Context) error { return serveLocal(ctx, srv, ln) }))
 	}
 	g.Add("revocation", run.Func(a.stopWhenRevoked))
+	if a.sessionsWanted() {
+		s, err := a.newSpeaker()
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return err
+		}
+		a.speaker.Store(s)
+		g.Add("sessions", run.Func(a.runSessions(s)))
+	}
 	close(a.ready)
 	a.log.Info("agent running", "socket", a.SocketPath(), "tcp", a.cfg.ListenTCP, "trust_index", a.follower.Index())
 	if x := a.follower.Current(); x != nil {

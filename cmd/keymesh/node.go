@@ -25,6 +25,7 @@ import (
 	"github.com/keymesh/keymesh/cluster/run"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/session"
 )
 
 // How `keymesh node join` waits for an approval.
@@ -504,14 +505,24 @@ type nodeRunOutput struct {
 	nodeCertOutput
 	Socket string `json:"socket"`
 	TCP    string `json:"tcp,omitempty"`
+	// Listen is where the agent takes peering sessions; Peers how many it
+	// dials.
+	Listen string `json:"listen,omitempty"`
+	Peers  int    `json:"peers,omitempty"`
+}
+
+// nodeRunFlags are the flags of `keymesh node run`.
+type nodeRunFlags struct {
+	dataDir, logLevel, apiListen, listen, peersFile string
+	peers                                           []string
+	linger, hold                                    time.Duration
 }
 
 func (a *app) nodeRunCmd() *cobra.Command {
-	var dataDir, logLevel, listen string
-	var linger time.Duration
+	var f nodeRunFlags
 	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "Run the node agent in the foreground: renewal, trust state, local API",
+		Short: "Run the node agent in the foreground: renewal, trust state, local API, peering sessions",
 		Long: `Run the node agent in the foreground until SIGINT or SIGTERM. It
 
   - renews the node certificate at two thirds of its lifetime, retrying
@@ -520,50 +531,117 @@ func (a *app) nodeRunCmd() *cobra.Command {
     with blocking queries, and keeps it in trust.json so that a restarted
     agent verifies at once, offline;
   - serves a local API on the unix socket agent.sock in the data directory
-    (mint, verify, /.well-known/jwks.json), used by "keymesh token mint" and
-    "keymesh token verify"; --listen serves it on loopback TCP too, without
-    minting.
+    (mint, verify, peers, metrics, /.well-known/jwks.json), used by
+    "keymesh token mint", "keymesh token verify" and "keymesh peers";
+    --api-listen serves it on loopback TCP too, without minting;
+  - runs peering sessions: --listen takes them, --peer and --peers dial
+    peers. A session is mutual TLS 1.3 with the node certificates, then an
+    OPEN whose token is bound to the certificate, then Cedar peer.connect;
+    a peer the trust state revokes loses its sessions at once.
+
+A peer is NODEID@HOST:PORT[,role=ROLE][,psk=FILE]: ROLE is what the peer is
+to this node (internal, the default, peer, provider or customer), FILE a
+pre-shared key (hex, mode 0600) both sides hold. A peers file has one peer a
+line, # comments; NODEID alone (with options) takes that peer's sessions
+without dialling it.
 
 It stops with an error when the node is revoked or its certificate expired
 before a renewal succeeded. Once the trust state (or a root server refusing
 it) says that the node, its certificate or its key is revoked, every call on
 the socket answers node_revoked saying why, for --revoked-linger, and then
 the agent exits.`,
-		Example: "  keymesh node run --data-dir /var/lib/keymesh/node --listen 127.0.0.1:8500",
-		Args:    noArgs,
+		Example: "  keymesh node run --data-dir /var/lib/keymesh/edge-1 --listen 10.0.0.21:1790 \\\n" +
+			"    --peer core-1@10.0.0.11:1790,role=provider --peers /etc/keymesh/peers",
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := require([2]string{"data-dir", dataDir}); err != nil {
+			if err := require([2]string{"data-dir", f.dataDir}); err != nil {
 				return err
 			}
-			level, err := parseLevel(logLevel)
+			level, err := parseLevel(f.logLevel)
 			if err != nil {
 				return err
 			}
-			if listen != "" {
-				if err := checkAddr("listen", listen); err != nil {
-					return err
+			for _, l := range [][2]string{{"api-listen", f.apiListen}, {"listen", f.listen}} {
+				if l[1] != "" {
+					if err := checkAddr(l[0], l[1]); err != nil {
+						return err
+					}
 				}
 			}
-			dir, err := filepath.Abs(dataDir)
+			dir, err := filepath.Abs(f.dataDir)
 			if err != nil {
 				return err
 			}
-			if linger < 0 {
-				return usagef("--revoked-linger must not be negative, got %s", linger)
+			if f.linger < 0 {
+				return usagef("--revoked-linger must not be negative, got %s", f.linger)
 			}
-			return a.runNode(cmd.Context(), dir, listen, level, linger)
+			if f.hold != 0 {
+				if err := session.ValidHoldTime(f.hold); err != nil {
+					return usagef("--hold-time: %v", err)
+				}
+			}
+			peers, err := peersOf(f.peers, f.peersFile)
+			if err != nil {
+				return err
+			}
+			return a.runNode(cmd.Context(), dir, level, f, peers)
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (made by `keymesh node join`)")
-	cmd.Flags().StringVar(&listen, "listen", "", "loopback host:port for the local API besides the socket (verify, JWKS; no minting)")
-	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level on stderr: trace, debug, info, warn or error")
-	cmd.Flags().DurationVar(&linger, "revoked-linger", 0, "how long a revoked agent tells its local clients why before it exits (0: default 10s)")
+	fl := cmd.Flags()
+	fl.StringVar(&f.dataDir, "data-dir", "", "the node's data directory (made by `keymesh node join`)")
+	fl.StringVar(&f.apiListen, "api-listen", "", "loopback host:port for the local API besides the socket (verify, JWKS, peers, metrics; no minting)")
+	fl.StringVar(&f.listen, "listen", "", "host:port where the agent takes peering sessions (port 0 picks one)")
+	fl.StringArrayVar(&f.peers, "peer", nil, "a peer to dial: NODEID@HOST:PORT[,role=ROLE][,psk=FILE] (repeatable)")
+	fl.StringVar(&f.peersFile, "peers", "", "a file of peers, one NODEID@HOST:PORT[,role=ROLE][,psk=FILE] a line")
+	fl.DurationVar(&f.hold, "hold-time", 0, "hold time the agent proposes: 0s or 3s and more (0: default 30s)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: trace, debug, info, warn or error")
+	fl.DurationVar(&f.linger, "revoked-linger", 0, "how long a revoked agent tells its local clients why before it exits (0: default 10s)")
 	return cmd
+}
+
+// peersOf parses --peer flags and a --peers file into one list.
+func peersOf(flags []string, file string) ([]session.PeerConfig, error) {
+	var out []session.PeerConfig
+	seen := map[string]string{}
+	add := func(p session.PeerConfig, where string) error {
+		if first, ok := seen[p.ID]; ok {
+			return usagef("peer %s is given twice (%s and %s)", p.ID, first, where)
+		}
+		seen[p.ID] = where
+		out = append(out, p)
+		return nil
+	}
+	for _, spec := range flags {
+		p, err := session.ParsePeer(spec, "")
+		if err != nil {
+			return nil, usagef("--peer: %v", err)
+		}
+		if err := add(p, "--peer "+spec); err != nil {
+			return nil, err
+		}
+	}
+	if file != "" {
+		fh, err := os.Open(file)
+		if err != nil {
+			return nil, usagef("--peers: %v", err)
+		}
+		defer fh.Close()
+		list, err := session.ParsePeersFile(fh, file)
+		if err != nil {
+			return nil, usagef("--peers: %v", err)
+		}
+		for _, p := range list {
+			if err := add(p, file); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
 }
 
 // runNode runs the agent of the node in dir with its Renewer until ctx
 // ends.
-func (a *app) runNode(ctx context.Context, dir, listen string, level hclog.Level, linger time.Duration) error {
+func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f nodeRunFlags, peers []session.PeerConfig) error {
 	log := hclog.New(&hclog.LoggerOptions{Name: "keymesh.node", Level: level, Output: a.stderr})
 	r, err := agent.NewRenewer(agent.RenewerConfig{DataDir: dir, Clock: a.now, Logger: log.Named("renewer")})
 	if err != nil {
@@ -577,13 +655,15 @@ func (a *app) runNode(ctx context.Context, dir, listen string, level hclog.Level
 	if agentAnswers(ctx, dir) {
 		return fmt.Errorf("node %s already has a running agent (%s answers); stop it first", out.NodeID, out.Socket)
 	}
-	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: listen, RevokedLinger: linger})
+	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: f.apiListen, RevokedLinger: f.linger,
+		Listen: f.listen, Peers: peers, HoldTime: f.hold})
 	switch {
 	case errors.Is(err, agent.ErrNotLoopback):
-		return usagef("--listen %q: the local API listens on loopback addresses only (127.0.0.1, ::1)", listen)
+		return usagef("--api-listen %q: the local API listens on loopback addresses only (127.0.0.1, ::1)", f.apiListen)
 	case err != nil:
 		return err
 	}
+	out.Peers = len(peers)
 	var g run.Group
 	g.Add("agent", ag)
 	g.Add("renewer", r)
@@ -596,11 +676,18 @@ func (a *app) runNode(ctx context.Context, dir, listen string, level hclog.Level
 		if addr := ag.TCPAddr(); addr != nil {
 			out.TCP = addr.String()
 		}
+		out.Listen = ag.SessionAddr()
 		return a.emit(out, func(w io.Writer) {
 			fmt.Fprintf(w, "node %s of network %s running: certificate serial %s valid until %s, renewal at %s; local API on %s",
 				out.NodeID, out.Network, out.Serial, timeText(out.NotAfter), timeText(out.RenewAt), out.Socket)
 			if out.TCP != "" {
 				fmt.Fprintf(w, " and %s", out.TCP)
+			}
+			if out.Listen != "" {
+				fmt.Fprintf(w, "; peering sessions on %s", out.Listen)
+			}
+			if out.Peers > 0 {
+				fmt.Fprintf(w, "; dialling %d peers", out.Peers)
 			}
 			fmt.Fprintln(w, "; until Ctrl-C")
 		})

@@ -15,6 +15,7 @@ import (
 	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
+	"github.com/keymesh/keymesh/session"
 )
 
 // Agent is one node agent process (`keymesh node run`) of a node that
@@ -183,4 +184,85 @@ func (c *Cluster) StartProc(a *Agent, args ...string) {
 	c.t.Helper()
 	c.Agents = append(c.Agents, a)
 	c.start(&a.proc, a.Name, args...)
+}
+
+// StartMesh registers n nodes (mesh-1 … mesh-n) and runs each agent with
+// peering sessions: it listens on a loopback port and dials every agent
+// started before it, so that the n agents form a full mesh of n(n-1)/2
+// sessions. It returns once every agent serves; WaitEstablished waits for
+// the sessions. extra flags go to every `keymesh node run`.
+func (c *Cluster) StartMesh(n int, extra ...string) []*Agent {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var tok api.CreatedJoinToken
+	c.Retry(ctx, "create a node join token", func(cl *client.Client) error {
+		var err error
+		tok, err = cl.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Principal: "NODE", Uses: n, TTL: "1h",
+			Description: "harness mesh"})
+		return err
+	})
+	running := c.Running()
+	var mesh []*Agent
+	var peers []string
+	for i := range n {
+		name := fmt.Sprintf("mesh-%d", i+1)
+		a := &Agent{Name: name, Dir: filepath.Join(c.Base, "mesh", name)}
+		root := running[i%len(running)]
+		cmd := exec.CommandContext(ctx, c.Bin, "node", "join", "--server", root.APIAddr, "--ca-hash", c.CAHash,
+			"--network", c.Network, "--node-id", name, "--data-dir", a.Dir, "--token", tok.Secret)
+		cmd.Env = append(os.Environ(), "KEYMESH_SERVER=", "KEYMESH_CA_FILE=", "KEYMESH_CREDENTIAL=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			c.t.Fatalf("keymesh node join %s: %v\n%s", name, err, out)
+		}
+		args := []string{"node", "run", "--data-dir", a.Dir, "--listen", "127.0.0.1:0"}
+		for _, p := range peers {
+			args = append(args, "--peer", p)
+		}
+		c.Agents = append(c.Agents, a)
+		c.start(&a.proc, name, append(args, extra...)...)
+		c.awaitAgent(a, 30*time.Second)
+		res, err := a.Peers(ctx)
+		if err != nil || res.Listen == "" {
+			c.t.Fatalf("agent %s takes no sessions: %v %+v", name, err, res)
+		}
+		peers = append(peers, name+"@"+res.Listen)
+		mesh = append(mesh, a)
+	}
+	return mesh
+}
+
+// Peers asks the agent for its peering sessions.
+func (a *Agent) Peers(ctx context.Context) (agent.PeersResponse, error) {
+	lc := agent.NewLocalClient(a.Socket())
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return lc.Peers(ctx)
+}
+
+// WaitEstablished waits until a has want established sessions.
+func (c *Cluster) WaitEstablished(a *Agent, want int, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	got := 0
+	for time.Now().Before(deadline) {
+		if !a.Running() {
+			c.t.Fatalf("agent %s exited:\n%s", a.Name, a.Log())
+		}
+		res, err := a.Peers(context.Background())
+		if err == nil {
+			got = 0
+			for _, p := range res.Peers {
+				if p.State == session.Established {
+					got++
+				}
+			}
+			if got >= want {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // polling a process
+	}
+	c.t.Fatalf("agent %s has %d established sessions after %s, want %d:\n%s", a.Name, got, timeout, want, a.Log())
 }
