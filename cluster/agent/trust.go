@@ -399,12 +399,17 @@ func (f *Follower) answered() {
 // of the servers are logged and retried (failover, capped backoff).
 func (f *Follower) Run(ctx context.Context) error {
 	defer f.closeSources()
-	persisted := make(chan struct{})
+	// The persist loop ends after this one, so that an answer applied
+	// while ctx ends is written too.
+	stop, persisted := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(persisted)
-		f.persistLoop(ctx)
+		f.persistLoop(stop)
 	}()
-	defer func() { <-persisted }()
+	defer func() {
+		close(stop)
+		<-persisted
+	}()
 	f.log.Info("following the trust state", "servers", f.Status().Servers, "index", f.Index())
 	var throttle time.Duration // the longest Retry-After of this round of failures
 	for ctx.Err() == nil {
@@ -606,9 +611,9 @@ func (f *Follower) apply(d trust.Delta, server string) error {
 
 // persistLoop writes the newest state to trust.json whenever it changed,
 // at most once per PersistInterval (a burst of changes costs one write of
-// the newest), until ctx ends; then once more if a change is not written
-// yet.
-func (f *Follower) persistLoop(ctx context.Context) {
+// the newest), until stop is closed; then once more if a change is not
+// written yet.
+func (f *Follower) persistLoop(stop <-chan struct{}) {
 	defer f.store.close()
 	pause := f.cfg.PersistInterval
 	write := func() {
@@ -635,7 +640,7 @@ func (f *Follower) persistLoop(ctx context.Context) {
 	}
 	for {
 		select {
-		case <-ctx.Done():
+		case <-stop:
 			write()
 			return
 		case <-f.dirty:
@@ -644,7 +649,7 @@ func (f *Follower) persistLoop(ctx context.Context) {
 		// Changes until the interval is over are written together.
 		t := time.NewTimer(pause)
 		select {
-		case <-ctx.Done():
+		case <-stop:
 			t.Stop()
 			write()
 			return
