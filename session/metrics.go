@@ -62,12 +62,23 @@ func (m *Metrics) handshakeFailed(reason string) {
 }
 
 func (m *Metrics) message(sent bool, t MsgType) {
-	dir := "received"
+	d := 0
 	if sent {
-		dir = "sent"
+		d = 1
 	}
-	m.add(metricMessages, fmt.Sprintf(`direction=%q,type=%q`, dir, t))
+	m.add(metricMessages, messageLabels[d][t])
 }
+
+// messageLabels are the label sets of metricMessages by direction
+// (received, sent) and type, made once: a KEEPALIVE costs no formatting.
+var messageLabels = func() (l [2][256]string) {
+	for t := range 256 {
+		for d, dir := range []string{"received", "sent"} {
+			l[d][t] = fmt.Sprintf(`direction=%q,type=%q`, dir, MsgType(t))
+		}
+	}
+	return l
+}()
 
 // WritePrometheus writes the counters and the sessions by state in the
 // Prometheus text exposition format.

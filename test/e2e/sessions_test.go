@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"slices"
@@ -8,6 +9,11 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/session"
 	"github.com/keymesh/keymesh/test/harness"
@@ -86,6 +92,21 @@ func TestRevokedNodeLosesItsSessions(t *testing.T) {
 	if p(0.99) > time.Second {
 		t.Errorf("p99 %s from the revocation to the end of the sessions, want <= 1s", p(0.99))
 	}
+	// What the sessions did, in the metrics (Prometheus text, as a scraper
+	// parses it): every other session established, the NOTIFICATION of
+	// the revocation counted.
+	witness := mesh[0]
+	families := scrape(t, ctx, witness)
+	if got := gauge(t, families, "keymesh_sessions", "state", "Established"); got != float64(n-2) {
+		t.Errorf("%s: keymesh_sessions{state=Established} = %v, want %d", witness.Name, got, n-2)
+	}
+	if got := sum(families, "keymesh_session_notifications_total"); got < 1 {
+		t.Errorf("%s: no NOTIFICATION counted after the revocation ended a session", witness.Name)
+	}
+	if got := sum(families, "keymesh_session_messages_total"); got < float64(2*(n-1)) {
+		t.Errorf("%s: %v messages counted, want at least the OPENs and KEEPALIVEs of %d sessions", witness.Name, got, n-1)
+	}
+
 	// Nothing else blinked.
 	for _, a := range mesh {
 		if a == victim {
@@ -105,4 +126,49 @@ func TestRevokedNodeLosesItsSessions(t *testing.T) {
 			}
 		}
 	}
+}
+
+// scrape reads a's metrics endpoint and parses it as a Prometheus server
+// would.
+func scrape(t *testing.T, ctx context.Context, a *harness.Agent) map[string]*dto.MetricFamily {
+	t.Helper()
+	lc := agent.NewLocalClient(a.Socket())
+	defer lc.Close()
+	body, err := lc.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("%s: the metrics do not parse as Prometheus text: %v\n%s", a.Name, err, body)
+	}
+	return families
+}
+
+// gauge is the value of the series of family name whose label is value.
+func gauge(t *testing.T, families map[string]*dto.MetricFamily, name, label, value string) float64 {
+	t.Helper()
+	f := families[name]
+	if f == nil {
+		t.Fatalf("no metric %s", name)
+	}
+	for _, m := range f.GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == label && l.GetValue() == value {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no series %s{%s=%q}", name, label, value)
+	return 0
+}
+
+// sum adds the counters of family name.
+func sum(families map[string]*dto.MetricFamily, name string) float64 {
+	var v float64
+	for _, m := range families[name].GetMetric() {
+		v += m.GetCounter().GetValue()
+	}
+	return v
 }
