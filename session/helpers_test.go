@@ -149,7 +149,7 @@ func (n *testNode) setCert(c *x509.Certificate) {
 	m := n.m
 	m.t.Helper()
 	mt, err := identity.NewMinter(identity.MinterConfig{Key: n.key, Cert: c, Chain: []*x509.Certificate{m.issuer.Cert},
-		Principals: []identity.Principal{identity.PrincipalNode}})
+		Principals: []identity.Principal{identity.PrincipalNode}, MinLifetime: time.Second})
 	if err != nil {
 		m.t.Fatal(err)
 	}

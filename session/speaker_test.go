@@ -106,6 +106,41 @@ func TestRevokedPeerTornDown(t *testing.T) {
 	}
 }
 
+// TestExpiredCertificateTornDown: when the certificate a session was
+// opened with expires, the session ends at that moment with
+// Cease/credential-expired, and the certificate opens no new one.
+func TestExpiredCertificateTornDown(t *testing.T) {
+	m := newTestMesh(t)
+	a, b := m.node("a"), m.node("b")
+	notAfter := time.Now().Add(2 * time.Second)
+	a.setCert(m.issue(a.key, "a", notAfter.Add(-time.Hour), time.Hour))
+	b.start(b.config())
+	a.start(a.config(PeerConfig{ID: "b", Addr: b.addr()}))
+	a.handler.waitUp(t)
+	b.handler.waitUp(t)
+	d := b.handler.waitDown(t)
+	if now := time.Now(); now.Before(a.cert.Load().NotAfter) {
+		t.Fatalf("b ended the session before a's certificate expired (%s): %s", a.cert.Load().NotAfter, d)
+	}
+	a.handler.waitDown(t)
+	if st := a.status(t, "b"); st.LastReceived == nil || st.LastReceived.Code != "cease/credential-expired" {
+		t.Fatalf("a was told %+v", st.LastReceived)
+	}
+	// a dials again with its expired certificate: refused in the handshake
+	// (the chain is not valid now), counted.
+	deadline := time.After(10 * time.Second)
+	for b.speaker.Metrics().Count(metricHandshake, `reason="chain"`) == 0 {
+		select {
+		case <-deadline:
+			t.Fatalf("no handshake refused after the expiry; b's log:\n%s", b.log.String())
+		case <-time.After(10 * time.Millisecond): // the redial comes by a's backoff
+		}
+	}
+	if st := b.status(t, "a"); st.State == Established {
+		t.Fatalf("an expired certificate holds a session: %+v", st)
+	}
+}
+
 // TestRenewedCertificateNextHandshake: a renewed certificate is presented
 // by the next handshake, without a restart.
 func TestRenewedCertificateNextHandshake(t *testing.T) {

@@ -49,6 +49,10 @@ type devNodeInfo struct {
 	DataDir        string `json:"data_dir"`
 	Status         string `json:"status"` // approved, pending or denied
 	RegistrationID string `json:"registration_id"`
+	// Agent is true when keymesh dev runs the node's agent; Listen is
+	// where it takes peering sessions.
+	Agent  bool   `json:"agent"`
+	Listen string `json:"listen,omitempty"`
 }
 
 // devOutput is what `keymesh dev` prints once the cluster is ready.
@@ -78,8 +82,11 @@ func (a *app) devCmd() *cobra.Command {
 		Long: `Run a three-server root cluster in this process, on 127.0.0.1 with free ports,
 in a temporary directory (or --dir), and register three nodes with it:
 node-1 and node-2 with a node join token, node-3 without one, left pending
-for an operator to approve. It prints the endpoints, the CA hash, the admin
-credential, the nodes' data directories, the pending registration and the
+for an operator to approve. The agents of the approved nodes run in this
+process too, each taking peering sessions on a loopback port and dialling
+the others. It prints the endpoints, the CA hash, the admin credential, the
+nodes' data directories and peering addresses, the pending registration, the
+command that runs node-3's agent into the mesh once approved, and the
 environment for client commands (with ` + envPending + `).
 
 With --env-file, those exports are also written to a file, last and
@@ -209,6 +216,11 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 	if err != nil {
 		return err
 	}
+	agents, err := a.startDevAgents(ctx, nodes, log)
+	if err != nil {
+		return err
+	}
+	defer agents.stop() // before the servers stop
 	out := devOutput{
 		Network: first.Network(), Dir: dir, CAHash: hash, CredentialPath: c.credential, RootsPath: c.caFile, Keep: cfg.keep,
 		AdminTokenPath: cluster.AdminTokenPath(dirOf(names[0])),
@@ -235,12 +247,19 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 		fmt.Fprintf(w, "\n  CA hash     %s\n  credential  %s\n  admin token %s\n  roots       %s\n\n", hash, c.credential, out.AdminTokenPath, c.caFile)
 		cells = nil
 		for _, n := range out.Nodes {
-			cells = append(cells, []string{"  " + n.Name, n.Status, n.RegistrationID, n.DataDir})
+			peering := "-"
+			if n.Agent {
+				peering = n.Listen
+			}
+			cells = append(cells, []string{"  " + n.Name, n.Status, peering, n.RegistrationID, n.DataDir})
 		}
-		table(w, []string{"  NODE", "STATUS", "REGISTRATION", "DATA DIR"}, cells)
+		table(w, []string{"  NODE", "STATUS", "PEERING", "REGISTRATION", "DATA DIR"}, cells)
+		if d := devFirstAgent(out.Nodes); d != "" {
+			fmt.Fprintf(w, "\nThe agents of the approved nodes run here and peer with each other:\n\n  keymesh peers list --data-dir %s\n", d)
+		}
 		if out.PendingRegistration != "" {
-			fmt.Fprintf(w, "\n%s waits for approval; approve it, then collect its certificate:\n\n  %s\n  %s\n",
-				pendingNode.Name, approveCommand(out.PendingRegistration), resumeCommand(pendingNode.DataDir))
+			fmt.Fprintf(w, "\n%s waits for approval; approve it, collect its certificate, and run its agent peering with the others:\n\n  %s\n  %s\n  keymesh node run --data-dir %s --listen 127.0.0.1:0%s\n",
+				pendingNode.Name, approveCommand(out.PendingRegistration), resumeCommand(pendingNode.DataDir), pendingNode.DataDir, devPeerFlags(out.Nodes))
 		}
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "Use it from another shell:\n\n  %s\n\n", exports)

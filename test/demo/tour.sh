@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A short scripted tour of keymesh for `make demo`: start a three-root
 # development cluster with its three nodes, run the commands an operator
-# would (approve the pending node, collect its certificate, mint and verify
-# a node token, authorize the admin token, read the policies, rotate a node
-# key and see the older token still verify, revoke a node and see that it
-# can no longer renew), stop it, and check that it cleaned up after itself.
+# would (see node-1 and node-2 peer, approve the pending node-3, collect its
+# certificate and run its agent into the mesh, mint and verify a node
+# token, authorize the admin token, read the policies, rotate a node key and
+# see the older token still verify, revoke a node and see its sessions end
+# and its renewal fail), stop it, and check that it cleaned up after itself.
 #
 # Usage: test/demo/tour.sh [path/to/keymesh]   (default: bin/keymesh)
 # It builds nothing; `make demo` builds the binary first.
@@ -43,6 +44,20 @@ stop_dev() {
 	dev_status=0
 	wait "$dev_pid" || dev_status=$?
 	dev_pid=
+}
+
+# wait_peers waits until the agent of node dir has want established
+# sessions (polling the agent: there is nothing else to wait on).
+wait_peers() {
+	local dir=$1 want=$2 i got
+	for ((i = 0; i < ready_deadline * 10; i++)); do
+		got=$("$km" peers list --data-dir "$dir" --output json 2>/dev/null | grep -o '"state":"Established"' | wc -l || true)
+		((got == want)) && return 0
+		sleep 0.1
+	done
+	echo "tour: $(basename "$dir") has $got established sessions after ${ready_deadline}s, want $want" >&2
+	"$km" peers list --data-dir "$dir" >&2 || true
+	exit 1
 }
 
 # stop_agent stops the node agent the tour started, if it runs.
@@ -138,40 +153,53 @@ step tokens list
 step revoke cert 01ab23cd45ef --reason key-compromise
 step revocations list --consistent
 
-# Nodes: node-1 and node-2 joined with a token; node-3 waits for approval.
+# Nodes: node-1 and node-2 joined with a token, and keymesh dev runs their
+# agents, peering over mutual TLS; node-3 waits for approval.
 if [[ -z ${KEYMESH_PENDING_REGISTRATION:-} ]]; then
 	echo "tour: keymesh dev named no pending registration (KEYMESH_PENDING_REGISTRATION)" >&2
 	exit 1
 fi
-step registrations list
-step registrations approve "$KEYMESH_PENDING_REGISTRATION"
-step node join --resume --data-dir "$dev_dir/node-3"
-if command -v openssl >/dev/null; then
-	printf '\n$ openssl x509 -noout -subject -ext subjectAltName -in %s\n' "$dev_dir/node-1/node.pem"
-	openssl x509 -noout -subject -ext subjectAltName -in "$dev_dir/node-1/node.pem"
-fi
-step node renew --data-dir "$dev_dir/node-1"
-
-# Tokens: node-2's agent runs; node-1 mints a token for node-2 under its
-# own key (node-1 runs no agent, so from its data directory); node-2's agent
-# verifies it locally, and a root server does too.
-network=$(sed -n 's/^keymesh dev: network \([^,]*\),.*/\1/p' "$work/dev.out")
 node1="$dev_dir/node-1"
 node2="$dev_dir/node-2"
-aud="spiffe://$network/node/node-2"
-printf '\n$ keymesh node run --data-dir %s &\n' "$node2"
-"$km" node run --data-dir "$node2" --log-level warn >"$work/agent.out" 2>"$work/agent.log" &
+node3="$dev_dir/node-3"
+wait_peers "$node1" 1
+step peers list --data-dir "$node1"
+step registrations list
+step registrations approve "$KEYMESH_PENDING_REGISTRATION"
+step node join --resume --data-dir "$node3"
+if command -v openssl >/dev/null; then
+	printf '\n$ openssl x509 -noout -subject -ext subjectAltName -in %s\n' "$node1/node.pem"
+	openssl x509 -noout -subject -ext subjectAltName -in "$node1/node.pem"
+fi
+step node renew --data-dir "$node1"
+
+# node-3's agent joins the mesh with the command keymesh dev printed.
+read -r -a run3 < <(sed -n 's/^  keymesh \(node run --data-dir .*node-3 .*\)$/\1/p' "$work/dev.out")
+if ((${#run3[@]} == 0)); then
+	echo "tour: keymesh dev printed no command to run node-3's agent" >&2
+	exit 1
+fi
+printf '\n$ keymesh %s &\n' "${run3[*]}"
+"$km" "${run3[@]}" --log-level warn >"$work/agent.out" 2>"$work/agent.log" &
 agent_pid=$!
 for ((i = 0; ; i++)); do
-	[[ -S $node2/agent.sock ]] && break
+	[[ -S $node3/agent.sock ]] && break
 	if ! kill -0 "$agent_pid" 2>/dev/null || ((i >= ready_deadline * 10)); then
-		echo "tour: the agent of node-2 did not start; its log:" >&2
+		echo "tour: the agent of node-3 did not start; its log:" >&2
 		cat "$work/agent.log" >&2
 		exit 1
 	fi
 	sleep 0.1
 done
 cat "$work/agent.out"
+wait_peers "$node3" 2
+wait_peers "$node1" 2
+step peers list --data-dir "$node3"
+
+# Tokens: node-1 mints a token for node-2 under its own key; node-2's agent
+# verifies it locally, and a root server does too.
+network=$(sed -n 's/^keymesh dev: network \([^,]*\),.*/\1/p' "$work/dev.out")
+aud="spiffe://$network/node/node-2"
 printf '\n$ tok=$(keymesh token mint --data-dir %s --aud %s)\n' "$node1" "$aud"
 tok=$("$km" token mint --data-dir "$node1" --aud "$aud")
 echo "${tok:0:48}... (${#tok} characters)"
@@ -190,11 +218,15 @@ head -n 8 "$work/policy.cedar"
 # verifies until it expires.
 step node rotate-key --data-dir "$node1"
 show_run "token verify \"\$tok\" --data-dir $node2" token verify "$tok" --data-dir "$node2"
-stop_agent
 
-# A revoked node cannot renew its certificate.
+# A revoked node loses its sessions at once, and cannot renew its
+# certificate.
 step revoke node node-2 --reason decommissioned
-step_fails node renew --data-dir "$dev_dir/node-2"
+wait_peers "$node1" 1
+wait_peers "$node3" 1
+step peers list --data-dir "$node1"
+step_fails node renew --data-dir "$node2"
+stop_agent
 
 echo
 echo "Stopping the cluster (SIGINT)."
