@@ -540,3 +540,54 @@ func (v *Verifier) store(sum [32]byte, e *tokenEntry, now time.Time) {
 	}
 	v.tokens[sum] = e
 }
+
+// Signer is a key checked for signatures on objects other than tokens (a
+// route, a path segment): its owner's identity from the verified chain.
+type Signer struct {
+	Key
+	Network string
+}
+
+// SignerKey returns the key kid once it may verify a signature its owner
+// made at signedAt: the key is in the key source, its chain reaches an
+// accepted anchor now (cached per kid, as for tokens), its state is active
+// (or retiring, for signatures made before it retired, within the skew),
+// signedAt is within the key's and its certificate's lifetime, and
+// neither the key, a certificate of its chain nor its node is revoked.
+// The caller verifies the signature with the returned public key.
+func (v *Verifier) SignerKey(ctx context.Context, kid string, signedAt time.Time) (Signer, error) {
+	now := v.now()
+	key, err := v.lookup(ctx, kid, now)
+	if err != nil {
+		return Signer{}, refuseErr(ErrUnknownKey, err)
+	}
+	if key.KID != kid {
+		return Signer{}, refuse(ErrUnknownKey, "key source returned kid %q for %q", truncate(key.KID, 64), truncate(kid, 64))
+	}
+	ch, err := v.chain(key, now)
+	if err != nil {
+		return Signer{}, err
+	}
+	switch key.State {
+	case KeyActive:
+	case KeyRetiring:
+		if !key.RetiringSince.IsZero() && signedAt.After(key.RetiringSince.Add(v.cfg.Skew)) {
+			return Signer{}, refuse(ErrKeyState, "retiring key used after %v", key.RetiringSince)
+		}
+	default:
+		return Signer{}, refuse(ErrKeyState, "key state %q", truncate(string(key.State), 16))
+	}
+	if !key.NotAfter.IsZero() && signedAt.After(key.NotAfter) {
+		return Signer{}, refuse(ErrKeyExpired, "signed after the key's end (%v)", key.NotAfter)
+	}
+	if signedAt.After(ch.leafUntil) {
+		return Signer{}, refuse(ErrKeyExpired, "signed after the certificate's end (%v)", ch.leafUntil)
+	}
+	if key.Node != ch.id.Name {
+		return Signer{}, refuse(ErrKeyCertMismatch, "key owner %q, certificate %q", truncate(key.Node, 64), ch.id)
+	}
+	if err := v.checkRevoked(Verified{Node: ch.id.Name, KID: key.KID}, ch.serials); err != nil {
+		return Signer{}, err
+	}
+	return Signer{Key: key, Network: ch.id.Network}, nil
+}

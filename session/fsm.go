@@ -237,6 +237,13 @@ type (
 	// EvRevoked: the peer's credentials are revoked or expired; the
 	// session ends with Notification.
 	EvRevoked struct{ Notification Notification }
+	// EvHoldDown ends the session with Notification (the routing layer's
+	// maximum number of prefixes reached) and keeps it down for For: no
+	// dial before then, and the peer's connections are refused.
+	EvHoldDown struct {
+		Notification Notification
+		For          time.Duration
+	}
 	// EvAbort: this side cannot go on with Conn (its send queue is full,
 	// a token cannot be minted); the session ends with Notification.
 	EvAbort struct {
@@ -248,6 +255,7 @@ type (
 )
 
 func (EvStart) event()        {}
+func (EvHoldDown) event()     {}
 func (EvStop) event()         {}
 func (EvReset) event()        {}
 func (EvDialed) event()       {}
@@ -281,6 +289,7 @@ type Machine struct {
 	hold     time.Duration // negotiated
 	attempts int           // failed or ended sessions since the last established one
 	stopped  bool          // EvStop: no reconnection
+	downTill time.Time     // EvHoldDown: no session before then
 
 	openDeadline time.Time // OpenSent, OpenConfirm: ESTABLISHED by then
 	holdDeadline time.Time // OpenConfirm, Established with hold > 0
@@ -317,6 +326,9 @@ func (m *Machine) Next() time.Time {
 	return next
 }
 
+// HeldDown is when an EvHoldDown ends (zero: none was given).
+func (m *Machine) HeldDown() time.Time { return m.downTill }
+
 // Step takes one event at now and returns what to do, in order.
 func (m *Machine) Step(now time.Time, ev Event) []Action {
 	m.acts = nil
@@ -336,6 +348,7 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 		}
 		m.state = Idle
 	case EvReset:
+		m.downTill = time.Time{} // the operator's reset ends a hold-down
 		m.cancelDial()
 		if m.conn != 0 {
 			stopped := m.stopped
@@ -351,6 +364,15 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 	case EvRevoked:
 		if m.conn != 0 {
 			m.fail(now, e.Notification, true, "peer credentials: "+e.Notification.Reason)
+		}
+	case EvHoldDown:
+		m.downTill = now.Add(e.For)
+		m.cancelDial()
+		if m.conn != 0 {
+			m.fail(now, e.Notification, true, "held down for "+e.For.String()+": "+e.Notification.Reason)
+		} else if m.cfg.Dial && !m.stopped {
+			m.retryAt = m.downTill
+			m.state = Active
 		}
 	case EvDialed:
 		m.dialed(now, e)
@@ -479,6 +501,8 @@ func (m *Machine) dialed(now time.Time, e EvDialed) {
 
 func (m *Machine) inboundConn(now time.Time, c uint64) {
 	switch {
+	case now.Before(m.downTill):
+		m.refuse(c, SubCeaseRejected, m.cfg.Local+" holds the session with "+m.cfg.Peer+" down until "+m.downTill.UTC().Format(time.RFC3339))
 	case m.conn == 0 && m.dialing == 0:
 		m.adopt(now, c, true)
 	case m.conn == 0: // our dial is in flight
@@ -581,7 +605,7 @@ func (m *Machine) down(now time.Time, n Notification, reason string) {
 	a := Action{Kind: ActDown, Conn: c, Notification: n, Reason: reason}
 	if m.cfg.Dial && !m.stopped && m.dialing == 0 {
 		m.attempts++
-		a.Retry = m.backoff()
+		a.Retry = max(m.backoff(), m.downTill.Sub(now))
 		m.retryAt = now.Add(a.Retry)
 		m.state = Active
 	}

@@ -24,7 +24,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the golden traces of testdata
 // Commands (one a line, # starts a comment):
 //
 //	config local=ID peer=ID [dial] [hold=D] [open-timeout=D] [retry=MIN-MAX] [seed=N]
-//	start | stop | reset | revoked
+//	start | stop | reset | revoked | holddown D
 //	dialed N [err]       inbound N
 //	open N hold=D [refuse=CODE/SUB]
 //	keepalive N | update N BYTES | refresh N | notification N CODE/SUB | badframe N | closed N
@@ -109,6 +109,15 @@ func runScript(script string) (string, error) {
 			ev = EvReset{Notification: notification(CodeCease, SubCeaseReset, "operator")}
 		case "revoked":
 			ev = EvRevoked{Notification: notification(CodeCease, SubCeaseRevoked, "node revoked")}
+		case "holddown":
+			if len(f) != 2 {
+				return "", bad("holddown DURATION")
+			}
+			d, err := time.ParseDuration(f[1])
+			if err != nil {
+				return "", bad("%v", err)
+			}
+			ev = EvHoldDown{Notification: notification(CodeCease, SubCeaseMaxPrefixes, "maximum number of prefixes reached"), For: d}
 		case "dialed":
 			var err error
 			if len(f) > 2 {

@@ -127,6 +127,9 @@ func (p *peer) run(ctx context.Context) {
 	defer timer.Stop()
 	for {
 		next := p.m.Next()
+		if hd := p.m.HeldDown(); !p.configured && hd.After(p.s.cfg.Clock()) && (next.IsZero() || hd.Before(next)) {
+			next = hd // an unconfigured peer held down is kept until then
+		}
 		if c := p.conns[p.m.Conn()]; c != nil && !c.expires.IsZero() && (next.IsZero() || c.expires.Before(next)) {
 			next = c.expires
 		}
@@ -149,7 +152,7 @@ func (p *peer) run(ctx context.Context) {
 				p.step(EvTick{})
 			}
 		}
-		if !p.configured && p.m.State() == Idle && len(p.conns) == 0 && len(p.dials) == 0 {
+		if !p.configured && p.m.State() == Idle && len(p.conns) == 0 && len(p.dials) == 0 && !p.s.cfg.Clock().Before(p.m.HeldDown()) {
 			p.s.removePeer(p)
 			p.drain()
 			return

@@ -478,6 +478,19 @@ func (s *Speaker) Reset(id string) error {
 	return nil
 }
 
+// HoldDown ends the session with peer id with NOTIFICATION Cease
+// "maximum number of prefixes reached" (RFC 4486 subcode 1; reason says
+// more) and keeps it down for d: this side dials no sooner and refuses the
+// peer's connections meanwhile. An operator's Reset ends it early.
+func (s *Speaker) HoldDown(id, reason string, d time.Duration) error {
+	p := s.lookup(id)
+	if p == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownPeer, id)
+	}
+	p.post(EvHoldDown{Notification: notification(CodeCease, SubCeaseMaxPrefixes, "%s", reason), For: d})
+	return nil
+}
+
 // Send sends an UPDATE with payload to peer id.
 func (s *Speaker) Send(id string, payload []byte) error {
 	p := s.lookup(id)

@@ -291,17 +291,19 @@ func TestLimitsBeforeOpen(t *testing.T) {
 		r.closed()
 	})
 	t.Run("pending cap", func(t *testing.T) {
+		// Three nodes, so that no connection is refused as the second of
+		// its node (which would free its place).
 		m := newTestMesh(t)
-		a, b := m.node("a"), m.node("b")
+		a, c, d, b := m.node("a"), m.node("c"), m.node("d"), m.node("b")
 		cfg := b.config()
 		cfg.Limits.MaxPending, cfg.Limits.ConnRate, cfg.Limits.ConnBurst = 2, 100, 100
 		b.start(cfg)
-		for i := range 2 {
-			if _, err := m.raw(a, b, "a"); err != nil {
+		for i, n := range []*testNode{a, c} {
+			if _, err := m.raw(n, b, n.id); err != nil {
 				t.Fatalf("connection %d: %v", i, err)
 			}
 		}
-		if _, err := m.raw(a, b, "a"); err == nil {
+		if _, err := m.raw(d, b, "d"); err == nil {
 			t.Fatal("a third connection not established was taken")
 		}
 		if got := b.speaker.Metrics().Count(metricHandshake, `reason="pending_cap"`); got != 1 {
