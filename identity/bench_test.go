@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/identity/internal/benchlimit"
+	"github.com/keymesh/keymesh/test/benchlimit"
 )
 
 // rawP384 returns raw ecdsa.VerifyASN1 and ecdsa.SignASN1 on P-384 over a

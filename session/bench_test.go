@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/test/benchlimit"
 )
 
 // tcpConfig is n's speaker configuration over loopback TCP.
@@ -64,34 +66,6 @@ func bareTLS(b testing.TB, m *testMesh, a, s *testNode, ln net.Listener) {
 	}
 }
 
-// versus runs op and its physical limit alternately (opsPerLimit runs of
-// op, then one of limit) and reports both in ns and ratio, limit over op.
-func versus(b *testing.B, limitName string, opsPerLimit int, op, limit func()) {
-	b.Helper()
-	var opT, limT time.Duration
-	var limN int
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		n := min(opsPerLimit, b.N-done)
-		t := time.Now()
-		for range n {
-			op()
-		}
-		opT += time.Since(t)
-		done += n
-		t = time.Now()
-		limit()
-		limT += time.Since(t)
-		limN++
-	}
-	b.StopTimer()
-	opNs := float64(opT.Nanoseconds()) / float64(b.N)
-	limNs := float64(limT.Nanoseconds()) / float64(limN)
-	b.ReportMetric(opNs, "op-ns")
-	b.ReportMetric(limNs, limitName+"-ns")
-	b.ReportMetric(limNs/opNs, "ratio")
-}
-
 // BenchmarkEstablish: one full session establishment over loopback TCP
 // (TCP, mutual TLS 1.3 verified against the trust view, both OPENs'
 // tokens minted and verified, Cedar on both sides, the KEEPALIVEs) against
@@ -110,7 +84,7 @@ func BenchmarkEstablish(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer bare.Close()
-	versus(b, "bare-mtls", 1, func() {
+	benchlimit.Versus(b, "bare-mtls", 1, func() {
 		if err := a.speaker.Reset("b"); err != nil {
 			b.Fatal(err)
 		}

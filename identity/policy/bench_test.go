@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/keymesh/keymesh/identity"
-	"github.com/keymesh/keymesh/identity/internal/benchlimit"
+	"github.com/keymesh/keymesh/test/benchlimit"
 )
 
 // BenchmarkDecide: one Cedar decision (NODE peer.connect under the default

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/fsm"
-	"github.com/keymesh/keymesh/identity/internal/benchlimit"
+	"github.com/keymesh/keymesh/test/benchlimit"
 )
 
 // heldRevocations is how many revocations the roots hold in

@@ -28,7 +28,6 @@ var allowed = []struct {
 	{"ca", nil},
 	{"identity", nil},
 	{"identity/policy", []string{"identity"}},
-	{"identity/internal/...", nil},
 	{"identity/trust", []string{"ca", "fsm", "identity"}},
 	{"session/...", []string{"ca", "fsm", "identity", "identity/policy", "identity/trust", "session/..."}},
 	{"routing/...", []string{"ca", "fsm", "identity", "identity/policy", "identity/trust", "routing/..."}},

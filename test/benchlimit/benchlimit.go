@@ -1,6 +1,6 @@
 // Package benchlimit measures an operation against its physical limit in
-// the same benchmark run, for the benchmarks of identity and the packages
-// below it.
+// the same benchmark run, for the benchmarks of every package (test code
+// only: no package of the product imports it).
 package benchlimit
 
 import (
