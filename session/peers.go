@@ -6,15 +6,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/keymesh/keymesh/ca"
 )
 
-// A peer is written NODEID@HOST:PORT[,role=ROLE][,psk=FILE], on the
-// command line (--peer) and in a peers file (--peers), one a line:
+// A peer is written NODEID@HOST:PORT[,role=ROLE][,psk=FILE][,OPTION=VALUE...],
+// on the command line (--peer) and in a peers file (--peers), one a line:
 //
 //	# whom edge-1 dials
 //	core-1@10.0.0.11:1790,role=provider
@@ -28,6 +30,19 @@ import (
 // comment; blank lines are skipped. The address may be left out (NODEID
 // alone, with options) for a peer whose sessions this node takes without
 // dialling it.
+//
+// The routing options of the session: max-prefix=N (the routes the peer
+// may bring, default 1000; past it the session ends and stays down for
+// hold-down=DURATION, default 5m), notfound=accept|reject (whether routes
+// no authorization covers are taken; invalid ones never are), and
+// lock=PREFIX (repeatable as lock=P1+P2: routes for PREFIX are taken from
+// this peer only).
+
+// peerOptions names the options in errors.
+const peerOptions = "role=ROLE, psk=FILE, max-prefix=N, hold-down=D, notfound=accept|reject, lock=PREFIX[+PREFIX]"
+
+// MaxPrefixLimit bounds max-prefix.
+const MaxPrefixLimit = 10_000_000
 
 // ErrPeerSpec: a peer specification that does not parse.
 var ErrPeerSpec = errors.New("session: bad peer")
@@ -60,7 +75,7 @@ func ParsePeer(spec, base string) (PeerConfig, error) {
 	for _, opt := range parts[1:] {
 		k, v, ok := strings.Cut(opt, "=")
 		if !ok || v == "" {
-			return pc, fmt.Errorf("%w %q: option %q is not KEY=VALUE (role=ROLE, psk=FILE)", ErrPeerSpec, spec, opt)
+			return pc, fmt.Errorf("%w %q: option %q is not KEY=VALUE (%s)", ErrPeerSpec, spec, opt, peerOptions)
 		}
 		if seen[k] {
 			return pc, fmt.Errorf("%w %q: %s given twice", ErrPeerSpec, spec, k)
@@ -82,8 +97,36 @@ func ParsePeer(spec, base string) (PeerConfig, error) {
 				return pc, fmt.Errorf("%w %q: %w", ErrPeerSpec, spec, err)
 			}
 			pc.PSK = k
+		case "max-prefix":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > MaxPrefixLimit {
+				return pc, fmt.Errorf("%w %q: max-prefix %q is not 1 to %d", ErrPeerSpec, spec, v, MaxPrefixLimit)
+			}
+			pc.MaxPrefix = n
+		case "hold-down":
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return pc, fmt.Errorf("%w %q: hold-down %q is not a duration of 1s or more", ErrPeerSpec, spec, v)
+			}
+			pc.HoldDown = d
+		case "notfound":
+			switch v {
+			case "accept":
+			case "reject":
+				pc.RejectNotFound = true
+			default:
+				return pc, fmt.Errorf("%w %q: notfound is accept or reject, not %q", ErrPeerSpec, spec, v)
+			}
+		case "lock":
+			for _, p := range strings.Split(v, "+") {
+				pfx, err := netip.ParsePrefix(p)
+				if err != nil || pfx.Masked() != pfx {
+					return pc, fmt.Errorf("%w %q: lock %q is not a prefix such as 10.1.0.0/16", ErrPeerSpec, spec, p)
+				}
+				pc.Locks = append(pc.Locks, pfx)
+			}
 		default:
-			return pc, fmt.Errorf("%w %q: unknown option %q (role=ROLE, psk=FILE)", ErrPeerSpec, spec, k)
+			return pc, fmt.Errorf("%w %q: unknown option %q (%s)", ErrPeerSpec, spec, k, peerOptions)
 		}
 	}
 	return pc, nil

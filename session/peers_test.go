@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParsePeers(t *testing.T) {
@@ -16,7 +17,7 @@ func TestParsePeers(t *testing.T) {
 core-1@10.0.0.11:1790,role=provider
 core-2@[2001:db8::12]:1790,role=provider,psk=core-2.key   # a key beside this file
 
-edge-2@edge-2.mainnet.example.net:1790
+edge-2@edge-2.mainnet.example.net:1790,max-prefix=50,hold-down=1m,notfound=reject,lock=10.1.0.0/16+2001:db8::/32
 audit-1,role=customer
 `), 0o644))
 	fh, err := os.Open(file)
@@ -33,7 +34,8 @@ audit-1,role=customer
 	if p := peers[1]; p.Addr != "[2001:db8::12]:1790" || p.PSK == nil {
 		t.Errorf("line 3: %+v", p)
 	}
-	if p := peers[2]; p.Role != RoleInternal || p.Addr != "edge-2.mainnet.example.net:1790" {
+	if p := peers[2]; p.Role != RoleInternal || p.Addr != "edge-2.mainnet.example.net:1790" || p.MaxPrefix != 50 ||
+		p.HoldDown != time.Minute || !p.RejectNotFound || len(p.Locks) != 2 || p.Locks[1].String() != "2001:db8::/32" {
 		t.Errorf("line 5: %+v", p)
 	}
 	if p := peers[3]; p.Addr != "" || p.Role != RoleCustomer {
@@ -52,6 +54,12 @@ audit-1,role=customer
 		{"a@h:1,psk=missing.key", ":1:"},
 		{"a@h:1\nb@h:2\na@h:3", ":3:"},
 		{"a@h:1 b@h:2", ":1:"},
+		{"a@h:1,max-prefix=0", ":1:"},
+		{"a@h:1,max-prefix=lots", ":1:"},
+		{"a@h:1,hold-down=1ms", ":1:"},
+		{"a@h:1,notfound=maybe", ":1:"},
+		{"a@h:1,lock=10.1.0.1/16", ":1:"},
+		{"a@h:1,lock=10.1.0.0/16+", ":1:"},
 	} {
 		_, err := ParsePeersFile(strings.NewReader(c.in), "peers.txt")
 		if !errors.Is(err, ErrPeerSpec) || !strings.Contains(err.Error(), "peers.txt"+c.line) {

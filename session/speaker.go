@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -92,6 +93,14 @@ type PeerConfig struct {
 	Role Role
 	// PSK is the key the peer shares with this node, nil for none.
 	PSK *PSK
+	// The routing layer's options for the session (the session carries
+	// them): the peer's maximum number of prefixes (0: the default) and
+	// hold-down past it, whether routes whose origin no authorization
+	// covers are refused, and the prefixes taken from this peer only.
+	MaxPrefix      int
+	HoldDown       time.Duration
+	RejectNotFound bool
+	Locks          []netip.Prefix
 }
 
 // Handler is told what the established sessions carry (the routing layer).

@@ -16,6 +16,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/routing"
 	"github.com/keymesh/keymesh/session"
 )
 
@@ -27,6 +28,7 @@ const (
 	PathJWKS      = "/.well-known/jwks.json"
 	PathDiscovery = "/.well-known/openid-configuration"
 	PathPeers     = "/v1/peers"
+	PathRoutes    = "/v1/routes"
 	PathMetrics   = "/metrics"
 )
 
@@ -178,6 +180,9 @@ func (h *localAPI) handler() http.Handler {
 	mux.HandleFunc(PathPeers, h.only(http.MethodGet, h.handlePeers))
 	mux.HandleFunc(PathPeers+"/{id}/reset", h.only(http.MethodPost, h.handleResetPeer))
 	mux.HandleFunc(PathMetrics, h.only(http.MethodGet, h.handleMetrics))
+	mux.HandleFunc("GET "+PathRoutes, h.handleRoutes)
+	mux.HandleFunc("POST "+PathRoutes, h.handleAnnounce)
+	mux.HandleFunc("POST "+PathRoutes+"/withdraw", h.handleWithdraw)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeLocalError(w, http.StatusNotFound, CodeNotFound, fmt.Sprintf("no call %s %s on the node agent", r.Method, r.URL.Path))
 	})
@@ -488,4 +493,63 @@ func (h *localAPI) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", jwksCacheControl)
 	w.Write(buf.Bytes())
+}
+
+// handleRoutes lists the RIBs (?peer=ID: that neighbour's routes only).
+func (h *localAPI) handleRoutes(w http.ResponseWriter, r *http.Request) {
+	out, err := h.a.routes(r.Context(), r.URL.Query().Get("peer"))
+	if h.routingError(w, err) {
+		return
+	}
+	writeLocalJSON(w, http.StatusOK, out)
+}
+
+// handleAnnounce originates a route (socket only).
+func (h *localAPI) handleAnnounce(w http.ResponseWriter, r *http.Request) {
+	if !h.mint {
+		writeLocalError(w, http.StatusForbidden, CodeForbidden, "routes are announced on the agent's socket, not over TCP")
+		return
+	}
+	var req AnnounceRequest
+	if !readBody(w, r, &req) {
+		return
+	}
+	out, err := h.a.announce(r.Context(), req)
+	if h.routingError(w, err) {
+		return
+	}
+	writeLocalJSON(w, http.StatusOK, out)
+}
+
+// handleWithdraw stops originating a route (socket only).
+func (h *localAPI) handleWithdraw(w http.ResponseWriter, r *http.Request) {
+	if !h.mint {
+		writeLocalError(w, http.StatusForbidden, CodeForbidden, "routes are withdrawn on the agent's socket, not over TCP")
+		return
+	}
+	var req WithdrawRequest
+	if !readBody(w, r, &req) {
+		return
+	}
+	if h.routingError(w, h.a.withdraw(r.Context(), req)) {
+		return
+	}
+	writeLocalJSON(w, http.StatusOK, map[string]string{"withdrawn": req.NLRI})
+}
+
+// routingError answers err, if any; true when it did.
+func (h *localAPI) routingError(w http.ResponseWriter, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrNoRouting):
+		writeLocalError(w, http.StatusNotFound, CodeNotFound, err.Error())
+	case errors.Is(err, routing.ErrNoRoute):
+		writeLocalError(w, http.StatusNotFound, CodeNotFound, err.Error()+"; `keymesh routes list` shows this node's routes")
+	case errors.Is(err, routing.ErrNLRI), errors.Is(err, routing.ErrMalformed):
+		writeLocalError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+	default:
+		writeLocalError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+	}
+	return true
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/routing"
 )
 
 // ErrNoAgent: nothing answers on the agent's socket.
@@ -165,4 +166,29 @@ func (c *LocalClient) JWKS(ctx context.Context) (identity.JWKS, string, error) {
 		return identity.JWKS{}, "", fmt.Errorf("agent: JWKS from the agent: %w", err)
 	}
 	return set, h.Get("ETag"), nil
+}
+
+// Routes lists the agent's RIBs (peer: that neighbour's routes only).
+func (c *LocalClient) Routes(ctx context.Context, peer string) (RoutesResponse, error) {
+	path := PathRoutes
+	if peer != "" {
+		path += "?peer=" + url.QueryEscape(peer)
+	}
+	var out RoutesResponse
+	_, err := c.call(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+// Announce has the agent originate a route.
+func (c *LocalClient) Announce(ctx context.Context, req AnnounceRequest) (routing.RouteStatus, error) {
+	var out routing.RouteStatus
+	_, err := c.call(ctx, http.MethodPost, PathRoutes, req, &out)
+	return out, err
+}
+
+// Withdraw has the agent stop originating a route.
+func (c *LocalClient) Withdraw(ctx context.Context, nlri string) error {
+	var out map[string]string
+	_, err := c.call(ctx, http.MethodPost, PathRoutes+"/withdraw", WithdrawRequest{NLRI: nlri}, &out)
+	return err
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
 	"github.com/keymesh/keymesh/identity/trust"
+	"github.com/keymesh/keymesh/routing"
 	"github.com/keymesh/keymesh/session"
 )
 
@@ -97,6 +98,8 @@ type RunConfig struct {
 	SessionLimits session.Limits
 	// SessionHandler is told of sessions and UPDATEs (the routing layer).
 	SessionHandler session.Handler
+	// ReplayWindow: routes signed longer ago are stale (0: 24 h).
+	ReplayWindow time.Duration
 	// SessionListener and SessionDial replace TCP for the sessions (tests).
 	SessionListener net.Listener
 	SessionDial     func(ctx context.Context, addr string) (net.Conn, error)
@@ -156,6 +159,7 @@ type Agent struct {
 	// Peering sessions: the speaker Run makes, its listener's address,
 	// and the authorizer of peer.connect over the replicated policies.
 	speaker       atomic.Pointer[session.Speaker]
+	router        atomic.Pointer[routing.Router]
 	sessionAddr   atomic.Value // string
 	authz         *policy.Authorizer
 	policyVersion atomic.Uint64
@@ -278,6 +282,9 @@ func (a *Agent) trustChanged(_, cur *trust.State) {
 	defer func() {
 		if s := a.speaker.Load(); s != nil {
 			s.TrustChanged()
+		}
+		if r := a.router.Load(); r != nil {
+			r.TrustChanged()
 		}
 	}()
 	a.syncPolicy(cur)
@@ -430,8 +437,17 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			return err
 		}
+		rt, err := a.newRouter(s)
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return err
+		}
+		a.router.Store(rt)
 		a.speaker.Store(s)
 		g.Add("sessions", run.Func(a.runSessions(s)))
+		g.Add("routing", rt)
 	}
 	close(a.ready)
 	a.log.Info("agent running", "socket", a.SocketPath(), "tcp", a.cfg.ListenTCP, "trust_index", a.follower.Index())

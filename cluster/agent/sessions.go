@@ -55,7 +55,7 @@ func (c sessionCreds) MintOpen(aud identity.SPIFFEID, cert *x509.Certificate, tt
 func (a *Agent) sessionConfig(ln net.Listener) session.Config {
 	return session.Config{NodeID: a.state.NodeID, Network: a.state.Network, Listener: ln, Dial: a.cfg.SessionDial,
 		Peers: a.cfg.Peers, Credentials: sessionCreds{a}, View: a.follower.State, Verifier: a.verifier, Authorizer: a.authz,
-		Handler: a.cfg.SessionHandler, HoldTime: a.cfg.HoldTime, NoHoldTime: a.cfg.NoHoldTime, Limits: a.cfg.SessionLimits,
+		Handler: a.sessionHandler(), HoldTime: a.cfg.HoldTime, NoHoldTime: a.cfg.NoHoldTime, Limits: a.cfg.SessionLimits,
 		Clock: a.cfg.Clock, Logger: a.log.Named("session")}
 }
 
@@ -128,4 +128,13 @@ func (a *Agent) runSessions(s *session.Speaker) func(ctx context.Context) error 
 		}
 		return s.Run(ctx)
 	}
+}
+
+// sessionHandler tells the router, and the configured handler if any.
+func (a *Agent) sessionHandler() session.Handler {
+	h := handlers{routerHandler{a}}
+	if a.cfg.SessionHandler != nil {
+		h = append(h, a.cfg.SessionHandler)
+	}
+	return h
 }

@@ -17,13 +17,16 @@ import (
 func (a *app) routesCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "routes",
-		Short: "Route authorizations: who may originate which prefix",
-		Long: `Route (origin) authorizations say which nodes may originate a prefix, and up
-to which prefix length, as ROAs do in the RPKI. They live in the replicated
-state; every node validates the routes it learns against them.`,
+		Short: "Routes of a node, and route authorizations: who may originate which prefix",
+		Long: `A node's agent announces routes signed by the node (announce, withdraw) and
+holds the routes its neighbours send, each checked along its signed path
+(list). Route (origin) authorizations say which nodes may originate a prefix,
+and up to which prefix length, as ROAs do in the RPKI. They live in the
+replicated state; every node validates the routes it learns against them.`,
 	}
 	groupCmd(cmd)
-	cmd.AddCommand(a.routesAuthorizeCmd(), a.routesListAuthCmd(), a.routesUnauthorizeCmd())
+	cmd.AddCommand(a.routesAnnounceCmd(), a.routesWithdrawCmd(), a.routesListCmd(),
+		a.routesAuthorizeCmd(), a.routesListAuthCmd(), a.routesUnauthorizeCmd())
 	return cmd
 }
 
