@@ -15,6 +15,7 @@ import (
 	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/client"
+	"github.com/keymesh/keymesh/routing"
 	"github.com/keymesh/keymesh/session"
 )
 
@@ -193,21 +194,31 @@ func (c *Cluster) StartProc(a *Agent, args ...string) {
 // the sessions. extra flags go to every `keymesh node run`.
 func (c *Cluster) StartMesh(n int, extra ...string) []*Agent {
 	c.t.Helper()
+	return c.StartGraph("mesh", n, func(int, int) (string, bool) { return "", true }, func(int) []string { return extra })
+}
+
+// StartGraph registers n nodes (prefix-1 … prefix-n) and runs their
+// agents with peering sessions on loopback ports: agent i (from 0) dials
+// each agent j < i for which link(j, i) holds, with the peer options it
+// returns (",role=customer" and the like); extra(i) are more flags of
+// agent i's `keymesh node run`. It returns once every agent serves.
+func (c *Cluster) StartGraph(prefix string, n int, link func(j, i int) (opts string, ok bool), extra func(i int) []string) []*Agent {
+	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var tok api.CreatedJoinToken
 	c.Retry(ctx, "create a node join token", func(cl *client.Client) error {
 		var err error
 		tok, err = cl.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Principal: "NODE", Uses: n, TTL: "1h",
-			Description: "harness mesh"})
+			Description: "harness " + prefix})
 		return err
 	})
 	running := c.Running()
-	var mesh []*Agent
-	var peers []string
+	var out []*Agent
+	var addrs []string
 	for i := range n {
-		name := fmt.Sprintf("mesh-%d", i+1)
-		a := &Agent{Name: name, Dir: filepath.Join(c.Base, "mesh", name)}
+		name := fmt.Sprintf("%s-%d", prefix, i+1)
+		a := &Agent{Name: name, Dir: filepath.Join(c.Base, prefix, name)}
 		root := running[i%len(running)]
 		cmd := exec.CommandContext(ctx, c.Bin, "node", "join", "--server", root.APIAddr, "--ca-hash", c.CAHash,
 			"--network", c.Network, "--node-id", name, "--data-dir", a.Dir, "--token", tok.Secret)
@@ -216,20 +227,93 @@ func (c *Cluster) StartMesh(n int, extra ...string) []*Agent {
 			c.t.Fatalf("keymesh node join %s: %v\n%s", name, err, out)
 		}
 		args := []string{"node", "run", "--data-dir", a.Dir, "--listen", "127.0.0.1:0"}
-		for _, p := range peers {
-			args = append(args, "--peer", p)
+		for j, addr := range addrs {
+			if opts, ok := link(j, i); ok {
+				args = append(args, "--peer", fmt.Sprintf("%s-%d@%s%s", prefix, j+1, addr, opts))
+			}
+		}
+		if extra != nil {
+			args = append(args, extra(i)...)
 		}
 		c.Agents = append(c.Agents, a)
-		c.start(&a.proc, name, append(args, extra...)...)
+		c.start(&a.proc, name, args...)
 		c.awaitAgent(a, 30*time.Second)
 		res, err := a.Peers(ctx)
 		if err != nil || res.Listen == "" {
 			c.t.Fatalf("agent %s takes no sessions: %v %+v", name, err, res)
 		}
-		peers = append(peers, name+"@"+res.Listen)
-		mesh = append(mesh, a)
+		addrs = append(addrs, res.Listen)
+		out = append(out, a)
 	}
-	return mesh
+	return out
+}
+
+// Routes asks the agent for its routes (peer: that neighbour's only).
+func (a *Agent) Routes(ctx context.Context, peer string) (agent.RoutesResponse, error) {
+	lc := agent.NewLocalClient(a.Socket())
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return lc.Routes(ctx, peer)
+}
+
+// Announce has the agent originate a route.
+func (a *Agent) Announce(ctx context.Context, nlri string) error {
+	lc := agent.NewLocalClient(a.Socket())
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := lc.Announce(ctx, agent.AnnounceRequest{NLRI: nlri})
+	return err
+}
+
+// Withdraw has the agent stop originating a route.
+func (a *Agent) Withdraw(ctx context.Context, nlri string) error {
+	lc := agent.NewLocalClient(a.Socket())
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return lc.Withdraw(ctx, nlri)
+}
+
+// Best is the agent's best route for nlri, nil if it has none.
+func (a *Agent) Best(ctx context.Context, nlri string) (*routing.RouteStatus, error) {
+	res, err := a.Routes(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range res.Routes {
+		if r.NLRI == nlri && r.Best {
+			return &r, nil
+		}
+	}
+	return nil, nil
+}
+
+// WaitBest polls the agent (a process: nothing else to wait on) until
+// cond holds of its best route for nlri (nil: none), for at most timeout;
+// it returns when it held.
+func (c *Cluster) WaitBest(a *Agent, nlri string, timeout time.Duration, what string, cond func(*routing.RouteStatus) bool) time.Time {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last *routing.RouteStatus
+	for {
+		b, err := a.Best(context.Background(), nlri)
+		if err == nil {
+			if cond(b) {
+				return time.Now()
+			}
+			last = b
+		}
+		if time.Now().After(deadline) {
+			res, _ := a.Routes(context.Background(), "")
+			c.t.Fatalf("%s: %s did not happen within %s (best %+v, RIB %+v)", a.Name, what, timeout, last, res.Routes)
+		}
+		if !a.Running() {
+			c.t.Fatalf("agent %s exited:\n%s", a.Name, a.Log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Peers asks the agent for its peering sessions.
