@@ -360,8 +360,10 @@ const MaxUpdateRoutes = 256
 func EncodeUpdate(u Update) ([]byte, error) { return encMode.Marshal(u) }
 
 // DecodeUpdate decodes an UPDATE body: strictly (what the canonical
-// encoding would not produce is refused), with its limits, and every
-// route's shape checked. Signatures are the Validator's business.
+// encoding would not produce is refused), with its limits. Each route's
+// shape, path and signatures are the Validator's business, route by
+// route, so that one bad route is refused with its reason and the others
+// of the UPDATE are not.
 func DecodeUpdate(b []byte) (Update, error) {
 	var u Update
 	if err := decMode.Unmarshal(b, &u); err != nil {
@@ -376,11 +378,6 @@ func DecodeUpdate(b []byte) (Update, error) {
 	}
 	if len(u.Announce) > MaxUpdateRoutes || len(u.Withdraw) > MaxUpdateRoutes {
 		return Update{}, fmt.Errorf("%w: more than %d routes or withdrawals", ErrMalformed, MaxUpdateRoutes)
-	}
-	for i := range u.Announce {
-		if err := u.Announce[i].Check(); err != nil {
-			return Update{}, fmt.Errorf("route %d: %w", i, err)
-		}
 	}
 	return u, nil
 }

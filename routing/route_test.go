@@ -133,12 +133,20 @@ func TestBadUpdates(t *testing.T) {
 		{"indefinite length", append([]byte{0xbf}, good[1:]...), ErrMalformed},
 		{"too many", enc(many), ErrMalformed},
 		{"bad nlri", enc(map[int]any{2: []string{"10.0.0.1/8"}}), ErrMalformed},
+		// Decoded, refused route by route.
 		{"a loop", enc(Update{Announce: []Route{*loop}}), ErrPath},
 		{"a gap in the path", enc(Update{Announce: []Route{*gap}}), ErrPath},
 		{"a long path", enc(Update{Announce: []Route{*long}}), ErrPath},
+		{"no signature", enc(Update{Announce: []Route{func() Route { r := *goldenRoute(); r.Sig = nil; return r }()}}), ErrMalformed},
+		{"an empty metadata key", enc(Update{Announce: []Route{func() Route { r := *goldenRoute(); r.Meta = map[string]string{"": "x"}; return r }()}}), ErrMalformed},
+		{"a next hop that is no address", enc(Update{Announce: []Route{func() Route { r := *goldenRoute(); r.NextHop = "router-7"; return r }()}}), ErrMalformed},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := DecodeUpdate(c.body); !errors.Is(err, c.want) {
+			u, err := DecodeUpdate(c.body)
+			if err == nil && len(u.Announce) == 1 {
+				err = u.Announce[0].Check()
+			}
+			if !errors.Is(err, c.want) {
 				t.Fatalf("%v, want %v", err, c.want)
 			}
 		})

@@ -69,6 +69,8 @@ type Router struct {
 	seq    uint64
 	signer Signer
 	staged stagedKey
+
+	metrics metrics
 }
 
 type stagedKey struct {
@@ -229,6 +231,7 @@ func (r *Router) receive(ctx context.Context, peer string, body []byte) {
 		return // not established: the session layer let nothing through
 	}
 	u, err := DecodeUpdate(body)
+	r.metrics.update(err == nil)
 	if err != nil {
 		r.log.Warn("UPDATE refused", "peer", peer, "error", err)
 		return
@@ -248,6 +251,7 @@ func (r *Router) receive(ctx context.Context, peer string, body []byte) {
 		e := &Entry{Route: rt, From: peer, Received: now}
 		r.admit(ctx, p, e)
 		if e.Err != nil {
+			r.metrics.refuse(e.Err)
 			r.log.Warn("route refused", "peer", peer, "nlri", k, "origin", rt.Origin, "error", e.Err)
 			if held := p.in[k]; errors.Is(e.Err, ErrOlder) && held != nil && held.Err == nil {
 				continue // ignored: the newer route stays
@@ -259,6 +263,9 @@ func (r *Router) receive(ctx context.Context, peer string, body []byte) {
 	if n, limit := len(p.in), p.pol.MaxPrefix; n > limit {
 		reason := fmt.Sprintf("maximum number of prefixes reached: %s sent %d, the limit is %d", peer, n, limit)
 		r.log.Warn("session over its maximum number of prefixes; holding it down", "peer", peer, "prefixes", n, "limit", limit, "hold_down", p.pol.HoldDown.String())
+		r.metrics.mu.Lock()
+		r.metrics.holds++
+		r.metrics.mu.Unlock()
 		if err := r.cfg.HoldDown(peer, reason, p.pol.HoldDown); err != nil {
 			r.log.Warn("cannot hold the session down", "peer", peer, "error", err)
 		}
@@ -439,6 +446,13 @@ func (r *Router) changed(keys []string) {
 	if r.cfg.OnChange != nil {
 		defer r.cfg.OnChange()
 	}
+	defer func() {
+		in := 0
+		for _, p := range r.peers {
+			in += len(p.in)
+		}
+		r.metrics.sizes(in, len(r.best), len(r.local))
+	}()
 	if len(keys) == 0 {
 		return
 	}

@@ -414,6 +414,12 @@ func (h *localAPI) handleMetrics(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if rt := h.a.Router(); rt != nil {
+		if err := rt.WritePrometheus(&b); err != nil {
+			writeLocalError(w, http.StatusInternalServerError, CodeInternal, err.Error())
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(b.Bytes())
