@@ -707,11 +707,13 @@ func (r *Router) Keys(ctx context.Context) (KeyStatus, error) {
 	var ks KeyStatus
 	err := r.call(ctx, func() error {
 		ks = KeyStatus{KID: r.signer.KID, Routes: len(r.local), Best: len(r.best)}
-		if r.staged.kid != "" && r.staged.kid != r.signer.KID {
-			ks.Staged = r.staged.kid
-			if !r.staged.seen.IsZero() {
-				ks.StagedSince, ks.UseAt = r.staged.seen.UTC(), r.staged.seen.Add(r.cfg.StageDelay).UTC()
-			}
+		cur, err := r.cfg.Signer()
+		if err != nil || r.signer.Key == nil || cur.KID == r.signer.KID {
+			return nil
+		}
+		ks.Staged = cur.KID // a new key, waiting for its stage
+		if r.staged.kid == cur.KID && !r.staged.seen.IsZero() {
+			ks.StagedSince, ks.UseAt = r.staged.seen.UTC(), r.staged.seen.Add(r.cfg.StageDelay).UTC()
 		}
 		return nil
 	})

@@ -144,6 +144,10 @@ type StatusResponse struct {
 	CertSerial   string         `json:"cert_serial"`
 	CertNotAfter time.Time      `json:"cert_not_after"`
 	Trust        FollowerStatus `json:"trust"`
+	// Sessions counts the peering sessions established; Routes is the
+	// stage of the route key and the RIB sizes (nil without sessions).
+	Sessions int                `json:"sessions"`
+	Routes   *routing.KeyStatus `json:"routes,omitempty"`
 }
 
 // ErrorBody is the shape of every error answer.
@@ -347,6 +351,18 @@ func (h *localAPI) handleStatus(w http.ResponseWriter, r *http.Request) {
 	out := StatusResponse{Node: h.a.state.NodeID, Network: h.a.state.Network, Trust: h.a.follower.Status()}
 	if nc, err := h.a.creds.current(); err == nil {
 		out.KID, out.CertSerial, out.CertNotAfter = nc.minter.KID(), fsm.FormatSerial(nc.leaf.SerialNumber), nc.leaf.NotAfter.UTC()
+	}
+	if s := h.a.Speaker(); s != nil {
+		for _, p := range s.Peers() {
+			if p.State == session.Established {
+				out.Sessions++
+			}
+		}
+	}
+	if rt := h.a.Router(); rt != nil {
+		if ks, err := rt.Keys(r.Context()); err == nil {
+			out.Routes = &ks
+		}
 	}
 	writeLocalJSON(w, http.StatusOK, out)
 }

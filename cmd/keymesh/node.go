@@ -42,7 +42,7 @@ func (a *app) nodeCmd() *cobra.Command {
 		Short: "Run a node: register it, renew its certificate, rotate its key, run its agent",
 	}
 	groupCmd(cmd)
-	cmd.AddCommand(a.nodeJoinCmd(), a.nodeRenewCmd(), a.nodeRotateKeyCmd(), a.nodeRunCmd())
+	cmd.AddCommand(a.nodeJoinCmd(), a.nodeRenewCmd(), a.nodeRotateKeyCmd(), a.nodeRunCmd(), a.nodeStatusCmd())
 	return cmd
 }
 
@@ -798,4 +798,48 @@ func agentAnswers(ctx context.Context, dir string) bool {
 	defer cancel()
 	_, err := lc.Status(ctx)
 	return err == nil
+}
+
+func (a *app) nodeStatusCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "status --data-dir D",
+		Short: "Show a running agent: its key and certificate, the trust state it follows, its sessions, and its route key's stage",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var st agent.StatusResponse
+			if err := agentRoutes(cmd, dataDir, "show its status", func(ctx context.Context, lc *agent.LocalClient) error {
+				var err error
+				st, err = lc.Status(ctx)
+				return err
+			}); err != nil {
+				return err
+			}
+			return a.emit(st, func(w io.Writer) {
+				fmt.Fprintf(w, "node %s of network %s: key %s, certificate %s valid until %s\n", st.Node, st.Network, st.KID, st.CertSerial, timeText(st.CertNotAfter))
+				contact := "never since start"
+				if !st.Trust.LastContact.IsZero() {
+					contact = timeText(st.Trust.LastContact)
+				}
+				fmt.Fprintf(w, "trust state at index %d (on disk %d) from %s, last answer %s, %d failures since\n",
+					st.Trust.Index, st.Trust.Persisted, st.Trust.Server, contact, st.Trust.Failures)
+				if st.Routes == nil {
+					fmt.Fprintln(w, "no peering sessions")
+					return
+				}
+				fmt.Fprintf(w, "%d sessions established; routes: %d of its own, %d best\n", st.Sessions, st.Routes.Routes, st.Routes.Best)
+				switch {
+				case st.Routes.Staged != "" && !st.Routes.UseAt.IsZero():
+					fmt.Fprintf(w, "route key: %s in use; new key %s staged since %s, routes signed with it from %s\n",
+						st.Routes.KID, st.Routes.Staged, timeText(st.Routes.StagedSince), timeText(st.Routes.UseAt))
+				case st.Routes.Staged != "":
+					fmt.Fprintf(w, "route key: %s in use; new key %s waits to appear in the trust state\n", st.Routes.KID, st.Routes.Staged)
+				default:
+					fmt.Fprintf(w, "route key: %s in use (the node key)\n", st.Routes.KID)
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (its agent must run)")
+	return cmd
 }

@@ -4,8 +4,10 @@
 # would (see node-1 and node-2 peer, approve the pending node-3, collect its
 # certificate and run its agent into the mesh, mint and verify a node
 # token, authorize the admin token, read the policies, rotate a node key and
-# see the older token still verify, revoke a node and see its sessions end
-# and its renewal fail), stop it, and check that it cleaned up after itself.
+# see the older token still verify, announce routes and see them checked
+# along their signed paths, revoke a node and see its sessions and routes
+# end and its renewal fail), stop it, and check that it cleaned up after
+# itself.
 #
 # Usage: test/demo/tour.sh [path/to/keymesh]   (default: bin/keymesh)
 # It builds nothing; `make demo` builds the binary first.
@@ -57,6 +59,20 @@ wait_peers() {
 	done
 	echo "tour: $(basename "$dir") has $got established sessions after ${ready_deadline}s, want $want" >&2
 	"$km" peers list --data-dir "$dir" >&2 || true
+	exit 1
+}
+
+# wait_route waits until the agent of node dir holds (want=1) or does not
+# hold (want=0) a best route for nlri (polling the agent).
+wait_route() {
+	local dir=$1 nlri=$2 want=$3 i got
+	for ((i = 0; i < ready_deadline * 10; i++)); do
+		got=$("$km" routes list --data-dir "$dir" --output json 2>/dev/null | grep -o "\"nlri\":\"$nlri\",[^}]*\"best\":true" | wc -l || true)
+		((got == want)) && return 0
+		sleep 0.1
+	done
+	echo "tour: $(basename "$dir") has $got best routes for $nlri after ${ready_deadline}s, want $want" >&2
+	"$km" routes list --data-dir "$dir" >&2 || true
 	exit 1
 }
 
@@ -196,6 +212,15 @@ wait_peers "$node3" 2
 wait_peers "$node1" 2
 step peers list --data-dir "$node3"
 
+# Routes: node-1 originates a prefix and node-2 a service, each signed by
+# its node key; node-3 takes both, each checked along its signed path.
+step routes authorize 10.20.0.0/16 --origin node-1 --max-length 24
+step routes announce 10.20.1.0/24 --data-dir "$node1" --next-hop 10.0.0.21
+step routes announce service:web.prod --data-dir "$node2"
+wait_route "$node3" 10.20.1.0/24 1
+wait_route "$node3" service:web.prod 1
+step routes list --data-dir "$node3"
+
 # Tokens: node-1 mints a token for node-2 under its own key; node-2's agent
 # verifies it locally, and a root server does too.
 network=$(sed -n 's/^keymesh dev: network \([^,]*\),.*/\1/p' "$work/dev.out")
@@ -218,13 +243,16 @@ head -n 8 "$work/policy.cedar"
 # verifies until it expires.
 step node rotate-key --data-dir "$node1"
 show_run "token verify \"\$tok\" --data-dir $node2" token verify "$tok" --data-dir "$node2"
+step node status --data-dir "$node1"
 
 # A revoked node loses its sessions at once, and cannot renew its
 # certificate.
 step revoke node node-2 --reason decommissioned
 wait_peers "$node1" 1
 wait_peers "$node3" 1
+wait_route "$node3" service:web.prod 0
 step peers list --data-dir "$node1"
+step routes list --data-dir "$node3"
 step_fails node renew --data-dir "$node2"
 stop_agent
 
