@@ -126,7 +126,25 @@ func (g *cmdGen) next() []byte {
 		}
 		p = JoinTokenCreate{Token: tok}
 	case MsgJoinTokenConsume:
-		p = JoinTokenConsume{Hash: hashOf(g.pick("t", 8)), Kind: []string{TokenKindNode, TokenKindRoot}[g.r.IntN(2)], NodeID: g.pick("node", 30)}
+		c := JoinTokenConsume{Hash: hashOf(g.pick("t", 8)), Kind: []string{TokenKindNode, TokenKindRoot}[g.r.IntN(2)], NodeID: g.pick("node", 30)}
+		// Mostly a token that exists and fits, or a random one would
+		// almost never be accepted (and that path never be walked).
+		if g.s != nil && g.chance(0.6) {
+			var live []JoinToken
+			for _, t := range g.s.JoinTokens() {
+				if !t.Revoked && t.Used < t.Uses {
+					live = append(live, t)
+				}
+			}
+			if len(live) > 0 {
+				t := live[g.r.IntN(len(live))]
+				c.Hash, c.Kind = t.Hash, t.Kind
+				if t.NodeID != "" {
+					c.NodeID = t.NodeID
+				}
+			}
+		}
+		p = c
 	case MsgJoinTokenRevoke:
 		p = JoinTokenRevoke{ID: g.pick("t", 8)}
 	case MsgRevoke:
