@@ -19,6 +19,7 @@ type metrics struct {
 	best    int
 	local   int
 	holds   uint64
+	warned  uint64 // sessions past their warning threshold
 }
 
 // reasonOf is the metrics label of a refusal.
@@ -86,6 +87,7 @@ func (r *Router) WritePrometheus(w io.Writer) error {
 	counter("keymesh_routes_refused_total", "Routes from neighbours refused, by reason.", "reason", m.refused)
 	counter("keymesh_route_updates_total", "UPDATE bodies from neighbours, by result.", "result", m.updates)
 	fmt.Fprintf(&b, "# HELP keymesh_route_hold_downs_total Sessions ended past their maximum number of prefixes.\n# TYPE keymesh_route_hold_downs_total counter\nkeymesh_route_hold_downs_total %d\n", m.holds)
+	fmt.Fprintf(&b, "# HELP keymesh_route_max_prefix_warnings_total Sessions that passed the warning threshold of their maximum number of prefixes.\n# TYPE keymesh_route_max_prefix_warnings_total counter\nkeymesh_route_max_prefix_warnings_total %d\n", m.warned)
 	fmt.Fprintf(&b, "# HELP keymesh_routes Routes held: in the Adj-RIB-Ins, best in the Loc-RIB, this node's own.\n# TYPE keymesh_routes gauge\n")
 	fmt.Fprintf(&b, "keymesh_routes{rib=\"adj_in\"} %d\nkeymesh_routes{rib=\"best\"} %d\nkeymesh_routes{rib=\"local\"} %d\n", m.adjIn, m.best, m.local)
 	_, err := io.WriteString(w, b.String())

@@ -274,7 +274,10 @@ func (r *Router) receive(ctx context.Context, peer string, body []byte) {
 		return
 	} else if n*100 >= limit*p.pol.WarnPercent && !p.warned {
 		p.warned = true
-		r.log.Warn("session near its maximum number of prefixes", "peer", peer, "prefixes", n, "limit", limit)
+		r.metrics.mu.Lock()
+		r.metrics.warned++
+		r.metrics.mu.Unlock()
+		r.log.Warn("session near its maximum number of prefixes", "peer", peer, "prefixes", n, "limit", limit, "warn_percent", p.pol.WarnPercent)
 	}
 	r.changed(keys)
 }

@@ -155,6 +155,10 @@ func TestFloodDiagram(t *testing.T) {
 		}
 	}
 	v.waitFor("1,000 routes taken", func() bool { return len(v.routes("attacker")) == 1000 })
+	var text strings.Builder
+	if err := v.router.WritePrometheus(&text); err != nil || !strings.Contains(text.String(), "keymesh_route_max_prefix_warnings_total 1\n") {
+		t.Fatalf("no warning counted at 90 %% (%v):\n%s", err, text.String())
+	}
 	select {
 	case h := <-m.holds:
 		t.Fatalf("held down at 1,000: %s", h)
