@@ -136,7 +136,7 @@ func (m *testMesh) node(id string) *testNode {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	n.val, err = NewValidator(ValidatorConfig{Node: id, Keys: n.verifier, View: m.view, Clock: m.now, ReplayWindow: m.windows})
+	n.val, err = NewValidator(ValidatorConfig{Node: id, Network: testNetwork, Keys: n.verifier, View: m.view, Clock: m.now, ReplayWindow: m.windows})
 	if err != nil {
 		m.t.Fatal(err)
 	}

@@ -278,9 +278,14 @@ func TestOriginValidation(t *testing.T) {
 		{"2001:db8:1::/49", "a", Invalid},
 		{"service:web", "a", NotFound},
 	} {
-		r := &Route{NLRI: MustNLRI(c.nlri), Origin: c.origin}
+		r := &Route{NLRI: MustNLRI(c.nlri), Origin: c.origin, Network: testNetwork}
 		if got := v.val.Origin(r); got != c.want {
 			t.Errorf("%s from %s: %s, want %s", c.nlri, c.origin, got, c.want)
 		}
+	}
+	// A node of another network with the same name: this network's
+	// authorizations do not name it.
+	if got := v.val.Origin(&Route{NLRI: MustNLRI("10.0.1.0/24"), Origin: "a", Network: "partner.example.net"}); got != NotFound {
+		t.Errorf("a route of another network: %s, want not-found", got)
 	}
 }

@@ -57,15 +57,18 @@ type Router struct {
 	cfg RouterConfig
 	log hclog.Logger
 
-	qmu   sync.Mutex
-	queue []any
-	wake  chan struct{}
+	qmu     sync.Mutex
+	queue   []any
+	queued  map[string]int // UPDATEs waiting, by neighbour
+	flooded map[string]bool
+	wake    chan struct{}
 
 	// Run's loop alone uses what follows.
 	peers  map[string]*rpeer
 	local  map[string]*Route // own routes by NLRI
 	best   map[string]*Entry // the Loc-RIB
 	seqs   map[string]uint64 // highest sequence number by origin and NLRI
+	expiry time.Time         // when the first accepted route leaves the replay window
 	seq    uint64
 	signer Signer
 	staged stagedKey
@@ -118,7 +121,7 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	return &Router{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), peers: map[string]*rpeer{},
+	return &Router{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), queued: map[string]int{}, flooded: map[string]bool{}, peers: map[string]*rpeer{},
 		local: map[string]*Route{}, best: map[string]*Entry{}, seqs: map[string]uint64{}}, nil
 }
 
@@ -150,8 +153,30 @@ func (r *Router) post(ev any) {
 
 // Established, Update, RouteRefresh and Down are the session callbacks
 // (session.Handler).
-func (r *Router) Established(peer string)            { r.post(evUp{peer}) }
-func (r *Router) Update(peer string, payload []byte) { r.post(evUpdate{peer, payload}) }
+func (r *Router) Established(peer string) { r.post(evUp{peer}) }
+
+// MaxQueuedUpdates bounds the UPDATEs of one neighbour waiting for the
+// loop; past it the session is held down as past its maximum number of
+// prefixes (a neighbour cannot grow the router's memory without bound).
+const MaxQueuedUpdates = 1024
+
+func (r *Router) Update(peer string, payload []byte) {
+	r.qmu.Lock()
+	if r.queued[peer] >= MaxQueuedUpdates {
+		first := !r.flooded[peer]
+		r.flooded[peer] = true
+		r.qmu.Unlock()
+		if first {
+			r.log.Warn("a neighbour sends UPDATEs faster than they are taken; holding it down", "peer", peer, "queued", MaxQueuedUpdates)
+			pol := r.cfg.Policy(peer).withDefaults()
+			go r.cfg.HoldDown(peer, fmt.Sprintf("%d UPDATEs wait to be taken", MaxQueuedUpdates), pol.HoldDown) // not on the session's loop
+		}
+		return
+	}
+	r.queued[peer]++
+	r.qmu.Unlock()
+	r.post(evUpdate{peer, payload})
+}
 func (r *Router) RouteRefresh(peer string)           { r.post(evRefresh{peer}) }
 func (r *Router) Down(peer string, reason string)    { r.post(evDown{peer}) }
 
@@ -179,10 +204,21 @@ func (r *Router) Run(ctx context.Context) error {
 		q := r.queue
 		r.queue = nil
 		r.qmu.Unlock()
+		trust := false
 		for _, ev := range q {
+			if _, ok := ev.(evTrust); ok {
+				trust = true // one re-check for a burst of trust changes
+				continue
+			}
 			r.handle(ctx, ev)
 		}
+		if trust {
+			r.handle(ctx, evTrust{})
+		}
 		if len(q) > 0 {
+			if r.nextTimer() <= 0 {
+				r.tick(ctx) // due work is not starved by a busy queue
+			}
 			continue
 		}
 		timer.Reset(r.nextTimer())
@@ -199,6 +235,9 @@ func (r *Router) Run(ctx context.Context) error {
 func (r *Router) handle(ctx context.Context, ev any) {
 	switch e := ev.(type) {
 	case evUp:
+		r.qmu.Lock()
+		delete(r.flooded, e.peer)
+		r.qmu.Unlock()
 		p := &rpeer{id: e.peer, pol: r.cfg.Policy(e.peer).withDefaults(), in: map[string]*Entry{}, out: map[string]string{}}
 		r.peers[e.peer] = p
 		r.flush(p, r.allKeys())
@@ -211,6 +250,9 @@ func (r *Router) handle(ctx context.Context, ev any) {
 		keys := mapKeys(p.in)
 		r.changed(keys)
 	case evUpdate:
+		r.qmu.Lock()
+		r.queued[e.peer]--
+		r.qmu.Unlock()
 		r.receive(ctx, e.peer, e.body)
 	case evRefresh:
 		if p := r.peers[e.peer]; p != nil {
@@ -258,6 +300,9 @@ func (r *Router) receive(ctx context.Context, peer string, body []byte) {
 			}
 		}
 		p.in[k] = e
+		if e.Err == nil {
+			r.demote(e)
+		}
 		keys = append(keys, k)
 	}
 	if n, limit := len(p.in), p.pol.MaxPrefix; n > limit {
@@ -285,7 +330,30 @@ func (r *Router) receive(ctx context.Context, peer string, body []byte) {
 // admit verifies e's route and applies the import policy, setting e's
 // state, OTC and Err.
 func (r *Router) admit(ctx context.Context, p *rpeer, e *Entry) {
+	r.verify(ctx, p, e)
+	if e.Err != nil {
+		return
+	}
 	rt := e.Route
+	sk := rt.Origin + "|" + rt.Key()
+	if have := r.seqs[sk]; rt.Seq < have {
+		e.Err = fmt.Errorf("%w (%d, %d held)", ErrOlder, rt.Seq, have)
+		return
+	}
+	r.seqs[sk] = rt.Seq
+	r.expiring(rt)
+}
+
+// verifyTimeout bounds the key lookups of one route's validation (an
+// unknown kid may make the verifier refresh).
+const verifyTimeout = 2 * time.Second
+
+// verify validates e's route and applies the import policy, but not the
+// sequence number check.
+func (r *Router) verify(ctx context.Context, p *rpeer, e *Entry) {
+	rt := e.Route
+	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
 	if err := r.cfg.Validator.Verify(ctx, rt, p.id); err != nil {
 		e.Err = err
 		return
@@ -297,29 +365,105 @@ func (r *Router) admit(ctx context.Context, p *rpeer, e *Entry) {
 		return
 	}
 	e.OTC = otc
-	sk := rt.Origin + "|" + rt.Key()
-	if have := r.seqs[sk]; rt.Seq < have {
-		e.Err = fmt.Errorf("%w (%d, %d held)", ErrOlder, rt.Seq, have)
-		return
+}
+
+// expiring notes when rt leaves the replay window.
+func (r *Router) expiring(rt *Route) {
+	at := rt.Signed().Add(r.cfg.Validator.ReplayWindow())
+	if r.expiry.IsZero() || at.Before(r.expiry) {
+		r.expiry = at
 	}
-	r.seqs[sk] = rt.Seq
+}
+
+// demote refuses, at the other neighbours, the routes of e's origin for
+// its NLRI with an older sequence number; it returns whether it did.
+func (r *Router) demote(e *Entry) bool {
+	rt, k := e.Route, e.Route.Key()
+	done := false
+	for id, p := range r.peers {
+		o := p.in[k]
+		if id == e.From || o == nil || o.Err != nil || o.Route.Origin != rt.Origin || o.Route.Seq >= rt.Seq {
+			continue
+		}
+		p.in[k] = &Entry{Route: o.Route, From: o.From, Received: o.Received, State: o.State,
+			Err: fmt.Errorf("%w (%d, %d held)", ErrOlder, o.Route.Seq, rt.Seq)}
+		done = true
+	}
+	return done
+}
+
+// sweep refuses the routes that left the replay window since they came
+// (their origin did not sign them again), and forgets the sequence
+// numbers of routes no neighbour holds.
+func (r *Router) sweep() {
+	r.expiry = time.Time{}
+	var keys []string
+	held := map[string]bool{}
+	for _, p := range r.peers {
+		for k, e := range p.in {
+			held[e.Route.Origin+"|"+k] = true
+			if e.Err != nil {
+				continue
+			}
+			if err := r.cfg.Validator.Fresh(e.Route); err != nil {
+				p.in[k] = &Entry{Route: e.Route, From: e.From, Received: e.Received, State: e.State, Err: err}
+				keys = append(keys, k)
+				continue
+			}
+			r.expiring(e.Route)
+		}
+	}
+	for sk := range r.seqs {
+		if !held[sk] {
+			delete(r.seqs, sk)
+		}
+	}
+	r.changed(keys)
 }
 
 // recheck takes every route through the trust view again: keys revoked or
 // retired, authorizations changed, keys that are now accepted.
 func (r *Router) recheck(ctx context.Context) {
-	var keys []string
+	// Verify everything again; then the sequence numbers from what is
+	// accepted now (a revoked origin's numbers go with its routes).
+	type was struct {
+		ok    bool
+		state OriginState
+		otc   bool
+	}
+	before := map[*Entry]was{}
+	fresh := map[*rpeer]map[string]*Entry{}
+	clear(r.seqs)
 	for _, p := range r.peers {
+		fresh[p] = map[string]*Entry{}
 		for k, e := range p.in {
-			was, wasState := e.Err, e.State
-			fresh := &Entry{Route: e.Route, From: e.From, Received: e.Received}
-			r.admit(ctx, p, fresh)
-			if errors.Is(fresh.Err, ErrOlder) && was == nil {
-				fresh.Err = nil // its own sequence number, seen before
+			before[e] = was{e.Err == nil, e.State, e.OTC}
+			f := &Entry{Route: e.Route, From: e.From, Received: e.Received}
+			r.verify(ctx, p, f)
+			fresh[p][k] = f
+			if f.Err == nil {
+				sk := f.Route.Origin + "|" + k
+				r.seqs[sk] = max(r.seqs[sk], f.Route.Seq)
 			}
-			if (was == nil) != (fresh.Err == nil) || wasState != fresh.State || fresh.OTC != e.OTC {
-				p.in[k] = fresh
+		}
+	}
+	r.expiry = time.Time{}
+	var keys []string
+	for p, m := range fresh {
+		for k, f := range m {
+			if f.Err == nil {
+				if have := r.seqs[f.Route.Origin+"|"+k]; f.Route.Seq < have {
+					f.Err = fmt.Errorf("%w (%d, %d held)", ErrOlder, f.Route.Seq, have)
+				} else {
+					r.expiring(f.Route)
+				}
+			}
+			old := p.in[k]
+			if w := before[old]; w.ok != (f.Err == nil) || w.state != f.State || w.otc != f.OTC {
+				p.in[k] = f
 				keys = append(keys, k)
+			} else if f.Err != nil {
+				p.in[k] = f // the reason may have changed
 			}
 		}
 	}
@@ -347,7 +491,10 @@ func (r *Router) Announce(ctx context.Context, n NLRI, nextHop string, meta map[
 		out = rt
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err // announced or not: fn may still run
+	}
+	return out, nil
 }
 
 // ErrNoRoute: this node originates no route for the NLRI.
@@ -416,17 +563,25 @@ func (r *Router) resign() {
 		r.local[k] = fresh
 		keys = append(keys, k)
 	}
+	r.changed(keys)
 	if newKey {
 		r.signer = s
 		r.log.Info("routes signed with the new key", "kid", s.KID, "routes", len(keys))
+		// The segments this node signed for others' routes too.
+		all := r.allKeys()
+		for _, id := range sortedKeys(r.peers) {
+			r.flush(r.peers[id], all)
+		}
 	}
-	r.changed(keys)
 }
 
 // nextTimer is the pause until resign has work.
 func (r *Router) nextTimer() time.Duration {
 	now := r.cfg.Clock()
 	next := time.Hour
+	if !r.expiry.IsZero() {
+		next = min(next, max(r.expiry.Sub(now), 0))
+	}
 	for _, rt := range r.local {
 		next = min(next, max(rt.Signed().Add(r.cfg.Refresh).Sub(now), 0))
 	}
@@ -442,7 +597,12 @@ func (r *Router) nextTimer() time.Duration {
 	return next
 }
 
-func (r *Router) tick(context.Context) { r.resign() }
+func (r *Router) tick(context.Context) {
+	if !r.expiry.IsZero() && !r.cfg.Clock().Before(r.expiry) {
+		r.sweep()
+	}
+	r.resign()
+}
 
 // changed chooses the best route of keys again and sends what changed.
 func (r *Router) changed(keys []string) {
@@ -477,9 +637,7 @@ func (r *Router) changed(keys []string) {
 	if len(moved) == 0 {
 		return
 	}
-	ids := mapKeys(r.peers)
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range sortedKeys(r.peers) {
 		r.flush(r.peers[id], moved)
 	}
 }
@@ -624,6 +782,12 @@ func (r *Router) allKeys() []string {
 	return keys
 }
 
+func sortedKeys[V any](m map[string]V) []string {
+	keys := mapKeys(m)
+	slices.Sort(keys)
+	return keys
+}
+
 func mapKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
@@ -684,13 +848,16 @@ func (r *Router) Routes(ctx context.Context, peer string) ([]RouteStatus, error)
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err // fn may still run: out is not ours to read
+	}
 	slices.SortFunc(out, func(a, b RouteStatus) int {
 		if c := strings.Compare(a.NLRI, b.NLRI); c != 0 {
 			return c
 		}
 		return strings.Compare(a.From, b.From)
 	})
-	return out, err
+	return out, nil
 }
 
 // KeyStatus is the stage of this node's route key: the kid its routes are
@@ -720,5 +887,8 @@ func (r *Router) Keys(ctx context.Context) (KeyStatus, error) {
 		}
 		return nil
 	})
-	return ks, err
+	if err != nil {
+		return KeyStatus{}, err
+	}
+	return ks, nil
 }

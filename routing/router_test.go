@@ -280,3 +280,83 @@ func TestExportRules(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleRoutesSwept: a route whose origin stops signing it again leaves
+// the RIBs when it leaves the replay window, even if no neighbour
+// withdraws it.
+func TestStaleRoutesSwept(t *testing.T) {
+	m := newTestMesh(t)
+	m.windows = 100 * time.Second
+	a, b := m.node("a"), m.node("b")
+	b.start()
+	m.link(b, a, RoleInternal)
+	b.inject("a", []*Route{a.forward(a.signed("10.1.0.0/24", 1, m.now()), "b", false)})
+	b.waitPath("10.1.0.0/24", "a")
+	m.advance(101 * time.Second)
+	b.router.RouteRefresh("nobody") // an event: the loop looks at its timers
+	b.waitPath("10.1.0.0/24")
+	rs := b.routes("a")
+	if len(rs) != 1 || !strings.Contains(rs[0].Rejected, "replay window") {
+		t.Fatalf("%+v", rs)
+	}
+}
+
+// TestNewerSequenceWins: once a newer sequence number of an origin's route
+// arrives from one neighbour, the older one held from another is refused,
+// though its path is shorter.
+func TestNewerSequenceWins(t *testing.T) {
+	m := newTestMesh(t)
+	a, x, y, z, v := m.node("a"), m.node("x"), m.node("y"), m.node("z"), m.node("v")
+	v.start()
+	m.link(v, x, RoleInternal)
+	m.link(v, y, RoleInternal)
+	old := y.forward(a.forward(a.signed("10.1.0.0/24", 1, m.now()), "y", false), "v", false)
+	v.inject("y", []*Route{old})
+	v.waitPath("10.1.0.0/24", "a", "y")
+	newer := x.forward(z.forward(a.forward(a.signed("10.1.0.0/24", 2, m.now()), "z", false), "x", false), "v", false)
+	v.inject("x", []*Route{newer})
+	v.waitPath("10.1.0.0/24", "a", "z", "x")
+	for _, r := range v.routes("y") {
+		if !strings.Contains(r.Rejected, "older sequence") {
+			t.Fatalf("the older route from y: %+v", r)
+		}
+	}
+}
+
+// TestUpdateQueueBounded: a neighbour whose UPDATEs wait for the loop
+// beyond MaxQueuedUpdates is held down, once, and what it sends past the
+// bound is dropped.
+func TestUpdateQueueBounded(t *testing.T) {
+	m := newTestMesh(t)
+	v := m.node("v")
+	r, err := NewRouter(RouterConfig{Node: "v", Network: testNetwork, Validator: v.val, Signer: v.signer,
+		Send:     func(string, []byte) error { return nil },
+		HoldDown: func(peer, reason string, d time.Duration) error { m.holds <- peer + ": " + reason; return nil },
+		Policy:   func(string) PeerPolicy { return PeerPolicy{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not running: nothing is taken.
+	for range MaxQueuedUpdates + 10 {
+		r.Update("flood", []byte{0xa0})
+	}
+	select {
+	case h := <-m.holds:
+		if !strings.HasPrefix(h, "flood: ") {
+			t.Fatal(h)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hold-down past the queue bound")
+	}
+	select {
+	case h := <-m.holds:
+		t.Fatalf("a second hold-down: %s", h)
+	default:
+	}
+	r.qmu.Lock()
+	n := len(r.queue)
+	r.qmu.Unlock()
+	if n != MaxQueuedUpdates {
+		t.Fatalf("%d UPDATEs queued, want %d", n, MaxQueuedUpdates)
+	}
+}

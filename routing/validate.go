@@ -58,8 +58,10 @@ const (
 // ValidatorConfig configures a Validator.
 type ValidatorConfig struct {
 	// Node is this node's id: the target of the last segment of every
-	// route it takes.
-	Node string
+	// route it takes; Network is its network, whose route authorizations
+	// the view holds (a route of another network is NotFound here).
+	Node    string
+	Network string
 	// Keys checks the signing keys; View holds the route authorizations.
 	Keys KeySource
 	View func() trust.View
@@ -87,6 +89,9 @@ type Validator struct {
 func NewValidator(cfg ValidatorConfig) (*Validator, error) {
 	if err := checkID("node", cfg.Node); err != nil {
 		return nil, err
+	}
+	if cfg.Network == "" {
+		return nil, fmt.Errorf("routing: a validator needs its network")
 	}
 	if cfg.Keys == nil || cfg.View == nil {
 		return nil, fmt.Errorf("routing: a validator needs keys and a trust view")
@@ -177,8 +182,12 @@ func (v *Validator) Fresh(r *Route) error {
 }
 
 // Origin is r's origin validation state against the view's route
-// authorizations.
+// authorizations (of this node's network: a route of another network is
+// NotFound).
 func (v *Validator) Origin(r *Route) OriginState {
+	if r.Network != v.cfg.Network {
+		return NotFound // this network's authorizations name this network's nodes
+	}
 	return v.index().state(r.NLRI, r.Origin)
 }
 

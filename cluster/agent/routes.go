@@ -18,7 +18,7 @@ import (
 
 // newRouter makes the router over speaker s.
 func (a *Agent) newRouter(s *session.Speaker) (*routing.Router, error) {
-	v, err := routing.NewValidator(routing.ValidatorConfig{Node: a.state.NodeID, Keys: a.verifier,
+	v, err := routing.NewValidator(routing.ValidatorConfig{Node: a.state.NodeID, Network: a.state.Network, Keys: a.verifier,
 		View: func() trust.View { return a.follower.State() }, Clock: a.cfg.Clock, ReplayWindow: a.cfg.ReplayWindow})
 	if err != nil {
 		return nil, err
