@@ -177,8 +177,8 @@ func (r *Router) Update(peer string, payload []byte) {
 	r.qmu.Unlock()
 	r.post(evUpdate{peer, payload})
 }
-func (r *Router) RouteRefresh(peer string)           { r.post(evRefresh{peer}) }
-func (r *Router) Down(peer string, reason string)    { r.post(evDown{peer}) }
+func (r *Router) RouteRefresh(peer string)        { r.post(evRefresh{peer}) }
+func (r *Router) Down(peer string, reason string) { r.post(evDown{peer}) }
 
 // TrustChanged has every route checked again against the trust view.
 func (r *Router) TrustChanged() { r.post(evTrust{}) }
