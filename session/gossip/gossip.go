@@ -1,0 +1,598 @@
+package gossip
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+
+	"github.com/keymesh/keymesh/identity/trust"
+)
+
+// Config configures a member.
+type Config struct {
+	// Node and Network are this member's.
+	Node, Network string
+	// Bind is the host:port memberlist listens on (UDP and TCP); Advertise,
+	// if set, the address others reach it at (and its proof names).
+	Bind, Advertise string
+	// Transport replaces the network (tests: memberlist.MockNetwork).
+	Transport memberlist.Transport
+	// Keys is the gossip keyring, the first the primary (AES-256: 32
+	// bytes each). Required: gossip is always encrypted.
+	Keys [][]byte
+	// Join are members to join at start.
+	Join []string
+	// Signer is this node's current key (proofs).
+	Signer func() (Signer, error)
+	// Keys of other members' proofs are checked with Verifier against
+	// View (the access list, revocations).
+	Verifier KeySource
+	View     func() trust.View
+	// Applied is the last state index the node holds (its trust sync);
+	// OnBulletin applies a verified bulletin at once.
+	Applied    func() uint64
+	OnBulletin func(Bulletin)
+	// BulletinRate and BulletinBurst bound the bulletins taken from each
+	// relaying member (default 2/s, burst 10); VerifyRate bounds the
+	// signature checks of bulletins in all (default 200/s).
+	BulletinRate, BulletinBurst, VerifyRate float64
+	// Tune edits the memberlist configuration (DefaultLANConfig) before it
+	// is used; tests shorten its timers.
+	Tune func(*memberlist.Config)
+	// Clock is the time of proofs and freshness; nil is time.Now.
+	Clock  func() time.Time
+	Logger hclog.Logger
+}
+
+// MemberState is what the graph knows of a member.
+type MemberState string
+
+// Member states.
+const (
+	StateAlive   MemberState = "alive"
+	StateSuspect MemberState = "suspect"
+	StateDead    MemberState = "dead"
+	StateLeft    MemberState = "left"
+)
+
+// Member is a member of the node graph: authenticated, of an accepted
+// network.
+type Member struct {
+	Node    string      `json:"node"`
+	Network string      `json:"network"`
+	Addr    string      `json:"addr"`
+	State   MemberState `json:"state"`
+	Since   time.Time   `json:"since"`
+}
+
+// Gossip is this node's membership and bulletin spreading.
+type Gossip struct {
+	cfg Config
+	log hclog.Logger
+
+	ml    *memberlist.Memberlist
+	queue *memberlist.TransmitLimitedQueue
+	ready chan struct{}
+
+	mu      sync.Mutex
+	members map[string]*Member
+	proof   []byte
+	seen    map[[32]byte]time.Time // bulletins seen, by hash
+	relays  map[string]*bucket     // bulletins by relaying member
+	verify  bucket                 // signature checks in all
+	counts  map[string]uint64      // dropped, by reason; applied
+	crashed bool
+}
+
+// crash stops memberlist without leaving, as a killed process would (for
+// tests of failure detection).
+func (g *Gossip) crash() {
+	g.mu.Lock()
+	g.crashed = true
+	g.mu.Unlock()
+	g.ml.Shutdown()
+}
+
+// Message types on the wire (memberlist user messages).
+const msgBulletin byte = 'B'
+
+// envelope is a bulletin as a member relays it.
+type envelope struct {
+	Relayer  string `cbor:"1,keyasint"`
+	Bulletin []byte `cbor:"2,keyasint"`
+}
+
+// New checks cfg; Run starts the member.
+func New(cfg Config) (*Gossip, error) {
+	if !validID(cfg.Node) || cfg.Network == "" {
+		return nil, errors.New("gossip: a member needs its node id and network")
+	}
+	if len(cfg.Keys) == 0 {
+		return nil, errors.New("gossip: a member needs the gossip key (gossip is always encrypted)")
+	}
+	for _, k := range cfg.Keys {
+		if len(k) != 32 {
+			return nil, fmt.Errorf("gossip: a gossip key is 32 bytes (AES-256), not %d", len(k))
+		}
+	}
+	if cfg.Signer == nil || cfg.Verifier == nil || cfg.View == nil || cfg.Applied == nil || cfg.OnBulletin == nil {
+		return nil, errors.New("gossip: a member needs a signer, a verifier, a trust view, Applied and OnBulletin")
+	}
+	if cfg.Transport == nil && cfg.Bind == "" {
+		return nil, errors.New("gossip: a member needs an address to bind (--gossip-addr)")
+	}
+	if cfg.BulletinRate == 0 {
+		cfg.BulletinRate, cfg.BulletinBurst = 2, 10
+	}
+	if cfg.VerifyRate == 0 {
+		cfg.VerifyRate = 200
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	g := &Gossip{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), members: map[string]*Member{},
+		seen: map[[32]byte]time.Time{}, relays: map[string]*bucket{}, counts: map[string]uint64{},
+		verify: bucket{rate: cfg.VerifyRate, burst: cfg.VerifyRate, tokens: cfg.VerifyRate}}
+	return g, nil
+}
+
+// Ready is closed once Run has started memberlist and tried to join.
+func (g *Gossip) Ready() <-chan struct{} { return g.ready }
+
+// Run starts memberlist, joins, gossips until ctx ends, then leaves.
+func (g *Gossip) Run(ctx context.Context) error {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = g.cfg.Node
+	mc.Label = g.cfg.Network // two networks never merge
+	kr, err := memberlist.NewKeyring(g.cfg.Keys, g.cfg.Keys[0])
+	if err != nil {
+		return fmt.Errorf("gossip: keyring: %w", err)
+	}
+	mc.Keyring, mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = kr, true, true
+	if g.cfg.Transport != nil {
+		mc.Transport = g.cfg.Transport
+	} else {
+		host, port, err := splitHostPort(g.cfg.Bind)
+		if err != nil {
+			return err
+		}
+		mc.BindAddr, mc.BindPort = host, port
+		mc.AdvertisePort = port
+		if g.cfg.Advertise != "" {
+			if mc.AdvertiseAddr, mc.AdvertisePort, err = splitHostPort(g.cfg.Advertise); err != nil {
+				return err
+			}
+		}
+	}
+	mc.Logger = log.New(hclogWriter{g.log.Named("memberlist")}, "", 0)
+	mc.Delegate, mc.Alive, mc.Merge, mc.Events = delegate{g}, delegate{g}, delegate{g}, delegate{g}
+	if g.cfg.Tune != nil {
+		g.cfg.Tune(mc)
+	}
+	if err := g.makeProof(mc); err != nil {
+		return err
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("gossip: %w", err)
+	}
+	g.ml = ml
+	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: ml.NumMembers, RetransmitMult: mc.RetransmitMult}
+	if len(g.cfg.Join) > 0 {
+		if n, err := ml.Join(g.cfg.Join); err != nil {
+			g.log.Warn("joining the gossip failed; members that join later will find this one", "joined", n, "error", err)
+		}
+	}
+	close(g.ready)
+	t := time.NewTicker(MaxProofAge / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			g.mu.Lock()
+			crashed := g.crashed
+			g.mu.Unlock()
+			if crashed {
+				return nil
+			}
+			ml.Leave(time.Second)
+			return ml.Shutdown()
+		case <-t.C:
+			g.Refresh()
+		}
+	}
+}
+
+// Refresh signs this member's proof again (a new key, a new time) and
+// tells the others.
+func (g *Gossip) Refresh() {
+	if g.ml == nil {
+		return
+	}
+	addr := g.advertised()
+	if err := g.sign(addr); err != nil {
+		g.log.Warn("cannot sign the membership proof", "error", err)
+		return
+	}
+	if err := g.ml.UpdateNode(5 * time.Second); err != nil {
+		g.log.Warn("cannot gossip the new membership proof", "error", err)
+	}
+}
+
+func (g *Gossip) advertised() string {
+	n := g.ml.LocalNode()
+	ip, _ := netip.AddrFromSlice(n.Addr)
+	return netip.AddrPortFrom(ip.Unmap(), n.Port).String()
+}
+
+// makeProof signs the first proof, at the address memberlist will
+// advertise.
+func (g *Gossip) makeProof(mc *memberlist.Config) error {
+	var addr string
+	if mc.Transport != nil {
+		ip, port, err := mc.Transport.FinalAdvertiseAddr(mc.AdvertiseAddr, mc.AdvertisePort)
+		if err != nil {
+			return err
+		}
+		a, _ := netip.AddrFromSlice(ip)
+		addr = netip.AddrPortFrom(a.Unmap(), uint16(port)).String()
+	} else {
+		host := mc.BindAddr
+		if mc.AdvertiseAddr != "" {
+			host = mc.AdvertiseAddr
+		}
+		a, err := netip.ParseAddr(host)
+		if err != nil || a.IsUnspecified() {
+			return fmt.Errorf("gossip: advertise an IP address others reach (--gossip-addr %s binds all addresses)", host)
+		}
+		addr = netip.AddrPortFrom(a.Unmap(), uint16(mc.AdvertisePort)).String()
+	}
+	return g.sign(addr)
+}
+
+func (g *Gossip) sign(addr string) error {
+	s, err := g.cfg.Signer()
+	if err != nil {
+		return err
+	}
+	p, err := NewProof(s, g.cfg.Network, addr, g.cfg.Clock())
+	if err != nil {
+		return err
+	}
+	b, err := p.Encode()
+	if err != nil {
+		return err
+	}
+	if len(b) > MaxProofSize {
+		return fmt.Errorf("gossip: a proof of %d bytes, memberlist takes %d", len(b), MaxProofSize)
+	}
+	g.mu.Lock()
+	g.proof = b
+	g.mu.Unlock()
+	return nil
+}
+
+// Members is the node graph: authenticated members, alive, suspect or
+// gone, sorted by node id.
+func (g *Gossip) Members() []Member {
+	states := map[string]MemberState{}
+	if g.ml != nil {
+		for _, n := range g.ml.Members() {
+			switch n.State {
+			case memberlist.StateSuspect:
+				states[n.Name] = StateSuspect
+			case memberlist.StateAlive:
+				states[n.Name] = StateAlive
+			}
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.cfg.Clock()
+	out := make([]Member, 0, len(g.members))
+	for name, m := range g.members {
+		if s, ok := states[name]; ok && s != m.State && (m.State == StateAlive || m.State == StateSuspect) {
+			m.State, m.Since = s, now
+		}
+		out = append(out, *m)
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
+// Addr is where member node gossips, if the graph holds it alive.
+func (g *Gossip) Addr(node string) (string, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := g.members[node]
+	if m == nil || m.State == StateDead || m.State == StateLeft {
+		return "", false
+	}
+	return m.Addr, true
+}
+
+// Publish spreads b (signed by a root's issuing key) to the members.
+func (g *Gossip) Publish(b Bulletin) error {
+	enc, err := b.Encode()
+	if err != nil {
+		return err
+	}
+	h := sha256.Sum256(enc)
+	g.mu.Lock()
+	g.seen[h] = g.cfg.Clock()
+	g.mu.Unlock()
+	return g.relay(enc, h)
+}
+
+func (g *Gossip) relay(bulletin []byte, h [32]byte) error {
+	msg, err := encMode.Marshal(envelope{Relayer: g.cfg.Node, Bulletin: bulletin})
+	if err != nil {
+		return err
+	}
+	if g.queue == nil {
+		return errors.New("gossip: not running")
+	}
+	g.queue.QueueBroadcast(broadcast{msg: append([]byte{msgBulletin}, msg...), name: fmt.Sprintf("%x", h[:8])})
+	return nil
+}
+
+// Counts are the bulletins applied and dropped by reason, for metrics.
+func (g *Gossip) Counts() map[string]uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]uint64, len(g.counts))
+	for k, v := range g.counts {
+		out[k] = v
+	}
+	return out
+}
+
+func (g *Gossip) count(reason string) {
+	g.mu.Lock()
+	g.counts[reason]++
+	g.mu.Unlock()
+}
+
+// receive takes a user message: a relayed bulletin. What does not verify
+// is dropped silently and counted.
+func (g *Gossip) receive(msg []byte) {
+	if len(msg) < 2 || msg[0] != msgBulletin || len(msg) > MaxBulletinSize+256 {
+		g.count("malformed")
+		return
+	}
+	var env envelope
+	if err := decodeCanonical(msg[1:], &env); err != nil || !validID(env.Relayer) {
+		g.count("malformed")
+		return
+	}
+	now := g.cfg.Clock()
+	h := sha256.Sum256(env.Bulletin)
+	g.mu.Lock()
+	if _, dup := g.seen[h]; dup {
+		g.mu.Unlock()
+		g.count("duplicate")
+		return
+	}
+	rb := g.relays[env.Relayer]
+	if rb == nil {
+		if len(g.relays) >= 4096 {
+			clear(g.relays)
+		}
+		rb = &bucket{rate: g.cfg.BulletinRate, burst: g.cfg.BulletinBurst, tokens: g.cfg.BulletinBurst, at: now}
+		g.relays[env.Relayer] = rb
+	}
+	if !rb.take(now) {
+		g.mu.Unlock()
+		g.count("rate_limited")
+		return
+	}
+	if !g.verify.take(now) {
+		g.mu.Unlock()
+		g.count("rate_limited")
+		return
+	}
+	g.mu.Unlock()
+	b, err := DecodeBulletin(env.Bulletin)
+	if err != nil {
+		g.count("malformed")
+		return
+	}
+	if err := b.Verify(g.cfg.View(), g.cfg.Network, g.cfg.Applied(), now); err != nil {
+		g.count(dropReason(err))
+		g.log.Debug("bulletin dropped", "relayer", env.Relayer, "error", err)
+		return
+	}
+	g.mu.Lock()
+	g.seen[h] = now
+	for k, at := range g.seen {
+		if now.Sub(at) > 2*BulletinMaxAge {
+			delete(g.seen, k)
+		}
+	}
+	g.mu.Unlock()
+	g.count("applied")
+	g.cfg.OnBulletin(b)
+	if err := g.relay(env.Bulletin, h); err != nil {
+		g.log.Warn("cannot pass a bulletin on", "error", err)
+	}
+}
+
+func dropReason(err error) string {
+	for _, r := range []struct {
+		err    error
+		reason string
+	}{{ErrUnsigned, "unsigned"}, {ErrBulletinSig, "signature"}, {ErrIssuer, "issuer"}, {ErrOtherNetwork, "other_network"},
+		{ErrStale, "stale"}, {ErrReplayed, "replayed"}, {ErrMalformed, "malformed"}} {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return "other"
+}
+
+// checkMember verifies a memberlist node's proof: only authenticated
+// members of an accepted network enter the graph.
+func (g *Gossip) checkMember(n *memberlist.Node) error {
+	p, err := DecodeProof(n.Meta)
+	if err != nil {
+		return err
+	}
+	ip, _ := netip.AddrFromSlice(n.Addr)
+	addr := netip.AddrPortFrom(ip.Unmap(), n.Port).String()
+	anchors, err := trust.Anchors(g.cfg.View(), g.cfg.Network)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return p.Verify(ctx, g.cfg.Verifier, anchors.Accepted, n.Name, addr, g.cfg.Clock())
+}
+
+// memberEvent records a member's state in the graph.
+func (g *Gossip) memberEvent(n *memberlist.Node, state MemberState) {
+	p, err := DecodeProof(n.Meta)
+	if err != nil {
+		return // not in the graph: the alive delegate refused it
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := g.members[n.Name]
+	if m == nil {
+		m = &Member{Node: n.Name}
+		g.members[n.Name] = m
+	}
+	if m.State != state {
+		m.Since = g.cfg.Clock()
+	}
+	m.Network, m.Addr, m.State = p.Network, p.Addr, state
+}
+
+// delegate is memberlist's delegate of every kind.
+type delegate struct{ g *Gossip }
+
+func (d delegate) NodeMeta(limit int) []byte {
+	d.g.mu.Lock()
+	defer d.g.mu.Unlock()
+	if len(d.g.proof) > limit {
+		return nil
+	}
+	return d.g.proof
+}
+func (d delegate) NotifyMsg(b []byte) { d.g.receive(b) }
+func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	if d.g.queue == nil {
+		return nil
+	}
+	return d.g.queue.GetBroadcasts(overhead, limit)
+}
+func (d delegate) LocalState(bool) []byte            { return nil }
+func (d delegate) MergeRemoteState(_ []byte, _ bool) {}
+
+func (d delegate) NotifyAlive(n *memberlist.Node) error {
+	if n.Name == d.g.cfg.Node {
+		return nil // this member itself (memberlist's own bootstrap)
+	}
+	if err := d.g.checkMember(n); err != nil {
+		d.g.count("member_refused")
+		d.g.log.Warn("gossip member refused", "member", trunc(n.Name), "error", err)
+		return err
+	}
+	return nil
+}
+
+func (d delegate) NotifyMerge(peers []*memberlist.Node) error {
+	for _, n := range peers {
+		if err := d.NotifyAlive(n); err != nil {
+			return fmt.Errorf("gossip: merge refused: %w", err)
+		}
+	}
+	return nil
+}
+
+func (d delegate) NotifyJoin(n *memberlist.Node)   { d.g.memberEvent(n, StateAlive) }
+func (d delegate) NotifyUpdate(n *memberlist.Node) { d.g.memberEvent(n, StateAlive) }
+func (d delegate) NotifyLeave(n *memberlist.Node) {
+	state := StateDead
+	if n.State == memberlist.StateLeft {
+		state = StateLeft
+	}
+	d.g.memberEvent(n, state)
+}
+
+// broadcast is a queued message, unique by name.
+type broadcast struct {
+	msg  []byte
+	name string
+}
+
+func (b broadcast) Invalidates(o memberlist.Broadcast) bool {
+	ob, ok := o.(broadcast)
+	return ok && ob.name == b.name
+}
+func (b broadcast) Message() []byte { return b.msg }
+func (b broadcast) Finished()       {}
+func (b broadcast) Name() string    { return b.name }
+func (b broadcast) UniqueBroadcast() {}
+
+// bucket is a token bucket.
+type bucket struct {
+	rate, burst, tokens float64
+	at                  time.Time
+}
+
+func (b *bucket) take(now time.Time) bool {
+	if !b.at.IsZero() {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+	}
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+func splitHostPort(s string) (string, int, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("gossip: %q is not HOST:PORT", s)
+	}
+	var p int
+	if _, err := fmt.Sscan(port, &p); err != nil || p < 0 || p > 65535 {
+		return "", 0, fmt.Errorf("gossip: port %q", port)
+	}
+	return host, p, nil
+}
+
+// hclogWriter feeds memberlist's standard logger into hclog.
+type hclogWriter struct{ l hclog.Logger }
+
+func (w hclogWriter) Write(p []byte) (int, error) {
+	s := strings.TrimSpace(string(p))
+	switch {
+	case strings.Contains(s, "[ERR]"):
+		w.l.Error(s)
+	case strings.Contains(s, "[WARN]"):
+		w.l.Warn(s)
+	default:
+		w.l.Debug(s)
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = hclogWriter{}

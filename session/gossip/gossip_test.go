@@ -1,0 +1,195 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity/trust"
+)
+
+// TestAuthenticatedMembership: members with a proof join one another's
+// graph; one that holds the gossip key (leaked) but no valid membership
+// proof does not, nor does a revoked node, nor a node of another network;
+// a killed member goes suspect, then dead.
+func TestAuthenticatedMembership(t *testing.T) {
+	m := newTestMesh(t)
+	a, b, c := m.node("a"), m.node("b"), m.node("c")
+	a.start(nil)
+	b.start(nil, a)
+	c.start(nil, a)
+	for _, n := range []*testNode{a, b, c} {
+		for _, o := range []string{"a", "b", "c"} {
+			n.waitState(o, StateAlive)
+		}
+	}
+	if addr, ok := c.g.Addr("b"); !ok || addr != b.g.advertised() {
+		t.Fatalf("c's graph has b at %q", addr)
+	}
+
+	// The leaked key: x is no registered node; its proof is signed by a
+	// key the trust state does not know.
+	x := m.node("x")
+	stranger := newTestMesh(t).node("x") // same name, another CA's key
+	x.signer = stranger.signer
+	x.start(nil, a)
+	x.refusedBy(t, a, 0)
+
+	// A revoked node does not rejoin.
+	r := m.node("r")
+	m.apply(trust.Records{Revocations: []fsm.Revocation{{Kind: fsm.RevocationNode, ID: "r", Time: time.Now()}}})
+	a.verifier.Invalidate()
+	before := a.g.Counts()["member_refused"]
+	r.start(nil, a)
+	r.refusedBy(t, a, before)
+
+	// A killed member: suspect, then dead, at the test's timers.
+	start := time.Now()
+	c.kill()
+	a.waitState("c", StateDead)
+	t.Logf("a killed member was dead in a's graph after %s (probe 100ms, suspicion x2)", time.Since(start).Round(time.Millisecond))
+}
+
+// refusedBy waits until o has refused a member since before (its
+// counter), and checks that n is not in o's graph.
+func (n *testNode) refusedBy(t *testing.T, o *testNode, before uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for o.g.Counts()["member_refused"] <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's alive message never reached %s", n.id, o.id)
+		}
+		time.Sleep(10 * time.Millisecond) // memberlist's own goroutines
+	}
+	for _, mb := range o.g.Members() {
+		if mb.Node == n.id {
+			t.Fatalf("%s entered %s's graph: %+v", n.id, o.id, mb)
+		}
+	}
+}
+
+// TestOtherNetworkNeverMerges: a node of another network, even with the
+// same gossip key, speaks under another Label and never enters the graph;
+// a proof naming another network under this Label is refused too.
+func TestOtherNetworkNeverMerges(t *testing.T) {
+	m := newTestMesh(t)
+	a := m.node("a")
+	a.start(nil)
+	o := m.node("o")
+	o.start(func(c *Config) { c.Network = "other.example.net" }, a) // its join has failed once started
+	for _, x := range [][2]*testNode{{a, o}, {o, a}} {
+		for _, mb := range x[0].g.Members() {
+			if mb.Node == x[1].id {
+				t.Fatalf("%s has %s in its graph", x[0].id, x[1].id)
+			}
+		}
+	}
+	if n := a.g.ml.NumMembers(); n != 1 {
+		t.Fatalf("a's memberlist holds %d members", n)
+	}
+	p := m.node("p")
+	signer := p.signer
+	// p's proof says another network; the Label is this one's.
+	proof, err := NewProof(signer, "other.example.net", "127.0.0.1:9", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors, _ := trust.Anchors(m.view(), testNetwork)
+	if err := proof.Verify(context.Background(), a.verifier, anchors.Accepted, "p", "127.0.0.1:9", time.Now()); !errors.Is(err, ErrNetwork) {
+		t.Fatalf("%v, want ErrNetwork", err)
+	}
+}
+
+// TestBulletinsSpread: a bulletin published by one member reaches the
+// others, each applying it once; what does not verify is dropped,
+// silently, and counted by reason; a member flooding bulletins is rate
+// limited.
+func TestBulletinsSpread(t *testing.T) {
+	m := newTestMesh(t)
+	a, b, c := m.node("a"), m.node("b"), m.node("c")
+	a.start(nil)
+	b.start(nil, a)
+	c.start(nil, b)
+	c.waitState("a", StateAlive)
+	good := m.bulletin(10, 12, Revocation{Kind: "node", ID: "z", Time: time.Now().Unix()})
+	if err := a.g.Publish(good); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*testNode{b, c} {
+		select {
+		case got := <-n.got:
+			if got.To != 12 || got.Revocations[0].ID != "z" {
+				t.Fatalf("%s got %+v", n.id, got)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s never got the bulletin", n.id)
+		}
+	}
+
+	deliver := func(n *testNode, relayer string, b Bulletin) {
+		enc, err := b.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := encMode.Marshal(envelope{Relayer: relayer, Bulletin: enc})
+		n.g.receive(append([]byte{msgBulletin}, msg...))
+	}
+	forged := m.bulletin(13, 13, Revocation{Kind: "key", ID: "k1", Time: time.Now().Unix()})
+	forged.Revocations[0].ID = "k2"
+	other := newTestMesh(t)
+	foreign := m.bulletin(13, 13, Revocation{Kind: "key", ID: "k3", Time: time.Now().Unix()})
+	foreign.Network = "other.example.net"
+	if err := SignBulletin(&foreign, m.issuer.Cert, m.issuer.Key); err != nil {
+		t.Fatal(err)
+	}
+	foreignIssuer := m.bulletin(13, 13, Revocation{Kind: "key", ID: "k4", Time: time.Now().Unix()})
+	if err := SignBulletin(&foreignIssuer, other.issuer.Cert, other.issuer.Key); err != nil {
+		t.Fatal(err)
+	}
+	stale := m.bulletin(13, 13, Revocation{Kind: "key", ID: "k5", Time: time.Now().Unix()})
+	stale.Time = time.Now().Add(-time.Hour).Unix()
+	if err := SignBulletin(&stale, m.issuer.Cert, m.issuer.Key); err != nil {
+		t.Fatal(err)
+	}
+	unsigned := m.bulletin(13, 13, Revocation{Kind: "key", ID: "k6", Time: time.Now().Unix()})
+	unsigned.Sig = nil
+	replayed := m.bulletin(3, 4, Revocation{Kind: "key", ID: "k7", Time: time.Now().Unix()})
+	for _, cs := range []struct {
+		name, reason string
+		b            Bulletin
+	}{
+		{"forged", "signature", forged},
+		{"of another network", "other_network", foreign},
+		{"by another network's issuer", "issuer", foreignIssuer},
+		{"stale", "stale", stale},
+		{"unsigned", "unsigned", unsigned},
+		{"replayed", "replayed", replayed},
+	} {
+		t.Run(cs.name, func(t *testing.T) {
+			before := c.g.Counts()[cs.reason]
+			applied := func() uint64 { return 5 }
+			c.g.cfg.Applied = applied
+			deliver(c, "r-"+strings.ReplaceAll(cs.name, " ", "-")[:3], cs.b)
+			if got := c.g.Counts()[cs.reason]; got != before+1 {
+				t.Fatalf("dropped as %s: %d, was %d (counts %v)", cs.reason, got, before, c.g.Counts())
+			}
+			select {
+			case got := <-c.got:
+				t.Fatalf("applied: %+v", got)
+			default:
+			}
+		})
+	}
+	// A flood from one relayer: past its burst, rate limited before any
+	// signature is checked.
+	before := c.g.Counts()["rate_limited"]
+	for i := range 30 {
+		deliver(c, "flooder", m.bulletin(uint64(100+i), uint64(100+i), Revocation{Kind: "token", ID: "j", Time: time.Now().Unix()}))
+	}
+	if got := c.g.Counts()["rate_limited"] - before; got < 15 {
+		t.Fatalf("%d of 30 bulletins from one member rate limited", got)
+	}
+}
