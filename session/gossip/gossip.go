@@ -544,9 +544,9 @@ func (b broadcast) Invalidates(o memberlist.Broadcast) bool {
 	ob, ok := o.(broadcast)
 	return ok && ob.name == b.name
 }
-func (b broadcast) Message() []byte { return b.msg }
-func (b broadcast) Finished()       {}
-func (b broadcast) Name() string    { return b.name }
+func (b broadcast) Message() []byte  { return b.msg }
+func (b broadcast) Finished()        {}
+func (b broadcast) Name() string     { return b.name }
 func (b broadcast) UniqueBroadcast() {}
 
 // bucket is a token bucket.
