@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -20,6 +21,13 @@ type MemNetwork struct {
 	// Cut, if set, says whether packets and streams from one address to
 	// another are lost (a partition).
 	Cut func(from, to string) bool
+
+	packets, bytes, streams atomic.Uint64 // sent
+}
+
+// Sent is what the network carried: packets and their bytes, streams.
+func (n *MemNetwork) Sent() (packets, bytes, streams uint64) {
+	return n.packets.Load(), n.bytes.Load(), n.streams.Load()
 }
 
 // MemTransport is one member's end of a MemNetwork.
@@ -78,6 +86,8 @@ func (t *MemTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	if !ok {
 		return now, nil // lost, as a datagram
 	}
+	t.net.packets.Add(1)
+	t.net.bytes.Add(uint64(len(b)))
 	select {
 	case dest.packets <- &memberlist.Packet{Buf: append([]byte(nil), b...), From: memAddr(t.addr), Timestamp: now}:
 	case <-dest.done:
@@ -93,6 +103,7 @@ func (t *MemTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 	if !ok {
 		return nil, fmt.Errorf("mem: no route to %s", addr)
 	}
+	t.net.streams.Add(1)
 	a, b := net.Pipe()
 	select {
 	case dest.streams <- b:
