@@ -100,16 +100,7 @@ func spread(b *testing.B, n int, tune func(*memberlist.Config)) {
 	var p99s, p100s []time.Duration
 	var pkts, byts uint64
 	missed := 0
-	b.Cleanup(func() {
-		// Leave in parallel: each waits up to a second for its goodbye.
-		done := make(chan struct{})
-		for _, nd := range nodes {
-			go func() { nd.stop(); done <- struct{}{} }()
-		}
-		for range nodes {
-			<-done
-		}
-	})
+	stopAll(b, nodes)
 	b.ResetTimer()
 	for i := range b.N {
 		got.Store(0)

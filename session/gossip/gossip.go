@@ -93,6 +93,7 @@ type Gossip struct {
 	relays  map[string]*bucket     // bulletins by relaying member
 	verify  bucket                 // signature checks in all
 	counts  map[string]uint64      // dropped, by reason; applied
+	recent  [][]byte               // the last bulletins taken, for push-pull
 	crashed bool
 }
 
@@ -335,6 +336,7 @@ func (g *Gossip) Publish(b Bulletin) error {
 	h := sha256.Sum256(enc)
 	g.mu.Lock()
 	g.seen[h] = g.cfg.Clock()
+	g.remember(enc)
 	g.mu.Unlock()
 	return g.relay(enc, h)
 }
@@ -380,55 +382,75 @@ func (g *Gossip) receive(msg []byte) {
 		g.count("malformed")
 		return
 	}
+	g.take(env.Bulletin, env.Relayer)
+}
+
+// maxRecent bounds the bulletins a member keeps for push-pull.
+const maxRecent = 16
+
+// take verifies and applies a bulletin relayed by relayer (or brought by
+// push-pull), once; what does not verify is dropped silently, counted.
+func (g *Gossip) take(bulletin []byte, relayer string) {
 	now := g.cfg.Clock()
-	h := sha256.Sum256(env.Bulletin)
+	h := sha256.Sum256(bulletin)
 	g.mu.Lock()
 	if _, dup := g.seen[h]; dup {
 		g.mu.Unlock()
 		g.count("duplicate")
 		return
 	}
-	rb := g.relays[env.Relayer]
+	rb := g.relays[relayer]
 	if rb == nil {
 		if len(g.relays) >= 4096 {
 			clear(g.relays)
 		}
 		rb = &bucket{rate: g.cfg.BulletinRate, burst: g.cfg.BulletinBurst, tokens: g.cfg.BulletinBurst, at: now}
-		g.relays[env.Relayer] = rb
+		if relayer == "push-pull" {
+			rb.rate, rb.burst, rb.tokens = g.cfg.VerifyRate, g.cfg.VerifyRate, g.cfg.VerifyRate
+		}
+		g.relays[relayer] = rb
 	}
-	if !rb.take(now) {
-		g.mu.Unlock()
-		g.count("rate_limited")
-		return
-	}
-	if !g.verify.take(now) {
+	if !rb.take(now) || !g.verify.take(now) {
 		g.mu.Unlock()
 		g.count("rate_limited")
 		return
 	}
 	g.mu.Unlock()
-	b, err := DecodeBulletin(env.Bulletin)
+	b, err := DecodeBulletin(bulletin)
 	if err != nil {
 		g.count("malformed")
 		return
 	}
 	if err := b.Verify(g.cfg.View(), g.cfg.Network, g.cfg.Applied(), now); err != nil {
 		g.count(dropReason(err))
-		g.log.Debug("bulletin dropped", "relayer", env.Relayer, "error", err)
+		g.log.Debug("bulletin dropped", "relayer", relayer, "error", err)
 		return
 	}
 	g.mu.Lock()
+	if _, dup := g.seen[h]; dup { // taken meanwhile
+		g.mu.Unlock()
+		return
+	}
 	g.seen[h] = now
 	for k, at := range g.seen {
 		if now.Sub(at) > 2*BulletinMaxAge {
 			delete(g.seen, k)
 		}
 	}
+	g.remember(bulletin)
 	g.mu.Unlock()
 	g.count("applied")
 	g.cfg.OnBulletin(b)
-	if err := g.relay(env.Bulletin, h); err != nil {
+	if err := g.relay(bulletin, h); err != nil {
 		g.log.Warn("cannot pass a bulletin on", "error", err)
+	}
+}
+
+// remember keeps bulletin among the recent ones (g.mu held).
+func (g *Gossip) remember(bulletin []byte) {
+	g.recent = append(g.recent, bulletin)
+	if len(g.recent) > maxRecent {
+		g.recent = g.recent[len(g.recent)-maxRecent:]
 	}
 }
 
@@ -500,8 +522,37 @@ func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	}
 	return d.g.queue.GetBroadcasts(overhead, limit)
 }
-func (d delegate) LocalState(bool) []byte            { return nil }
-func (d delegate) MergeRemoteState(_ []byte, _ bool) {}
+
+// LocalState and MergeRemoteState carry the recent bulletins in
+// memberlist's push-pull (anti-entropy): a member that missed one in the
+// epidemic gets it at the next exchange.
+func (d delegate) LocalState(bool) []byte {
+	d.g.mu.Lock()
+	recent := slices.Clone(d.g.recent)
+	d.g.mu.Unlock()
+	if len(recent) == 0 {
+		return nil
+	}
+	b, err := encMode.Marshal(recent)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+func (d delegate) MergeRemoteState(buf []byte, _ bool) {
+	if len(buf) == 0 {
+		return
+	}
+	var recent [][]byte
+	if len(buf) > maxRecent*(MaxBulletinSize+16) || decodeCanonical(buf, &recent) != nil || len(recent) > maxRecent {
+		d.g.count("malformed")
+		return
+	}
+	for _, b := range recent {
+		d.g.take(b, "push-pull")
+	}
+}
 
 func (d delegate) NotifyAlive(n *memberlist.Node) error {
 	if n.Name == d.g.cfg.Node {

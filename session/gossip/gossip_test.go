@@ -3,9 +3,12 @@ package gossip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity/trust"
@@ -192,4 +195,60 @@ func TestBulletinsSpread(t *testing.T) {
 	if got := c.g.Counts()["rate_limited"] - before; got < 15 {
 		t.Fatalf("%d of 30 bulletins from one member rate limited", got)
 	}
+}
+
+// TestPartitionBridged: twenty members, the network cut in two halves but
+// for one member in both (as if the roots and half of the agents were cut
+// off from the other half); a bulletin published in one half reaches
+// every member of the other through the bridge, by the epidemic or at the
+// latest by push-pull.
+func TestPartitionBridged(t *testing.T) {
+	m := newTestMesh(t)
+	var nodes []*testNode
+	for i := range 20 {
+		nodes = append(nodes, m.node(fmt.Sprintf("m%d", i)))
+	}
+	half := map[string]int{} // address -> 0 (A), 1 (B); the bridge is in neither
+	tune := func(c *memberlist.Config) { fast(c); c.PushPullInterval = 300 * time.Millisecond }
+	for i, n := range nodes {
+		var join []*testNode
+		switch {
+		case i == 0:
+		case i < 10:
+			join = []*testNode{nodes[0]}
+		case i == 10:
+			join = []*testNode{nodes[0]} // before the cut: the bridge
+		default:
+			join = []*testNode{nodes[10]}
+		}
+		n.start(func(c *Config) { c.Tune = tune }, join...)
+		switch {
+		case i < 10:
+			half[n.g.advertised()] = 0
+		case i > 10:
+			half[n.g.advertised()] = 1
+		}
+	}
+	stopAll(t, nodes)
+	m.net.mu.Lock()
+	m.net.Cut = func(from, to string) bool {
+		a, okA := half[from]
+		b, okB := half[to]
+		return okA && okB && a != b
+	}
+	m.net.mu.Unlock()
+	start := time.Now()
+	if err := nodes[0].g.Publish(m.bulletin(50, 50, Revocation{Kind: "node", ID: "stolen", Time: time.Now().Unix()})); err != nil {
+		t.Fatal(err)
+	}
+	var last time.Duration
+	for _, n := range nodes[1:] {
+		select {
+		case <-n.got:
+			last = max(last, time.Since(start))
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s never got the bulletin across the partition (counts %v)", n.id, n.g.Counts())
+		}
+	}
+	t.Logf("a bulletin reached all 19 other members across the partition in %s", last.Round(time.Millisecond))
 }

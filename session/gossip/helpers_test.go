@@ -186,3 +186,18 @@ func (m *testMesh) bulletin(from, to uint64, revs ...Revocation) Bulletin {
 	}
 	return b
 }
+
+// stopAll stops members in parallel when the test ends (each leaving
+// waits up to a second for its goodbye).
+func stopAll(t testing.TB, nodes []*testNode) {
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		for _, n := range nodes {
+			if n.stop != nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); n.stop() }()
+			}
+		}
+		wg.Wait()
+	})
+}
