@@ -94,6 +94,8 @@ type Gossip struct {
 	verify  bucket                 // signature checks in all
 	counts  map[string]uint64      // dropped, by reason; applied
 	recent  [][]byte               // the last bulletins taken, for push-pull
+	accView trust.View             // the view accList is of
+	accList []string
 	crashed bool
 }
 
@@ -476,13 +478,33 @@ func (g *Gossip) checkMember(n *memberlist.Node) error {
 	}
 	ip, _ := netip.AddrFromSlice(n.Addr)
 	addr := netip.AddrPortFrom(ip.Unmap(), n.Port).String()
-	anchors, err := trust.Anchors(g.cfg.View(), g.cfg.Network)
+	accepted, err := g.accepted()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return p.Verify(ctx, g.cfg.Verifier, anchors.Accepted, n.Name, addr, g.cfg.Clock())
+	return p.Verify(ctx, g.cfg.Verifier, accepted, n.Name, addr, g.cfg.Clock())
+}
+
+// accepted is the access list of the current trust view, worked out once
+// per view (every alive message asks).
+func (g *Gossip) accepted() ([]string, error) {
+	view := g.cfg.View()
+	g.mu.Lock()
+	if g.accView == view && g.accList != nil {
+		defer g.mu.Unlock()
+		return g.accList, nil
+	}
+	g.mu.Unlock()
+	anchors, err := trust.Anchors(view, g.cfg.Network)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.accView, g.accList = view, anchors.Accepted
+	g.mu.Unlock()
+	return anchors.Accepted, nil
 }
 
 // memberEvent records a member's state in the graph.
