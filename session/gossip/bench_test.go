@@ -89,9 +89,9 @@ func spread(b *testing.B, n int, tune func(*memberlist.Config)) {
 	joined := time.Now()
 	deadline := time.Now().Add(5 * time.Minute)
 	for _, nd := range nodes {
-		for nd.g.ml.NumMembers() < n {
+		for nd.g.mlp.Load().NumMembers() < n {
 			if time.Now().After(deadline) {
-				b.Fatalf("%s sees %d of %d members", nd.id, nd.g.ml.NumMembers(), n)
+				b.Fatalf("%s sees %d of %d members", nd.id, nd.g.mlp.Load().NumMembers(), n)
 			}
 			time.Sleep(10 * time.Millisecond) // memberlist converges on its own timers
 		}

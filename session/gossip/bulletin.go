@@ -142,6 +142,9 @@ func (b *Bulletin) Verify(view trust.View, network string, applied uint64, now t
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrIssuer, err)
 	}
+	if len(chains[0]) < 2 {
+		return fmt.Errorf("%w: a root signs no bulletin; an issuing certificate under it does", ErrIssuer)
+	}
 	if err := trust.CheckChain(view, chains[0]); err != nil {
 		return fmt.Errorf("%w: %w", ErrIssuer, err)
 	}

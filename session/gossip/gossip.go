@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -82,21 +83,22 @@ type Gossip struct {
 	cfg Config
 	log hclog.Logger
 
-	ml    *memberlist.Memberlist
-	queue *memberlist.TransmitLimitedQueue
+	mlp   atomic.Pointer[memberlist.Memberlist]
+	queue *memberlist.TransmitLimitedQueue // made by New, before memberlist runs
 	ready chan struct{}
 
-	mu      sync.Mutex
-	members map[string]*Member
-	proof   []byte
-	seen    map[[32]byte]time.Time // bulletins seen, by hash
-	relays  map[string]*bucket     // bulletins by relaying member
-	verify  bucket                 // signature checks in all
-	counts  map[string]uint64      // dropped, by reason; applied
-	recent  [][]byte               // the last bulletins taken, for push-pull
-	accView trust.View             // the view accList is of
-	accList []string
-	crashed bool
+	mu       sync.Mutex
+	members  map[string]*Member
+	proof    []byte
+	seen     map[[32]byte]time.Time // bulletins seen, by hash
+	relays   map[string]*bucket     // bulletins by relaying member
+	verify   bucket                 // signature checks in all
+	counts   map[string]uint64      // dropped, by reason; applied
+	recent   [][]byte               // the last bulletins taken, for push-pull
+	accView  trust.View             // the view (and index) accList is of
+	accIndex uint64
+	accList  []string
+	crashed  bool
 }
 
 // crash stops memberlist without leaving, as a killed process would (for
@@ -105,11 +107,20 @@ func (g *Gossip) crash() {
 	g.mu.Lock()
 	g.crashed = true
 	g.mu.Unlock()
-	g.ml.Shutdown()
+	if ml := g.mlp.Load(); ml != nil {
+		ml.Shutdown()
+	}
 }
 
 // Message types on the wire (memberlist user messages).
 const msgBulletin byte = 'B'
+
+// maxGossipMessage keeps a relayed bulletin within one gossip packet
+// (memberlist's UDP buffer is 1,400 bytes, with its own overhead).
+const maxGossipMessage = 1200
+
+// ErrTooLarge: a bulletin too large to gossip.
+var ErrTooLarge = errors.New("gossip: bulletin too large")
 
 // envelope is a bulletin as a member relays it.
 type envelope struct {
@@ -137,7 +148,10 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, errors.New("gossip: a member needs an address to bind (--gossip-addr)")
 	}
 	if cfg.BulletinRate == 0 {
-		cfg.BulletinRate, cfg.BulletinBurst = 2, 10
+		cfg.BulletinRate = 2
+	}
+	if cfg.BulletinBurst == 0 {
+		cfg.BulletinBurst = 10
 	}
 	if cfg.VerifyRate == 0 {
 		cfg.VerifyRate = 200
@@ -151,6 +165,12 @@ func New(cfg Config) (*Gossip, error) {
 	g := &Gossip{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), members: map[string]*Member{},
 		seen: map[[32]byte]time.Time{}, relays: map[string]*bucket{}, counts: map[string]uint64{},
 		verify: bucket{rate: cfg.VerifyRate, burst: cfg.VerifyRate, tokens: cfg.VerifyRate}}
+	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int {
+		if ml := g.mlp.Load(); ml != nil {
+			return ml.NumMembers()
+		}
+		return 1
+	}, RetransmitMult: 4}
 	return g, nil
 }
 
@@ -190,12 +210,12 @@ func (g *Gossip) Run(ctx context.Context) error {
 	if err := g.makeProof(mc); err != nil {
 		return err
 	}
+	g.queue.RetransmitMult = mc.RetransmitMult
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("gossip: %w", err)
 	}
-	g.ml = ml
-	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: ml.NumMembers, RetransmitMult: mc.RetransmitMult}
+	g.mlp.Store(ml)
 	if len(g.cfg.Join) > 0 {
 		if n, err := ml.Join(g.cfg.Join); err != nil {
 			g.log.Warn("joining the gossip failed; members that join later will find this one", "joined", n, "error", err)
@@ -224,7 +244,8 @@ func (g *Gossip) Run(ctx context.Context) error {
 // Refresh signs this member's proof again (a new key, a new time) and
 // tells the others.
 func (g *Gossip) Refresh() {
-	if g.ml == nil {
+	ml := g.mlp.Load()
+	if ml == nil {
 		return
 	}
 	addr := g.advertised()
@@ -232,13 +253,13 @@ func (g *Gossip) Refresh() {
 		g.log.Warn("cannot sign the membership proof", "error", err)
 		return
 	}
-	if err := g.ml.UpdateNode(5 * time.Second); err != nil {
+	if err := ml.UpdateNode(5 * time.Second); err != nil {
 		g.log.Warn("cannot gossip the new membership proof", "error", err)
 	}
 }
 
 func (g *Gossip) advertised() string {
-	n := g.ml.LocalNode()
+	n := g.mlp.Load().LocalNode()
 	ip, _ := netip.AddrFromSlice(n.Addr)
 	return netip.AddrPortFrom(ip.Unmap(), n.Port).String()
 }
@@ -294,8 +315,8 @@ func (g *Gossip) sign(addr string) error {
 // gone, sorted by node id.
 func (g *Gossip) Members() []Member {
 	states := map[string]MemberState{}
-	if g.ml != nil {
-		for _, n := range g.ml.Members() {
+	if ml := g.mlp.Load(); ml != nil {
+		for _, n := range ml.Members() {
 			switch n.State {
 			case memberlist.StateSuspect:
 				states[n.Name] = StateSuspect
@@ -335,7 +356,7 @@ func (g *Gossip) Publish(b Bulletin) error {
 	if err != nil {
 		return err
 	}
-	h := sha256.Sum256(enc)
+	h := bulletinID(enc)
 	g.mu.Lock()
 	g.seen[h] = g.cfg.Clock()
 	g.remember(enc)
@@ -348,8 +369,8 @@ func (g *Gossip) relay(bulletin []byte, h [32]byte) error {
 	if err != nil {
 		return err
 	}
-	if g.queue == nil {
-		return errors.New("gossip: not running")
+	if len(msg)+1 > maxGossipMessage {
+		return fmt.Errorf("%w: %d bytes, gossip carries %d: sign fewer revocations a bulletin", ErrTooLarge, len(msg)+1, maxGossipMessage)
 	}
 	g.queue.QueueBroadcast(broadcast{msg: append([]byte{msgBulletin}, msg...), name: fmt.Sprintf("%x", h[:8])})
 	return nil
@@ -394,7 +415,7 @@ const maxRecent = 16
 // push-pull), once; what does not verify is dropped silently, counted.
 func (g *Gossip) take(bulletin []byte, relayer string) {
 	now := g.cfg.Clock()
-	h := sha256.Sum256(bulletin)
+	h := bulletinID(bulletin)
 	g.mu.Lock()
 	if _, dup := g.seen[h]; dup {
 		g.mu.Unlock()
@@ -448,8 +469,28 @@ func (g *Gossip) take(bulletin []byte, relayer string) {
 	}
 }
 
-// remember keeps bulletin among the recent ones (g.mu held).
+// bulletinID names a bulletin by what its signature covers (an ECDSA
+// signature has a second form that verifies too: not a second bulletin).
+func bulletinID(enc []byte) [32]byte {
+	b, err := DecodeBulletin(enc)
+	if err != nil {
+		return sha256.Sum256(enc)
+	}
+	h, err := b.SigHash()
+	if err != nil {
+		return sha256.Sum256(enc)
+	}
+	return h
+}
+
+// remember keeps bulletin among the recent ones, dropping the stale
+// (g.mu held).
 func (g *Gossip) remember(bulletin []byte) {
+	now := g.cfg.Clock()
+	g.recent = slices.DeleteFunc(g.recent, func(e []byte) bool {
+		b, err := DecodeBulletin(e)
+		return err != nil || now.Sub(time.Unix(b.Time, 0)) > BulletinMaxAge
+	})
 	g.recent = append(g.recent, bulletin)
 	if len(g.recent) > maxRecent {
 		g.recent = g.recent[len(g.recent)-maxRecent:]
@@ -492,7 +533,7 @@ func (g *Gossip) checkMember(n *memberlist.Node) error {
 func (g *Gossip) accepted() ([]string, error) {
 	view := g.cfg.View()
 	g.mu.Lock()
-	if g.accView == view && g.accList != nil {
+	if g.accView == view && g.accIndex == view.Index() && g.accList != nil {
 		defer g.mu.Unlock()
 		return g.accList, nil
 	}
@@ -502,7 +543,7 @@ func (g *Gossip) accepted() ([]string, error) {
 		return nil, err
 	}
 	g.mu.Lock()
-	g.accView, g.accList = view, anchors.Accepted
+	g.accView, g.accIndex, g.accList = view, view.Index(), anchors.Accepted
 	g.mu.Unlock()
 	return anchors.Accepted, nil
 }
@@ -539,9 +580,6 @@ func (d delegate) NodeMeta(limit int) []byte {
 }
 func (d delegate) NotifyMsg(b []byte) { d.g.receive(b) }
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	if d.g.queue == nil {
-		return nil
-	}
 	return d.g.queue.GetBroadcasts(overhead, limit)
 }
 
@@ -589,9 +627,13 @@ func (d delegate) NotifyAlive(n *memberlist.Node) error {
 }
 
 func (d delegate) NotifyMerge(peers []*memberlist.Node) error {
+	// Each alive member of the remote state meets NotifyAlive as it is
+	// merged; one stale entry must not block a whole join.
 	for _, n := range peers {
-		if err := d.NotifyAlive(n); err != nil {
-			return fmt.Errorf("gossip: merge refused: %w", err)
+		if n.State == memberlist.StateAlive && n.Name != d.g.cfg.Node {
+			if err := d.g.checkMember(n); err != nil {
+				d.g.count("member_refused")
+			}
 		}
 	}
 	return nil

@@ -90,7 +90,7 @@ func TestOtherNetworkNeverMerges(t *testing.T) {
 			}
 		}
 	}
-	if n := a.g.ml.NumMembers(); n != 1 {
+	if n := a.g.mlp.Load().NumMembers(); n != 1 {
 		t.Fatalf("a's memberlist holds %d members", n)
 	}
 	p := m.node("p")
@@ -160,6 +160,10 @@ func TestBulletinsSpread(t *testing.T) {
 	unsigned := m.bulletin(13, 13, Revocation{Kind: "key", ID: "k6", Time: time.Now().Unix()})
 	unsigned.Sig = nil
 	replayed := m.bulletin(3, 4, Revocation{Kind: "key", ID: "k7", Time: time.Now().Unix()})
+	byRoot := m.bulletin(13, 13, Revocation{Kind: "key", ID: "k8", Time: time.Now().Unix()})
+	if err := SignBulletin(&byRoot, m.root.Cert, m.root.Key); err != nil {
+		t.Fatal(err)
+	}
 	for _, cs := range []struct {
 		name, reason string
 		b            Bulletin
@@ -170,6 +174,7 @@ func TestBulletinsSpread(t *testing.T) {
 		{"stale", "stale", stale},
 		{"unsigned", "unsigned", unsigned},
 		{"replayed", "replayed", replayed},
+		{"signed by the AS root itself", "issuer", byRoot},
 	} {
 		t.Run(cs.name, func(t *testing.T) {
 			before := c.g.Counts()[cs.reason]
@@ -185,6 +190,14 @@ func TestBulletinsSpread(t *testing.T) {
 			default:
 			}
 		})
+	}
+	// A bulletin too large for a gossip packet is refused at the source.
+	var many []Revocation
+	for i := range 40 {
+		many = append(many, Revocation{Kind: "token", ID: fmt.Sprintf("jti-%d", i), Time: time.Now().Unix()})
+	}
+	if err := a.g.Publish(m.bulletin(60, 60, many...)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a large bulletin: %v, want ErrTooLarge", err)
 	}
 	// A flood from one relayer: past its burst, rate limited before any
 	// signature is checked.
