@@ -87,18 +87,20 @@ type Gossip struct {
 	queue *memberlist.TransmitLimitedQueue // made by New, before memberlist runs
 	ready chan struct{}
 
-	mu       sync.Mutex
-	members  map[string]*Member
-	proof    []byte
-	seen     map[[32]byte]time.Time // bulletins seen, by hash
-	relays   map[string]*bucket     // bulletins by relaying member
-	verify   bucket                 // signature checks in all
-	counts   map[string]uint64      // dropped, by reason; applied
-	recent   [][]byte               // the last bulletins taken, for push-pull
-	accView  trust.View             // the view (and index) accList is of
-	accIndex uint64
-	accList  []string
-	crashed  bool
+	mu         sync.Mutex
+	members    map[string]*Member
+	proof      []byte
+	seen       map[[32]byte]time.Time    // bulletins seen, by hash
+	relays     map[string]*bucket        // bulletins by relaying member
+	verify     bucket                    // signature checks in all
+	counts     map[string]uint64         // dropped, by reason; applied
+	recent     [][]byte                  // the last bulletins taken, for push-pull
+	checked    map[[32]byte]checkedProof // proofs checked, by member, address and meta
+	proofTimes map[string]int64          // the newest proof accepted of each node
+	accView    trust.View                // the view (and index) accList is of
+	accIndex   uint64
+	accList    []string
+	crashed    bool
 }
 
 // crash stops memberlist without leaving, as a killed process would (for
@@ -163,7 +165,7 @@ func New(cfg Config) (*Gossip, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	g := &Gossip{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), members: map[string]*Member{},
-		seen: map[[32]byte]time.Time{}, relays: map[string]*bucket{}, counts: map[string]uint64{},
+		seen: map[[32]byte]time.Time{}, checked: map[[32]byte]checkedProof{}, proofTimes: map[string]int64{}, relays: map[string]*bucket{}, counts: map[string]uint64{},
 		verify: bucket{rate: cfg.VerifyRate, burst: cfg.VerifyRate, tokens: cfg.VerifyRate}}
 	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int {
 		if ml := g.mlp.Load(); ml != nil {
@@ -222,7 +224,7 @@ func (g *Gossip) Run(ctx context.Context) error {
 		}
 	}
 	close(g.ready)
-	t := time.NewTicker(MaxProofAge / 4)
+	t := time.NewTicker(MaxProofAge / 2)
 	defer t.Stop()
 	for {
 		select {
@@ -513,19 +515,64 @@ func dropReason(err error) string {
 // checkMember verifies a memberlist node's proof: only authenticated
 // members of an accepted network enter the graph.
 func (g *Gossip) checkMember(n *memberlist.Node) error {
-	p, err := DecodeProof(n.Meta)
+	ip, _ := netip.AddrFromSlice(n.Addr)
+	addr := netip.AddrPortFrom(ip.Unmap(), n.Port).String()
+	view := g.cfg.View()
+	key := sha256.Sum256([]byte(n.Name + "\x00" + addr + "\x00" + string(n.Meta)))
+	now := g.cfg.Clock()
+	g.mu.Lock()
+	if c, ok := g.checked[key]; ok && c.index == view.Index() && now.Before(c.until) {
+		g.mu.Unlock()
+		return c.err // memberlist repeats alive messages: each proof is checked once per view
+	}
+	g.mu.Unlock()
+	err := g.verifyMember(n.Name, addr, n.Meta, now)
+	p, _ := DecodeProof(n.Meta)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err == nil {
+		// A proof older than one accepted of the node is a replay.
+		if last := g.proofTimes[n.Name]; p.Time < last {
+			err = fmt.Errorf("%w: %s's proof of %s is older than one seen", ErrProof, n.Name, time.Unix(p.Time, 0).UTC().Format(time.RFC3339))
+		} else {
+			if len(g.proofTimes) >= maxChecked {
+				clear(g.proofTimes)
+			}
+			g.proofTimes[n.Name] = p.Time
+		}
+	}
+	if len(g.checked) >= maxChecked {
+		clear(g.checked)
+	}
+	until := now.Add(time.Minute)
+	if err == nil {
+		until = time.Unix(p.Time, 0).Add(MaxProofAge)
+	}
+	g.checked[key] = checkedProof{index: view.Index(), until: until, err: err}
+	return err
+}
+
+// maxChecked bounds the cache of checked proofs and the proof times kept.
+const maxChecked = 8192
+
+type checkedProof struct {
+	index uint64
+	until time.Time
+	err   error
+}
+
+func (g *Gossip) verifyMember(name, addr string, meta []byte, now time.Time) error {
+	p, err := DecodeProof(meta)
 	if err != nil {
 		return err
 	}
-	ip, _ := netip.AddrFromSlice(n.Addr)
-	addr := netip.AddrPortFrom(ip.Unmap(), n.Port).String()
 	accepted, err := g.accepted()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return p.Verify(ctx, g.cfg.Verifier, accepted, n.Name, addr, g.cfg.Clock())
+	return p.Verify(ctx, g.cfg.Verifier, accepted, name, addr, now)
 }
 
 // accepted is the access list of the current trust view, worked out once

@@ -265,3 +265,33 @@ func TestPartitionBridged(t *testing.T) {
 	}
 	t.Logf("a bulletin reached all 19 other members across the partition in %s", last.Round(time.Millisecond))
 }
+
+// TestOldProofReplayed: a member's older proof, shown after a newer one
+// was accepted (from its old address, say), is refused; each proof is
+// checked once per trust view.
+func TestOldProofReplayed(t *testing.T) {
+	m := newTestMesh(t)
+	a, b := m.node("a"), m.node("b")
+	a.start(nil)
+	node := func(at time.Time) *memberlist.Node {
+		p, err := NewProof(b.signer, testNetwork, "127.0.0.1:999", at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta, _ := p.Encode()
+		return &memberlist.Node{Name: "b", Addr: []byte{127, 0, 0, 1}, Port: 999, Meta: meta}
+	}
+	old, cur := node(time.Now().Add(-30*time.Minute)), node(time.Now())
+	if err := a.g.checkMember(cur); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.g.checkMember(old); !errors.Is(err, ErrProof) {
+		t.Fatalf("an older proof: %v, want ErrProof", err)
+	}
+	if err := a.g.checkMember(cur); err != nil {
+		t.Fatalf("the current proof again: %v", err)
+	}
+	if err := a.g.checkMember(node(time.Now().Add(-3 * time.Hour))); !errors.Is(err, ErrProof) {
+		t.Fatalf("a proof past MaxProofAge: %v", err)
+	}
+}

@@ -33,7 +33,7 @@ type Proof struct {
 // Proof limits.
 const (
 	MaxProofSize = 512 // memberlist's meta limit
-	MaxProofAge  = 24 * time.Hour
+	MaxProofAge  = 2 * time.Hour // members sign theirs again every hour
 	proofDomain  = "keymesh membership v1\x00"
 )
 
