@@ -32,7 +32,7 @@ type Proof struct {
 
 // Proof limits.
 const (
-	MaxProofSize = 512 // memberlist's meta limit
+	MaxProofSize = 512           // memberlist's meta limit
 	MaxProofAge  = 2 * time.Hour // members sign theirs again every hour
 	proofDomain  = "keymesh membership v1\x00"
 )
