@@ -424,6 +424,20 @@ func (g *Gossip) take(bulletin []byte, relayer string) {
 		g.count("duplicate")
 		return
 	}
+	g.mu.Unlock()
+	// What costs nothing is checked before the rate limits are charged:
+	// junk, other networks, replays and stale bulletins use up no one's
+	// allowance.
+	b, err := DecodeBulletin(bulletin)
+	if err != nil {
+		g.count("malformed")
+		return
+	}
+	if err := b.precheck(g.cfg.Network, g.cfg.Applied(), now); err != nil {
+		g.count(dropReason(err))
+		return
+	}
+	g.mu.Lock()
 	rb := g.relays[relayer]
 	if rb == nil {
 		if len(g.relays) >= 4096 {
@@ -441,12 +455,7 @@ func (g *Gossip) take(bulletin []byte, relayer string) {
 		return
 	}
 	g.mu.Unlock()
-	b, err := DecodeBulletin(bulletin)
-	if err != nil {
-		g.count("malformed")
-		return
-	}
-	if err := b.Verify(g.cfg.View(), g.cfg.Network, g.cfg.Applied(), now); err != nil {
+	if err := b.verifySignature(g.cfg.View(), g.cfg.Network, now); err != nil {
 		g.count(dropReason(err))
 		g.log.Debug("bulletin dropped", "relayer", relayer, "error", err)
 		return
