@@ -263,10 +263,15 @@ func (p *peer) step(ev Event) {
 		}
 	}
 	p.mu.Lock()
+	p.syncStateLocked()
+	p.mu.Unlock()
+}
+
+// syncStateLocked puts the machine's state in the status (p.mu held).
+func (p *peer) syncStateLocked() {
 	if st := p.m.State(); st != p.st.State {
 		p.st.State, p.st.Since = st, p.s.cfg.Clock()
 	}
-	p.mu.Unlock()
 }
 
 // send queues a frame on c; a full queue ends the session.
@@ -341,6 +346,7 @@ func (p *peer) exec(now time.Time, a Action) {
 		p.st.Certificate = serial
 		p.st.HoldTime = int(a.HoldTime / time.Second)
 		p.st.Established++
+		p.syncStateLocked() // the handler may look at the status
 		p.mu.Unlock()
 		s.log.Info("peering session established", "peer", p.key, "hold_time", a.HoldTime.String(), "conn", a.Conn)
 		if s.cfg.Handler != nil {
@@ -357,6 +363,7 @@ func (p *peer) exec(now time.Time, a Action) {
 	case ActDown:
 		p.mu.Lock()
 		p.st.LastDown, p.st.HoldTime, p.st.Certificate = a.Reason, 0, ""
+		p.syncStateLocked()
 		p.mu.Unlock()
 		if p.up {
 			s.log.Info("peering session down", "peer", p.key, "reason", a.Reason, "conn", a.Conn, "retry_in", a.Retry.String())
