@@ -376,10 +376,10 @@ func (r *Router) expiring(rt *Route) {
 }
 
 // demote refuses, at the other neighbours, the routes of e's origin for
-// its NLRI with an older sequence number; it returns whether it did.
-func (r *Router) demote(e *Entry) bool {
+// its NLRI with an older sequence number (the caller chooses the best
+// route of the NLRI again).
+func (r *Router) demote(e *Entry) {
 	rt, k := e.Route, e.Route.Key()
-	done := false
 	for id, p := range r.peers {
 		o := p.in[k]
 		if id == e.From || o == nil || o.Err != nil || o.Route.Origin != rt.Origin || o.Route.Seq >= rt.Seq {
@@ -387,9 +387,7 @@ func (r *Router) demote(e *Entry) bool {
 		}
 		p.in[k] = &Entry{Route: o.Route, From: o.From, Received: o.Received, State: o.State,
 			Err: fmt.Errorf("%w (%d, %d held)", ErrOlder, o.Route.Seq, rt.Seq)}
-		done = true
 	}
-	return done
 }
 
 // sweep refuses the routes that left the replay window since they came
@@ -727,7 +725,7 @@ func (r *Router) flush(p *rpeer, keys []string) {
 			p.out[k] = fp
 		} else if _, had := p.out[k]; had {
 			delete(p.out, k)
-			u.Withdraw = append(u.Withdraw, e0(e, k))
+			u.Withdraw = append(u.Withdraw, withdrawn(e, k))
 			size += len(k) + 4
 		} else {
 			continue
@@ -756,7 +754,8 @@ func (r *Router) signerFor(cur Signer) Signer {
 	return r.signer
 }
 
-func e0(e *Entry, k string) NLRI {
+// withdrawn is the NLRI of key k to withdraw (e, if any, holds it).
+func withdrawn(e *Entry, k string) NLRI {
 	if e != nil {
 		return e.Route.NLRI
 	}

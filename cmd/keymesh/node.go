@@ -808,7 +808,7 @@ func (a *app) nodeStatusCmd() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st agent.StatusResponse
-			if err := agentRoutes(cmd, dataDir, "show its status", func(ctx context.Context, lc *agent.LocalClient) error {
+			if err := withAgent(cmd, dataDir, "show its status", func(ctx context.Context, lc *agent.LocalClient) error {
 				var err error
 				st, err = lc.Status(ctx)
 				return err

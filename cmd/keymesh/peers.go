@@ -39,6 +39,26 @@ func localAgent(dataDir string) (*agent.LocalClient, error) {
 	return agent.NewLocalClient(agent.SocketPath(dir)), nil
 }
 
+// withAgent runs fn with a client of the agent of dataDir, within
+// agentCallTimeout; what fails says what to do (what names the call).
+func withAgent(cmd *cobra.Command, dataDir, what string, fn func(context.Context, *agent.LocalClient) error) error {
+	lc, err := localAgent(dataDir)
+	if err != nil {
+		return err
+	}
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), agentCallTimeout)
+	defer cancel()
+	err = fn(ctx, lc)
+	if errors.Is(err, agent.ErrNoAgent) {
+		return fmt.Errorf("the node agent of %s does not answer; start it with `keymesh node run`", dataDir)
+	}
+	if err != nil {
+		return explainAgent(what, err)
+	}
+	return nil
+}
+
 func (a *app) peersListCmd() *cobra.Command {
 	var dataDir string
 	cmd := &cobra.Command{
@@ -46,19 +66,13 @@ func (a *app) peersListCmd() *cobra.Command {
 		Short: "List the node's peers: state, since when, the last NOTIFICATIONs, messages",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			lc, err := localAgent(dataDir)
-			if err != nil {
+			var res agent.PeersResponse
+			if err := withAgent(cmd, dataDir, "list its peers", func(ctx context.Context, lc *agent.LocalClient) error {
+				var err error
+				res, err = lc.Peers(ctx)
 				return err
-			}
-			defer lc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), agentCallTimeout)
-			defer cancel()
-			res, err := lc.Peers(ctx)
-			if errors.Is(err, agent.ErrNoAgent) {
-				return fmt.Errorf("the node agent of %s does not answer; start it with `keymesh node run`", dataDir)
-			}
-			if err != nil {
-				return explainAgent("list its peers", err)
+			}); err != nil {
+				return err
 			}
 			return a.emit(res, func(w io.Writer) {
 				if res.Listen != "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -16,25 +15,6 @@ import (
 
 // The routes a node agent holds and originates: announce, withdraw and
 // list talk to the agent's socket.
-
-// agentRoutes runs fn with a client of the agent of dataDir.
-func agentRoutes(cmd *cobra.Command, dataDir, what string, fn func(context.Context, *agent.LocalClient) error) error {
-	lc, err := localAgent(dataDir)
-	if err != nil {
-		return err
-	}
-	defer lc.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), agentCallTimeout)
-	defer cancel()
-	err = fn(ctx, lc)
-	if errors.Is(err, agent.ErrNoAgent) {
-		return fmt.Errorf("the node agent of %s does not answer; start it with `keymesh node run`", dataDir)
-	}
-	if err != nil {
-		return explainAgent(what, err)
-	}
-	return nil
-}
 
 func (a *app) routesAnnounceCmd() *cobra.Command {
 	var (
@@ -63,7 +43,7 @@ func (a *app) routesAnnounceCmd() *cobra.Command {
 				req.Meta[k] = v
 			}
 			var out routing.RouteStatus
-			if err := agentRoutes(cmd, dataDir, "announce the route", func(ctx context.Context, lc *agent.LocalClient) error {
+			if err := withAgent(cmd, dataDir, "announce the route", func(ctx context.Context, lc *agent.LocalClient) error {
 				var err error
 				out, err = lc.Announce(ctx, req)
 				return err
@@ -92,7 +72,7 @@ func (a *app) routesWithdrawCmd() *cobra.Command {
 			if _, err := routing.ParseNLRI(args[0]); err != nil {
 				return usagef("%v", err)
 			}
-			if err := agentRoutes(cmd, dataDir, "withdraw the route", func(ctx context.Context, lc *agent.LocalClient) error {
+			if err := withAgent(cmd, dataDir, "withdraw the route", func(ctx context.Context, lc *agent.LocalClient) error {
 				return lc.Withdraw(ctx, args[0])
 			}); err != nil {
 				return err
@@ -113,7 +93,7 @@ func (a *app) routesListCmd() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res agent.RoutesResponse
-			if err := agentRoutes(cmd, dataDir, "list its routes", func(ctx context.Context, lc *agent.LocalClient) error {
+			if err := withAgent(cmd, dataDir, "list its routes", func(ctx context.Context, lc *agent.LocalClient) error {
 				var err error
 				res, err = lc.Routes(ctx, peer)
 				return err
