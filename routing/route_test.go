@@ -138,6 +138,14 @@ func TestBadUpdates(t *testing.T) {
 		{"a gap in the path", enc(Update{Announce: []Route{*gap}}), ErrPath},
 		{"a long path", enc(Update{Announce: []Route{*long}}), ErrPath},
 		{"no signature", enc(Update{Announce: []Route{func() Route { r := *goldenRoute(); r.Sig = nil; return r }()}}), ErrMalformed},
+		{"too much metadata", enc(Update{Announce: []Route{func() Route {
+			r := *goldenRoute()
+			r.Meta = map[string]string{}
+			for i := range MaxMeta + 1 {
+				r.Meta[fmt.Sprintf("k%d", i)] = "v"
+			}
+			return r
+		}()}}), ErrMalformed},
 		{"an empty metadata key", enc(Update{Announce: []Route{func() Route { r := *goldenRoute(); r.Meta = map[string]string{"": "x"}; return r }()}}), ErrMalformed},
 		{"a next hop that is no address", enc(Update{Announce: []Route{func() Route { r := *goldenRoute(); r.NextHop = "router-7"; return r }()}}), ErrMalformed},
 	} {

@@ -87,7 +87,12 @@ func TestBadWire(t *testing.T) {
 		"index 0":          bulletin(func(b *Bulletin) { b.From = 0 }),
 		"an unknown kind":  bulletin(func(b *Bulletin) { b.Revocations[0].Kind = "everything" }),
 		"an empty id":      bulletin(func(b *Bulletin) { b.Revocations[0].ID = "" }),
-		"oversized":        bytes.Repeat([]byte{0x61}, MaxBulletinSize+1),
+		"too many revocations": bulletin(func(b *Bulletin) {
+			for len(b.Revocations) <= MaxBulletinRevocations {
+				b.Revocations = append(b.Revocations, Revocation{Kind: "token", ID: fmt.Sprintf("j%d", len(b.Revocations)), Time: 1})
+			}
+		}),
+		"oversized": bytes.Repeat([]byte{0x61}, MaxBulletinSize+1),
 	} {
 		if _, err := DecodeBulletin(in); !errors.Is(err, ErrMalformed) {
 			t.Errorf("bulletin %s: %v, want ErrMalformed", name, err)
