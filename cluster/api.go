@@ -180,6 +180,9 @@ func (s *Server) handler() http.Handler {
 	s.routeDeciding(mux, "POST /v1/registrations/{id}/approve", policy.RegistrationApprove, s.handleApprove)
 	s.route(mux, "POST /v1/registrations/{id}/deny", policy.RegistrationDeny, s.handleDeny)
 	s.routeCert(mux, "POST /v1/certs/renew", policy.CertRenew, s.handleRenew)
+	s.routeCert(mux, "GET /v1/gossip/keys", policy.GossipKeys, s.handleGossipKeys)
+	s.route(mux, "GET /v1/gossip/keyring", policy.ClusterRead, s.handleGossipKeyring)
+	s.route(mux, "POST /v1/gossip/rotate", policy.CARotate, s.handleGossipRotate)
 	s.route(mux, "GET /v1/policies", policy.PolicyRead, s.handleGetPolicy)
 	s.routeDeciding(mux, "PUT /v1/policies", policy.PolicyWrite, s.handleSetPolicy)
 	// Consensus plumbing between root servers.
@@ -190,6 +193,7 @@ func (s *Server) handler() http.Handler {
 	s.internal(mux, "POST /v1/internal/seal-key", s.handleInternalSealKey)
 	s.internal(mux, "POST /v1/internal/seal-key/get", s.handleInternalGetSealKey)
 	s.internal(mux, "POST /v1/internal/rotate-seal", s.handleInternalRotateSeal)
+	s.internal(mux, "POST /v1/internal/gossip-rotate", s.handleInternalGossipRotate)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no API call %s %s; see the README for the API", r.Method, r.URL.Path))
 	})
@@ -200,7 +204,7 @@ func (s *Server) handler() http.Handler {
 // themselves by their wait parameter.
 func (s *Server) withTimeout(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/trust" {
+		if r.URL.Path == "/v1/trust" || r.URL.Path == "/v1/gossip/keys" {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -179,6 +179,11 @@ type Options struct {
 	// prune-after time, spent or expired join tokens and JWKS keys past
 	// their end of life. Default 1m.
 	PruneInterval time.Duration
+	// GossipKeyStep is how long each phase of a gossip key rotation
+	// lasts: an installed key becomes primary after it, the retiring key
+	// goes after another. Agents follow the keyring with blocking queries,
+	// so a step covers a follower that was between two of them. Default 2s.
+	GossipKeyStep time.Duration
 	// IssuerKeyType is the key type of a new server's issuing intermediate.
 	// Default P-256: it signs node certificates (and crypto/x509 verifies
 	// each signature it makes) about six times faster than P-384, which
@@ -200,6 +205,9 @@ func (o Options) withDefaults() Options {
 	o.Limits = o.Limits.withDefaults()
 	if o.Logger == nil {
 		o.Logger = hclog.New(&hclog.LoggerOptions{Name: "keymesh", Level: hclog.Info})
+	}
+	if o.GossipKeyStep == 0 {
+		o.GossipKeyStep = 2 * time.Second
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now

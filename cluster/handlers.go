@@ -525,6 +525,9 @@ func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request, c caller) {
 // Answers of an older index are dropped when the state moves; at most
 // maxTrustAnswers are kept.
 type trustAnswers struct {
+	// sign makes the bulletins of a delta's revocations (nil: none).
+	sign func(trust.Delta) [][]byte
+
 	mu      sync.Mutex
 	index   uint64
 	answers map[trustQuery]*trustAnswer
@@ -548,6 +551,9 @@ func (c *trustAnswers) answer(st *fsm.Store, after uint64, full bool) (uint64, [
 	build := func() (uint64, []byte) {
 		var d trust.Delta
 		st.Read(func(rd fsm.Reader) { d = trust.DeltaFrom(rd, after, full) })
+		if c.sign != nil && !d.Reset && len(d.Put.Revocations) > 0 {
+			d.Bulletins = c.sign(d)
+		}
 		b, err := json.Marshal(d)
 		if err != nil {
 			panic("cluster: a trust delta does not encode: " + err.Error()) // plain records; cannot happen

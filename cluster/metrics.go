@@ -27,6 +27,7 @@ type metrics struct {
 	signed    prometheus.Counter       // certificates signed by this server
 	proposals *prometheus.CounterVec   // writes proposed through this server, by result
 	elected   prometheus.Counter       // times this server became leader
+	bulletins prometheus.Counter       // revocation bulletins signed
 	crlBuilds prometheus.Counter       // CRLs this server built and signed
 }
 
@@ -47,13 +48,15 @@ func newMetrics(s *Server) *metrics {
 				"ok, rejected (by the state machine), unknown_outcome, no_leader, failed."}, []string{"result"}),
 		elected: prometheus.NewCounter(prometheus.CounterOpts{Name: "keymesh_raft_leadership_gained_total",
 			Help: "Times this server became the Raft leader."}),
+		bulletins: prometheus.NewCounter(prometheus.CounterOpts{Name: "keymesh_gossip_bulletins_signed_total",
+			Help: "Revocation bulletins this server signed for its trust followers to gossip."}),
 		crlBuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "keymesh_ca_crl_builds_total",
 			Help: "CRLs this server built and signed (after a change of what they list, or before nextUpdate)."}),
 	}
 	blocking := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keymesh_trust_blocking_queries",
 		Help: "Blocking trust queries waiting on this server (followers of the trust state)."},
 		func() float64 { return float64(s.blocking.inFlight()) })
-	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.crlBuilds, blocking,
+	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, blocking,
 		&stateCollector{s: s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

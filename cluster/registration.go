@@ -436,7 +436,11 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	s.log.Info("renewed node certificate", "node", c.name, "serial", issued.Serial)
-	writeJSON(w, http.StatusOK, api.CertResponse{Chain: chain, Index: idx})
+	resp := api.CertResponse{Chain: chain, Index: idx}
+	if kr, err := s.gossipKeyring(true); err == nil {
+		resp.Gossip = &kr
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // crl returns this server's CRL (DER) for the state as it is now. The CRL

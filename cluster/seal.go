@@ -208,6 +208,9 @@ func (s *Server) rotateSealKey(ctx context.Context) error {
 	}
 	update := rec
 	update.SealedKey = sealed
+	if update.GossipKeys, err = s.resealGossipKeys(rec, next); err != nil {
+		return err
+	}
 	if _, err := s.Propose(ctx, fsm.MsgCAUpdate, fsm.CAUpdate{CA: update, ExpectModifyIndex: rec.ModifyIndex}); err != nil {
 		return fmt.Errorf("cluster: commit the AS root key sealed under the new seal key: %w", err)
 	}

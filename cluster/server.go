@@ -173,6 +173,7 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 		return nil, err
 	}
 	s.verifier, s.authz = v, policy.NewAuthorizer(nil)
+	s.trustAnswers.sign = s.signBulletins
 	s.metrics = newMetrics(s)
 	l := o.Limits
 	s.regLimit = newSourceLimiter(l.RegistrationRate, l.RegistrationBurst, l.MaxSources)
@@ -234,6 +235,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	g.Add("pruner", run.Func(s.prune))
 	g.Add("trust watcher", run.Func(s.watchTrust))
 	g.Add("crl builder", run.Func(s.buildCRLs))
+	g.Add("gossip keyring", run.Func(s.runGossipKeys))
 	if s.finishJoin {
 		g.Add("join", run.Func(func(ctx context.Context) error {
 			if s.isVoter() {

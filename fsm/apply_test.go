@@ -82,6 +82,18 @@ func TestApplyCommands(t *testing.T) {
 					t.Fatalf("ca %+v", ca)
 				}
 			}},
+		{name: "ca update gossip keys primary not first", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("s"),
+			GossipKeys: []GossipKey{{ID: "a", Sealed: []byte("x"), State: GossipKeyRetiring}, {ID: "b", Sealed: []byte("y"), State: GossipKeyPrimary}}}, ExpectModifyIndex: 1}, err: ErrInvalid},
+		{name: "ca update gossip keys duplicate id", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("s"),
+			GossipKeys: []GossipKey{{ID: "a", Sealed: []byte("x"), State: GossipKeyPrimary}, {ID: "a", Sealed: []byte("y"), State: GossipKeyRetiring}}}, ExpectModifyIndex: 1}, err: ErrInvalid},
+		{name: "ca update gossip key unsealed", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("s"),
+			GossipKeys: []GossipKey{{ID: "a", State: GossipKeyPrimary}}}, ExpectModifyIndex: 1}, err: ErrInvalid},
+		{name: "ca update two gossip keys installed", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("s"),
+			GossipKeys: []GossipKey{{ID: "a", Sealed: []byte("x"), State: GossipKeyPrimary}, {ID: "b", Sealed: []byte("x"), State: GossipKeyInstalled}, {ID: "c", Sealed: []byte("x"), State: GossipKeyInstalled}}}, ExpectModifyIndex: 1}, err: ErrInvalid},
+		{name: "ca update gossip key state unknown", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("s"),
+			GossipKeys: []GossipKey{{ID: "a", Sealed: []byte("x"), State: GossipKeyPrimary}, {ID: "b", Sealed: []byte("x"), State: "spare"}}}, ExpectModifyIndex: 1}, err: ErrInvalid},
+		{name: "ca update too many gossip keys", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("s"),
+			GossipKeys: []GossipKey{{ID: "a", Sealed: []byte("x"), State: GossipKeyPrimary}, {ID: "b", Sealed: []byte("x"), State: GossipKeyRetiring}, {ID: "c", Sealed: []byte("x"), State: GossipKeyRetiring}, {ID: "d", Sealed: []byte("x"), State: GossipKeyRetiring}, {ID: "e", Sealed: []byte("x"), State: GossipKeyRetiring}}}, ExpectModifyIndex: 1}, err: ErrInvalid},
 		{name: "ca update stale", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("s")}, ExpectModifyIndex: 7}, err: ErrConflict},
 		{name: "ca update unknown network", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: "x.example", Active: der("root"), SealedKey: []byte("s")}, ExpectModifyIndex: 1}, err: ErrNotFound},
 

@@ -140,6 +140,36 @@ func checkCA(ca *CA) *CommandError {
 	if len(ca.SealedKey) > MaxSealedKeyLen {
 		return fail(ErrInvalid, "ca.sealed_key is %d bytes, limit %d", len(ca.SealedKey), MaxSealedKeyLen)
 	}
+	return checkGossipKeys(ca.GossipKeys)
+}
+
+// checkGossipKeys: at most MaxGossipKeys, distinct ids, each sealed, the
+// primary (exactly one when there are keys) first, at most one installed.
+func checkGossipKeys(keys []GossipKey) *CommandError {
+	if len(keys) > MaxGossipKeys {
+		return fail(ErrInvalid, "ca.gossip_keys has %d keys, limit %d", len(keys), MaxGossipKeys)
+	}
+	seen, installed := map[string]bool{}, false
+	for i, k := range keys {
+		if k.ID == "" || len(k.ID) > 64 || seen[k.ID] {
+			return fail(ErrInvalid, "ca.gossip_keys[%d]: an id is required, unique, at most 64 bytes", i)
+		}
+		seen[k.ID] = true
+		if len(k.Sealed) == 0 || len(k.Sealed) > MaxSealedKeyLen {
+			return fail(ErrInvalid, "ca.gossip_keys[%d].sealed: 1 to %d bytes", i, MaxSealedKeyLen)
+		}
+		switch {
+		case (k.State == GossipKeyPrimary) != (i == 0):
+			return fail(ErrInvalid, "ca.gossip_keys: the primary key, and only it, comes first")
+		case k.State == GossipKeyInstalled:
+			if installed {
+				return fail(ErrInvalid, "ca.gossip_keys: at most one key is being installed")
+			}
+			installed = true
+		case k.State != GossipKeyPrimary && k.State != GossipKeyRetiring:
+			return fail(ErrInvalid, "ca.gossip_keys[%d].state %q: primary, installed or retiring", i, k.State)
+		}
+	}
 	return nil
 }
 

@@ -32,6 +32,10 @@ func sameValue[V any](v V) V { return v }
 func cloneCA(c CA) CA {
 	c.Active, c.SealedKey = cloneBytes(c.Active), cloneBytes(c.SealedKey)
 	c.Prepared, c.Retired, c.CrossSigns = cloneList(c.Prepared), cloneList(c.Retired), cloneList(c.CrossSigns)
+	c.GossipKeys = slices.Clone(c.GossipKeys)
+	for i := range c.GossipKeys {
+		c.GossipKeys[i].Sealed = cloneBytes(c.GossipKeys[i].Sealed)
+	}
 	return c
 }
 

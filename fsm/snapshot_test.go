@@ -238,7 +238,7 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 		{"empty", nil},
 		{"magic only", []byte("KMFSM")},
 		{"not a snapshot", []byte(`{"servers":[]}`)},
-		{"future format", append([]byte("KMFSM\x03"), good[6:]...)},
+		{"future format", append([]byte("KMFSM\x04"), good[6:]...)},
 		{"format zero", append([]byte("KMFSM\x00"), good[6:]...)},
 		{"trailing data", append(bytes.Clone(good), 0)},
 		{"no trailer", good[:len(good)-32]},
@@ -283,6 +283,39 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 	// And the good one still works on the same store.
 	if err := target.s.Restore(bytes.NewReader(good)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRestoreVersion2 reads the golden snapshot of the version-2 format
+// (testdata/snapshot-v2.bin, written before the gossip keyring): the CA
+// is there without one, and it writes back as the current version.
+func TestRestoreVersion2(t *testing.T) {
+	b, err := os.ReadFile("testdata/snapshot-v2.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[5] != 2 {
+		t.Fatalf("testdata/snapshot-v2.bin is format %d", b[5])
+	}
+	s := New()
+	if err := s.Restore(bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	rec, ok := s.CA(testNetwork)
+	if !ok || len(rec.Active) == 0 || rec.GossipKeys != nil {
+		t.Fatalf("CA %+v", rec)
+	}
+	sn, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := sn.WriteTo(&out); err != nil {
+		t.Fatal(err)
+	}
+	again := New()
+	if err := again.Restore(&out); err != nil || again.Hash() != s.Hash() {
+		t.Fatalf("v2 to v3 round trip: %v", err)
 	}
 }
 

@@ -155,8 +155,28 @@ type CA struct {
 	Retired    [][]byte `json:"retired"`
 	SealedKey  []byte   `json:"sealed_key"`
 	CrossSigns [][]byte `json:"cross_signs"`
+	// GossipKeys is the network's gossip keyring, each key sealed under
+	// the seal key as the AS root key is: the primary first, then keys
+	// being installed or removed (install, use, remove).
+	GossipKeys []GossipKey `json:"gossip_keys,omitempty"`
 	Indexes
 }
+
+// GossipKey is one key of the gossip keyring (AES-256, sealed).
+type GossipKey struct {
+	ID     string    `json:"id"`
+	Sealed []byte    `json:"sealed"`
+	State  string    `json:"state"`
+	Since  time.Time `json:"since"` // when it took its state
+}
+
+// Gossip key states: a rotation installs a key everywhere, uses it
+// (primary; the old primary retiring), then removes the retiring key.
+const (
+	GossipKeyPrimary   = "primary"
+	GossipKeyInstalled = "installed"
+	GossipKeyRetiring  = "retiring"
+)
 
 // Issuer statuses.
 const (

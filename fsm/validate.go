@@ -14,6 +14,7 @@ const (
 	MaxTextLen        = 1024     // descriptions and reasons
 	MaxDERLen         = 16 << 10 // one certificate or CSR
 	MaxSealedKeyLen   = 4 << 10
+	MaxGossipKeys     = 4
 	MaxJWKLen         = 8 << 10
 	MaxPolicyLen      = 1 << 20
 	MaxListLen        = 64 // certificates in a list, route origins

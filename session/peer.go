@@ -387,9 +387,18 @@ func (p *peer) startDial(id uint64) {
 		p.later = append(p.later, EvDialed{Conn: id, Err: errors.New("too many connections not established")})
 		return
 	}
+	addr := p.cfg.Addr
+	if addr == "" && s.cfg.Resolve != nil {
+		a, ok := s.cfg.Resolve(p.cfg.ID)
+		if !ok {
+			s.pending.Add(-1)
+			p.later = append(p.later, EvDialed{Conn: id, Err: ErrNotInGraph})
+			return
+		}
+		addr = a
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Limits.OpenTimeout)
 	p.dials[id] = cancel
-	addr := p.cfg.Addr
 	go func() {
 		defer cancel()
 		c, err := p.handshakeOutbound(ctx, id, addr)

@@ -119,9 +119,14 @@ type Config struct {
 	Listener net.Listener
 	// Dial opens a connection; nil dials TCP.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
-	// Peers are the peers this node knows (and dials when Addr is set).
-	// Others may connect too, with the default role and no key.
+	// Peers are the peers this node knows (and dials when Addr is set,
+	// or Resolve is). Others may connect too, with the default role and
+	// no key.
 	Peers []PeerConfig
+	// Resolve, if set, gives the address of a peer configured without
+	// one at each dial (the gossip node graph); a peer it does not know
+	// yet is tried again after the backoff.
+	Resolve func(id string) (string, bool)
 	// Credentials are this node's certificate and minter.
 	Credentials Credentials
 	// View is the trust view now (anchors, revocations, nodes, keys).
@@ -182,6 +187,9 @@ func (c *Config) validate() error {
 var (
 	// ErrUnknownPeer: no session or configuration for that peer.
 	ErrUnknownPeer = errors.New("session: no such peer")
+	// ErrNotInGraph: a peer configured by node id alone is not in the
+	// gossip node graph (yet); the dial is tried again.
+	ErrNotInGraph = errors.New("session: the peer is not in the node graph yet (no address to dial)")
 	// ErrNotEstablished: the session with the peer is not established.
 	ErrNotEstablished = errors.New("session: the session is not established")
 )
@@ -274,7 +282,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.ctx = ctx
 	for _, pc := range s.cfg.Peers {
-		s.startPeerLocked(pc.ID, pc, pc.Addr != "", true)
+		s.startPeerLocked(pc.ID, pc, pc.Addr != "" || s.cfg.Resolve != nil, true)
 	}
 	s.mu.Unlock()
 	errc := make(chan error, 1)
@@ -485,6 +493,16 @@ func (s *Speaker) Reset(id string) error {
 	}
 	p.post(EvReset{Notification: notification(CodeCease, SubCeaseReset, "reset by the operator")})
 	return nil
+}
+
+// PeerFailed ends the session with peer id, if there is one, because the
+// gossip node graph says the peer failed (dead): a session to a node that
+// answers no probe is not kept until its hold timer runs out. A dial is
+// tried again as after any reset.
+func (s *Speaker) PeerFailed(id string) {
+	if p := s.lookup(id); p != nil {
+		p.post(EvReset{Notification: notification(CodeCease, SubCeaseReset, "the node graph says the peer failed")})
+	}
 }
 
 // HoldDown ends the session with peer id with NOTIFICATION Cease

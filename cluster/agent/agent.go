@@ -271,7 +271,41 @@ func finish(dir string, st State, key crypto.Signer, roots []*x509.Certificate, 
 	}
 	st.Status = fsm.RegistrationApproved
 	res.State, res.NotAfter = st, chain[0].NotAfter
-	return res, writeState(dir, st)
+	if err := writeState(dir, st); err != nil {
+		return res, err
+	}
+	// The gossip keyring comes over mutual TLS with the new certificate.
+	// Best effort: the agent asks for it again at start.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = fetchKeyring(ctx, dir, st, roots)
+	return res, nil
+}
+
+// fetchKeyring asks the root of st for the gossip keyring over mutual TLS
+// with the node certificate and keeps it in gossip.keys.
+func fetchKeyring(ctx context.Context, dir string, st State, roots []*x509.Certificate) error {
+	cert, err := Certificate(dir)
+	if err != nil {
+		return err
+	}
+	cl, err := client.New(client.Config{Server: st.Server, CAPEM: ca.EncodeCertsPEM(roots...), Certificate: &cert})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	kr, err := cl.GossipKeys(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	return storeKeyring(dir, st.Network, kr)
+}
+
+// storeKeyring keeps kr in gossip.keys if it is newer than the one there.
+func storeKeyring(dir, network string, kr api.GossipKeyring) error {
+	k, _ := newKeyring(dir, network) // a damaged file is replaced
+	_, err := k.set(kr, network)
+	return err
 }
 
 func orNone(s string) string {
@@ -433,6 +467,10 @@ func Renew(ctx context.Context, dir string) (*x509.Certificate, error) {
 	}
 	if err := ca.WriteCertsFile(CertPath(dir), chain...); err != nil {
 		return nil, err
+	}
+	if resp.Gossip != nil {
+		// The keyring rides the renewal; a running agent follows it anyway.
+		_ = storeKeyring(dir, st.Network, *resp.Gossip)
 	}
 	return chain[0], nil
 }

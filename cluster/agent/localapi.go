@@ -18,6 +18,7 @@ import (
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/routing"
 	"github.com/keymesh/keymesh/session"
+	"github.com/keymesh/keymesh/session/gossip"
 )
 
 // Paths of the local API.
@@ -29,6 +30,7 @@ const (
 	PathDiscovery = "/.well-known/openid-configuration"
 	PathPeers     = "/v1/peers"
 	PathRoutes    = "/v1/routes"
+	PathMembers   = "/v1/members"
 	PathMetrics   = "/metrics"
 )
 
@@ -184,6 +186,7 @@ func (h *localAPI) handler() http.Handler {
 	mux.HandleFunc(PathPeers, h.only(http.MethodGet, h.handlePeers))
 	mux.HandleFunc(PathPeers+"/{id}/reset", h.only(http.MethodPost, h.handleResetPeer))
 	mux.HandleFunc(PathMetrics, h.only(http.MethodGet, h.handleMetrics))
+	mux.HandleFunc(PathMembers, h.only(http.MethodGet, h.handleMembers))
 	mux.HandleFunc("GET "+PathRoutes, h.handleRoutes)
 	mux.HandleFunc("POST "+PathRoutes, h.handleAnnounce)
 	mux.HandleFunc("POST "+PathRoutes+"/withdraw", h.handleWithdraw)
@@ -376,6 +379,31 @@ type PeersResponse struct {
 	Peers  []session.PeerStatus `json:"peers"`
 }
 
+// MembersResponse is the answer of GET /v1/members: the gossip node
+// graph.
+type MembersResponse struct {
+	Node    string `json:"node"`
+	Network string `json:"network"`
+	// Gossip is where the agent gossips, "" if it does not.
+	Gossip string `json:"gossip,omitempty"`
+	// KeyringIndex is the version of the gossip keyring held (0: none).
+	KeyringIndex uint64          `json:"keyring_index"`
+	Members      []gossip.Member `json:"members"`
+}
+
+func (h *localAPI) handleMembers(w http.ResponseWriter, r *http.Request) {
+	if !h.a.gossipWanted() {
+		writeLocalError(w, http.StatusNotFound, CodeNotFound, "this agent does not gossip (start it with --gossip-addr HOST:PORT)")
+		return
+	}
+	kr, _ := h.a.gossipKeys.get()
+	out := MembersResponse{Node: h.a.state.NodeID, Network: h.a.state.Network, Gossip: h.a.cfg.GossipAddr, KeyringIndex: kr.Index, Members: []gossip.Member{}}
+	if m := h.a.Members(); m != nil {
+		out.Members = m
+	}
+	writeLocalJSON(w, http.StatusOK, out)
+}
+
 func (h *localAPI) handlePeers(w http.ResponseWriter, r *http.Request) {
 	out := PeersResponse{Node: h.a.state.NodeID, Network: h.a.state.Network, Listen: h.a.SessionAddr(), Peers: []session.PeerStatus{}}
 	if s := h.a.Speaker(); s != nil {
@@ -436,6 +464,7 @@ func (h *localAPI) handleMetrics(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	h.a.writeGossipMetrics(&b)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(b.Bytes())

@@ -141,6 +141,13 @@ func (c *LocalClient) Peers(ctx context.Context) (PeersResponse, error) {
 	return out, err
 }
 
+// Members returns the agent's gossip node graph.
+func (c *LocalClient) Members(ctx context.Context) (MembersResponse, error) {
+	var out MembersResponse
+	_, err := c.call(ctx, http.MethodGet, PathMembers, nil, &out)
+	return out, err
+}
+
 // ResetPeer ends the session with peer id, which connects again.
 func (c *LocalClient) ResetPeer(ctx context.Context, id string) error {
 	_, err := c.call(ctx, http.MethodPost, PathPeers+"/"+url.PathEscape(id)+"/reset", nil, &map[string]string{})

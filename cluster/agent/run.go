@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster/client"
@@ -26,6 +27,7 @@ import (
 	"github.com/keymesh/keymesh/identity/trust"
 	"github.com/keymesh/keymesh/routing"
 	"github.com/keymesh/keymesh/session"
+	"github.com/keymesh/keymesh/session/gossip"
 )
 
 // fileSocket is the local API's unix socket in the data directory.
@@ -103,6 +105,17 @@ type RunConfig struct {
 	// SessionListener and SessionDial replace TCP for the sessions (tests).
 	SessionListener net.Listener
 	SessionDial     func(ctx context.Context, addr string) (net.Conn, error)
+
+	// GossipAddr, if set, is where the agent gossips (host:port, UDP and
+	// TCP): the node graph and revocation bulletins (session/gossip).
+	// GossipAdvertise is the address others reach it at, if another.
+	GossipAddr, GossipAdvertise string
+	// GossipJoin are members to join at start (host:port).
+	GossipJoin []string
+	// GossipTransport replaces the network of gossip, GossipTune edits
+	// memberlist's configuration (tests).
+	GossipTransport memberlist.Transport
+	GossipTune      func(*memberlist.Config)
 }
 
 func (c *RunConfig) validate() error {
@@ -121,6 +134,17 @@ func (c *RunConfig) validate() error {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			return fmt.Errorf("agent: --listen %q is not host:port: %w", c.Listen, err)
 		}
+	}
+	for _, addr := range append([]string{c.GossipAddr, c.GossipAdvertise}, c.GossipJoin...) {
+		if addr == "" {
+			continue
+		}
+		if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
+			return fmt.Errorf("agent: gossip address %q is not HOST:PORT", addr)
+		}
+	}
+	if len(c.GossipJoin) > 0 && c.GossipAddr == "" && c.GossipTransport == nil {
+		return errors.New("agent: --gossip-join needs --gossip-addr (where this node gossips)")
 	}
 	return nil
 }
@@ -171,6 +195,10 @@ type Agent struct {
 	revoked     atomic.Pointer[error]
 	revokedCh   chan struct{}
 	revokedOnce sync.Once
+
+	// Gossip: the keyring the roots hand out and the member Run starts.
+	gossipKeys *keyring
+	gossip     atomic.Pointer[gossip.Gossip]
 }
 
 // trustKeys is the verifier's key source: trust.Keys over the followed
@@ -230,9 +258,12 @@ func New(cfg RunConfig) (*Agent, error) {
 	a.follower, err = NewFollower(FollowerConfig{DataDir: cfg.DataDir, Network: st.Network,
 		Servers: append([]string{st.Server}, cfg.Servers...), Dial: dial, Wait: cfg.TrustWait,
 		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Clock: cfg.Clock, After: cfg.After,
-		Logger: a.log.Named("trust"), OnChange: a.trustChanged, OnRevoked: a.markRevoked})
+		Logger: a.log.Named("trust"), OnChange: a.trustChanged, OnRevoked: a.markRevoked, OnBulletins: a.publishBulletins})
 	if err != nil {
 		return nil, err
+	}
+	if a.gossipKeys, err = newKeyring(cfg.DataDir, st.Network); err != nil {
+		a.log.Error("ignoring the persisted gossip keyring; fetching it anew", "path", GossipKeysPath(cfg.DataDir), "error", err)
 	}
 	a.keys = &trustKeys{Keys: &trust.Keys{View: a.follower.State}, follower: a.follower}
 	anchors, raw := a.anchorsOf(a.follower.Current())
@@ -448,6 +479,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.speaker.Store(s)
 		g.Add("sessions", run.Func(a.runSessions(s)))
 		g.Add("routing", rt)
+	}
+	if a.gossipWanted() {
+		g.Add("gossip keyring", run.Func(a.followKeyring))
+		g.Add("gossip", run.Func(a.runGossip))
 	}
 	close(a.ready)
 	a.log.Info("agent running", "socket", a.SocketPath(), "tcp", a.cfg.ListenTCP, "trust_index", a.follower.Index())

@@ -35,12 +35,18 @@ type rtEnv struct {
 	base    string
 }
 
-func newRTEnv(t *testing.T, n int) *rtEnv {
+func newRTEnv(t *testing.T, n int) *rtEnv { t.Helper(); return newRTEnvWith(t, n, nil) }
+
+// newRTEnvWith is newRTEnv with the root servers' options edited.
+func newRTEnvWith(t *testing.T, n int, edit func(*cluster.Options)) *rtEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	base := t.TempDir()
 	opts := cluster.Options{Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: testWriter{t}})}
+	if edit != nil {
+		edit(&opts)
+	}
 	r1, res, err := cluster.Bootstrap(cluster.BootstrapConfig{Network: network, Name: "r1", DataDir: filepath.Join(base, "r1"),
 		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
 	if err != nil {

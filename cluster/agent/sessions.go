@@ -56,7 +56,16 @@ func (a *Agent) sessionConfig(ln net.Listener) session.Config {
 	return session.Config{NodeID: a.state.NodeID, Network: a.state.Network, Listener: ln, Dial: a.cfg.SessionDial,
 		Peers: a.cfg.Peers, Credentials: sessionCreds{a}, View: a.follower.State, Verifier: a.verifier, Authorizer: a.authz,
 		Handler: a.sessionHandler(), HoldTime: a.cfg.HoldTime, NoHoldTime: a.cfg.NoHoldTime, Limits: a.cfg.SessionLimits,
-		Clock: a.cfg.Clock, Logger: a.log.Named("session")}
+		Resolve: a.resolver(), Clock: a.cfg.Clock, Logger: a.log.Named("session")}
+}
+
+// resolver dials peers configured by node id alone at the address their
+// gossip proof names (with gossip only).
+func (a *Agent) resolver() func(string) (string, bool) {
+	if !a.gossipWanted() {
+		return nil
+	}
+	return a.resolvePeer
 }
 
 // sessionsWanted: the agent runs sessions.

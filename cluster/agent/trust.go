@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,10 @@ type FollowerConfig struct {
 	// revoked: a revoked node cannot read the trust state that revokes
 	// it, the refusal is how it learns.
 	OnRevoked func(err error)
+	// OnBulletins, if set, is given the signed bulletins of each answer
+	// that carries revocations (to gossip them), after the answer is
+	// applied.
+	OnBulletins func([][]byte)
 }
 
 func (c FollowerConfig) withDefaults() FollowerConfig {
@@ -565,6 +570,10 @@ func (f *Follower) apply(d trust.Delta, server string) error {
 	if d.Network != f.cfg.Network {
 		return fmt.Errorf("%w: %s answered for %q, this node is of %q", ErrOtherNetwork, server, d.Network, f.cfg.Network)
 	}
+	if bs := d.Bulletins; len(bs) > 0 && f.cfg.OnBulletins != nil {
+		defer f.cfg.OnBulletins(bs)
+	}
+	d.Bulletins = nil // not part of the state, nor of trust.json
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	prev := f.cur.Load()
@@ -607,6 +616,44 @@ func (f *Follower) apply(d trust.Delta, server string) error {
 	default:
 	}
 	return nil
+}
+
+// ApplyRevocations puts revocations into the current state at once,
+// without moving its index (a verified bulletin: the trust sync brings
+// the same revocations, and the state persisted is the synced one plus
+// these). It returns how many were new.
+func (f *Follower) ApplyRevocations(revs []fsm.Revocation) int {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	prev := f.cur.Load()
+	if prev == nil {
+		return 0
+	}
+	var fresh []fsm.Revocation
+	for _, r := range revs {
+		if _, ok := prev.Revoked(r.Kind, r.ID); !ok {
+			fresh = append(fresh, r)
+		}
+	}
+	if len(fresh) == 0 {
+		return 0
+	}
+	slices.SortFunc(fresh, func(a, b fsm.Revocation) int {
+		return strings.Compare(trust.RevocationKey(a.Kind, a.ID), trust.RevocationKey(b.Kind, b.ID))
+	})
+	fresh = slices.CompactFunc(fresh, func(a, b fsm.Revocation) bool { return a.Kind == b.Kind && a.ID == b.ID })
+	next, err := prev.Apply(trust.Delta{Network: f.cfg.Network, Since: prev.Index(), Index: prev.Index(), Put: trust.Records{Revocations: fresh}})
+	if err != nil {
+		f.log.Warn("revocations of a bulletin do not apply", "error", err)
+		return 0
+	}
+	f.cur.Store(next)
+	if f.cfg.OnChange != nil {
+		f.cfg.OnChange(prev, next)
+	}
+	ch := make(chan struct{})
+	close(*f.changed.Swap(&ch))
+	return len(fresh)
 }
 
 // persistLoop writes the newest state to trust.json whenever it changed,

@@ -162,6 +162,28 @@ type RenewRequest struct {
 type CertResponse struct {
 	Chain [][]byte `json:"chain"`
 	Index uint64   `json:"index"`
+	// Gossip is the network's gossip keyring, for the renewed node.
+	Gossip *GossipKeyring `json:"gossip,omitempty"`
+}
+
+// GossipKeyring is the network's gossip keyring: GET /v1/gossip/keys
+// answers it to a node (over mutual TLS, with the keys), GET
+// /v1/gossip/keyring and POST /v1/gossip/rotate to an operator (without).
+// Index is the CA record's modify index, the keyring's version.
+type GossipKeyring struct {
+	Network string      `json:"network"`
+	Index   uint64      `json:"index"`
+	Keys    []GossipKey `json:"keys"`
+}
+
+// GossipKey is one key of a GossipKeyring: primary (gossip is encrypted
+// with it), installed (being added everywhere) or retiring (read, no
+// longer written; removed next).
+type GossipKey struct {
+	ID    string    `json:"id"`
+	Key   []byte    `json:"key,omitempty"`
+	State string    `json:"state"`
+	Since time.Time `json:"since"`
 }
 
 // JoinRequest is the body of POST /v1/cluster/join, sent by a new root

@@ -507,3 +507,31 @@ func (c *Client) DeleteAnchor(ctx context.Context, network string) (api.AnchorRe
 	_, err := c.do(ctx, http.MethodDelete, "/v1/trust/anchors/"+url.PathEscape(network), nil, nil, &out)
 	return out, err
 }
+
+// GossipKeys returns the gossip keyring with its keys (a node, over mutual
+// TLS). With index, it waits up to wait for a keyring newer than index.
+func (c *Client) GossipKeys(ctx context.Context, index uint64, wait time.Duration) (api.GossipKeyring, error) {
+	q := url.Values{}
+	q.Set("index", strconv.FormatUint(index, 10))
+	q.Set("wait", wait.String())
+	ctx, cancel := context.WithTimeout(ctx, c.timeout+wait)
+	defer cancel()
+	var out api.GossipKeyring
+	_, err := c.doNoTimeout(ctx, http.MethodGet, "/v1/gossip/keys", q, nil, &out)
+	return out, err
+}
+
+// GossipKeyring returns the gossip keyring without its keys.
+func (c *Client) GossipKeyring(ctx context.Context) (api.GossipKeyring, error) {
+	var out api.GossipKeyring
+	_, err := c.do(ctx, http.MethodGet, "/v1/gossip/keyring", nil, nil, &out)
+	return out, err
+}
+
+// RotateGossipKey starts a rotation of the gossip key and returns the
+// keyring with the key being installed.
+func (c *Client) RotateGossipKey(ctx context.Context) (api.GossipKeyring, error) {
+	var out api.GossipKeyring
+	_, err := c.do(ctx, http.MethodPost, "/v1/gossip/rotate", nil, struct{}{}, &out)
+	return out, err
+}

@@ -54,6 +54,9 @@ const (
 	RouteAnnounce Action = "route.announce"
 	// AuthorizeQuery: POST /v1/authorize (which actions may this token take).
 	AuthorizeQuery Action = "authorize.query"
+	// GossipKeys: GET /v1/gossip/keys, the gossip keyring (a node, by its
+	// certificate).
+	GossipKeys Action = "gossip.keys"
 	// MetricsRead: GET /metrics.
 	MetricsRead Action = "metrics.read"
 )
@@ -68,7 +71,7 @@ func Actions() []Action {
 		PolicyRead, PolicyWrite,
 		CertRenew, CARotate, TrustRead, TrustWrite,
 		RouteAuthRead, RouteAuthWrite,
-		PeerConnect, RouteAnnounce, AuthorizeQuery, MetricsRead,
+		PeerConnect, RouteAnnounce, AuthorizeQuery, GossipKeys, MetricsRead,
 	}
 }
 

@@ -50,12 +50,13 @@
 //	peer.connect          open a peering session
 //	route.announce        announce routes (UPDATE)
 //	authorize.query       POST /v1/authorize
+//	gossip.keys           GET /v1/gossip/keys (the gossip keyring)
 //	metrics.read          GET /metrics
 //
 // # Default policies
 //
 // ADMIN: everything. NODE: cert.renew, trust.read, routeauth.read,
-// peer.connect, route.announce. NODE_CUSTODIAN: cluster.read, node.list,
+// peer.connect, route.announce, gossip.keys. NODE_CUSTODIAN: cluster.read, node.list,
 // token.*, registration.*, revocation.*, trust.read. DATA_CUSTODIAN:
 // cluster.read, policy.read, routeauth.*, revocation.list, trust.read. USER:
 // trust.read. Every principal: authorize.query. policy.write is ADMIN's

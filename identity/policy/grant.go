@@ -8,10 +8,10 @@ import (
 )
 
 // MeshActions are what a node does with its own certificate: renew it,
-// peer, announce routes. Every node of a principal that may take them
+// peer, announce routes, take the gossip keyring. Every node of a principal that may take them
 // does, whoever admitted it; they do not count when MayActAs compares what
 // two principals may do.
-func MeshActions() []Action { return []Action{CertRenew, PeerConnect, RouteAnnounce} }
+func MeshActions() []Action { return []Action{CertRenew, PeerConnect, RouteAnnounce, GossipKeys} }
 
 // variants are the contexts under which Allowed and MayActAs look at
 // action: ctx itself, or, when ctx lacks the action's own part (a Grant,

@@ -14,7 +14,7 @@ func TestDefaultPolicies(t *testing.T) {
 	a := NewAuthorizer(nil)
 	want := map[identity.Principal][]Action{
 		identity.PrincipalAdmin: Actions(),
-		identity.PrincipalNode:  {CertRenew, TrustRead, RouteAuthRead, PeerConnect, RouteAnnounce, AuthorizeQuery},
+		identity.PrincipalNode:  {CertRenew, TrustRead, RouteAuthRead, PeerConnect, RouteAnnounce, AuthorizeQuery, GossipKeys},
 		identity.PrincipalNodeCustodian: {ClusterRead, NodeList, TokenCreate, TokenList, TokenRevoke,
 			RegistrationList, RegistrationApprove, RegistrationDeny, RevocationCreate, RevocationList, TrustRead, RouteAuthRead, AuthorizeQuery},
 		identity.PrincipalDataCustodian: {ClusterRead, RevocationList, PolicyRead, TrustRead, RouteAuthRead, RouteAuthWrite, AuthorizeQuery},

@@ -35,6 +35,12 @@ type Delta struct {
 	Reset   bool        `json:"reset,omitempty"`
 	Put     Records     `json:"put"`
 	Deleted DeletedKeys `json:"deleted"`
+	// Bulletins, on a delta with revocations, are the answering root's
+	// signed bulletins of them (session/gossip.Bulletin, encoded; as many
+	// as it takes to fit gossip messages): the follower applies the delta
+	// and spreads the bulletins by gossip, to the nodes that cannot reach
+	// a root. They are not part of the state.
+	Bulletins [][]byte `json:"bulletins,omitempty"`
 }
 
 // Records are trust records in a Delta, each table sorted by key.

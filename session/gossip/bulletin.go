@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/keymesh/keymesh/fsm"
@@ -106,6 +108,58 @@ func SignBulletin(b *Bulletin, cert *x509.Certificate, key crypto.Signer) error 
 	b.Sig, err = sign(key, h[:])
 	return err
 }
+
+// SignBulletins signs the revocations committed in the Raft indexes from
+// to to in as many bulletins as it takes for each to fit one gossip
+// message (a few revocations each with the issuing certificate along).
+func SignBulletins(network string, from, to uint64, revs []Revocation, at time.Time, cert *x509.Certificate, key crypto.Signer) ([]Bulletin, error) {
+	var out []Bulletin
+	fits := func(b Bulletin) (bool, error) {
+		b.Issuer, b.Sig = cert.Raw, make([]byte, maxSigLen)
+		enc, err := b.Encode()
+		if err != nil {
+			return false, err
+		}
+		msg, err := encMode.Marshal(envelope{Relayer: strings.Repeat("n", maxIDLen), Bulletin: enc})
+		return err == nil && len(msg)+1 <= maxGossipMessage, err
+	}
+	cur := Bulletin{Network: network, From: from, To: to, Time: at.Unix()}
+	flush := func() error {
+		if len(cur.Revocations) == 0 {
+			return nil
+		}
+		b := cur
+		if err := SignBulletin(&b, cert, key); err != nil {
+			return err
+		}
+		out = append(out, b)
+		cur.Revocations = nil
+		return nil
+	}
+	for _, r := range revs {
+		next := cur
+		next.Revocations = append(slices.Clip(cur.Revocations), r)
+		ok, err := fits(next)
+		if err != nil {
+			return nil, err
+		}
+		if !ok && len(cur.Revocations) == 0 {
+			return nil, fmt.Errorf("%w: one revocation (%s %s) does not fit a gossip message", ErrTooLarge, r.Kind, trunc(r.ID))
+		}
+		if !ok {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+			next.Revocations = []Revocation{r}
+		}
+		cur = next
+	}
+	return out, flush()
+}
+
+// maxSigLen is the longest ASN.1 ECDSA signature of the curves issuers use
+// (P-384).
+const maxSigLen = 104
 
 // Verify checks b for the member of network whose trust state is view at
 // now: of this network, fresh, signed, by an issuing certificate that

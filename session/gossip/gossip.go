@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 
+	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity/trust"
 )
 
@@ -33,6 +35,9 @@ type Config struct {
 	// Keys is the gossip keyring, the first the primary (AES-256: 32
 	// bytes each). Required: gossip is always encrypted.
 	Keys [][]byte
+	// Peer is where this node takes peering sessions, if it does; its
+	// proof carries it, so that others dial it by node id.
+	Peer string
 	// Join are members to join at start.
 	Join []string
 	// Signer is this node's current key (proofs).
@@ -45,6 +50,9 @@ type Config struct {
 	// OnBulletin applies a verified bulletin at once.
 	Applied    func() uint64
 	OnBulletin func(Bulletin)
+	// OnMember, if set, is told each change of a member's state (a
+	// failed member: its sessions end).
+	OnMember func(Member)
 	// BulletinRate and BulletinBurst bound the bulletins taken from each
 	// relaying member (default 2/s, burst 10); VerifyRate bounds the
 	// signature checks of bulletins in all (default 200/s).
@@ -66,6 +74,10 @@ const (
 	StateSuspect MemberState = "suspect"
 	StateDead    MemberState = "dead"
 	StateLeft    MemberState = "left"
+	// StateRevoked: the trust state revokes the member's node since it
+	// joined; it is out of the graph's use at once, and out of gossip
+	// once the rotation of the gossip key its revocation starts is done.
+	StateRevoked MemberState = "revoked"
 )
 
 // Member is a member of the node graph: authenticated, of an accepted
@@ -74,6 +86,7 @@ type Member struct {
 	Node    string      `json:"node"`
 	Network string      `json:"network"`
 	Addr    string      `json:"addr"`
+	Peer    string      `json:"peer_addr,omitempty"`
 	State   MemberState `json:"state"`
 	Since   time.Time   `json:"since"`
 }
@@ -101,6 +114,7 @@ type Gossip struct {
 	accIndex   uint64
 	accList    []string
 	crashed    bool
+	keyring    *memberlist.Keyring
 }
 
 // crash stops memberlist without leaving, as a killed process would (for
@@ -184,7 +198,12 @@ func (g *Gossip) Run(ctx context.Context) error {
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = g.cfg.Node
 	mc.Label = g.cfg.Network // two networks never merge
+	g.mu.Lock()
 	kr, err := memberlist.NewKeyring(g.cfg.Keys, g.cfg.Keys[0])
+	if err == nil {
+		g.keyring = kr
+	}
+	g.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("gossip: keyring: %w", err)
 	}
@@ -296,7 +315,7 @@ func (g *Gossip) sign(addr string) error {
 	if err != nil {
 		return err
 	}
-	p, err := NewProof(s, g.cfg.Network, addr, g.cfg.Clock())
+	p, err := NewProof(s, g.cfg.Network, addr, g.cfg.Peer, g.cfg.Clock())
 	if err != nil {
 		return err
 	}
@@ -327,6 +346,7 @@ func (g *Gossip) Members() []Member {
 			}
 		}
 	}
+	view := g.cfg.View()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.cfg.Clock()
@@ -334,6 +354,9 @@ func (g *Gossip) Members() []Member {
 	for name, m := range g.members {
 		if s, ok := states[name]; ok && s != m.State && (m.State == StateAlive || m.State == StateSuspect) {
 			m.State, m.Since = s, now
+		}
+		if m.State != StateRevoked && m.Network == g.cfg.Network && nodeRevoked(view, name) {
+			m.State, m.Since = StateRevoked, now
 		}
 		out = append(out, *m)
 	}
@@ -346,10 +369,19 @@ func (g *Gossip) Addr(node string) (string, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m := g.members[node]
-	if m == nil || m.State == StateDead || m.State == StateLeft {
+	if m == nil || m.State == StateDead || m.State == StateLeft || m.State == StateRevoked {
 		return "", false
 	}
 	return m.Addr, true
+}
+
+// nodeRevoked: view revokes node of this network (or holds it inactive).
+func nodeRevoked(view trust.View, node string) bool {
+	if _, ok := view.Revoked(fsm.RevocationNode, node); ok {
+		return true
+	}
+	n, ok := view.Node(node)
+	return ok && n.Status != fsm.NodeActive
 }
 
 // Publish spreads b (signed by a root's issuing key) to the members.
@@ -611,16 +643,73 @@ func (g *Gossip) memberEvent(n *memberlist.Node, state MemberState) {
 		return // not in the graph: the alive delegate refused it
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	m := g.members[n.Name]
 	if m == nil {
 		m = &Member{Node: n.Name}
 		g.members[n.Name] = m
 	}
-	if m.State != state {
+	changed := m.State != state
+	if changed {
 		m.Since = g.cfg.Clock()
 	}
-	m.Network, m.Addr, m.State = p.Network, p.Addr, state
+	m.Network, m.Addr, m.Peer, m.State = p.Network, p.Addr, p.Peer, state
+	out := *m
+	g.mu.Unlock()
+	if changed && g.cfg.OnMember != nil && n.Name != g.cfg.Node {
+		g.cfg.OnMember(out)
+	}
+}
+
+// PeerAddr is where member node takes peering sessions, if the graph
+// holds it alive and its proof names the address.
+func (g *Gossip) PeerAddr(node string) (string, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := g.members[node]
+	if m == nil || m.Peer == "" || m.State == StateDead || m.State == StateLeft || m.State == StateRevoked {
+		return "", false
+	}
+	if m.Network == g.cfg.Network && nodeRevoked(g.cfg.View(), node) {
+		return "", false
+	}
+	return m.Peer, true
+}
+
+// SetKeys replaces the keyring, the first key the primary: new keys are
+// installed, the primary is used, keys no longer listed are removed
+// (serf's install, use, remove, as the roots' keyring moves).
+func (g *Gossip) SetKeys(keys [][]byte) error {
+	if len(keys) == 0 {
+		return errors.New("gossip: an empty keyring (gossip is always encrypted)")
+	}
+	for _, k := range keys {
+		if len(k) != 32 {
+			return fmt.Errorf("gossip: a gossip key is 32 bytes (AES-256), not %d", len(k))
+		}
+	}
+	g.mu.Lock()
+	kr := g.keyring
+	g.cfg.Keys = slices.Clone(keys)
+	g.mu.Unlock()
+	if kr == nil {
+		return nil // Run uses cfg.Keys
+	}
+	for _, k := range keys {
+		if err := kr.AddKey(k); err != nil {
+			return fmt.Errorf("gossip: keyring: %w", err)
+		}
+	}
+	if err := kr.UseKey(keys[0]); err != nil {
+		return fmt.Errorf("gossip: keyring: %w", err)
+	}
+	for _, old := range kr.GetKeys() {
+		if !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, old) }) {
+			if err := kr.RemoveKey(old); err != nil {
+				return fmt.Errorf("gossip: keyring: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // delegate is memberlist's delegate of every kind.

@@ -1,9 +1,11 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/trust"
 )
 
@@ -96,7 +99,7 @@ func TestOtherNetworkNeverMerges(t *testing.T) {
 	p := m.node("p")
 	signer := p.signer
 	// p's proof says another network; the Label is this one's.
-	proof, err := NewProof(signer, "other.example.net", "127.0.0.1:9", time.Now())
+	proof, err := NewProof(signer, "other.example.net", "127.0.0.1:9", "", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +277,7 @@ func TestOldProofReplayed(t *testing.T) {
 	a, b := m.node("a"), m.node("b")
 	a.start(nil)
 	node := func(at time.Time) *memberlist.Node {
-		p, err := NewProof(b.signer, testNetwork, "127.0.0.1:999", at)
+		p, err := NewProof(b.signer, testNetwork, "127.0.0.1:999", "", at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,5 +296,96 @@ func TestOldProofReplayed(t *testing.T) {
 	}
 	if err := a.g.checkMember(node(time.Now().Add(-3 * time.Hour))); !errors.Is(err, ErrProof) {
 		t.Fatalf("a proof past MaxProofAge: %v", err)
+	}
+}
+
+// TestSignBulletinsSplits: a batch larger than one gossip message is
+// signed as several bulletins, each fitting, each verifying, together
+// every revocation once.
+func TestSignBulletinsSplits(t *testing.T) {
+	m := newTestMesh(t)
+	now := time.Now()
+	var revs []Revocation
+	for i := range 40 {
+		revs = append(revs, Revocation{Kind: "key", ID: fmt.Sprintf("kid-%039d", i), Time: now.Unix()})
+	}
+	bs, err := SignBulletins(testNetwork, 7, 9, revs, now, m.issuer.Cert, m.issuer.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bs) < 2 {
+		t.Fatalf("%d bulletins for 40 revocations", len(bs))
+	}
+	g, err := New(Config{Node: "n1", Network: testNetwork, Keys: [][]byte{make([]byte, 32)}, Transport: m.net.NewTransport(),
+		Signer: func() (Signer, error) { return Signer{}, nil }, Verifier: &identity.Verifier{}, View: m.view,
+		Applied: func() uint64 { return 0 }, OnBulletin: func(Bulletin) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Revocation
+	for _, b := range bs {
+		if b.From != 7 || b.To != 9 {
+			t.Fatalf("range %d-%d", b.From, b.To)
+		}
+		if err := b.Verify(m.view(), testNetwork, 6, now); err != nil {
+			t.Fatal(err)
+		}
+		enc, _ := b.Encode()
+		if err := g.relay(enc, bulletinID(enc)); err != nil {
+			t.Fatalf("a bulletin of %d revocations does not fit: %v", len(b.Revocations), err)
+		}
+		got = append(got, b.Revocations...)
+	}
+	if !slices.Equal(got, revs) {
+		t.Fatalf("revocations %d, want %d in order", len(got), len(revs))
+	}
+	if _, err := SignBulletins(testNetwork, 7, 9, []Revocation{{Kind: "key", ID: strings.Repeat("k", 1500), Time: 1}}, now, m.issuer.Cert, m.issuer.Key); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("an oversized revocation: %v", err)
+	}
+}
+
+// TestKeyRotation: install, use, remove. Members that took the new key
+// keep their graph through the rotation; once the old key is removed, a
+// member holding only the old key (a revoked node's) cannot join, and one
+// with the new key can.
+func TestKeyRotation(t *testing.T) {
+	m := newTestMesh(t)
+	newKey := bytes.Repeat([]byte{0x5e}, 32)
+	a, b, c := m.node("a"), m.node("b"), m.node("c")
+	a.start(nil)
+	b.start(nil, a)
+	c.start(nil, a)
+	for _, n := range []*testNode{a, b, c} {
+		n.waitState("c", StateAlive)
+	}
+	for _, step := range [][][]byte{{testKey, newKey}, {newKey, testKey}, {newKey}} {
+		for _, n := range []*testNode{a, b, c} {
+			if err := n.g.SetKeys(step); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	old := m.node("old")
+	old.start(nil, a) // its join fails: a reads nothing it sends
+	fresh := m.node("fresh")
+	fresh.start(func(c *Config) { c.Keys = [][]byte{newKey} }, a)
+	for _, n := range []*testNode{a, b, c} {
+		for _, o := range []string{"a", "b", "c", "fresh"} {
+			n.waitState(o, StateAlive)
+		}
+		for _, mb := range n.g.Members() {
+			if mb.Node == "old" {
+				t.Fatalf("the member with the removed key is in %s's graph: %+v", n.id, mb)
+			}
+		}
+	}
+	if got := old.g.Members(); len(got) > 1 {
+		t.Fatalf("the member with the removed key sees %+v", got)
+	}
+	if err := a.g.SetKeys(nil); err == nil {
+		t.Fatal("an empty keyring was taken")
+	}
+	if err := a.g.SetKeys([][]byte{make([]byte, 16)}); err == nil {
+		t.Fatal("a 16-byte key was taken")
 	}
 }

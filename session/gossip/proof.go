@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -28,6 +29,9 @@ type Proof struct {
 	Time    int64  `cbor:"4,keyasint"` // Unix seconds
 	KID     string `cbor:"5,keyasint"`
 	Sig     []byte `cbor:"6,keyasint,omitempty"`
+	// Peer is where the node takes peering sessions (host:port), if it
+	// does: `--peer NODEID` dials it from the graph.
+	Peer string `cbor:"7,keyasint,omitempty"`
 }
 
 // Proof limits.
@@ -81,6 +85,12 @@ func (p *Proof) check() error {
 	if err != nil || ap.String() != p.Addr || ap.Addr().Is4In6() || ap.Addr().Zone() != "" {
 		return fmt.Errorf("%w: proof address %q is not a canonical IP:port", ErrMalformed, trunc(p.Addr))
 	}
+	if p.Peer != "" {
+		host, port, err := net.SplitHostPort(p.Peer)
+		if err != nil || host == "" || port == "" || len(p.Peer) > 255 {
+			return fmt.Errorf("%w: proof peering address %q is not host:port", ErrMalformed, trunc(p.Peer))
+		}
+	}
 	return nil
 }
 
@@ -91,9 +101,10 @@ type Signer struct {
 	Key  crypto.Signer
 }
 
-// NewProof makes and signs the proof of s at addr and time at.
-func NewProof(s Signer, network, addr string, at time.Time) (Proof, error) {
-	p := Proof{Node: s.Node, Network: network, Addr: addr, Time: at.Unix(), KID: s.KID}
+// NewProof makes and signs the proof of s gossiping at addr, taking
+// peering sessions at peer (or ""), at time at.
+func NewProof(s Signer, network, addr, peer string, at time.Time) (Proof, error) {
+	p := Proof{Node: s.Node, Network: network, Addr: addr, Time: at.Unix(), KID: s.KID, Peer: peer}
 	if err := p.check(); err != nil {
 		return Proof{}, err
 	}
@@ -169,8 +180,11 @@ func verifySig(pub crypto.PublicKey, digest, sig []byte) bool {
 	return false
 }
 
+// maxIDLen is the longest node id (a DNS label).
+const maxIDLen = 63
+
 func validID(id string) bool {
-	if id == "" || len(id) > 63 {
+	if id == "" || len(id) > maxIDLen {
 		return false
 	}
 	for i := 0; i < len(id); i++ {

@@ -12,7 +12,7 @@ import (
 var rewrite = flag.Bool("rewrite", false, "rewrite testdata/wire.golden")
 
 func goldenProof() Proof {
-	return Proof{Node: "edge-1", Network: testNetwork, Addr: "192.0.2.10:7946", Time: 1893456000, KID: "kid-edge-1", Sig: bytes.Repeat([]byte{0xa1}, 8)}
+	return Proof{Node: "edge-1", Network: testNetwork, Addr: "192.0.2.10:7946", Time: 1893456000, KID: "kid-edge-1", Sig: bytes.Repeat([]byte{0xa1}, 8), Peer: "192.0.2.10:1790"}
 }
 
 func goldenBulletin() Bulletin {
@@ -64,15 +64,17 @@ func TestBadWire(t *testing.T) {
 	proof := func(edit func(*Proof)) []byte { p := goldenProof(); edit(&p); b, _ := p.Encode(); return b }
 	bulletin := func(edit func(*Bulletin)) []byte { b := goldenBulletin(); edit(&b); e, _ := b.Encode(); return e }
 	for name, in := range map[string][]byte{
-		"empty":                 nil,
-		"truncated":             pe[:len(pe)-2],
-		"trailing":              append(append([]byte{}, pe...), 0),
-		"unknown key":           enc(map[int]any{1: "a", 99: 1}),
-		"oversized":             bytes.Repeat([]byte{0x61}, MaxProofSize+1),
-		"bad node id":           proof(func(p *Proof) { p.Node = "Edge_1" }),
-		"bad address":           proof(func(p *Proof) { p.Addr = "edge-1:7946" }),
-		"non-canonical address": proof(func(p *Proof) { p.Addr = "[::ffff:192.0.2.1]:7946" }),
-		"no time":               proof(func(p *Proof) { p.Time = 0 }),
+		"empty":                   nil,
+		"truncated":               pe[:len(pe)-2],
+		"trailing":                append(append([]byte{}, pe...), 0),
+		"unknown key":             enc(map[int]any{1: "a", 99: 1}),
+		"oversized":               bytes.Repeat([]byte{0x61}, MaxProofSize+1),
+		"bad node id":             proof(func(p *Proof) { p.Node = "Edge_1" }),
+		"bad address":             proof(func(p *Proof) { p.Addr = "edge-1:7946" }),
+		"non-canonical address":   proof(func(p *Proof) { p.Addr = "[::ffff:192.0.2.1]:7946" }),
+		"no time":                 proof(func(p *Proof) { p.Time = 0 }),
+		"bad peering address":     proof(func(p *Proof) { p.Peer = "edge-1" }),
+		"peering address no host": proof(func(p *Proof) { p.Peer = ":1790" }),
 	} {
 		if _, err := DecodeProof(in); !errors.Is(err, ErrMalformed) {
 			t.Errorf("proof %s: %v, want ErrMalformed", name, err)

@@ -1,0 +1,360 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/api"
+	"github.com/keymesh/keymesh/fsm"
+)
+
+// The gossip keyring. Node agents gossip encrypted (memberlist's
+// AES-256-GCM keyring); the keys live in the replicated state sealed under
+// the seal key, beside the AS root key in the CA record, and reach a node
+// only over mutual TLS with its certificate (GET /v1/gossip/keys, and the
+// renewal answer). The leader keeps the keyring moving, serf's way:
+//
+//   - with no key, it makes the first one, primary;
+//   - a rotation (`keymesh gossip rotate-key`, or by itself when a node is
+//     revoked) installs a new key; agents follow the keyring with blocking
+//     queries and add it;
+//   - GossipKeyStep later the new key becomes primary and the old one
+//     retiring (agents encrypt with the new key, still read the old);
+//   - GossipKeyStep after that the retiring key is removed.
+//
+// The phases are in the state, so a new leader carries on a rotation its
+// predecessor began. A node revoked during a rotation makes the key being
+// installed (which it may hold) be replaced by a fresh one.
+
+// gossipKeyAAD binds a sealed gossip key to its network and purpose.
+func gossipKeyAAD(network string) []byte { return []byte("keymesh gossip key\x00" + network) }
+
+// newGossipKey makes a key and seals it under the seal key in force.
+func (s *Server) newGossipKey(state string, now time.Time) (fsm.GossipKey, error) {
+	raw := make([]byte, 32)
+	id := make([]byte, 6)
+	if _, err := rand.Read(raw); err != nil {
+		return fsm.GossipKey{}, err
+	}
+	if _, err := rand.Read(id); err != nil {
+		return fsm.GossipKey{}, err
+	}
+	sealed, err := ca.Seal(s.currentSealKey(), raw, gossipKeyAAD(s.network), nil)
+	if err != nil {
+		return fsm.GossipKey{}, err
+	}
+	return fsm.GossipKey{ID: hex.EncodeToString(id), Sealed: sealed, State: state, Since: now}, nil
+}
+
+// openGossipKey opens a sealed gossip key with the seal key in force or
+// the next one (a seal rotation in flight).
+func (s *Server) openGossipKey(sealed []byte) ([]byte, error) {
+	s.sealMu.Lock()
+	cur, next := s.sealKey, s.sealNext
+	s.sealMu.Unlock()
+	raw, err := ca.Open(cur, sealed, gossipKeyAAD(s.network))
+	if err != nil && next != nil {
+		raw, err = ca.Open(next, sealed, gossipKeyAAD(s.network))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: a gossip key does not open with this server's seal keys: %w", err)
+	}
+	return raw, nil
+}
+
+// resealGossipKeys seals the keyring of rec under key (a seal rotation).
+func (s *Server) resealGossipKeys(rec fsm.CA, key []byte) ([]fsm.GossipKey, error) {
+	out := slices.Clone(rec.GossipKeys)
+	for i, k := range out {
+		raw, err := s.openGossipKey(k.Sealed)
+		if err != nil {
+			return nil, err
+		}
+		if out[i].Sealed, err = ca.Seal(key, raw, gossipKeyAAD(s.network), nil); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// gossipKeyring is the keyring of the state as a node or an operator gets
+// it; withKeys opens the keys (for nodes only).
+func (s *Server) gossipKeyring(withKeys bool) (api.GossipKeyring, error) {
+	rec, ok := s.store.CA(s.network)
+	if !ok {
+		return api.GossipKeyring{}, errors.New("cluster: no CA in the state")
+	}
+	out := api.GossipKeyring{Network: s.network, Index: rec.ModifyIndex, Keys: []api.GossipKey{}}
+	for _, k := range rec.GossipKeys {
+		g := api.GossipKey{ID: k.ID, State: k.State, Since: k.Since}
+		if withKeys {
+			raw, err := s.openGossipKey(k.Sealed)
+			if err != nil {
+				return api.GossipKeyring{}, err
+			}
+			g.Key = raw
+		}
+		out.Keys = append(out.Keys, g)
+	}
+	return out, nil
+}
+
+// rotateGossipKeyNow asks the leader's keyring loop to start a rotation.
+func (s *Server) rotateGossipKeyNow(ctx context.Context) error {
+	if s.node.raft.State() != raft.Leader {
+		return raft.ErrNotLeader
+	}
+	return s.gossipStep(ctx, true)
+}
+
+// runGossipKeys moves the keyring on the leader: on every state change
+// (a node revocation starts a rotation) and every quarter step.
+func (s *Server) runGossipKeys(ctx context.Context) error {
+	step := s.opts.GossipKeyStep
+	tick := time.NewTicker(max(step/4, 50*time.Millisecond))
+	defer tick.Stop()
+	var seen uint64
+	wasLeader := false
+	changed := make(chan uint64, 1)
+	go func() {
+		var at uint64
+		for {
+			idx, err := s.store.WaitIndex(ctx, at)
+			if err != nil {
+				return
+			}
+			at = idx
+			select {
+			case changed <- idx:
+			default:
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-changed:
+		}
+		leader := s.node.raft.State() == raft.Leader && s.readyTerm.Load() == s.node.raft.CurrentTerm()
+		if !leader {
+			wasLeader = false
+			continue
+		}
+		rotate := false
+		rec, ok := s.store.CA(s.network)
+		if !ok {
+			continue
+		}
+		newest := newestGossipKey(rec.GossipKeys)
+		idx := s.store.Index()
+		if !wasLeader {
+			// A new leader looks at every node revocation once.
+			for _, r := range s.store.Revocations() {
+				rotate = rotate || (r.Kind == fsm.RevocationNode && r.Time.After(newest))
+			}
+		} else if idx > seen {
+			ch := s.store.Changes(seen)
+			for _, t := range ch.Tables {
+				if t.Table != fsm.TableRevocations {
+					continue
+				}
+				for _, key := range t.Put {
+					id, isNode := strings.CutPrefix(key, string(fsm.RevocationNode)+":")
+					if !isNode {
+						continue
+					}
+					if r, ok := s.store.Revoked(fsm.RevocationNode, id); ok && r.Time.After(newest) {
+						rotate = true
+					}
+				}
+			}
+		}
+		seen, wasLeader = idx, true
+		sctx, cancel := context.WithTimeout(ctx, s.opts.Limits.RequestTimeout)
+		err := s.gossipStep(sctx, rotate)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("gossip keyring step failed; retrying", "error", err)
+		}
+	}
+}
+
+// newestGossipKey is when the newest key was made (the primary's or the
+// installed one's Since; a retiring key is older).
+func newestGossipKey(keys []fsm.GossipKey) time.Time {
+	var t time.Time
+	for _, k := range keys {
+		if k.State != fsm.GossipKeyRetiring && k.Since.After(t) {
+			t = k.Since
+		}
+	}
+	return t
+}
+
+// gossipStep proposes the keyring's next phase, if one is due: the first
+// key; with rotate, a fresh installed key (replacing one being installed);
+// the installed key made primary after a step; the retiring key removed
+// after a step.
+func (s *Server) gossipStep(ctx context.Context, rotate bool) error {
+	rec, ok := s.store.CA(s.network)
+	if !ok {
+		return nil
+	}
+	now := s.opts.Clock()
+	step := s.opts.GossipKeyStep
+	keys := slices.Clone(rec.GossipKeys)
+	var what string
+	switch {
+	case len(keys) == 0:
+		k, err := s.newGossipKey(fsm.GossipKeyPrimary, now)
+		if err != nil {
+			return err
+		}
+		keys, what = []fsm.GossipKey{k}, "first gossip key"
+	case rotate:
+		k, err := s.newGossipKey(fsm.GossipKeyInstalled, now)
+		if err != nil {
+			return err
+		}
+		keys = slices.DeleteFunc(keys, func(k fsm.GossipKey) bool { return k.State == fsm.GossipKeyInstalled })
+		if len(keys) >= fsm.MaxGossipKeys {
+			keys = keys[:fsm.MaxGossipKeys-1] // the oldest retiring keys go now
+		}
+		keys, what = append(keys, k), "gossip key installed"
+	default:
+		i := slices.IndexFunc(keys, func(k fsm.GossipKey) bool { return k.State == fsm.GossipKeyInstalled })
+		j := slices.IndexFunc(keys, func(k fsm.GossipKey) bool { return k.State == fsm.GossipKeyRetiring })
+		switch {
+		case i > 0 && now.Sub(keys[i].Since) >= step:
+			// The primary keeps the time it was made (newestGossipKey).
+			used, old := keys[i], keys[0]
+			old.State, old.Since = fsm.GossipKeyRetiring, now
+			used.State = fsm.GossipKeyPrimary
+			rest := slices.DeleteFunc(keys[1:], func(k fsm.GossipKey) bool { return k.ID == used.ID })
+			keys, what = append([]fsm.GossipKey{used, old}, rest...), "gossip key in use"
+		case i < 0 && j > 0 && now.Sub(keys[j].Since) >= step:
+			keys, what = slices.Delete(keys, j, j+1), "old gossip key removed"
+		default:
+			return nil
+		}
+	}
+	upd := rec
+	upd.GossipKeys = keys
+	idx, err := s.Propose(ctx, fsm.MsgCAUpdate, fsm.CAUpdate{CA: upd, ExpectModifyIndex: rec.ModifyIndex})
+	if errors.Is(err, fsm.ErrConflict) {
+		return nil // the record moved; the next round looks again
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info(what, "key", keys[len(keys)-1].ID, "primary", keys[0].ID, "keys", len(keys), "index", idx)
+	return nil
+}
+
+// handleGossipKeys answers a node the keyring, keys and all: over mutual
+// TLS by its certificate (routeCert), so a revoked node gets nothing. A
+// blocking query: with index, it waits (up to wait) for a keyring newer
+// than that.
+func (s *Server) handleGossipKeys(w http.ResponseWriter, r *http.Request, c caller) {
+	if c.kind != ca.KindNode {
+		writeError(w, http.StatusForbidden, api.CodeForbidden, "the gossip keyring is for nodes; present the node certificate")
+		return
+	}
+	q := r.URL.Query()
+	var after uint64
+	if v := q.Get("index"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "index must be a non-negative integer")
+			return
+		}
+		after = n
+	}
+	wait := time.Duration(0)
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "wait must be a duration like 30s")
+			return
+		}
+		wait = min(d, s.opts.Limits.MaxWait)
+	}
+	if after > 0 && wait > 0 {
+		who := c.ctx.Subject
+		if !s.blocking.acquire(who) {
+			writeTooMany(w, time.Second, fmt.Sprintf("blocking queries (at most %d per client and %d in all on this server)",
+				s.opts.Limits.MaxBlockingPerClient, s.opts.Limits.MaxBlockingQueries))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		unhook := context.AfterFunc(s.stopCtx, cancel)
+		at := s.store.Index()
+		for {
+			if rec, ok := s.store.CA(s.network); !ok || rec.ModifyIndex > after {
+				break
+			}
+			idx, err := s.store.WaitIndex(ctx, at)
+			if err != nil {
+				break
+			}
+			at = idx
+		}
+		unhook()
+		cancel()
+		s.blocking.release(who)
+	}
+	kr, err := s.gossipKeyring(true)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, kr)
+}
+
+// handleGossipKeyring shows operators the keyring without its keys.
+func (s *Server) handleGossipKeyring(w http.ResponseWriter, _ *http.Request) {
+	kr, err := s.gossipKeyring(false)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, kr)
+}
+
+// handleGossipRotate starts a rotation of the gossip key (`keymesh gossip
+// rotate-key`), on the leader, and answers the keyring with the key
+// being installed.
+func (s *Server) handleGossipRotate(w http.ResponseWriter, r *http.Request) {
+	if err := s.onLeader(r.Context(), "/v1/internal/gossip-rotate", struct{}{}, &struct{}{}, s.rotateGossipKeyNow); err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	if err := s.ConsistentRead(r.Context()); err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	s.handleGossipKeyring(w, r)
+}
+
+// handleInternalGossipRotate is the rotation forwarded to the leader.
+func (s *Server) handleInternalGossipRotate(w http.ResponseWriter, r *http.Request) {
+	if err := s.rotateGossipKeyNow(r.Context()); err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
