@@ -219,6 +219,9 @@ func (a *Agent) followKeyring(ctx context.Context) error {
 // keyringServers are the root servers to ask for the keyring: those the
 // trust state lists, else node.json's and the configured ones.
 func (a *Agent) keyringServers() []string {
+	if a.cfg.PinServers {
+		return a.rootServers()
+	}
 	var out []string
 	if st := a.follower.Current(); st != nil {
 		for _, s := range st.Servers() {
@@ -228,7 +231,7 @@ func (a *Agent) keyringServers() []string {
 		}
 	}
 	if len(out) == 0 {
-		out = append([]string{a.state.Server}, a.cfg.Servers...)
+		out = a.rootServers()
 	}
 	return out
 }

@@ -398,8 +398,8 @@ func (h *localAPI) handleMembers(w http.ResponseWriter, r *http.Request) {
 	}
 	kr, _ := h.a.gossipKeys.get()
 	out := MembersResponse{Node: h.a.state.NodeID, Network: h.a.state.Network, Gossip: h.a.cfg.GossipAddr, KeyringIndex: kr.Index, Members: []gossip.Member{}}
-	if m := h.a.Members(); m != nil {
-		out.Members = m
+	if g := h.a.Gossip(); g != nil {
+		out.Gossip, out.Members = g.Advertised(), g.Members()
 	}
 	writeLocalJSON(w, http.StatusOK, out)
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,10 @@ type RunConfig struct {
 	ListenTCP string
 	// Servers are root server API addresses besides the one in node.json.
 	Servers []string
+	// PinServers makes the agent talk to Servers alone (not node.json's
+	// server, nor the addresses the trust state lists): a site that
+	// reaches the roots through a relay or load balancer.
+	PinServers bool
 	// TrustWait is how long one blocking trust query waits. Default 30s.
 	TrustWait time.Duration
 	// MinBackoff and MaxBackoff bound the follower's pause when no root
@@ -142,6 +147,9 @@ func (c *RunConfig) validate() error {
 		if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
 			return fmt.Errorf("agent: gossip address %q is not HOST:PORT", addr)
 		}
+	}
+	if c.PinServers && len(c.Servers) == 0 {
+		return errors.New("agent: --pin-servers needs the servers to pin (--server)")
 	}
 	if len(c.GossipJoin) > 0 && c.GossipAddr == "" && c.GossipTransport == nil {
 		return errors.New("agent: --gossip-join needs --gossip-addr (where this node gossips)")
@@ -256,7 +264,7 @@ func New(cfg RunConfig) (*Agent, error) {
 		}
 	}
 	a.follower, err = NewFollower(FollowerConfig{DataDir: cfg.DataDir, Network: st.Network,
-		Servers: append([]string{st.Server}, cfg.Servers...), Dial: dial, Wait: cfg.TrustWait,
+		Servers: a.rootServers(), Pinned: cfg.PinServers, Dial: dial, Wait: cfg.TrustWait,
 		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Clock: cfg.Clock, After: cfg.After,
 		Logger: a.log.Named("trust"), OnChange: a.trustChanged, OnRevoked: a.markRevoked, OnBulletins: a.publishBulletins})
 	if err != nil {
@@ -284,6 +292,15 @@ func New(cfg RunConfig) (*Agent, error) {
 		}
 	}
 	return a, nil
+}
+
+// rootServers are the root servers the agent starts from: node.json's and
+// the configured ones, or with PinServers the configured ones alone.
+func (a *Agent) rootServers() []string {
+	if a.cfg.PinServers {
+		return slices.Clone(a.cfg.Servers)
+	}
+	return append([]string{a.state.Server}, a.cfg.Servers...)
 }
 
 // anchorsOf returns the trust anchors of a document (the roots of ca.pem

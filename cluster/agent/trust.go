@@ -65,8 +65,12 @@ type FollowerConfig struct {
 	// (required).
 	Network string
 	// Servers are root server API addresses to start from (host:port). The
-	// api_addr of every root server in each followed document is added.
+	// api_addr of every root server in each followed document is added,
+	// unless Pinned.
 	Servers []string
+	// Pinned keeps the follower on Servers alone: a site that reaches the
+	// roots through a relay or a load balancer, never directly.
+	Pinned bool
 	// Dial makes the TrustSource of one root server (required; Run dials
 	// HTTPS with the node certificate).
 	Dial func(server string) (TrustSource, error)
@@ -331,6 +335,9 @@ func (f *Follower) Status() FollowerStatus {
 // followed now stays if it is still listed.
 func (f *Follower) setServers(docServers []fsm.Server) {
 	list := slices.Clone(f.cfg.Servers)
+	if f.cfg.Pinned {
+		docServers = nil
+	}
 	for _, s := range docServers {
 		if s.APIAddr != "" && s.Status != fsm.ServerRemoved {
 			list = append(list, s.APIAddr)

@@ -105,6 +105,8 @@ Start with "keymesh dev" for a three-server cluster on loopback, or
 		a.routesCmd(),
 		a.trustCmd(),
 		a.peersCmd(),
+		a.membersCmd(),
+		a.gossipCmd(),
 		a.healthCmd(),
 		a.devCmd(),
 	)

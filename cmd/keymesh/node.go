@@ -509,12 +509,16 @@ type nodeRunOutput struct {
 	// dials.
 	Listen string `json:"listen,omitempty"`
 	Peers  int    `json:"peers,omitempty"`
+	// Gossip is where the agent gossips, if it does.
+	Gossip string `json:"gossip,omitempty"`
 }
 
 // nodeRunFlags are the flags of `keymesh node run`.
 type nodeRunFlags struct {
 	dataDir, logLevel, apiListen, listen, peersFile string
-	peers                                           []string
+	gossipAddr, gossipAdvertise                     string
+	peers, gossipJoin, servers                      []string
+	pinServers                                      bool
 	linger, hold                                    time.Duration
 }
 
@@ -537,13 +541,21 @@ func (a *app) nodeRunCmd() *cobra.Command {
   - runs peering sessions: --listen takes them, --peer and --peers dial
     peers. A session is mutual TLS 1.3 with the node certificates, then an
     OPEN whose token is bound to the certificate, then Cedar peer.connect;
-    a peer the trust state revokes loses its sessions at once.
+    a peer the trust state revokes loses its sessions at once;
+  - gossips with --gossip-addr (UDP and TCP, encrypted with the network's
+    gossip key, which the roots hand the node over mutual TLS): the node
+    graph of authenticated members ("keymesh members list"), the peering
+    address of a peer given by node id alone, failure detection (a dead
+    member's session ends), and the roots' signed revocation bulletins,
+    applied at once, also where no root is in reach. --gossip-join names
+    members to join (repeatable).
 
 A peer is NODEID@HOST:PORT[,role=ROLE][,psk=FILE]: ROLE is what the peer is
 to this node (internal, the default, peer, provider or customer), FILE a
 pre-shared key (hex, mode 0600) both sides hold. A peers file has one peer a
 line, # comments; NODEID alone (with options) takes that peer's sessions
-without dialling it.
+without dialling it, or, with gossip, dials the address its membership
+proof names.
 
 It stops with an error when the node is revoked or its certificate expired
 before a renewal succeeded. Once the trust state (or a root server refusing
@@ -561,7 +573,23 @@ the agent exits.`,
 			if err != nil {
 				return err
 			}
-			for _, l := range [][2]string{{"api-listen", f.apiListen}, {"listen", f.listen}} {
+			if f.pinServers && len(f.servers) == 0 {
+				return usagef("--pin-servers needs the root servers to pin (--server HOST:PORT, repeatable)")
+			}
+			for _, s := range f.servers {
+				if err := checkAddr("server", s); err != nil {
+					return err
+				}
+			}
+			if len(f.gossipJoin) > 0 && f.gossipAddr == "" {
+				return usagef("--gossip-join needs --gossip-addr (where this node gossips)")
+			}
+			for _, j := range f.gossipJoin {
+				if err := checkAddr("gossip-join", j); err != nil {
+					return err
+				}
+			}
+			for _, l := range [][2]string{{"api-listen", f.apiListen}, {"listen", f.listen}, {"gossip-addr", f.gossipAddr}, {"gossip-advertise", f.gossipAdvertise}} {
 				if l[1] != "" {
 					if err := checkAddr(l[0], l[1]); err != nil {
 						return err
@@ -593,6 +621,11 @@ the agent exits.`,
 	fl.StringVar(&f.listen, "listen", "", "host:port where the agent takes peering sessions (port 0 picks one)")
 	fl.StringArrayVar(&f.peers, "peer", nil, "a peer to dial: NODEID@HOST:PORT[,role=ROLE][,psk=FILE] (repeatable)")
 	fl.StringVar(&f.peersFile, "peers", "", "a file of peers, one NODEID@HOST:PORT[,role=ROLE][,psk=FILE] a line")
+	fl.StringArrayVar(&f.servers, "server", nil, "a root server API address to follow besides node.json's, host:port (repeatable)")
+	fl.BoolVar(&f.pinServers, "pin-servers", false, "follow the --server addresses alone, not those the trust state lists (a site that reaches the roots through a relay)")
+	fl.StringVar(&f.gossipAddr, "gossip-addr", "", "host:port where the agent gossips, UDP and TCP (an IP others reach, or set --gossip-advertise)")
+	fl.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "ip:port others reach this node's gossip at, if not --gossip-addr")
+	fl.StringArrayVar(&f.gossipJoin, "gossip-join", nil, "a member to join at start, host:port (repeatable)")
 	fl.DurationVar(&f.hold, "hold-time", 0, "hold time the agent proposes: 0s or 3s and more (0: default 30s)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: trace, debug, info, warn or error")
 	fl.DurationVar(&f.linger, "revoked-linger", 0, "how long a revoked agent tells its local clients why before it exits (0: default 10s)")
@@ -656,7 +689,9 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 		return fmt.Errorf("node %s already has a running agent (%s answers); stop it first", out.NodeID, out.Socket)
 	}
 	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: f.apiListen, RevokedLinger: f.linger,
-		Listen: f.listen, Peers: peers, HoldTime: f.hold})
+		Listen: f.listen, Peers: peers, HoldTime: f.hold,
+		GossipAddr: f.gossipAddr, GossipAdvertise: f.gossipAdvertise, GossipJoin: f.gossipJoin,
+		Servers: f.servers, PinServers: f.pinServers})
 	switch {
 	case errors.Is(err, agent.ErrNotLoopback):
 		return usagef("--api-listen %q: the local API listens on loopback addresses only (127.0.0.1, ::1)", f.apiListen)
@@ -677,6 +712,7 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 			out.TCP = addr.String()
 		}
 		out.Listen = ag.SessionAddr()
+		out.Gossip = f.gossipAddr
 		return a.emit(out, func(w io.Writer) {
 			fmt.Fprintf(w, "node %s of network %s running: certificate serial %s valid until %s, renewal at %s; local API on %s",
 				out.NodeID, out.Network, out.Serial, timeText(out.NotAfter), timeText(out.RenewAt), out.Socket)
@@ -688,6 +724,9 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 			}
 			if out.Peers > 0 {
 				fmt.Fprintf(w, "; dialling %d peers", out.Peers)
+			}
+			if out.Gossip != "" {
+				fmt.Fprintf(w, "; gossiping on %s", out.Gossip)
 			}
 			fmt.Fprintln(w, "; until Ctrl-C")
 		})

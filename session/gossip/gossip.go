@@ -115,6 +115,23 @@ type Gossip struct {
 	accList    []string
 	crashed    bool
 	keyring    *memberlist.Keyring
+	// suspicion bounds how long a member stays suspect; suspectUntil is
+	// when each suspicion expires.
+	suspicion    time.Duration
+	suspectUntil map[string]time.Time
+}
+
+// markSuspect records that this member's probe of name failed.
+func (g *Gossip) markSuspect(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := g.members[name]
+	if m == nil || m.State != StateAlive {
+		return
+	}
+	now := g.cfg.Clock()
+	m.State, m.Since = StateSuspect, now
+	g.suspectUntil[name] = now.Add(g.suspicion)
 }
 
 // crash stops memberlist without leaving, as a killed process would (for
@@ -179,7 +196,7 @@ func New(cfg Config) (*Gossip, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	g := &Gossip{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), members: map[string]*Member{},
-		seen: map[[32]byte]time.Time{}, checked: map[[32]byte]checkedProof{}, proofTimes: map[string]int64{}, relays: map[string]*bucket{}, counts: map[string]uint64{},
+		seen: map[[32]byte]time.Time{}, checked: map[[32]byte]checkedProof{}, proofTimes: map[string]int64{}, relays: map[string]*bucket{}, counts: map[string]uint64{}, suspectUntil: map[string]time.Time{},
 		verify: bucket{rate: cfg.VerifyRate, burst: cfg.VerifyRate, tokens: cfg.VerifyRate}}
 	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int {
 		if ml := g.mlp.Load(); ml != nil {
@@ -208,32 +225,50 @@ func (g *Gossip) Run(ctx context.Context) error {
 		return fmt.Errorf("gossip: keyring: %w", err)
 	}
 	mc.Keyring, mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = kr, true, true
+	mc.Logger = log.New(hclogWriter{l: g.log.Named("memberlist"), suspect: g.markSuspect}, "", 0)
 	if g.cfg.Transport != nil {
 		mc.Transport = g.cfg.Transport
 	} else {
+		// The transport is made here so that port 0 takes a free port
+		// the proof can name.
 		host, port, err := splitHostPort(g.cfg.Bind)
 		if err != nil {
 			return err
 		}
-		mc.BindAddr, mc.BindPort = host, port
-		mc.AdvertisePort = port
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{host}, BindPort: port, Logger: mc.Logger})
+		if err != nil {
+			return fmt.Errorf("gossip: listen on %s: %w", g.cfg.Bind, err)
+		}
+		mc.Transport, mc.BindAddr, mc.BindPort = nt, host, nt.GetAutoBindPort()
+		mc.AdvertiseAddr, mc.AdvertisePort = host, mc.BindPort
 		if g.cfg.Advertise != "" {
 			if mc.AdvertiseAddr, mc.AdvertisePort, err = splitHostPort(g.cfg.Advertise); err != nil {
+				nt.Shutdown()
 				return err
 			}
 		}
+		if a, err := netip.ParseAddr(mc.AdvertiseAddr); err != nil || a.IsUnspecified() {
+			nt.Shutdown()
+			return fmt.Errorf("gossip: advertise an IP address others reach (--gossip-addr %s binds all addresses; set --gossip-advertise)", g.cfg.Bind)
+		}
 	}
-	mc.Logger = log.New(hclogWriter{g.log.Named("memberlist")}, "", 0)
 	mc.Delegate, mc.Alive, mc.Merge, mc.Events = delegate{g}, delegate{g}, delegate{g}, delegate{g}
 	if g.cfg.Tune != nil {
 		g.cfg.Tune(mc)
 	}
 	if err := g.makeProof(mc); err != nil {
+		mc.Transport.Shutdown()
 		return err
 	}
 	g.queue.RetransmitMult = mc.RetransmitMult
+	// memberlist's longest suspicion (suspicionTimeout times
+	// SuspicionMaxTimeoutMult) at a large graph, and a probe more.
+	g.mu.Lock()
+	g.suspicion = time.Duration(mc.SuspicionMult*mc.SuspicionMaxTimeoutMult)*mc.ProbeInterval*4 + mc.ProbeInterval
+	g.mu.Unlock()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		mc.Transport.Shutdown()
 		return fmt.Errorf("gossip: %w", err)
 	}
 	g.mlp.Store(ml)
@@ -279,8 +314,15 @@ func (g *Gossip) Refresh() {
 	}
 }
 
+// Advertised is where this member gossips (once Ready).
+func (g *Gossip) Advertised() string { return g.advertised() }
+
 func (g *Gossip) advertised() string {
-	n := g.mlp.Load().LocalNode()
+	ml := g.mlp.Load()
+	if ml == nil {
+		return ""
+	}
+	n := ml.LocalNode()
 	ip, _ := netip.AddrFromSlice(n.Addr)
 	return netip.AddrPortFrom(ip.Unmap(), n.Port).String()
 }
@@ -288,26 +330,12 @@ func (g *Gossip) advertised() string {
 // makeProof signs the first proof, at the address memberlist will
 // advertise.
 func (g *Gossip) makeProof(mc *memberlist.Config) error {
-	var addr string
-	if mc.Transport != nil {
-		ip, port, err := mc.Transport.FinalAdvertiseAddr(mc.AdvertiseAddr, mc.AdvertisePort)
-		if err != nil {
-			return err
-		}
-		a, _ := netip.AddrFromSlice(ip)
-		addr = netip.AddrPortFrom(a.Unmap(), uint16(port)).String()
-	} else {
-		host := mc.BindAddr
-		if mc.AdvertiseAddr != "" {
-			host = mc.AdvertiseAddr
-		}
-		a, err := netip.ParseAddr(host)
-		if err != nil || a.IsUnspecified() {
-			return fmt.Errorf("gossip: advertise an IP address others reach (--gossip-addr %s binds all addresses)", host)
-		}
-		addr = netip.AddrPortFrom(a.Unmap(), uint16(mc.AdvertisePort)).String()
+	ip, port, err := mc.Transport.FinalAdvertiseAddr(mc.AdvertiseAddr, mc.AdvertisePort)
+	if err != nil {
+		return fmt.Errorf("gossip: %w", err)
 	}
-	return g.sign(addr)
+	a, _ := netip.AddrFromSlice(ip)
+	return g.sign(netip.AddrPortFrom(a.Unmap(), uint16(port)).String())
 }
 
 func (g *Gossip) sign(addr string) error {
@@ -335,15 +363,10 @@ func (g *Gossip) sign(addr string) error {
 // Members is the node graph: authenticated members, alive, suspect or
 // gone, sorted by node id.
 func (g *Gossip) Members() []Member {
-	states := map[string]MemberState{}
+	listed := map[string]bool{}
 	if ml := g.mlp.Load(); ml != nil {
 		for _, n := range ml.Members() {
-			switch n.State {
-			case memberlist.StateSuspect:
-				states[n.Name] = StateSuspect
-			case memberlist.StateAlive:
-				states[n.Name] = StateAlive
-			}
+			listed[n.Name] = true
 		}
 	}
 	view := g.cfg.View()
@@ -352,8 +375,10 @@ func (g *Gossip) Members() []Member {
 	now := g.cfg.Clock()
 	out := make([]Member, 0, len(g.members))
 	for name, m := range g.members {
-		if s, ok := states[name]; ok && s != m.State && (m.State == StateAlive || m.State == StateSuspect) {
-			m.State, m.Since = s, now
+		// A suspicion that outlived memberlist's longest suspicion
+		// timeout without the member dying was refuted.
+		if m.State == StateSuspect && listed[name] && now.After(g.suspectUntil[name]) {
+			m.State, m.Since = StateAlive, now
 		}
 		if m.State != StateRevoked && m.Network == g.cfg.Network && nodeRevoked(view, name) {
 			m.State, m.Since = StateRevoked, now
@@ -840,10 +865,27 @@ func splitHostPort(s string) (string, int, error) {
 }
 
 // hclogWriter feeds memberlist's standard logger into hclog.
-type hclogWriter struct{ l hclog.Logger }
+// hclogWriter passes memberlist's log to hclog, and tells suspect of the
+// line that says a member is suspected.
+type hclogWriter struct {
+	l       hclog.Logger
+	suspect func(name string)
+}
+
+// memberlist (v0.6.0, like serf and Consul above it) tells no delegate
+// that a member is suspect: the member whose probe failed logs it, and
+// that line is the one signal. TestAuthenticatedMembership fails if an
+// upgrade changes it.
+const (
+	suspectPrefix = "memberlist: Suspect "
+	suspectSuffix = " has failed, no acks received"
+)
 
 func (w hclogWriter) Write(p []byte) (int, error) {
 	s := strings.TrimSpace(string(p))
+	if i := strings.Index(s, suspectPrefix); i >= 0 && strings.HasSuffix(s, suspectSuffix) && w.suspect != nil {
+		w.suspect(s[i+len(suspectPrefix) : len(s)-len(suspectSuffix)])
+	}
 	switch {
 	case strings.Contains(s, "[ERR]"):
 		w.l.Error(s)

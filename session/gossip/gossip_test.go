@@ -55,8 +55,30 @@ func TestAuthenticatedMembership(t *testing.T) {
 	// A killed member: suspect, then dead, at the test's timers.
 	start := time.Now()
 	c.kill()
+	suspected := waitAny(t, []*testNode{a, b}, "c", StateSuspect)
 	a.waitState("c", StateDead)
-	t.Logf("a killed member was dead in a's graph after %s (probe 100ms, suspicion x2)", time.Since(start).Round(time.Millisecond))
+	b.waitState("c", StateDead)
+	t.Logf("a killed member was suspect after %s and dead in a's graph after %s (probe 100ms, suspicion x2)",
+		suspected.Sub(start).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
+
+// waitAny waits until one of nodes shows member in state (polling: the
+// state comes from memberlist's goroutines).
+func waitAny(t *testing.T, nodes []*testNode, member string, want MemberState) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range nodes {
+			for _, mb := range n.g.Members() {
+				if mb.Node == member && mb.State == want {
+					return time.Now()
+				}
+			}
+		}
+		time.Sleep(2 * time.Millisecond) // memberlist's own goroutines
+	}
+	t.Fatalf("no member showed %s %s", member, want)
+	return time.Time{}
 }
 
 // refusedBy waits until o has refused a member since before (its
@@ -387,5 +409,30 @@ func TestKeyRotation(t *testing.T) {
 	}
 	if err := a.g.SetKeys([][]byte{make([]byte, 16)}); err == nil {
 		t.Fatal("a 16-byte key was taken")
+	}
+}
+
+// TestLoopbackUDP: members on memberlist's own UDP and TCP transport,
+// port 0 taking a free port that the proof names; 0.0.0.0 without an
+// advertised address is refused with what to do.
+func TestLoopbackUDP(t *testing.T) {
+	m := newTestMesh(t)
+	a, b := m.node("a"), m.node("b")
+	udp := func(c *Config) { c.Transport, c.Bind = nil, "127.0.0.1:0" }
+	a.start(udp)
+	b.start(func(c *Config) { udp(c); c.Join = []string{a.g.Advertised()} })
+	a.waitState("b", StateAlive)
+	b.waitState("a", StateAlive)
+	if addr := a.g.Advertised(); strings.HasSuffix(addr, ":0") {
+		t.Fatalf("advertised %s", addr)
+	}
+	g, err := New(Config{Node: "c", Network: testNetwork, Bind: "0.0.0.0:0", Keys: [][]byte{testKey},
+		Signer: func() (Signer, error) { return m.node("c").signer, nil }, Verifier: a.verifier, View: m.view,
+		Applied: func() uint64 { return 0 }, OnBulletin: func(Bulletin) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Run(context.Background()); err == nil {
+		t.Fatal("0.0.0.0 without an advertised address ran")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/routing"
 	"github.com/keymesh/keymesh/session"
+	"github.com/keymesh/keymesh/session/gossip"
 )
 
 // Agent is one node agent process (`keymesh node run`) of a node that
@@ -349,4 +351,98 @@ func (c *Cluster) WaitEstablished(a *Agent, want int, timeout time.Duration) {
 		time.Sleep(50 * time.Millisecond) // polling a process
 	}
 	c.t.Fatalf("agent %s has %d established sessions after %s, want %d:\n%s", a.Name, got, timeout, want, a.Log())
+}
+
+// StartGossip registers n nodes (prefix-1 … prefix-n) and runs their
+// agents gossiping on loopback ports: agent 1 first, every other joining
+// it. extra(i) are more flags of agent i's `keymesh node run` (from 0).
+// It returns once every agent gossips; WaitMembers waits for the graph.
+func (c *Cluster) StartGossip(prefix string, n int, extra func(i int) []string) []*Agent {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var tok api.CreatedJoinToken
+	c.Retry(ctx, "create a node join token", func(cl *client.Client) error {
+		var err error
+		tok, err = cl.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Principal: "NODE", Uses: n, TTL: "1h",
+			Description: "harness " + prefix})
+		return err
+	})
+	running := c.Running()
+	var out []*Agent
+	join := ""
+	for i := range n {
+		name := fmt.Sprintf("%s-%d", prefix, i+1)
+		a := &Agent{Name: name, Dir: filepath.Join(c.Base, prefix, name)}
+		root := running[i%len(running)]
+		cmd := exec.CommandContext(ctx, c.Bin, "node", "join", "--server", root.APIAddr, "--ca-hash", c.CAHash,
+			"--network", c.Network, "--node-id", name, "--data-dir", a.Dir, "--token", tok.Secret)
+		cmd.Env = append(os.Environ(), "KEYMESH_SERVER=", "KEYMESH_CA_FILE=", "KEYMESH_CREDENTIAL=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			c.t.Fatalf("keymesh node join %s: %v\n%s", name, err, out)
+		}
+		args := []string{"node", "run", "--data-dir", a.Dir, "--gossip-addr", "127.0.0.1:0"}
+		if join != "" {
+			args = append(args, "--gossip-join", join)
+		}
+		if extra != nil {
+			args = append(args, extra(i)...)
+		}
+		c.Agents = append(c.Agents, a)
+		c.start(&a.proc, name, args...)
+		c.awaitAgent(a, 30*time.Second)
+		addr := c.awaitGossip(a, 30*time.Second)
+		if join == "" {
+			join = addr
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// awaitGossip waits until a gossips and returns where.
+func (c *Cluster) awaitGossip(a *Agent, timeout time.Duration) string {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		var res agent.MembersResponse
+		if res, err = a.Members(context.Background()); err == nil && res.Gossip != "" {
+			return res.Gossip
+		}
+		time.Sleep(50 * time.Millisecond) // polling a process
+	}
+	c.t.Fatalf("agent %s does not gossip after %s: %v\n%s", a.Name, timeout, err, a.Log())
+	return ""
+}
+
+// Members asks the agent for its gossip node graph.
+func (a *Agent) Members(ctx context.Context) (agent.MembersResponse, error) {
+	lc := agent.NewLocalClient(a.Socket())
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return lc.Members(ctx)
+}
+
+// WaitMember waits until a's graph shows member in state (one of them)
+// and returns when it first saw it.
+func (c *Cluster) WaitMember(a *Agent, member string, timeout time.Duration, states ...gossip.MemberState) time.Time {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last agent.MembersResponse
+	for time.Now().Before(deadline) {
+		res, err := a.Members(context.Background())
+		if err == nil {
+			last = res
+			for _, m := range res.Members {
+				if m.Node == member && slices.Contains(states, m.State) {
+					return time.Now()
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling a process
+	}
+	c.t.Fatalf("agent %s's graph never showed %s as %v in %s: %+v\n%s", a.Name, member, states, timeout, last.Members, a.Log())
+	return time.Time{}
 }
