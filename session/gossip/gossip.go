@@ -424,15 +424,25 @@ func (g *Gossip) Publish(b Bulletin) error {
 }
 
 func (g *Gossip) relay(bulletin []byte, h [32]byte) error {
-	msg, err := encMode.Marshal(envelope{Relayer: g.cfg.Node, Bulletin: bulletin})
+	msg, err := RelayMessage(g.cfg.Node, bulletin)
 	if err != nil {
 		return err
 	}
-	if len(msg)+1 > maxGossipMessage {
-		return fmt.Errorf("%w: %d bytes, gossip carries %d: sign fewer revocations a bulletin", ErrTooLarge, len(msg)+1, maxGossipMessage)
-	}
-	g.queue.QueueBroadcast(broadcast{msg: append([]byte{msgBulletin}, msg...), name: fmt.Sprintf("%x", h[:8])})
+	g.queue.QueueBroadcast(broadcast{msg: msg, name: fmt.Sprintf("%x", h[:8])})
 	return nil
+}
+
+// RelayMessage is the gossip user message by which relayer passes on an
+// encoded bulletin (what memberlist's NotifyMsg receives).
+func RelayMessage(relayer string, bulletin []byte) ([]byte, error) {
+	msg, err := encMode.Marshal(envelope{Relayer: relayer, Bulletin: bulletin})
+	if err != nil {
+		return nil, err
+	}
+	if len(msg)+1 > maxGossipMessage {
+		return nil, fmt.Errorf("%w: %d bytes, gossip carries %d: sign fewer revocations a bulletin", ErrTooLarge, len(msg)+1, maxGossipMessage)
+	}
+	return append([]byte{msgBulletin}, msg...), nil
 }
 
 // Counts are the bulletins applied and dropped by reason, for metrics.
