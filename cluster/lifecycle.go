@@ -138,8 +138,14 @@ func Bootstrap(cfg BootstrapConfig) (srv *Server, res *BootstrapResult, err erro
 	if err != nil {
 		return nil, nil, err
 	}
+	// The network gossips encrypted from its first state on.
+	gossipKey, err := srv.newGossipKey(fsm.GossipKeyPrimary, o.Clock())
+	if err != nil {
+		return nil, nil, err
+	}
 	genesis := fsm.Genesis{
-		CA:     fsm.CA{Network: cfg.Network, Active: root.Cert.Raw, SealedKey: sealed},
+		CA: fsm.CA{Network: cfg.Network, Active: root.Cert.Raw, SealedKey: sealed,
+			GossipKeys: []fsm.GossipKey{gossipKey}},
 		Issuer: &fsm.Issuer{ID: cfg.Name, Network: cfg.Network, Cert: issuerCert.Raw, Status: fsm.IssuerActive},
 		Server: &fsm.Server{Name: cfg.Name, RaftAddr: sf.advertise(), APIAddr: sf.APIAddr, Status: fsm.ServerVoter},
 		Anchor: &fsm.TrustAnchor{Network: cfg.Network, Roots: [][]byte{root.Cert.Raw}, Accept: []string{cfg.Network}},

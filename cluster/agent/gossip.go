@@ -165,6 +165,7 @@ func (a *Agent) followKeyring(ctx context.Context) error {
 		}
 	}()
 	failures := 0
+	var ask uint64
 	for i := 0; ctx.Err() == nil; {
 		servers := a.keyringServers()
 		server := servers[i%len(servers)]
@@ -177,7 +178,11 @@ func (a *Agent) followKeyring(ctx context.Context) error {
 		var kr api.GossipKeyring
 		cl, err := src.client()
 		if err == nil {
-			kr, err = cl.GossipKeys(ctx, cur.Index, wait)
+			kr, err = cl.GossipKeys(ctx, max(cur.Index, ask), wait)
+		}
+		if err == nil && len(kr.Keys) == 0 {
+			ask = kr.Index // a network of an older release: its leader makes the first key soon
+			continue
 		}
 		if err == nil {
 			failures = 0
@@ -264,6 +269,13 @@ func (a *Agent) runGossip(ctx context.Context) error {
 		return err
 	}
 	a.gossip.Store(g)
+	go func() {
+		select {
+		case <-g.Ready():
+			close(a.gossipUp)
+		case <-ctx.Done():
+		}
+	}()
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -383,6 +395,10 @@ func (a *Agent) resolvePeer(id string) (string, bool) {
 	}
 	return g.PeerAddr(id)
 }
+
+// GossipReady is closed once the agent gossips (Gossip().Advertised()
+// says where); never without gossip.
+func (a *Agent) GossipReady() <-chan struct{} { return a.gossipUp }
 
 // Gossip is the agent's member once it gossips, nil before or without.
 func (a *Agent) Gossip() *gossip.Gossip { return a.gossip.Load() }

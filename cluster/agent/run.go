@@ -207,6 +207,7 @@ type Agent struct {
 	// Gossip: the keyring the roots hand out and the member Run starts.
 	gossipKeys *keyring
 	gossip     atomic.Pointer[gossip.Gossip]
+	gossipUp   chan struct{}
 }
 
 // trustKeys is the verifier's key source: trust.Keys over the followed
@@ -252,7 +253,7 @@ func New(cfg RunConfig) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", st.NodeID), state: st, roots: roots,
 		id:    identity.SPIFFEID{Network: st.Network, Kind: identity.KindNode, Name: st.NodeID},
-		creds: newCredentials(cfg.DataDir, cfg.Clock), ready: make(chan struct{}), revokedCh: make(chan struct{})}
+		creds: newCredentials(cfg.DataDir, cfg.Clock), ready: make(chan struct{}), revokedCh: make(chan struct{}), gossipUp: make(chan struct{})}
 	if _, err := a.creds.current(); err != nil {
 		return nil, err
 	}

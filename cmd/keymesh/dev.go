@@ -53,6 +53,8 @@ type devNodeInfo struct {
 	// where it takes peering sessions.
 	Agent  bool   `json:"agent"`
 	Listen string `json:"listen,omitempty"`
+	// Gossip is where the agent gossips.
+	Gossip string `json:"gossip,omitempty"`
 }
 
 // devOutput is what `keymesh dev` prints once the cluster is ready.
@@ -255,7 +257,7 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 		}
 		table(w, []string{"  NODE", "STATUS", "PEERING", "REGISTRATION", "DATA DIR"}, cells)
 		if d := devFirstAgent(out.Nodes); d != "" {
-			fmt.Fprintf(w, "\nThe agents of the approved nodes run here and peer with each other:\n\n  keymesh peers list --data-dir %s\n", d)
+			fmt.Fprintf(w, "\nThe agents of the approved nodes run here, peer and gossip with each other:\n\n  keymesh peers list --data-dir %s\n  keymesh members list --data-dir %s\n", d, d)
 		}
 		if out.PendingRegistration != "" {
 			fmt.Fprintf(w, "\n%s waits for approval; approve it, collect its certificate, and run its agent peering with the others:\n\n  %s\n  %s\n  keymesh node run --data-dir %s --listen 127.0.0.1:0%s\n",

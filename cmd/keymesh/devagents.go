@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -17,7 +18,8 @@ import (
 
 // devAgents are the node agents `keymesh dev` runs: one for every node
 // with a certificate, each taking peering sessions on a loopback port and
-// dialling the others, so the development mesh peers from the start.
+// dialling the others, and gossiping on another (the first alone, the
+// others joining it), so the development mesh peers from the start.
 type devAgents struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -55,6 +57,7 @@ func (a *app) startDevAgents(ctx context.Context, nodes []devNodeInfo, log hclog
 		rs = append(rs, runner{node: n, ln: ln})
 	}
 	var ready []<-chan struct{}
+	var join []string // the first agent's gossip address, once it gossips
 	for i, r := range rs {
 		var peers []session.PeerConfig
 		for j, o := range rs {
@@ -63,7 +66,8 @@ func (a *app) startDevAgents(ctx context.Context, nodes []devNodeInfo, log hclog
 			}
 		}
 		alog := log.Named(r.node.Name)
-		ag, err := agent.New(agent.RunConfig{DataDir: r.node.DataDir, Logger: alog, Clock: a.now, SessionListener: r.ln, Peers: peers})
+		ag, err := agent.New(agent.RunConfig{DataDir: r.node.DataDir, Logger: alog, Clock: a.now, SessionListener: r.ln, Peers: peers,
+			GossipAddr: "127.0.0.1:0", GossipJoin: join})
 		if err == nil {
 			var rn *agent.Renewer
 			if rn, err = agent.NewRenewer(agent.RenewerConfig{DataDir: r.node.DataDir, Clock: a.now, Logger: alog.Named("renewer")}); err == nil {
@@ -83,6 +87,19 @@ func (a *app) startDevAgents(ctx context.Context, nodes []devNodeInfo, log hclog
 						alog.Error("the node's agent stopped", "error", err)
 					}
 				}()
+				// The others join the gossip of the first.
+				select {
+				case <-ag.GossipReady():
+					r.node.Gossip = ag.Gossip().Advertised()
+					if join == nil {
+						join = []string{r.node.Gossip}
+					}
+				case <-time.After(30 * time.Second):
+					alog.Warn("the agent does not gossip yet; the others start without joining it")
+				case <-ctx.Done():
+					d.stop()
+					return nil, ctx.Err()
+				}
 				continue
 			}
 		}
@@ -110,13 +127,20 @@ func (d *devAgents) stop() {
 	d.wg.Wait()
 }
 
-// devPeerFlags are the --peer flags that dial the agents of nodes.
+// devPeerFlags are the --peer flags that dial the agents of nodes, and
+// the gossip flags that join theirs.
 func devPeerFlags(nodes []devNodeInfo) string {
-	var s string
+	var s, join string
 	for _, n := range nodes {
 		if n.Listen != "" {
 			s += fmt.Sprintf(" --peer %s@%s", n.Name, n.Listen)
 		}
+		if n.Gossip != "" && join == "" {
+			join = n.Gossip
+		}
+	}
+	if join != "" {
+		s += " --gossip-addr 127.0.0.1:0 --gossip-join " + join
 	}
 	return s
 }

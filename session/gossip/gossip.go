@@ -272,16 +272,39 @@ func (g *Gossip) Run(ctx context.Context) error {
 		return fmt.Errorf("gossip: %w", err)
 	}
 	g.mlp.Store(ml)
-	if len(g.cfg.Join) > 0 {
-		if n, err := ml.Join(g.cfg.Join); err != nil {
-			g.log.Warn("joining the gossip failed; members that join later will find this one", "joined", n, "error", err)
+	joined := len(g.cfg.Join) == 0
+	retry := time.Duration(0) // join at once, then back off
+	if !joined {
+		if n, err := ml.Join(g.cfg.Join); err != nil || n == 0 {
+			g.log.Warn("joining the gossip failed; retrying", "joined", n, "error", err)
+			retry = time.Second
+		} else {
+			joined = true
 		}
 	}
 	close(g.ready)
 	t := time.NewTicker(MaxProofAge / 2)
 	defer t.Stop()
+	var retryC <-chan time.Time
+	if !joined {
+		retryC = time.After(retry)
+	}
 	for {
 		select {
+		case <-retryC:
+			// Until a join succeeds (the members named may start later):
+			// a member alone hears of no one.
+			retryC = nil
+			if ml.NumMembers() > 1 {
+				continue // someone joined this member meanwhile
+			}
+			if n, err := ml.Join(g.cfg.Join); err != nil || n == 0 {
+				retry = min(retry*2, 30*time.Second)
+				g.log.Debug("joining the gossip failed; retrying", "joined", n, "error", err, "retry_in", retry.String())
+				retryC = time.After(retry)
+			} else {
+				g.log.Info("joined the gossip", "joined", n)
+			}
 		case <-ctx.Done():
 			g.mu.Lock()
 			crashed := g.crashed

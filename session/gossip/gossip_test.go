@@ -436,3 +436,15 @@ func TestLoopbackUDP(t *testing.T) {
 		t.Fatal("0.0.0.0 without an advertised address ran")
 	}
 }
+
+// TestJoinRetried: a member whose join finds no one (the member it names
+// starts later) tries again until it is in.
+func TestJoinRetried(t *testing.T) {
+	m := newTestMesh(t)
+	a, b := m.node("a"), m.node("b")
+	ta := m.net.NewTransport()
+	b.start(func(c *Config) { c.Join = []string{ta.Addr()} })
+	a.start(func(c *Config) { c.Transport = ta })
+	a.waitState("b", StateAlive)
+	b.waitState("a", StateAlive)
+}

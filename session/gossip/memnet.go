@@ -107,6 +107,10 @@ func (t *MemTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 	a, b := net.Pipe()
 	select {
 	case dest.streams <- b:
+		// A pipe has no buffer, as a TCP socket has: a write before the
+		// other side reads (memberlist's label header) must not block a
+		// dialler for good when the other side never runs.
+		a.SetWriteDeadline(time.Now().Add(timeout))
 		return a, nil
 	case <-dest.done:
 	case <-time.After(timeout):

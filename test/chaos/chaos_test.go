@@ -20,6 +20,7 @@ import (
 	kmapi "github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/trust"
+	"github.com/keymesh/keymesh/session/gossip"
 	"github.com/keymesh/keymesh/test/harness"
 )
 
@@ -160,6 +161,7 @@ func TestChaos(t *testing.T) {
 	// The schedule isolates a leader: the Raft proxies it needs are not
 	// optional (harness.Start fails without them).
 	c := harness.Start(t, bin, harness.Config{Servers: 3, RaftIPs: true, Proxies: true, Extra: cfg.flags})
+	c.GossipAgents = true // the agents gossip, bulletins and all, through the faults
 	c.StartAgents(cfg.agents)
 
 	rec := NewRecorder(nil)
@@ -358,6 +360,13 @@ func finalAgents(t *testing.T, c *harness.Cluster, index uint64, minted map[stri
 	}
 	c.KillAgent(c.Agents[0])
 	c.RestartAgent(c.Agents[0])
+	// The gossip holds through the faults and the restart: every agent's
+	// graph has every other alive.
+	for _, a := range c.Agents {
+		for _, o := range c.Agents {
+			c.WaitMember(a, o.Name, time.Minute, gossip.StateAlive)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	aud := agent.Audience{kmapi.Audience(c.Network)}

@@ -62,6 +62,20 @@ wait_peers() {
 	exit 1
 }
 
+# wait_members waits until the agent of node dir counts want members in
+# state (polling the agent).
+wait_members() {
+	local dir=$1 state=$2 want=$3 i got
+	for ((i = 0; i < ready_deadline * 10; i++)); do
+		got=$("$km" members list --data-dir "$dir" --output json 2>/dev/null | grep -o "\"state\":\"$state\"" | wc -l || true)
+		((got == want)) && return 0
+		sleep 0.1
+	done
+	echo "tour: $(basename "$dir") has $got members $state after ${ready_deadline}s, want $want" >&2
+	"$km" members list --data-dir "$dir" >&2 || true
+	exit 1
+}
+
 # wait_route waits until the agent of node dir holds (want=1) or does not
 # hold (want=0) a best route for nlri (polling the agent).
 wait_route() {
@@ -211,6 +225,10 @@ cat "$work/agent.out"
 wait_peers "$node3" 2
 wait_peers "$node1" 2
 step peers list --data-dir "$node3"
+# The agents gossip: each knows the others by their signed membership.
+wait_members "$node3" alive 3
+step members list --data-dir "$node3"
+step gossip keyring
 
 # Routes: node-1 originates a prefix and node-2 a service, each signed by
 # its node key; node-3 takes both, each checked along its signed path.
@@ -253,6 +271,11 @@ wait_peers "$node3" 1
 wait_route "$node3" service:web.prod 0
 step peers list --data-dir "$node1"
 step routes list --data-dir "$node3"
+# ... and its revocation rotates the gossip key: the others take the new
+# key, node-2 can neither read nor join the gossip.
+wait_members "$node1" revoked 1
+step members list --data-dir "$node1"
+step gossip rotate-key --wait 30s
 step_fails node renew --data-dir "$node2"
 stop_agent
 

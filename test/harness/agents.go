@@ -26,6 +26,8 @@ import (
 type Agent struct {
 	Name string
 	Dir  string
+	// Gossip is where the agent gossips, if it does (as it last started).
+	Gossip string
 	proc
 }
 
@@ -52,6 +54,7 @@ func (c *Cluster) StartAgents(n int) []*Agent {
 		c.t.Fatal("harness: no root server runs to register agents with")
 	}
 	var started []*Agent
+	join := c.gossipJoin(nil)
 	for i := range n {
 		name := fmt.Sprintf("agent-%d", len(c.Agents)+1)
 		a := &Agent{Name: name, Dir: filepath.Join(c.Base, "agents", name)}
@@ -63,13 +66,44 @@ func (c *Cluster) StartAgents(n int) []*Agent {
 			c.t.Fatalf("keymesh node join %s through %s: %v\n%s", name, root.Name, err, out)
 		}
 		c.Agents = append(c.Agents, a)
-		c.start(&a.proc, name, "node", "run", "--data-dir", a.Dir)
+		c.start(&a.proc, name, c.runArgs(a, join)...)
 		started = append(started, a)
+		if c.GossipAgents && join == "" {
+			c.awaitAgent(a, 30*time.Second)
+			join = c.awaitGossip(a, 30*time.Second)
+		}
 	}
 	for _, a := range started {
 		c.awaitAgent(a, 30*time.Second)
+		if c.GossipAgents {
+			c.awaitGossip(a, 30*time.Second)
+		}
 	}
 	return started
+}
+
+// runArgs are the arguments of `keymesh node run` for a: with
+// GossipAgents, gossiping on a loopback port and joining join.
+func (c *Cluster) runArgs(a *Agent, join string) []string {
+	args := []string{"node", "run", "--data-dir", a.Dir}
+	if c.GossipAgents {
+		args = append(args, "--gossip-addr", "127.0.0.1:0")
+		if join != "" {
+			args = append(args, "--gossip-join", join)
+		}
+	}
+	return args
+}
+
+// gossipJoin is where an agent joins the gossip: a running agent's
+// address but skip's ("" when none gossips).
+func (c *Cluster) gossipJoin(skip *Agent) string {
+	for _, o := range c.Agents {
+		if o != skip && o.Gossip != "" && o.Running() {
+			return o.Gossip
+		}
+	}
+	return ""
 }
 
 // awaitAgent waits until a's local API answers with a trust document.
@@ -103,9 +137,12 @@ func (c *Cluster) awaitAgent(a *Agent, timeout time.Duration) {
 func (c *Cluster) RestartAgent(a *Agent) {
 	c.t.Helper()
 	if !a.Running() {
-		c.start(&a.proc, a.Name, "node", "run", "--data-dir", a.Dir)
+		c.start(&a.proc, a.Name, c.runArgs(a, c.gossipJoin(a))...)
 	}
 	c.awaitAgent(a, 30*time.Second)
+	if c.GossipAgents {
+		c.awaitGossip(a, 30*time.Second)
+	}
 }
 
 // KillAgent kills a's process with SIGKILL and waits for it.
@@ -408,6 +445,7 @@ func (c *Cluster) awaitGossip(a *Agent, timeout time.Duration) string {
 	for time.Now().Before(deadline) {
 		var res agent.MembersResponse
 		if res, err = a.Members(context.Background()); err == nil && res.Gossip != "" {
+			a.Gossip = res.Gossip
 			return res.Gossip
 		}
 		time.Sleep(50 * time.Millisecond) // polling a process

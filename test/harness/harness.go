@@ -158,6 +158,9 @@ type Cluster struct {
 	ExtraArgs []string
 	// Net holds the Raft proxies when the cluster runs with Config.Proxies.
 	Net *FaultNet
+	// GossipAgents makes StartAgents run its agents gossiping on loopback
+	// (each joining the first; a restarted agent joins another).
+	GossipAgents bool
 
 	raftIPs bool
 	added   int // servers added so far, for their Raft addresses
