@@ -65,10 +65,12 @@ chaos:
 
 ## scale: $(SCALE_FOLLOWERS) trust followers against three root processes, 20
 ## revocations, p99 <= 500 ms from acknowledgement to refusal by all; report
-## in $(SCALE_REPORT). `make test` runs it with 100 followers.
+## in $(SCALE_REPORT). `make test` runs it with 100 followers. Then a bulletin's
+## spread among 50, 200 and 1,000 gossip members in one process.
 scale:
 	SCALE_FOLLOWERS=$(SCALE_FOLLOWERS) SCALE_REVOCATIONS=20 SCALE_FULL=1 SCALE_REPORT=$(abspath $(SCALE_REPORT)) \
 		$(GO) test -count=1 -v -timeout 30m -run TestTrustFollowersAtScale ./test/scale
+	GOSSIP_BENCH_N=50,200,1000 $(GO) test -run '^$$' -bench BulletinSpread -benchtime 3x -timeout 60m ./session/gossip
 
 ## fuzz: every fuzz target for $(FUZZTIME); fuzz-short is the pass in `make test`.
 fuzz:

@@ -112,6 +112,11 @@ func TestAPIRefusesBadInput(t *testing.T) {
 		{"approve unknown registration", "admin", "POST", "/v1/registrations/reg-x/approve", "", `{}`, 404, api.CodeNotFound},
 		{"policy that does not parse", "admin", "PUT", "/v1/policies", "", `{"text":"permit (","expect_version":0}`, 400, api.CodeInvalidPolicy},
 		{"bearer without a token", "", "GET", "/v1/cluster/status", "", ``, 401, api.CodeUnauthorized},
+		{"gossip keys without a certificate", "", "GET", "/v1/gossip/keys", "", ``, 401, api.CodeUnauthorized},
+		{"gossip keys to an operator", "admin", "GET", "/v1/gossip/keys", "", ``, 403, api.CodeForbidden},
+		{"gossip keys to an unregistered node", "node", "GET", "/v1/gossip/keys", "", ``, 403, ""},
+		{"gossip keyring without a credential", "", "GET", "/v1/gossip/keyring", "", ``, 401, api.CodeUnauthorized},
+		{"gossip rotation by a node", "node", "POST", "/v1/gossip/rotate", "", `{}`, 403, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

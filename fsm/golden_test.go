@@ -92,8 +92,7 @@ func goldenCommands() []struct {
 		{t: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "testnet.example.net", Roots: [][]byte{der("testnet-root")}}, ExpectModifyIndex: &zero}},
 		{t: MsgTrustAnchorDelete, p: TrustAnchorDelete{Network: "testnet.example.net"}},
 		{t: MsgTrustAnchorDelete, p: TrustAnchorDelete{Network: testNetwork}}, // the own network
-		{t: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("resealed"),
-			GossipKeys: []GossipKey{{ID: "g2", Sealed: []byte("sealed-g2"), State: GossipKeyPrimary, Since: t0}, {ID: "g1", Sealed: []byte("sealed-g1"), State: GossipKeyRetiring, Since: t0}}}, ExpectModifyIndex: 1}},
+		{t: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("resealed")}, ExpectModifyIndex: 1}},
 		{t: MsgServerPut, p: ServerPut{Server: Server{Name: "r2", RaftAddr: "10.0.0.2:8300", APIAddr: "r2.mainnet.example.net:8443", Status: ServerVoter}}},
 		{t: MsgServerRemove, p: ServerRemove{Name: "r2"}},
 		{t: MsgIssuerPut, p: IssuerPut{Issuer: Issuer{ID: "r2", Network: testNetwork, Cert: der("issuer-r2"), Status: IssuerRevoked}}},

@@ -47,7 +47,8 @@ import (
 // registration's source address (each a list or string after the record's
 // last field but its indexes); Restore reads version 1 with them empty.
 // Version 3 added a CA record's gossip keyring (a count, then id, sealed
-// key, state, since for each, before its indexes).
+// key, state, since for each, before its indexes); a state without one is
+// written as version 2, byte for byte as before (state.format).
 const (
 	snapshotMagic   = "KMFSM"
 	snapshotVersion = 3
@@ -93,8 +94,9 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	if sn.released {
 		return 0, ErrReleased
 	}
-	e := &encoder{w: w, buf: make([]byte, 0, 64<<10)}
-	header := snapshotHeader(sn.index)
+	v := sn.st.format()
+	e := &encoder{w: w, buf: make([]byte, 0, 64<<10), version: v}
+	header := snapshotHeaderV(v, sn.index)
 	e.buf = append(e.buf, header...)
 	e.flush()
 	e.h = sha256.New()
@@ -107,7 +109,17 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	return e.n, e.err
 }
 
-func snapshotHeader(index uint64) []byte { return snapshotHeaderV(snapshotVersion, index) }
+// format is the version a snapshot of st is written in: the oldest that
+// holds everything in it (3 with a gossip keyring, 2 without), so that a
+// state that uses nothing new writes, and hashes, as before.
+func (st *state) format() byte {
+	for _, c := range st.cas.m {
+		if len(c.GossipKeys) > 0 {
+			return 3
+		}
+	}
+	return 2
+}
 
 func snapshotHeaderV(version byte, index uint64) []byte {
 	h := append([]byte(snapshotMagic), version)
@@ -151,7 +163,7 @@ func (s *Store) Hash() string {
 	if h := s.hash.Load(); h != nil {
 		return *h
 	}
-	e := &encoder{h: sha256.New(), buf: make([]byte, 0, 64<<10)}
+	e := &encoder{h: sha256.New(), buf: make([]byte, 0, 64<<10), version: s.st.format()}
 	s.st.encodeBody(e)
 	e.flush()
 	h := hex.EncodeToString(e.h.Sum(nil))
@@ -205,10 +217,10 @@ func (s *Store) Restore(r io.Reader) error {
 	s.index.Store(index)
 	s.rebuildDerived(index)
 	s.reasons = d.intern
-	if d.version == snapshotVersion {
+	if d.version == st.format() {
 		s.hash.Store(&h)
 	} else {
-		s.hash.Store(nil) // the hash covers the current format's body
+		s.hash.Store(nil) // the hash covers the body as this state is written
 	}
 	close(s.notify)
 	s.notify = make(chan struct{})
@@ -223,6 +235,8 @@ type encoder struct {
 	h   hash.Hash // nil: not hashing
 	n   int64
 	err error
+	// version is the format written (what the body holds).
+	version byte
 }
 
 func (e *encoder) flush() {
@@ -328,12 +342,14 @@ func (st *state) encodeBody(e *encoder) {
 		e.list(v.Retired)
 		e.bytes(v.SealedKey)
 		e.list(v.CrossSigns)
-		e.uvarint(uint64(len(v.GossipKeys)))
-		for _, k := range v.GossipKeys {
-			e.str(k.ID)
-			e.bytes(k.Sealed)
-			e.str(k.State)
-			e.time(k.Since)
+		if e.version >= 3 {
+			e.uvarint(uint64(len(v.GossipKeys)))
+			for _, k := range v.GossipKeys {
+				e.str(k.ID)
+				e.bytes(k.Sealed)
+				e.str(k.State)
+				e.time(k.Since)
+			}
 		}
 		e.indexes(v.Indexes)
 	})

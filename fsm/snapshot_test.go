@@ -286,36 +286,42 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 	}
 }
 
-// TestRestoreVersion2 reads the golden snapshot of the version-2 format
-// (testdata/snapshot-v2.bin, written before the gossip keyring): the CA
-// is there without one, and it writes back as the current version.
-func TestRestoreVersion2(t *testing.T) {
-	b, err := os.ReadFile("testdata/snapshot-v2.bin")
-	if err != nil {
-		t.Fatal(err)
+// TestGossipKeyringFormat: a state with a gossip keyring is written as
+// format 3 and restores to the same hash and keyring; one without is
+// written as format 2, byte for byte as before (the golden snapshot pins
+// those bytes), and a format-3 file of it restores too.
+func TestGossipKeyringFormat(t *testing.T) {
+	h := newHarness(t)
+	s := h.s
+	h.ok(MsgGenesis, Genesis{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")}})
+	write := func(s *Store) []byte {
+		t.Helper()
+		sn, err := s.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if _, err := sn.WriteTo(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Bytes()
 	}
-	if b[5] != 2 {
-		t.Fatalf("testdata/snapshot-v2.bin is format %d", b[5])
+	if b := write(s); b[5] != 2 {
+		t.Fatalf("a state without a keyring is written as format %d", b[5])
 	}
-	s := New()
-	if err := s.Restore(bytes.NewReader(b)); err != nil {
-		t.Fatal(err)
-	}
-	rec, ok := s.CA(testNetwork)
-	if !ok || len(rec.Active) == 0 || rec.GossipKeys != nil {
-		t.Fatalf("CA %+v", rec)
-	}
-	sn, err := s.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if _, err := sn.WriteTo(&out); err != nil {
-		t.Fatal(err)
+	keys := []GossipKey{{ID: "g2", Sealed: []byte("sealed-g2"), State: GossipKeyPrimary, Since: t0}, {ID: "g1", Sealed: []byte("sealed-g1"), State: GossipKeyRetiring, Since: t0}}
+	h.ok(MsgCAUpdate, CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed"), GossipKeys: keys}, ExpectModifyIndex: 1})
+	b := write(s)
+	if b[5] != 3 {
+		t.Fatalf("a state with a keyring is written as format %d", b[5])
 	}
 	again := New()
-	if err := again.Restore(&out); err != nil || again.Hash() != s.Hash() {
-		t.Fatalf("v2 to v3 round trip: %v", err)
+	if err := again.Restore(bytes.NewReader(b)); err != nil || again.Hash() != s.Hash() {
+		t.Fatalf("format 3 round trip: %v", err)
+	}
+	rec, _ := again.CA(testNetwork)
+	if len(rec.GossipKeys) != 2 || rec.GossipKeys[1].ID != "g1" || !rec.GossipKeys[0].Since.Equal(t0) || string(rec.GossipKeys[0].Sealed) != "sealed-g2" {
+		t.Fatalf("keyring %+v", rec.GossipKeys)
 	}
 }
 
@@ -355,7 +361,7 @@ func TestRestoreVersion1(t *testing.T) {
 	if _, err := sn.WriteTo(&out); err != nil {
 		t.Fatal(err)
 	}
-	if out.Bytes()[5] != snapshotVersion {
+	if out.Bytes()[5] != 2 { // the oldest format that holds it
 		t.Fatalf("written as format %d", out.Bytes()[5])
 	}
 	again := New()

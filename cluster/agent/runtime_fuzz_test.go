@@ -145,3 +145,56 @@ func TestCredentialsFollowFiles(t *testing.T) {
 		t.Fatalf("certificate file gone: %v", err)
 	}
 }
+
+// goodKeyring is a keyring as a root answers it.
+const goodKeyring = `{"network":"agent.example","index":7,"keys":[{"id":"a1","key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","state":"primary","since":"2026-01-01T00:00:00Z"}]}`
+
+// TestBadKeyrings: gossip.keys (or a root's answer) that is not a keyring
+// of this network with one to four 32-byte keys, the primary first, is
+// refused with ErrKeyringFile.
+func TestBadKeyrings(t *testing.T) {
+	if _, err := decodeKeyring([]byte(goodKeyring), "agent.example"); err != nil {
+		t.Fatal(err)
+	}
+	for name, in := range map[string]string{
+		"empty":             ``,
+		"not json":          `gossip`,
+		"unknown field":     strings.Replace(goodKeyring, `"index"`, `"indx"`, 1),
+		"another network":   strings.Replace(goodKeyring, "agent.example", "other.example", 1),
+		"no keys":           `{"network":"agent.example","index":7,"keys":[]}`,
+		"a short key":       strings.Replace(goodKeyring, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "AAAA", 1),
+		"primary not first": `{"network":"agent.example","index":7,"keys":[{"id":"a1","key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","state":"retiring","since":"2026-01-01T00:00:00Z"}]}`,
+		"oversized":         strings.Repeat(" ", maxKeyringFile+1),
+		"duplicate field":   strings.Replace(goodKeyring, `"index":7`, `"index":7,"index":8`, 1),
+	} {
+		if _, err := decodeKeyring([]byte(in), "agent.example"); !errors.Is(err, ErrKeyringFile) {
+			t.Errorf("%s: %v, want ErrKeyringFile", name, err)
+		}
+	}
+}
+
+// FuzzKeyring: whatever gossip.keys holds, decoding it returns a keyring
+// of our network, the primary first, every key 32 bytes, or
+// ErrKeyringFile; it never panics.
+func FuzzKeyring(f *testing.F) {
+	for _, s := range []string{goodKeyring, `{}`, `[]`, `null`, ``, `{"network":"agent.example","index":1,"keys":null}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		kr, err := decodeKeyring(b, "agent.example")
+		if err != nil {
+			if !errors.Is(err, ErrKeyringFile) {
+				t.Fatalf("error not ErrKeyringFile: %v", err)
+			}
+			return
+		}
+		if kr.Network != "agent.example" || len(kr.Keys) == 0 || kr.Keys[0].State != "primary" {
+			t.Fatalf("accepted %+v", kr)
+		}
+		for _, k := range kr.Keys {
+			if len(k.Key) != 32 {
+				t.Fatalf("accepted a key of %d bytes", len(k.Key))
+			}
+		}
+	})
+}
