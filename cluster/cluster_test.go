@@ -346,8 +346,23 @@ func TestSealRotationReachesAServerThatWasDown(t *testing.T) {
 	tc.servers[2] = nil
 	leader := tc.leader()
 	before := leader.currentSealKey()
+	keysBefore, err := leader.gossipKeyring(true)
+	if err != nil || len(keysBefore.Keys) == 0 {
+		t.Fatalf("the gossip keyring before: %+v %v", keysBefore, err)
+	}
 	if err := leader.rotateSealKey(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// The gossip keys were sealed again under the new key: the same keys.
+	rec, _ := leader.Store().CA(leader.Network())
+	for i, k := range rec.GossipKeys {
+		raw, err := ca.Open(leader.currentSealKey(), k.Sealed, gossipKeyAAD(leader.Network()))
+		if err != nil || !bytes.Equal(raw, keysBefore.Keys[i].Key) {
+			t.Fatalf("gossip key %s after the seal rotation: %v", k.ID, err)
+		}
+		if _, err := ca.Open(before, k.Sealed, gossipKeyAAD(leader.Network())); err == nil {
+			t.Fatalf("gossip key %s still opens with the old seal key", k.ID)
+		}
 	}
 	after := leader.currentSealKey()
 	if bytes.Equal(before, after) {

@@ -193,7 +193,7 @@ func TestAgentsGossip(t *testing.T) {
 	cut2.set(true)
 	before := a2.Follower().Index()
 	start := time.Now()
-	e.revoke("node", "n3")
+	revIndex := e.revoke("node", "n3")
 	waitTrust(t, a2, "n3 revoked by bulletin", func(v trust.View) bool { _, ok := v.Revoked(fsm.RevocationNode, "n3"); return ok })
 	t.Logf("a revocation reached the agent cut off from the roots by gossip %s after the revoke call", time.Since(start).Round(time.Millisecond))
 	waitMember(t, a2, "n3", gossip.StateRevoked)
@@ -223,8 +223,13 @@ func TestAgentsGossip(t *testing.T) {
 	if _, err := cl.GossipKeys(e.ctx, 0, 0); !errors.Is(err, api.ErrNodeRevoked) && !errors.Is(err, api.ErrForbidden) {
 		t.Fatalf("the revoked node asked for the keyring: %v", err)
 	}
-	// n2, back in reach, takes the new keyring too.
+	// n2, back in reach: its trust sync confirms the revocation, and it
+	// takes the new keyring too.
 	cut2.set(false)
+	waitTrust(t, a2, "the trust sync past the revocation", func(v trust.View) bool {
+		_, ok := v.Revoked(fsm.RevocationNode, "n3")
+		return v.Index() >= revIndex && ok
+	})
 	waitKeyring(t, d2, "the rotated keyring", func(kr api.GossipKeyring) bool { return kr.Index >= rotated.Index })
 	waitMember(t, a1, "n2", gossip.StateAlive)
 }

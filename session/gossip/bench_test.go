@@ -96,7 +96,11 @@ func spread(b *testing.B, n int, tune func(*memberlist.Config)) {
 			time.Sleep(10 * time.Millisecond) // memberlist converges on its own timers
 		}
 	}
-	b.Logf("%d members converged %s after the last joined", n, time.Since(joined).Round(time.Millisecond))
+	refused := uint64(0)
+	for _, nd := range nodes {
+		refused += nd.g.Counts()["member_refused"]
+	}
+	b.Logf("%d members converged %s after the last joined (%d alive messages refused)", n, time.Since(joined).Round(time.Millisecond), refused)
 	var p99s, p100s []time.Duration
 	var pkts, byts uint64
 	missed := 0
