@@ -40,8 +40,9 @@ import (
 // gossipKeyAAD binds a sealed gossip key to its network and purpose.
 func gossipKeyAAD(network string) []byte { return []byte("keymesh gossip key\x00" + network) }
 
-// newGossipKey makes a key and seals it under the seal key in force.
-func (s *Server) newGossipKey(state string, now time.Time) (fsm.GossipKey, error) {
+// newGossipKey makes a key and seals it under the seal key in force; after
+// is the state index it is made at.
+func (s *Server) newGossipKey(state string, now time.Time, after uint64) (fsm.GossipKey, error) {
 	raw := make([]byte, 32)
 	id := make([]byte, 6)
 	if _, err := rand.Read(raw); err != nil {
@@ -54,7 +55,7 @@ func (s *Server) newGossipKey(state string, now time.Time) (fsm.GossipKey, error
 	if err != nil {
 		return fsm.GossipKey{}, err
 	}
-	return fsm.GossipKey{ID: hex.EncodeToString(id), Sealed: sealed, State: state, Since: now}, nil
+	return fsm.GossipKey{ID: hex.EncodeToString(id), Sealed: sealed, State: state, Since: now, After: after}, nil
 }
 
 // openGossipKey opens a sealed gossip key with the seal key in force or
@@ -110,23 +111,35 @@ func (s *Server) gossipKeyring(withKeys bool) (api.GossipKeyring, error) {
 	return out, nil
 }
 
-// rotateGossipKeyNow asks the leader's keyring loop to start a rotation.
+// rotateGossipKeyNow starts a rotation on the leader (an operator's
+// `keymesh gossip rotate-key`).
 func (s *Server) rotateGossipKeyNow(ctx context.Context) error {
 	if s.node.raft.State() != raft.Leader {
 		return raft.ErrNotLeader
 	}
-	return s.gossipStep(ctx, true)
+	for range 5 {
+		err := s.gossipStep(ctx, true)
+		if !errors.Is(err, errKeyringMoved) {
+			return err
+		}
+	}
+	return fmt.Errorf("cluster: the CA record kept changing while the gossip key rotation was proposed; retry `keymesh gossip rotate-key`: %w", fsm.ErrConflict)
 }
 
-// runGossipKeys moves the keyring on the leader: on every state change
-// (a node revocation starts a rotation) and every quarter step.
+// errKeyringMoved: the CA record changed between the read and the
+// proposal (compare-and-set); the next round looks again.
+var errKeyringMoved = errors.New("cluster: the CA record moved")
+
+// runGossipKeys moves the keyring on the leader, on every state change
+// and every quarter step. What it does next follows from the state alone
+// (the keyring's phases and the newest node revocation's index), so a
+// failed proposal, a conflict or a new leader loses nothing: the next
+// round sees the same thing due.
 func (s *Server) runGossipKeys(ctx context.Context) error {
 	step := s.opts.GossipKeyStep
 	tick := time.NewTicker(max(step/4, 50*time.Millisecond))
 	defer tick.Stop()
-	var seen uint64
-	wasLeader := false
-	changed := make(chan uint64, 1)
+	changed := make(chan struct{}, 1)
 	go func() {
 		var at uint64
 		for {
@@ -136,11 +149,13 @@ func (s *Server) runGossipKeys(ctx context.Context) error {
 			}
 			at = idx
 			select {
-			case changed <- idx:
+			case changed <- struct{}{}:
 			default:
 			}
 		}
 	}()
+	var seen, lastRevoked uint64
+	leading := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -148,88 +163,95 @@ func (s *Server) runGossipKeys(ctx context.Context) error {
 		case <-tick.C:
 		case <-changed:
 		}
-		leader := s.node.raft.State() == raft.Leader && s.readyTerm.Load() == s.node.raft.CurrentTerm()
-		if !leader {
-			wasLeader = false
+		if s.node.raft.State() != raft.Leader || s.readyTerm.Load() != s.node.raft.CurrentTerm() {
+			leading = false
 			continue
 		}
-		rotate := false
-		rec, ok := s.store.CA(s.network)
-		if !ok {
-			continue
-		}
-		newest := newestGossipKey(rec.GossipKeys)
+		// The index of the newest node revocation: all of them once per
+		// term, then what changed.
 		idx := s.store.Index()
-		if !wasLeader {
-			// A new leader looks at every node revocation once.
+		if !leading {
+			lastRevoked = 0
 			for _, r := range s.store.Revocations() {
-				rotate = rotate || (r.Kind == fsm.RevocationNode && r.Time.After(newest))
+				if r.Kind == fsm.RevocationNode {
+					lastRevoked = max(lastRevoked, r.CreateIndex)
+				}
 			}
+			leading = true
 		} else if idx > seen {
-			ch := s.store.Changes(seen)
-			for _, t := range ch.Tables {
+			for _, t := range s.store.Changes(seen).Tables {
 				if t.Table != fsm.TableRevocations {
 					continue
 				}
 				for _, key := range t.Put {
-					id, isNode := strings.CutPrefix(key, string(fsm.RevocationNode)+":")
-					if !isNode {
-						continue
-					}
-					if r, ok := s.store.Revoked(fsm.RevocationNode, id); ok && r.Time.After(newest) {
-						rotate = true
+					if id, isNode := strings.CutPrefix(key, string(fsm.RevocationNode)+":"); isNode {
+						if r, ok := s.store.Revoked(fsm.RevocationNode, id); ok {
+							lastRevoked = max(lastRevoked, r.CreateIndex)
+						}
 					}
 				}
 			}
 		}
-		seen, wasLeader = idx, true
+		seen = idx
+		rec, ok := s.store.CA(s.network)
+		if !ok {
+			continue
+		}
 		sctx, cancel := context.WithTimeout(ctx, s.opts.Limits.RequestTimeout)
-		err := s.gossipStep(sctx, rotate)
+		err := s.gossipStep(sctx, lastRevoked > newestGossipKey(rec.GossipKeys))
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		if err != nil && !errors.Is(err, errKeyringMoved) && ctx.Err() == nil {
 			s.log.Warn("gossip keyring step failed; retrying", "error", err)
 		}
 	}
 }
 
-// newestGossipKey is when the newest key was made (the primary's or the
-// installed one's Since; a retiring key is older).
-func newestGossipKey(keys []fsm.GossipKey) time.Time {
-	var t time.Time
+// newestGossipKey is the state index the newest key (the primary or the
+// one being installed; a retiring key is older) was made after.
+func newestGossipKey(keys []fsm.GossipKey) uint64 {
+	var after uint64
 	for _, k := range keys {
-		if k.State != fsm.GossipKeyRetiring && k.Since.After(t) {
-			t = k.Since
+		if k.State != fsm.GossipKeyRetiring {
+			after = max(after, k.After)
 		}
 	}
-	return t
+	return after
 }
 
 // gossipStep proposes the keyring's next phase, if one is due: the first
-// key; with rotate, a fresh installed key (replacing one being installed);
-// the installed key made primary after a step; the retiring key removed
-// after a step.
+// key; with rotate, a fresh installed key (replacing one being installed,
+// on its schedule, so that revocations in a row do not hold a rotation
+// back); the installed key made primary after a step; the retiring key
+// removed after a step. The CA record is compare-and-set under caMu, which
+// a seal rotation holds too (a key is never sealed under a seal key on its
+// way out).
 func (s *Server) gossipStep(ctx context.Context, rotate bool) error {
+	s.caMu.Lock()
+	defer s.caMu.Unlock()
 	rec, ok := s.store.CA(s.network)
 	if !ok {
 		return nil
 	}
-	now := s.opts.Clock()
+	now, at := s.opts.Clock(), s.store.Index()
 	step := s.opts.GossipKeyStep
 	keys := slices.Clone(rec.GossipKeys)
 	var what string
 	switch {
 	case len(keys) == 0:
-		k, err := s.newGossipKey(fsm.GossipKeyPrimary, now)
+		k, err := s.newGossipKey(fsm.GossipKeyPrimary, now, at)
 		if err != nil {
 			return err
 		}
 		keys, what = []fsm.GossipKey{k}, "first gossip key"
 	case rotate:
-		k, err := s.newGossipKey(fsm.GossipKeyInstalled, now)
+		k, err := s.newGossipKey(fsm.GossipKeyInstalled, now, at)
 		if err != nil {
 			return err
 		}
-		keys = slices.DeleteFunc(keys, func(k fsm.GossipKey) bool { return k.State == fsm.GossipKeyInstalled })
+		if i := slices.IndexFunc(keys, func(k fsm.GossipKey) bool { return k.State == fsm.GossipKeyInstalled }); i >= 0 {
+			k.Since = keys[i].Since // the replaced key's schedule
+			keys = slices.Delete(keys, i, i+1)
+		}
 		if len(keys) >= fsm.MaxGossipKeys {
 			keys = keys[:fsm.MaxGossipKeys-1] // the oldest retiring keys go now
 		}
@@ -239,7 +261,6 @@ func (s *Server) gossipStep(ctx context.Context, rotate bool) error {
 		j := slices.IndexFunc(keys, func(k fsm.GossipKey) bool { return k.State == fsm.GossipKeyRetiring })
 		switch {
 		case i > 0 && now.Sub(keys[i].Since) >= step:
-			// The primary keeps the time it was made (newestGossipKey).
 			used, old := keys[i], keys[0]
 			old.State, old.Since = fsm.GossipKeyRetiring, now
 			used.State = fsm.GossipKeyPrimary
@@ -255,7 +276,7 @@ func (s *Server) gossipStep(ctx context.Context, rotate bool) error {
 	upd.GossipKeys = keys
 	idx, err := s.Propose(ctx, fsm.MsgCAUpdate, fsm.CAUpdate{CA: upd, ExpectModifyIndex: rec.ModifyIndex})
 	if errors.Is(err, fsm.ErrConflict) {
-		return nil // the record moved; the next round looks again
+		return errKeyringMoved
 	}
 	if err != nil {
 		return err
@@ -315,6 +336,12 @@ func (s *Server) handleGossipKeys(w http.ResponseWriter, r *http.Request, c call
 		unhook()
 		cancel()
 		s.blocking.release(who)
+		// The node may have been revoked while it waited (its revocation
+		// is what moves the keyring): ask again who it is.
+		if _, err := s.authenticateCert(r); err != nil {
+			s.writeAuthErr(w, err)
+			return
+		}
 	}
 	kr, err := s.gossipKeyring(true)
 	if err != nil {

@@ -545,13 +545,23 @@ type trustAnswer struct {
 
 const maxTrustAnswers = 256
 
+// A trust answer carries bulletins only for at most maxBulletinBatch
+// revocations over at most maxBulletinSpan indexes.
+const (
+	maxBulletinBatch = 64
+	maxBulletinSpan  = 4096
+)
+
 // answer returns the encoded trust.Delta since after (a full document with
 // full or after 0) and the index it brings a follower to.
 func (c *trustAnswers) answer(st *fsm.Store, after uint64, full bool) (uint64, []byte) {
 	build := func() (uint64, []byte) {
 		var d trust.Delta
 		st.Read(func(rd fsm.Reader) { d = trust.DeltaFrom(rd, after, full) })
-		if c.sign != nil && !d.Reset && len(d.Put.Revocations) > 0 {
+		// Bulletins are for the news: a follower far behind catches up on
+		// revocations the gossip carried long ago, and one node asking
+		// from many old indexes makes no root sign much.
+		if c.sign != nil && !d.Reset && len(d.Put.Revocations) > 0 && len(d.Put.Revocations) <= maxBulletinBatch && d.Index-d.Since <= maxBulletinSpan {
 			d.Bulletins = c.sign(d)
 		}
 		b, err := json.Marshal(d)

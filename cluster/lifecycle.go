@@ -139,7 +139,7 @@ func Bootstrap(cfg BootstrapConfig) (srv *Server, res *BootstrapResult, err erro
 		return nil, nil, err
 	}
 	// The network gossips encrypted from its first state on.
-	gossipKey, err := srv.newGossipKey(fsm.GossipKeyPrimary, o.Clock())
+	gossipKey, err := srv.newGossipKey(fsm.GossipKeyPrimary, o.Clock(), 0)
 	if err != nil {
 		return nil, nil, err
 	}

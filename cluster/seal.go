@@ -156,6 +156,8 @@ func (s *Server) handleInternalGetSealKey(w http.ResponseWriter, r *http.Request
 // it. It is safe to run again after a failure: until the new sealed key
 // is committed, the old key stays in force everywhere.
 func (s *Server) rotateSealKey(ctx context.Context) error {
+	s.caMu.Lock()
+	defer s.caMu.Unlock()
 	rec, ok := s.store.CA(s.network)
 	if !ok {
 		return errors.New("cluster: no CA in the state")

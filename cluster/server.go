@@ -48,6 +48,9 @@ type Server struct {
 	node   *raftNode
 	tls    *tlsIdentity
 	issuer ca.Signer
+	// caMu serialises the proposals that rewrite the CA record's sealed
+	// parts: a seal rotation and the gossip keyring's steps.
+	caMu sync.Mutex
 
 	sealMu   sync.Mutex
 	sealKey  []byte // the network's seal key in force (seal.key)

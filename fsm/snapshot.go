@@ -47,7 +47,8 @@ import (
 // registration's source address (each a list or string after the record's
 // last field but its indexes); Restore reads version 1 with them empty.
 // Version 3 added a CA record's gossip keyring (a count, then id, sealed
-// key, state, since for each, before its indexes); a state without one is
+// key, state, since and the index it was made after for each, before its
+// indexes); a state without one is
 // written as version 2, byte for byte as before (state.format).
 const (
 	snapshotMagic   = "KMFSM"
@@ -349,6 +350,7 @@ func (st *state) encodeBody(e *encoder) {
 				e.bytes(k.Sealed)
 				e.str(k.State)
 				e.time(k.Since)
+				e.uvarint(k.After)
 			}
 		}
 		e.indexes(v.Indexes)
@@ -481,7 +483,7 @@ func (d *decoder) v3gossipKeys() []GossipKey {
 	n := d.length(MaxGossipKeys)
 	var keys []GossipKey
 	for i := 0; i < n && d.err == nil; i++ {
-		keys = append(keys, GossipKey{ID: d.str(), Sealed: d.bytes(), State: d.str(), Since: d.time()})
+		keys = append(keys, GossipKey{ID: d.str(), Sealed: d.bytes(), State: d.str(), Since: d.time(), After: d.uvarint()})
 	}
 	return keys
 }

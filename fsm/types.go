@@ -167,7 +167,11 @@ type GossipKey struct {
 	ID     string    `json:"id"`
 	Sealed []byte    `json:"sealed"`
 	State  string    `json:"state"`
-	Since  time.Time `json:"since"` // when it took its state
+	Since  time.Time `json:"since"` // when it was installed; for a retiring key, when it retired
+	// After is the state index the key was made at: a node revoked after
+	// it may hold the key, so a node revocation of a later index starts a
+	// rotation.
+	After uint64 `json:"after"`
 }
 
 // Gossip key states: a rotation installs a key everywhere, uses it

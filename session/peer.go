@@ -86,6 +86,7 @@ type peer struct {
 	later []Event           // events the actions raised, stepped next
 
 	in, out atomic.Uint64
+	heard   atomic.Int64 // when the last message came (Unix nanoseconds)
 
 	mu sync.Mutex
 	st PeerStatus
@@ -477,6 +478,7 @@ func (p *peer) read(c *conn) {
 			return
 		}
 		p.in.Add(1)
+		p.heard.Store(s.cfg.Clock().UnixNano())
 		s.metrics.message(false, f.Type)
 		var ev Event
 		switch f.Type {

@@ -495,14 +495,27 @@ func (s *Speaker) Reset(id string) error {
 	return nil
 }
 
-// PeerFailed ends the session with peer id, if there is one, because the
-// gossip node graph says the peer failed (dead): a session to a node that
-// answers no probe is not kept until its hold timer runs out. A dial is
-// tried again as after any reset.
+// PeerFailed ends the session with peer id because the gossip node graph
+// says the peer failed (dead), unless the session heard from the peer
+// within the last keepalive interval (a third of the hold time): a session
+// to a node that answers no probe is not kept until its hold timer runs
+// out, and a forged failure (memberlist's dead messages are not signed)
+// cannot end a session that is alive. A dial is tried again as after any
+// reset. It never blocks.
 func (s *Speaker) PeerFailed(id string) {
-	if p := s.lookup(id); p != nil {
-		p.post(EvReset{Notification: notification(CodeCease, SubCeaseReset, "the node graph says the peer failed")})
+	p := s.lookup(id)
+	if p == nil {
+		return
 	}
+	p.mu.Lock()
+	hold := time.Duration(p.st.HoldTime) * time.Second
+	p.mu.Unlock()
+	quiet := s.cfg.Clock().Sub(time.Unix(0, p.heard.Load()))
+	if hold > 0 && quiet < hold/3 {
+		s.log.Info("the node graph says a peer failed, but its session hears from it; kept", "peer", id, "quiet", quiet.String())
+		return
+	}
+	go p.post(EvReset{Notification: notification(CodeCease, SubCeaseReset, "the node graph says the peer failed")})
 }
 
 // HoldDown ends the session with peer id with NOTIFICATION Cease

@@ -439,7 +439,11 @@ func Certificate(dir string) (tls.Certificate, error) {
 // Renew replaces the node certificate with a new one for the same key, over
 // mutual TLS with the current certificate. The old one stays valid until it
 // expires.
-func Renew(ctx context.Context, dir string) (*x509.Certificate, error) {
+func Renew(ctx context.Context, dir string) (*x509.Certificate, error) { return RenewVia(ctx, dir, "") }
+
+// RenewVia is Renew through server ("" is node.json's): a site that
+// reaches the roots through a relay renews through it (--pin-servers).
+func RenewVia(ctx context.Context, dir, server string) (*x509.Certificate, error) {
 	st, key, roots, err := load(dir)
 	if err != nil {
 		return nil, err
@@ -448,7 +452,10 @@ func Renew(ctx context.Context, dir string) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := client.New(client.Config{Server: st.Server, CAPEM: ca.EncodeCertsPEM(roots...), Certificate: &cert})
+	if server == "" {
+		server = st.Server
+	}
+	cl, err := client.New(client.Config{Server: server, CAPEM: ca.EncodeCertsPEM(roots...), Certificate: &cert})
 	if err != nil {
 		return nil, err
 	}

@@ -61,7 +61,7 @@ func newKeyring(dir, network string) (*keyring, error) {
 		return k, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return k, fmt.Errorf("%w: %w", ErrKeyringFile, err) // an empty keyring: the roots send it again
 	}
 	kr, err := decodeKeyring(b, network)
 	if err != nil {
@@ -269,6 +269,7 @@ func (a *Agent) runGossip(ctx context.Context) error {
 		return err
 	}
 	a.gossip.Store(g)
+	a.log.Info("gossiping", "addr", a.cfg.GossipAddr, "join", a.cfg.GossipJoin, "keyring", kr.Index)
 	go func() {
 		select {
 		case <-g.Ready():
@@ -278,7 +279,7 @@ func (a *Agent) runGossip(ctx context.Context) error {
 	}()
 	done := make(chan struct{})
 	defer close(done)
-	go func() {
+	go func(changed <-chan struct{}) {
 		gen := uint64(0)
 		if nc, err := a.creds.current(); err == nil {
 			gen = nc.gen
@@ -290,8 +291,9 @@ func (a *Agent) runGossip(ctx context.Context) error {
 			case <-done:
 				return
 			case <-changed:
-				kr, changed = a.gossipKeys.get()
-				if err := g.SetKeys(raw(kr)); err != nil {
+				var next api.GossipKeyring
+				next, changed = a.gossipKeys.get()
+				if err := g.SetKeys(raw(next)); err != nil {
 					a.log.Error("cannot take the new gossip keyring", "error", err)
 				}
 			case <-tick.C:
@@ -302,8 +304,7 @@ func (a *Agent) runGossip(ctx context.Context) error {
 				}
 			}
 		}
-	}()
-	a.log.Info("gossiping", "addr", a.cfg.GossipAddr, "join", a.cfg.GossipJoin, "keyring", kr.Index)
+	}(changed)
 	return g.Run(ctx)
 }
 

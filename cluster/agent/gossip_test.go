@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -211,6 +212,12 @@ func TestAgentsGossip(t *testing.T) {
 		return len(kr.Keys) == 1 && kr.Keys[0].ID != first.Keys[0].ID
 	})
 	t.Logf("revocation to the old gossip key's removal at n1: %s (step %s)", time.Since(start).Round(time.Millisecond), step)
+	// n3's agent still runs (it stops RevokedLinger after its revocation)
+	// and its keyring query was waiting when the keyring moved: it got
+	// nothing new.
+	if b, err := os.ReadFile(agent.GossipKeysPath(d3)); err != nil || strings.Contains(string(b), rotated.Keys[0].ID) {
+		t.Fatalf("the revoked node holds the new gossip key: %v", err)
+	}
 	cert, err := agent.Certificate(d3)
 	if err != nil {
 		t.Fatal(err)

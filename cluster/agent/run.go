@@ -240,6 +240,12 @@ func New(cfg RunConfig) (*Agent, error) {
 	if cfg.RevokedLinger == 0 {
 		cfg.RevokedLinger = 10 * time.Second
 	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = 250 * time.Millisecond
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
 	st, err := readState(cfg.DataDir)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -676,7 +677,21 @@ func peersOf(flags []string, file string) ([]session.PeerConfig, error) {
 // ends.
 func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f nodeRunFlags, peers []session.PeerConfig) error {
 	log := hclog.New(&hclog.LoggerOptions{Name: "keymesh.node", Level: level, Output: a.stderr})
-	r, err := agent.NewRenewer(agent.RenewerConfig{DataDir: dir, Clock: a.now, Logger: log.Named("renewer")})
+	rc := agent.RenewerConfig{DataDir: dir, Clock: a.now, Logger: log.Named("renewer")}
+	if f.pinServers {
+		// Renewals go where the trust state comes from: the pinned servers,
+		// the next one after a failure.
+		var next atomic.Int64
+		rc.Renew = func(ctx context.Context, dir string) (*x509.Certificate, error) {
+			i := next.Load()
+			c, err := agent.RenewVia(ctx, dir, f.servers[int(i)%len(f.servers)])
+			if err != nil {
+				next.CompareAndSwap(i, i+1)
+			}
+			return c, err
+		}
+	}
+	r, err := agent.NewRenewer(rc)
 	if err != nil {
 		return err
 	}

@@ -622,7 +622,13 @@ func (g *Gossip) checkMember(n *memberlist.Node) error {
 	g.mu.Lock()
 	if c, ok := g.checked[key]; ok && c.index == view.Index() && now.Before(c.until) {
 		g.mu.Unlock()
-		return c.err // memberlist repeats alive messages: each proof is checked once per view
+		// memberlist repeats alive messages: each proof is checked once
+		// per view; a revocation that came by bulletin (the view's index
+		// unmoved) is looked up each time, without a signature check.
+		if c.err == nil && (nodeRevoked(view, n.Name) || keyRevoked(view, c.kid)) {
+			return fmt.Errorf("%w: %s is revoked", ErrProof, n.Name)
+		}
+		return c.err
 	}
 	g.mu.Unlock()
 	err := g.verifyMember(n.Name, addr, n.Meta, now)
@@ -647,8 +653,14 @@ func (g *Gossip) checkMember(n *memberlist.Node) error {
 	if err == nil {
 		until = time.Unix(p.Time, 0).Add(MaxProofAge)
 	}
-	g.checked[key] = checkedProof{index: view.Index(), until: until, err: err}
+	g.checked[key] = checkedProof{index: view.Index(), until: until, err: err, kid: p.KID}
 	return err
+}
+
+// keyRevoked: view revokes the key kid.
+func keyRevoked(view trust.View, kid string) bool {
+	_, ok := view.Revoked(fsm.RevocationKey, kid)
+	return ok
 }
 
 // maxChecked bounds the cache of checked proofs and the proof times kept.
@@ -658,6 +670,7 @@ type checkedProof struct {
 	index uint64
 	until time.Time
 	err   error
+	kid   string
 }
 
 func (g *Gossip) verifyMember(name, addr string, meta []byte, now time.Time) error {

@@ -380,13 +380,23 @@ func TestKeyRotation(t *testing.T) {
 	for _, n := range []*testNode{a, b, c} {
 		n.waitState("c", StateAlive)
 	}
-	for _, step := range [][][]byte{{testKey, newKey}, {newKey, testKey}, {newKey}} {
+	setAll := func(keys ...[]byte) {
+		t.Helper()
 		for _, n := range []*testNode{a, b, c} {
-			if err := n.g.SetKeys(step); err != nil {
+			if err := n.g.SetKeys(keys); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
+	setAll(testKey, newKey) // install: every member reads both
+	setAll(newKey, testKey) // use: every member writes the new key
+	// Now a member that holds the new key alone is in at every member.
+	early := m.node("early")
+	early.start(func(c *Config) { c.Keys = [][]byte{newKey} }, a)
+	for _, n := range []*testNode{a, b, c} {
+		n.waitState("early", StateAlive)
+	}
+	setAll(newKey) // remove
 	old := m.node("old")
 	old.start(nil, a) // its join fails: a reads nothing it sends
 	fresh := m.node("fresh")
