@@ -72,6 +72,7 @@ func spread(b *testing.B, n int, tune func(*memberlist.Config)) {
 	for i := range n {
 		nodes[i] = m.node(fmt.Sprintf("m%d", i))
 	}
+	ramp := time.Now()
 	for i, nd := range nodes {
 		var join []*testNode
 		if i > 0 {
@@ -87,7 +88,8 @@ func spread(b *testing.B, n int, tune func(*memberlist.Config)) {
 	}
 	// Every member sees every other.
 	joined := time.Now()
-	deadline := time.Now().Add(5 * time.Minute)
+	b.Logf("%d members started in %s", n, joined.Sub(ramp).Round(time.Millisecond))
+	deadline := time.Now().Add(5*time.Minute + time.Duration(n)*time.Second)
 	for _, nd := range nodes {
 		for nd.g.mlp.Load().NumMembers() < n {
 			if time.Now().After(deadline) {
