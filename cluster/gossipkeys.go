@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -294,24 +293,9 @@ func (s *Server) handleGossipKeys(w http.ResponseWriter, r *http.Request, c call
 		writeError(w, http.StatusForbidden, api.CodeForbidden, "the gossip keyring is for nodes; present the node certificate")
 		return
 	}
-	q := r.URL.Query()
-	var after uint64
-	if v := q.Get("index"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "index must be a non-negative integer")
-			return
-		}
-		after = n
-	}
-	wait := time.Duration(0)
-	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "wait must be a duration like 30s")
-			return
-		}
-		wait = min(d, s.opts.Limits.MaxWait)
+	after, wait, ok := s.blockingParams(w, r, 0)
+	if !ok {
+		return
 	}
 	if after > 0 && wait > 0 {
 		who := c.ctx.Subject

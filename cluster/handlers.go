@@ -468,25 +468,11 @@ func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request, c caller) {
 	if !s.allow(w, c, policy.TrustRead, c.ctx) {
 		return
 	}
+	after, wait, ok := s.blockingParams(w, r, 30*time.Second)
+	if !ok {
+		return
+	}
 	q := r.URL.Query()
-	var after uint64
-	if v := q.Get("index"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "index must be a non-negative integer")
-			return
-		}
-		after = n
-	}
-	wait := 30 * time.Second
-	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "wait must be a duration like 30s")
-			return
-		}
-		wait = min(d, s.opts.Limits.MaxWait)
-	}
 	full := false
 	switch v := q.Get("full"); v {
 	case "", "false":
@@ -516,6 +502,31 @@ func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request, c caller) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(body)
+}
+
+// blockingParams reads a blocking query's ?index (default 0) and ?wait
+// (default def, at most Limits.MaxWait), or answers 400 and says no.
+func (s *Server) blockingParams(w http.ResponseWriter, r *http.Request, def time.Duration) (uint64, time.Duration, bool) {
+	q := r.URL.Query()
+	var after uint64
+	if v := q.Get("index"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "index must be a non-negative integer")
+			return 0, 0, false
+		}
+		after = n
+	}
+	wait := def
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "wait must be a duration like 30s")
+			return 0, 0, false
+		}
+		wait = min(d, s.opts.Limits.MaxWait)
+	}
+	return after, wait, true
 }
 
 // trustAnswers keeps the encoded answers of /v1/trust for the state index
