@@ -245,26 +245,10 @@ func (c *Cluster) StartGraph(prefix string, n int, link func(j, i int) (opts str
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var tok api.CreatedJoinToken
-	c.Retry(ctx, "create a node join token", func(cl *client.Client) error {
-		var err error
-		tok, err = cl.CreateJoinToken(ctx, api.CreateJoinTokenRequest{Kind: "node", Principal: "NODE", Uses: n, TTL: "1h",
-			Description: "harness " + prefix})
-		return err
-	})
-	running := c.Running()
 	var out []*Agent
 	var addrs []string
-	for i := range n {
-		name := fmt.Sprintf("%s-%d", prefix, i+1)
-		a := &Agent{Name: name, Dir: filepath.Join(c.Base, prefix, name)}
-		root := running[i%len(running)]
-		cmd := exec.CommandContext(ctx, c.Bin, "node", "join", "--server", root.APIAddr, "--ca-hash", c.CAHash,
-			"--network", c.Network, "--node-id", name, "--data-dir", a.Dir, "--token", tok.Secret)
-		cmd.Env = append(os.Environ(), "KEYMESH_SERVER=", "KEYMESH_CA_FILE=", "KEYMESH_CREDENTIAL=")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			c.t.Fatalf("keymesh node join %s: %v\n%s", name, err, out)
-		}
+	for i, a := range c.register(ctx, prefix, n) {
+		name := a.Name
 		args := []string{"node", "run", "--data-dir", a.Dir, "--listen", "127.0.0.1:0"}
 		for j, addr := range addrs {
 			if opts, ok := link(j, i); ok {
@@ -390,14 +374,11 @@ func (c *Cluster) WaitEstablished(a *Agent, want int, timeout time.Duration) {
 	c.t.Fatalf("agent %s has %d established sessions after %s, want %d:\n%s", a.Name, got, timeout, want, a.Log())
 }
 
-// StartGossip registers n nodes (prefix-1 … prefix-n) and runs their
-// agents gossiping on loopback ports: agent 1 first, every other joining
-// it. extra(i) are more flags of agent i's `keymesh node run` (from 0).
-// It returns once every agent gossips; WaitMembers waits for the graph.
-func (c *Cluster) StartGossip(prefix string, n int, extra func(i int) []string) []*Agent {
+// register registers n nodes (prefix-1 … prefix-n, one join token of n
+// uses, each through the next running root) with `keymesh node join` and
+// returns their agents, not running yet.
+func (c *Cluster) register(ctx context.Context, prefix string, n int) []*Agent {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	var tok api.CreatedJoinToken
 	c.Retry(ctx, "create a node join token", func(cl *client.Client) error {
 		var err error
@@ -407,7 +388,6 @@ func (c *Cluster) StartGossip(prefix string, n int, extra func(i int) []string) 
 	})
 	running := c.Running()
 	var out []*Agent
-	join := ""
 	for i := range n {
 		name := fmt.Sprintf("%s-%d", prefix, i+1)
 		a := &Agent{Name: name, Dir: filepath.Join(c.Base, prefix, name)}
@@ -418,6 +398,23 @@ func (c *Cluster) StartGossip(prefix string, n int, extra func(i int) []string) 
 		if out, err := cmd.CombinedOutput(); err != nil {
 			c.t.Fatalf("keymesh node join %s: %v\n%s", name, err, out)
 		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// StartGossip registers n nodes (prefix-1 … prefix-n) and runs their
+// agents gossiping on loopback ports: agent 1 first, every other joining
+// it. extra(i) are more flags of agent i's `keymesh node run` (from 0).
+// It returns once every agent gossips; WaitMembers waits for the graph.
+func (c *Cluster) StartGossip(prefix string, n int, extra func(i int) []string) []*Agent {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out []*Agent
+	join := ""
+	for i, a := range c.register(ctx, prefix, n) {
+		name := a.Name
 		args := []string{"node", "run", "--data-dir", a.Dir, "--gossip-addr", "127.0.0.1:0"}
 		if join != "" {
 			args = append(args, "--gossip-join", join)
