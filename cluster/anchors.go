@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 
@@ -22,7 +24,7 @@ import (
 // anchorInfo describes an anchor for listing.
 func (s *Server) anchorInfo(a fsm.TrustAnchor, accept []string) api.AnchorInfo {
 	info := api.AnchorInfo{Network: a.Network, Own: a.Network == s.network, Index: a.ModifyIndex,
-		Accepted: a.Network == s.network || slices.Contains(accept, a.Network)}
+		Accepted: a.Network == s.network || slices.Contains(accept, a.Network), Endpoints: a.Endpoints, Keys: len(a.Keys)}
 	for _, der := range a.Roots {
 		r := api.AnchorRoot{DER: der}
 		if c, err := x509.ParseCertificate(der); err == nil {
@@ -83,7 +85,21 @@ func (s *Server) handlePutAnchor(w http.ResponseWriter, r *http.Request, c calle
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error()+"; give the AS root certificate of that network (its ca.pem)")
 		return
 	}
-	anchor := fsm.TrustAnchor{Network: network}
+	if len(req.Endpoints) > fsm.MaxEndpoints {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("endpoints: %d, at most %d", len(req.Endpoints), fsm.MaxEndpoints))
+		return
+	}
+	for i, ep := range req.Endpoints {
+		if _, _, err := net.SplitHostPort(ep); err != nil || len(ep) > fsm.MaxIDLen {
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("endpoint %q is not host:port of a root server of %s", ep, network))
+			return
+		}
+		if slices.Contains(req.Endpoints[:i], ep) {
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("endpoint %s is given twice", ep))
+			return
+		}
+	}
+	anchor := fsm.TrustAnchor{Network: network, Endpoints: req.Endpoints}
 	for _, c := range roots {
 		anchor.Roots = append(anchor.Roots, c.Raw)
 	}
@@ -95,6 +111,11 @@ func (s *Server) handlePutAnchor(w http.ResponseWriter, r *http.Request, c calle
 		}
 		next := anchor
 		next.Accept = cur.Accept
+		// The keys fetched stay while the roots are the same (they were
+		// checked against them); new roots wait for the next fetch.
+		if ok && slices.EqualFunc(cur.Roots, anchor.Roots, bytes.Equal) {
+			next.Keys = cur.Keys
+		}
 		return fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: next, ExpectModifyIndex: &expect}, true
 	}); err != nil {
 		s.writeErr(w, err)

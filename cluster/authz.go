@@ -421,6 +421,15 @@ func (s *Server) jwksDoc() (jwksCache, error) {
 		if rec.State != fsm.JWKActive && rec.State != fsm.JWKRetiring {
 			continue
 		}
+		// A revoked key, or a key of a revoked node, is not published:
+		// whoever verifies by this document alone (a federated network's
+		// roots, a jwx client) stops taking it at its next fetch.
+		if _, ok := s.store.Revoked(fsm.RevocationKey, rec.KID); ok {
+			continue
+		}
+		if _, ok := s.store.Revoked(fsm.RevocationNode, rec.Node); ok {
+			continue
+		}
 		var j identity.JWK
 		if err := json.Unmarshal(rec.Key, &j); err != nil {
 			return jwksCache{}, fmt.Errorf("cluster: JWKS entry %s: %w", rec.KID, err)

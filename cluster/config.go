@@ -184,6 +184,11 @@ type Options struct {
 	// goes after another. Agents follow the keyring with blocking queries,
 	// so a step covers a follower that was between two of them. Default 2s.
 	GossipKeyStep time.Duration
+	// FederationInterval is how often the leader fetches the published
+	// JWKS of each federated network that has endpoints: a key its roots
+	// revoke or drop is refused here at most this much later (plus the
+	// trust sync). Default 2s.
+	FederationInterval time.Duration
 	// IssuerKeyType is the key type of a new server's issuing intermediate.
 	// Default P-256: it signs node certificates (and crypto/x509 verifies
 	// each signature it makes) about six times faster than P-384, which
@@ -208,6 +213,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.GossipKeyStep == 0 {
 		o.GossipKeyStep = 2 * time.Second
+	}
+	if o.FederationInterval == 0 {
+		o.FederationInterval = 2 * time.Second
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now

@@ -29,6 +29,7 @@ type metrics struct {
 	elected   prometheus.Counter       // times this server became leader
 	bulletins prometheus.Counter       // revocation bulletins signed
 	crlBuilds prometheus.Counter       // CRLs this server built and signed
+	fedFetch  *prometheus.CounterVec   // federated networks' JWKS fetched, by network and result
 }
 
 func newMetrics(s *Server) *metrics {
@@ -52,15 +53,26 @@ func newMetrics(s *Server) *metrics {
 			Help: "Revocation bulletins this server signed for its trust followers to gossip."}),
 		crlBuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "keymesh_ca_crl_builds_total",
 			Help: "CRLs this server built and signed (after a change of what they list, or before nextUpdate)."}),
+		fedFetch: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_federation_fetches_total",
+			Help: "Fetches of a federated network's published JWKS by this server as leader, by network and result (ok, failed)."}, []string{"network", "result"}),
 	}
 	blocking := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keymesh_trust_blocking_queries",
 		Help: "Blocking trust queries waiting on this server (followers of the trust state)."},
 		func() float64 { return float64(s.blocking.inFlight()) })
-	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, blocking,
+	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, m.fedFetch, blocking,
 		&stateCollector{s: s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// federationFetch counts one fetch of network's JWKS.
+func (m *metrics) federationFetch(network string, err error) {
+	result := "ok"
+	if err != nil {
+		result = "failed"
+	}
+	m.fedFetch.WithLabelValues(network, result).Inc()
 }
 
 // applied counts one applied log entry.

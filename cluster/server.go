@@ -239,6 +239,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	g.Add("trust watcher", run.Func(s.watchTrust))
 	g.Add("crl builder", run.Func(s.buildCRLs))
 	g.Add("gossip keyring", run.Func(s.runGossipKeys))
+	g.Add("federation", run.Func(s.runFederation))
 	if s.finishJoin {
 		g.Add("join", run.Func(func(ctx context.Context) error {
 			if s.isVoter() {

@@ -233,6 +233,31 @@ func TestApplyCommands(t *testing.T) {
 		{name: "anchor put no roots", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org"}}, err: ErrInvalid},
 		{name: "anchor put duplicate accept", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}, Accept: []string{"a.example", "a.example"}}}, err: ErrInvalid},
 		{name: "anchor put bad accept", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}, Accept: []string{"-a.example"}}}, err: ErrInvalid},
+		{name: "anchor put federated keys", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
+			Endpoints: []string{"r1.fed.example.org:8443"}, Keys: []FederatedKey{{KID: "k1", Node: "f-1", Key: []byte(`{"kid":"k1"}`)}, {KID: "k2", Node: "f-2", Key: []byte(`{"kid":"k2"}`)}}}},
+			check: func(t *testing.T, h *harness) {
+				network, k, ok := h.s.FederatedKey("k2")
+				if !ok || network != "fed.example.org" || k.Node != "f-2" {
+					t.Fatalf("federated key k2: %q %+v %v", network, k, ok)
+				}
+				if _, _, ok := h.s.FederatedKey("k3"); ok {
+					t.Fatal("an unknown kid found")
+				}
+			}},
+		{name: "anchor put federated keys unsorted", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
+			Keys: []FederatedKey{{KID: "k2", Node: "f-2", Key: []byte("{}")}, {KID: "k1", Node: "f-1", Key: []byte("{}")}}}}, err: ErrInvalid},
+		{name: "anchor put federated keys repeated", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
+			Keys: []FederatedKey{{KID: "k1", Node: "f-1", Key: []byte("{}")}, {KID: "k1", Node: "f-1", Key: []byte("{}")}}}}, err: ErrInvalid},
+		{name: "anchor put federated key without node", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
+			Keys: []FederatedKey{{KID: "k1", Key: []byte("{}")}}}}, err: ErrInvalid},
+		{name: "anchor put federated key empty", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
+			Keys: []FederatedKey{{KID: "k1", Node: "f-1"}}}}, err: ErrInvalid},
+		{name: "anchor put federated key too long", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
+			Keys: []FederatedKey{{KID: "k1", Node: "f-1", Key: make([]byte, MaxJWKLen+1)}}}}, err: ErrInvalid},
+		{name: "anchor put too many endpoints", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
+			Endpoints: []string{"a:1", "b:1", "c:1", "d:1", "e:1", "f:1", "g:1", "h:1", "i:1"}}}, err: ErrInvalid},
+		{name: "anchor put own with keys", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: testNetwork, Roots: [][]byte{der("root")},
+			Keys: []FederatedKey{{KID: "k1", Node: "f-1", Key: []byte("{}")}}}}, err: ErrInvalid},
 		{name: "anchor delete own", typ: MsgTrustAnchorDelete, p: TrustAnchorDelete{Network: testNetwork}, err: ErrConflict},
 		{name: "anchor delete unknown", typ: MsgTrustAnchorDelete, p: TrustAnchorDelete{Network: "fed.example.org"}, err: ErrNotFound},
 		{name: "anchor delete", setup: func(h *harness) {

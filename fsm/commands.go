@@ -640,13 +640,48 @@ func (p *TrustAnchorPut) check(time.Time) *CommandError {
 	if err := checkDERList("anchor.roots", a.Roots, 1); err != nil {
 		return err
 	}
-	return checkUniqueWords("anchor.accept", a.Accept, MaxAcceptLen, 0, true)
+	if err := checkUniqueWords("anchor.accept", a.Accept, MaxAcceptLen, 0, true); err != nil {
+		return err
+	}
+	a.Endpoints, a.Keys = nilIfEmpty(a.Endpoints), nilIfEmpty(a.Keys)
+	if err := checkUniqueWords("anchor.endpoints", a.Endpoints, MaxEndpoints, MaxIDLen, false); err != nil {
+		return err
+	}
+	return checkFederatedKeys(a.Keys)
+}
+
+// checkFederatedKeys: at most MaxFederatedKeys, sorted by kid without
+// repeats (one encoding of a set), each naming its node and holding a
+// JWK. The chains are the roots' to check before proposing, and every
+// verifier's at use.
+func checkFederatedKeys(keys []FederatedKey) *CommandError {
+	if len(keys) > MaxFederatedKeys {
+		return fail(ErrInvalid, "anchor.keys has %d entries, limit %d", len(keys), MaxFederatedKeys)
+	}
+	for i, k := range keys {
+		if err := checkWord("anchor.keys.kid", k.KID, MaxIDLen, true); err != nil {
+			return err
+		}
+		if err := checkWord("anchor.keys.node", k.Node, MaxIDLen, true); err != nil {
+			return err
+		}
+		if len(k.Key) == 0 || len(k.Key) > MaxJWKLen {
+			return fail(ErrInvalid, "anchor.keys: the key of %s has %d bytes, want 1 to %d", k.KID, len(k.Key), MaxJWKLen)
+		}
+		if i > 0 && keys[i-1].KID >= k.KID {
+			return fail(ErrInvalid, "anchor.keys: not sorted by kid without repeats at %s", k.KID)
+		}
+	}
+	return nil
 }
 
 func (p *TrustAnchorPut) apply(tx *txn) *CommandError {
 	cur, ok := tx.st.anchors.m[p.Anchor.Network]
 	if err := checkExpect("the trust anchor of "+p.Anchor.Network, p.ExpectModifyIndex, cur.ModifyIndex, ok); err != nil {
 		return err
+	}
+	if p.Anchor.Network == tx.st.network && (len(p.Anchor.Endpoints) > 0 || len(p.Anchor.Keys) > 0) {
+		return fail(ErrInvalid, "the own network's anchor has no endpoints or federated keys: its keys are the JWKS")
 	}
 	put(tx, &tx.st.anchors, tAnchors, p.Anchor.Network, p.Anchor)
 	return nil

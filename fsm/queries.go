@@ -3,6 +3,7 @@ package fsm
 import (
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -42,7 +43,11 @@ func cloneCA(c CA) CA {
 func cloneIssuer(i Issuer) Issuer { i.Cert = cloneBytes(i.Cert); return i }
 
 func cloneAnchor(a TrustAnchor) TrustAnchor {
-	a.Roots, a.Accept = cloneList(a.Roots), slices.Clone(a.Accept)
+	a.Roots, a.Accept, a.Endpoints = cloneList(a.Roots), slices.Clone(a.Accept), slices.Clone(a.Endpoints)
+	a.Keys = slices.Clone(a.Keys)
+	for i := range a.Keys {
+		a.Keys[i].Key = cloneBytes(a.Keys[i].Key)
+	}
 	return a
 }
 
@@ -224,6 +229,29 @@ func (s *Store) RevocationCount() int {
 
 // TrustAnchors returns all trust anchors.
 func (s *Store) TrustAnchors() []TrustAnchor { return list(s, anchors, cloneAnchor) }
+
+// FederatedKey finds kid among the keys of the federated networks'
+// anchors (each list is sorted by kid): the network and the key.
+func (s *Store) FederatedKey(kid string) (string, FederatedKey, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, a := range s.st.anchors.m {
+		if k, ok := FindFederatedKey(a.Keys, kid); ok {
+			k.Key = cloneBytes(k.Key)
+			return a.Network, k, true
+		}
+	}
+	return "", FederatedKey{}, false
+}
+
+// FindFederatedKey finds kid in keys sorted by kid.
+func FindFederatedKey(keys []FederatedKey, kid string) (FederatedKey, bool) {
+	i, ok := slices.BinarySearchFunc(keys, kid, func(k FederatedKey, kid string) int { return strings.Compare(k.KID, kid) })
+	if !ok {
+		return FederatedKey{}, false
+	}
+	return keys[i], true
+}
 
 // TrustAnchor returns the trust anchor of network.
 func (s *Store) TrustAnchor(network string) (TrustAnchor, bool) {

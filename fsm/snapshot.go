@@ -50,9 +50,12 @@ import (
 // key, state, since and the index it was made after for each, before its
 // indexes); a state without one is
 // written as version 2, byte for byte as before (state.format).
+// Version 4 added a trust anchor's endpoints and federated keys (a list of
+// strings, then a count and kid, node and key for each, before its
+// indexes); a state without them is written as version 3 or 2.
 const (
 	snapshotMagic   = "KMFSM"
-	snapshotVersion = 3
+	snapshotVersion = 4
 
 	maxSnapshotField = 4 << 20 // one string or byte string
 	maxSnapshotList  = 1 << 12 // items in a list inside a record
@@ -114,6 +117,11 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 // holds everything in it (3 with a gossip keyring, 2 without), so that a
 // state that uses nothing new writes, and hashes, as before.
 func (st *state) format() byte {
+	for _, a := range st.anchors.m {
+		if len(a.Endpoints) > 0 || len(a.Keys) > 0 {
+			return 4
+		}
+	}
 	for _, c := range st.cas.m {
 		if len(c.GossipKeys) > 0 {
 			return 3
@@ -387,6 +395,15 @@ func (st *state) encodeBody(e *encoder) {
 		e.str(v.Network)
 		e.list(v.Roots)
 		e.strs(v.Accept)
+		if e.version >= 4 {
+			e.strs(v.Endpoints)
+			e.uvarint(uint64(len(v.Keys)))
+			for _, k := range v.Keys {
+				e.str(k.KID)
+				e.str(k.Node)
+				e.bytes(k.Key)
+			}
+		}
 		e.indexes(v.Indexes)
 	})
 	encodeTable(e, st.nodes.m, func(e *encoder, _ string, v *Node) {
@@ -486,6 +503,21 @@ func (d *decoder) v3gossipKeys() []GossipKey {
 		keys = append(keys, GossipKey{ID: d.str(), Sealed: d.bytes(), State: d.str(), Since: d.time(), After: d.uvarint()})
 	}
 	return keys
+}
+
+// v4federation reads a trust anchor's endpoints and federated keys, which
+// version 4 added; nil before.
+func (d *decoder) v4federation() ([]string, []FederatedKey) {
+	if d.version < 4 {
+		return nil, nil
+	}
+	endpoints := d.strs()
+	n := d.length(MaxFederatedKeys)
+	var keys []FederatedKey
+	for i := 0; i < n && d.err == nil; i++ {
+		keys = append(keys, FederatedKey{KID: d.str(), Node: d.str(), Key: d.bytes()})
+	}
+	return endpoints, keys
 }
 
 // v2str reads a string that version 2 added; "" in version 1.
@@ -782,7 +814,9 @@ func decodeBody(d *decoder) *state {
 		return k, revRec{reason: d.internStr(), time: d.varint(), pruneAfter: d.varint(), index: d.uvarint()}
 	})
 	st.anchors = decodeTable(d, func(d *decoder) (string, TrustAnchor) {
-		v := TrustAnchor{Network: d.str(), Roots: d.list(), Accept: d.strs(), Indexes: d.indexes()}
+		v := TrustAnchor{Network: d.str(), Roots: d.list(), Accept: d.strs()}
+		v.Endpoints, v.Keys = d.v4federation()
+		v.Indexes = d.indexes()
 		return v.Network, v
 	})
 	st.nodes = decodeTable(d, func(d *decoder) (string, Node) {

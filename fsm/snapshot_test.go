@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -325,6 +326,48 @@ func TestGossipKeyringFormat(t *testing.T) {
 	rec, _ := again.CA(testNetwork)
 	if len(rec.GossipKeys) != 2 || rec.GossipKeys[1].ID != "g1" || !rec.GossipKeys[0].Since.Equal(t0) || string(rec.GossipKeys[0].Sealed) != "sealed-g2" || rec.GossipKeys[1].After != 9 {
 		t.Fatalf("keyring %+v", rec.GossipKeys)
+	}
+}
+
+// TestFederationFormat: a state whose anchors hold endpoints or
+// federated keys is written as format 4 and reads back the same; one
+// without them keeps the older format.
+func TestFederationFormat(t *testing.T) {
+	h := newHarness(t)
+	s := h.s
+	h.ok(MsgGenesis, Genesis{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")}})
+	h.ok(MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}}})
+	write := func(s *Store) []byte {
+		t.Helper()
+		sn, err := s.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if _, err := sn.WriteTo(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Bytes()
+	}
+	if b := write(s); b[5] != 2 {
+		t.Fatalf("a state with a plain federated anchor is written as format %d", b[5])
+	}
+	keys := []FederatedKey{{KID: "k1", Node: "f-1", Key: []byte(`{"kid":"k1"}`)}, {KID: "k2", Node: "f-2", Key: []byte(`{"kid":"k2"}`)}}
+	h.ok(MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}, Endpoints: []string{"r1:8443", "r2:8443"}, Keys: keys}})
+	b := write(s)
+	if b[5] != 4 {
+		t.Fatalf("a state with federated keys is written as format %d", b[5])
+	}
+	again := New()
+	if err := again.Restore(bytes.NewReader(b)); err != nil || again.Hash() != s.Hash() {
+		t.Fatalf("format 4 round trip: %v", err)
+	}
+	if !bytes.Equal(write(again), b) {
+		t.Fatal("the restored state writes other bytes (a field lost or changed)")
+	}
+	a, _ := again.TrustAnchor("fed.example.org")
+	if !slices.Equal(a.Endpoints, []string{"r1:8443", "r2:8443"}) || len(a.Keys) != 2 || a.Keys[1].Node != "f-2" || string(a.Keys[0].Key) != `{"kid":"k1"}` {
+		t.Fatalf("anchor %+v", a)
 	}
 }
 

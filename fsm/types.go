@@ -253,7 +253,21 @@ type TrustAnchor struct {
 	Network string   `json:"network"`
 	Roots   [][]byte `json:"roots"` // DER
 	Accept  []string `json:"accept"`
+	// Endpoints are root servers (host:port) of a federated network whose
+	// published JWKS the leader follows, verified against Roots; Keys is
+	// that JWKS as last fetched: the keys the network's nodes sign
+	// tokens and routes with, each with its certificate chain.
+	Endpoints []string       `json:"endpoints,omitempty"`
+	Keys      []FederatedKey `json:"keys,omitempty"`
 	Indexes
+}
+
+// FederatedKey is a key of a federated network's node, as its roots
+// publish it.
+type FederatedKey struct {
+	KID  string `json:"kid"`
+	Node string `json:"node"`
+	Key  []byte `json:"key"` // the JWK's JSON, x5c chain included
 }
 
 // Node statuses.

@@ -275,6 +275,11 @@ type RouteAuthResponse struct {
 // root certificates of a federated network, in PEM.
 type AnchorRequest struct {
 	RootsPEM string `json:"roots_pem"`
+	// Endpoints are root servers of that network (host:port) whose
+	// published JWKS this cluster follows: its nodes' keys, so that its
+	// nodes' tokens and routes verify here. Without them only its
+	// certificates verify.
+	Endpoints []string `json:"endpoints,omitempty"`
 }
 
 // AnchorInfo is a trust anchor as listed.
@@ -285,7 +290,11 @@ type AnchorInfo struct {
 	// Accepted: members of the network are accepted (the access list).
 	Accepted bool         `json:"accepted"`
 	Roots    []AnchorRoot `json:"roots"`
-	Index    uint64       `json:"modify_index"`
+	// Endpoints and Keys (a federated network's): where its keys are
+	// fetched and how many are held.
+	Endpoints []string `json:"endpoints,omitempty"`
+	Keys      int      `json:"keys"`
+	Index     uint64   `json:"modify_index"`
 }
 
 // AnchorRoot is one root certificate of an anchor.

@@ -495,9 +495,10 @@ func (c *Client) Anchors(ctx context.Context) ([]api.AnchorInfo, error) {
 
 // PutAnchor anchors a federated network by its AS roots (PEM) and accepts
 // its members.
-func (c *Client) PutAnchor(ctx context.Context, network string, rootsPEM []byte) (api.AnchorResponse, error) {
+func (c *Client) PutAnchor(ctx context.Context, network string, rootsPEM []byte, endpoints ...string) (api.AnchorResponse, error) {
 	var out api.AnchorResponse
-	_, err := c.do(ctx, http.MethodPut, "/v1/trust/anchors/"+url.PathEscape(network), nil, api.AnchorRequest{RootsPEM: string(rootsPEM)}, &out)
+	_, err := c.do(ctx, http.MethodPut, "/v1/trust/anchors/"+url.PathEscape(network), nil,
+		api.AnchorRequest{RootsPEM: string(rootsPEM), Endpoints: endpoints}, &out)
 	return out, err
 }
 

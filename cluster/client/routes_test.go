@@ -97,6 +97,14 @@ func TestTrustAnchors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	nk, err := ca.GenerateKey(ca.KeyP256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.SignNode(ca.Signer{Cert: inter, Key: ik}, ca.NodeRequest{PublicKey: nk.Public(), Network: "testnet.example.net", NodeID: "t-1", Now: now}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	unconstrained := selfSigned(t, now, nil)
 	wrongName := selfSigned(t, now, []string{"other.example.net"})
 	expired := selfSigned(t, now.Add(-48*time.Hour), []string{"testnet.example.net"})
@@ -107,16 +115,21 @@ func TestTrustAnchors(t *testing.T) {
 	for _, tc := range []struct {
 		name, network string
 		pem           []byte
+		endpoints     []string
 	}{
-		{"garbage", "testnet.example.net", []byte("not a certificate")},
-		{"an intermediate", "testnet.example.net", pemOf(inter)},
-		{"no name constraint", "testnet.example.net", pemOf(unconstrained)},
-		{"another network's constraint", "testnet.example.net", pemOf(wrongName)},
-		{"expired", "testnet.example.net", pemOf(expired)},
-		{"bad network name", "Testnet", pemOf(other.Cert)},
-		{"the own network", servers[0].Network(), pemOf(other.Cert)},
+		{"garbage", "testnet.example.net", []byte("not a certificate"), nil},
+		{"a node certificate", "testnet.example.net", pemOf(leaf), nil},
+		{"an endpoint that is not host:port", "testnet.example.net", pemOf(other.Cert), []string{"t1.example.net"}},
+		{"an endpoint twice", "testnet.example.net", pemOf(other.Cert), []string{"t1.example.net:8443", "t1.example.net:8443"}},
+		{"too many endpoints", "testnet.example.net", pemOf(other.Cert), []string{"a:1", "b:1", "c:1", "d:1", "e:1", "f:1", "g:1", "h:1", "i:1"}},
+		{"an intermediate", "testnet.example.net", pemOf(inter), nil},
+		{"no name constraint", "testnet.example.net", pemOf(unconstrained), nil},
+		{"another network's constraint", "testnet.example.net", pemOf(wrongName), nil},
+		{"expired", "testnet.example.net", pemOf(expired), nil},
+		{"bad network name", "Testnet", pemOf(other.Cert), nil},
+		{"the own network", servers[0].Network(), pemOf(other.Cert), nil},
 	} {
-		if _, err := cl.PutAnchor(ctx, tc.network, tc.pem); err == nil {
+		if _, err := cl.PutAnchor(ctx, tc.network, tc.pem, tc.endpoints...); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		} else if !errors.Is(err, api.ErrBadRequest) && !errors.Is(err, api.ErrConflict) {
 			t.Errorf("%s: %v", tc.name, err)

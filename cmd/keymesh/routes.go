@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -182,13 +183,19 @@ through the replicated trust state.`,
 
 func (a *app) trustAddCmd() *cobra.Command {
 	var (
-		cf     connFlags
-		caFile string
+		cf        connFlags
+		caFile    string
+		endpoints []string
 	)
 	cmd := &cobra.Command{
-		Use:     "add NETWORK --ca-file FILE",
-		Short:   "Anchor another network by its AS root and accept its members",
-		Example: "  keymesh trust add testnet.example.net --ca-file testnet-ca.pem --data-dir /var/lib/keymesh/r1",
+		Use:   "add NETWORK --ca-file FILE [--endpoint HOST:PORT]...",
+		Short: "Anchor another network by its AS root and accept its members",
+		Long: `Anchors another network by its AS root certificate and puts it on this
+network's access list. With --endpoint (its root servers' API addresses), the
+leader follows the JWKS those roots publish, so that the other network's nodes'
+tokens and routes verify here: federation needs it, and needs the other
+network to anchor this one too.`,
+		Example: "  keymesh trust add testnet.example.net --ca-file testnet-ca.pem --endpoint t1.example.net:8443 --data-dir /var/lib/keymesh/r1",
 		Args:    exactArgs("NETWORK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := ca.ValidateNetwork(args[0]); err != nil {
@@ -206,18 +213,27 @@ func (a *app) trustAddCmd() *cobra.Command {
 				return err
 			}
 			defer cl.Close()
-			res, err := cl.PutAnchor(cmd.Context(), args[0], pem)
+			for _, ep := range endpoints {
+				if _, _, err := net.SplitHostPort(ep); err != nil {
+					return usagef("--endpoint %q is not host:port", ep)
+				}
+			}
+			res, err := cl.PutAnchor(cmd.Context(), args[0], pem, endpoints...)
 			if err != nil {
 				return c.explain(err)
 			}
 			return a.emit(res, func(w io.Writer) {
 				fmt.Fprintf(w, "network %s is anchored (%d root certificate(s)) and its members are accepted (index %d)\n", args[0], len(res.Anchor.Roots), res.Index)
+				if len(endpoints) > 0 {
+					fmt.Fprintf(w, "its nodes' keys are followed from %s\n", strings.Join(endpoints, ", "))
+				}
 			})
 		},
 	}
 	cf.registerCA(cmd, false)
 	cmd.Flags().StringVar(&caFile, "ca-file", "", "PEM file with the other network's AS root certificate(s) (its ca.pem); "+
 		"this cluster's own CA comes from --data-dir or $"+envCAFile)
+	cmd.Flags().StringArrayVar(&endpoints, "endpoint", nil, "API address of a root server of that network whose published JWKS to follow (repeatable)")
 	return cmd
 }
 
@@ -247,11 +263,15 @@ func (a *app) trustListCmd() *cobra.Command {
 					if an.Accepted {
 						acc = "yes"
 					}
+					keys := "-"
+					if !an.Own {
+						keys = strconv.Itoa(an.Keys)
+					}
 					for _, r := range an.Roots {
-						cells = append(cells, []string{an.Network, own, acc, r.CAHash, timeText(r.NotAfter)})
+						cells = append(cells, []string{an.Network, own, acc, r.CAHash, timeText(r.NotAfter), keys, strings.Join(an.Endpoints, ",")})
 					}
 				}
-				table(w, []string{"NETWORK", "KIND", "ACCEPTED", "CA HASH", "NOT AFTER"}, cells)
+				table(w, []string{"NETWORK", "KIND", "ACCEPTED", "CA HASH", "NOT AFTER", "KEYS", "ENDPOINTS"}, cells)
 			})
 		},
 	}

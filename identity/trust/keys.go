@@ -1,10 +1,12 @@
 package trust
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
@@ -27,6 +29,7 @@ type Keys struct {
 
 type cachedKey struct {
 	modify uint64
+	sum    [32]byte // of a federated key's JWK
 	key    identity.Key
 }
 
@@ -42,7 +45,7 @@ func (t *Keys) Key(kid string) (identity.Key, error) {
 	st := t.View()
 	rec, ok := st.JWK(kid)
 	if !ok {
-		return identity.Key{}, fmt.Errorf("%w: %s", ErrUnknownKey, kid)
+		return t.federated(st, kid)
 	}
 	t.mu.Lock()
 	c, hit := t.cache[kid]
@@ -74,6 +77,48 @@ func (t *Keys) Key(kid string) (identity.Key, error) {
 	} else if _, ok := st.Server(rec.Node); ok {
 		key.Principals = []identity.Principal{identity.PrincipalAdmin}
 	}
+	return key, nil
+}
+
+// federated returns the key kid of a federated network's node: active,
+// for its certificate's lifetime, with the node principal alone (a
+// federated network's custodians and admins are not ours). Its chain is
+// the verifier's to check against that network's anchor.
+func (t *Keys) federated(st View, kid string) (identity.Key, error) {
+	network, fk, ok := st.FederatedKey(kid)
+	if !ok {
+		return identity.Key{}, fmt.Errorf("%w: %s", ErrUnknownKey, kid)
+	}
+	sum := sha256.Sum256(fk.Key)
+	cacheKey := "federated\x00" + kid
+	t.mu.Lock()
+	c, hit := t.cache[cacheKey]
+	t.mu.Unlock()
+	key := c.key
+	if !hit || c.sum != sum {
+		var j identity.JWK
+		if err := json.Unmarshal(fk.Key, &j); err != nil {
+			return identity.Key{}, fmt.Errorf("trust: federated key %s of %s: %w", kid, network, err)
+		}
+		k, err := identity.KeyFromJWK(j)
+		if err != nil {
+			return identity.Key{}, fmt.Errorf("trust: federated key %s of %s: %w", kid, network, err)
+		}
+		if k.KID != kid || len(k.Chain) == 0 {
+			return identity.Key{}, fmt.Errorf("trust: federated key %s of %s: kid %q, %d certificate(s)", kid, network, k.KID, len(k.Chain))
+		}
+		key = k
+		t.mu.Lock()
+		if t.cache == nil {
+			t.cache = map[string]cachedKey{}
+		}
+		t.cache[cacheKey] = cachedKey{sum: sum, key: k}
+		t.mu.Unlock()
+	}
+	key.Node = fk.Node
+	key.State = identity.KeyActive
+	key.NotAfter, key.RetiringSince = key.Chain[0].NotAfter, time.Time{}
+	key.Principals = []identity.Principal{identity.PrincipalNode}
 	return key, nil
 }
 

@@ -246,8 +246,18 @@ func (s *State) JWK(kid string) (fsm.JWK, bool)        { return s.jwks.get(kid) 
 func (s *State) Node(id string) (fsm.Node, bool)       { return s.nodes.get(id) }
 func (s *State) Server(name string) (fsm.Server, bool) { return s.servers.get(name) }
 func (s *State) TrustAnchors() []fsm.TrustAnchor       { return s.anchors.values() }
-func (s *State) RouteAuths() []fsm.RouteAuth           { return s.routes.values() }
-func (s *State) Policy() fsm.Policy                    { return s.policy }
+
+// FederatedKey finds kid among the federated networks' keys.
+func (s *State) FederatedKey(kid string) (string, fsm.FederatedKey, bool) {
+	for _, a := range s.anchors.values() {
+		if k, ok := fsm.FindFederatedKey(a.Keys, kid); ok {
+			return a.Network, k, true
+		}
+	}
+	return "", fsm.FederatedKey{}, false
+}
+func (s *State) RouteAuths() []fsm.RouteAuth { return s.routes.values() }
+func (s *State) Policy() fsm.Policy          { return s.policy }
 
 // Revoked answers for kind and id.
 func (s *State) Revoked(kind fsm.RevocationKind, id string) (fsm.Revocation, bool) {

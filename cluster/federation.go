@@ -1,0 +1,157 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster/client"
+	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
+)
+
+// Federation's keys: a federated network's nodes sign their tokens and
+// routes with their own keys, which only their roots know. As SPIFFE
+// federation fetches a trust domain's bundle, the leader fetches the JWKS
+// each federated network's roots publish (GET /.well-known/jwks.json, over
+// TLS verified against the anchor's roots, from the first of its endpoints
+// that answers), keeps the keys whose certificate chain reaches that
+// anchor and names a node of that network, and writes the set into the
+// anchor record when it changed. Agents get it with the trust state; their
+// verifiers check each chain again at use. A key that network's roots
+// revoke leaves their published JWKS, and so ours at the next fetch.
+
+// errFederation is why a federated network's keys could not be fetched.
+var errFederation = errors.New("cluster: federated keys")
+
+// runFederation fetches the federated networks' keys on the leader, every
+// FederationInterval.
+func (s *Server) runFederation(ctx context.Context) error {
+	tick := time.NewTicker(s.opts.FederationInterval)
+	defer tick.Stop()
+	failing := map[string]bool{} // networks whose last fetch failed, for logging changes only
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		if s.node.raft.State() != raft.Leader || s.readyTerm.Load() != s.node.raft.CurrentTerm() {
+			continue
+		}
+		for _, a := range s.store.TrustAnchors() {
+			if a.Network == s.network || len(a.Endpoints) == 0 {
+				continue
+			}
+			err := s.followFederated(ctx, a)
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case err != nil && !failing[a.Network]:
+				s.log.Warn("federated network's keys not fetched; its nodes' new keys are refused until they are", "network", a.Network, "endpoints", a.Endpoints, "error", err)
+			case err == nil && failing[a.Network]:
+				s.log.Info("federated network's keys fetched again", "network", a.Network)
+			}
+			failing[a.Network] = err != nil
+			s.metrics.federationFetch(a.Network, err)
+		}
+	}
+}
+
+// followFederated fetches a's keys and writes them when they changed.
+func (s *Server) followFederated(ctx context.Context, a fsm.TrustAnchor) error {
+	var roots []*x509.Certificate
+	var pemBuf bytes.Buffer
+	for _, der := range a.Roots {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("%w: anchor of %s: %w", errFederation, a.Network, err)
+		}
+		roots = append(roots, c)
+		pemBuf.Write(ca.EncodeCertsPEM(c))
+	}
+	var doc []byte
+	var errs []error
+	for _, ep := range a.Endpoints {
+		c, err := client.New(client.Config{Server: ep, CAPEM: pemBuf.Bytes(), Timeout: max(s.opts.FederationInterval, 2*time.Second)})
+		if err == nil {
+			if doc, _, err = c.JWKS(ctx); err == nil {
+				break
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	}
+	if doc == nil {
+		return fmt.Errorf("%w: no endpoint of %s answered: %w", errFederation, a.Network, errors.Join(errs...))
+	}
+	keys, err := FederatedKeys(doc, a.Network, roots, s.opts.Clock())
+	if err != nil {
+		return err
+	}
+	if slices.EqualFunc(keys, a.Keys, func(x, y fsm.FederatedKey) bool {
+		return x.KID == y.KID && x.Node == y.Node && bytes.Equal(x.Key, y.Key)
+	}) {
+		return nil
+	}
+	next := a
+	next.Keys = keys
+	expect := a.ModifyIndex
+	if _, err := s.Propose(ctx, fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: next, ExpectModifyIndex: &expect}); err != nil {
+		if errors.Is(err, fsm.ErrConflict) {
+			return nil // the anchor changed meanwhile: the next tick reads it again
+		}
+		return err
+	}
+	s.log.Info("federated network's keys changed", "network", a.Network, "keys", len(keys), "before", len(a.Keys))
+	return nil
+}
+
+// FederatedKeys turns a federated network's published JWKS into the keys
+// of its nodes: each key's x5c chain must verify to roots at now and name
+// a node of network (others are left out: a server's admin key, a key
+// another network's CA certified). Sorted by kid.
+func FederatedKeys(doc []byte, network string, roots []*x509.Certificate, now time.Time) ([]fsm.FederatedKey, error) {
+	set, err := identity.DecodeJWKS(doc, identity.Limits{MaxKeys: fsm.MaxFederatedKeys, MaxBytes: fsm.MaxFederatedKeys * fsm.MaxJWKLen})
+	if err != nil {
+		return nil, fmt.Errorf("%w: the JWKS of %s: %w", errFederation, network, err)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	var out []fsm.FederatedKey
+	for _, j := range set.Keys {
+		k, err := identity.KeyFromJWK(j)
+		if err != nil {
+			continue
+		}
+		id, err := ca.IdentityOf(k.Chain[0])
+		if err != nil || id.Kind != ca.KindNode || id.Network != network {
+			continue
+		}
+		inter := x509.NewCertPool()
+		for _, c := range k.Chain[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := k.Chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			continue
+		}
+		raw, err := json.Marshal(j)
+		if err != nil || len(raw) > fsm.MaxJWKLen {
+			continue
+		}
+		out = append(out, fsm.FederatedKey{KID: k.KID, Node: id.Name, Key: raw})
+	}
+	slices.SortFunc(out, func(x, y fsm.FederatedKey) int { return strings.Compare(x.KID, y.KID) })
+	return out, nil
+}
