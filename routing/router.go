@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/keymesh/keymesh/identity"
 )
 
 // RouterConfig configures a Router.
@@ -711,12 +712,12 @@ func (r *Router) flush(p *rpeer, keys []string) {
 	for _, k := range keys {
 		e := r.best[k]
 		var fwd *Route
-		if e != nil && e.From != p.id && !slices.Contains(e.Route.Nodes(), p.id) && exports(e.OTC, p.pol.Role) {
+		if e != nil && e.From != p.id && !slices.Contains(e.Route.Nodes(), nodeOf(p.id)) && exports(e.OTC, p.pol.Role) {
 			fp := fingerprint(e.Route, s.KID)
 			if p.out[k] == fp {
 				continue
 			}
-			f, err := e.Route.Forward(s, p.id, marks(e.OTC, p.pol.Role))
+			f, err := e.Route.Forward(s, nodeOf(p.id), marks(e.OTC, p.pol.Role))
 			if err != nil {
 				r.log.Warn("cannot sign a route for a neighbour", "peer", p.id, "nlri", k, "error", err)
 				continue
@@ -890,4 +891,16 @@ func (r *Router) Keys(ctx context.Context) (KeyStatus, error) {
 		return KeyStatus{}, err
 	}
 	return ks, nil
+}
+
+// nodeOf is the node id of a session's peer key: the key itself for a
+// peer of this network, the name of its SPIFFE ID for a federated
+// network's (the speaker keys those by SPIFFE ID). A segment names its
+// target by node id: the target's network is its key's, checked by the
+// receiver's validator.
+func nodeOf(peer string) string {
+	if id, err := identity.ParseSPIFFEID(peer); err == nil {
+		return id.Name
+	}
+	return peer
 }

@@ -124,7 +124,7 @@ func (v *Validator) Verify(ctx context.Context, r *Route, from string) error {
 		return fmt.Errorf("%w: no segment: a route is always sent with its sender's segment", ErrPath)
 	}
 	last := r.Path[len(r.Path)-1]
-	if last.Node != from {
+	if last.Node != nodeOf(from) {
 		return fmt.Errorf("%w: the last segment is %s's, but %s sent the route", ErrPath, last.Node, from)
 	}
 	if last.Target != v.cfg.Node {

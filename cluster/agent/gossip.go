@@ -262,7 +262,7 @@ func (a *Agent) runGossip(ctx context.Context) error {
 	g, err := gossip.New(gossip.Config{Node: a.state.NodeID, Network: a.state.Network,
 		Bind: a.cfg.GossipAddr, Advertise: a.cfg.GossipAdvertise, Transport: a.cfg.GossipTransport,
 		Keys: raw(kr), Join: a.cfg.GossipJoin, Peer: a.peerAdvertise(),
-		Signer: a.gossipSigner, Verifier: a.verifier, View: a.follower.State, Applied: a.follower.Index,
+		Signer: a.gossipSigner, Verifier: a.verifier, View: a.view, Applied: a.follower.Index,
 		OnBulletin: a.applyBulletin, OnMember: a.memberChanged, Tune: a.cfg.GossipTune,
 		Clock: a.cfg.Clock, Logger: a.log.Named("gossip")})
 	if err != nil {

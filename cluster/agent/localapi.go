@@ -16,6 +16,7 @@ import (
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
+	"github.com/keymesh/keymesh/identity/trust"
 	"github.com/keymesh/keymesh/routing"
 	"github.com/keymesh/keymesh/session"
 	"github.com/keymesh/keymesh/session/gossip"
@@ -140,8 +141,11 @@ type VerifyResponse struct {
 
 // StatusResponse is the answer of GET /v1/status.
 type StatusResponse struct {
-	Node         string         `json:"node"`
-	Network      string         `json:"network"`
+	Node    string `json:"node"`
+	Network string `json:"network"`
+	// Accepted are the networks whose members this node accepts: its
+	// network's access list, narrowed by --accept-network.
+	Accepted     []string       `json:"accepted_networks"`
 	KID          string         `json:"kid"`
 	CertSerial   string         `json:"cert_serial"`
 	CertNotAfter time.Time      `json:"cert_not_after"`
@@ -351,7 +355,10 @@ func (h *localAPI) handleVerify(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *localAPI) handleStatus(w http.ResponseWriter, r *http.Request) {
-	out := StatusResponse{Node: h.a.state.NodeID, Network: h.a.state.Network, Trust: h.a.follower.Status()}
+	out := StatusResponse{Node: h.a.state.NodeID, Network: h.a.state.Network, Trust: h.a.follower.Status(), Accepted: []string{h.a.state.Network}}
+	if an, err := trust.Anchors(h.a.view(), h.a.state.Network); err == nil {
+		out.Accepted = an.Accepted
+	}
 	if nc, err := h.a.creds.current(); err == nil {
 		out.KID, out.CertSerial, out.CertNotAfter = nc.minter.KID(), fsm.FormatSerial(nc.leaf.SerialNumber), nc.leaf.NotAfter.UTC()
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"errors"
 
-	"github.com/keymesh/keymesh/identity/trust"
 	"github.com/keymesh/keymesh/routing"
 	"github.com/keymesh/keymesh/session"
 )
@@ -19,7 +18,7 @@ import (
 // newRouter makes the router over speaker s.
 func (a *Agent) newRouter(s *session.Speaker) (*routing.Router, error) {
 	v, err := routing.NewValidator(routing.ValidatorConfig{Node: a.state.NodeID, Network: a.state.Network, Keys: a.verifier,
-		View: func() trust.View { return a.follower.State() }, Clock: a.cfg.Clock, ReplayWindow: a.cfg.ReplayWindow})
+		View: a.view, Clock: a.cfg.Clock, ReplayWindow: a.cfg.ReplayWindow})
 	if err != nil {
 		return nil, err
 	}

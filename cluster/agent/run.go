@@ -1,10 +1,8 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +116,12 @@ type RunConfig struct {
 	GossipAddr, GossipAdvertise string
 	// GossipJoin are members to join at start (host:port).
 	GossipJoin []string
+	// AcceptNetworks, if set, narrows the network's access list for this
+	// node: it accepts its own network and those of the list that the
+	// network's list holds too, at every layer (sessions, gossip,
+	// routes, tokens). It never widens the network's list.
+	AcceptNetworks []string
+
 	// GossipTransport replaces the network of gossip, GossipTune edits
 	// memberlist's configuration (tests).
 	GossipTransport memberlist.Transport
@@ -133,6 +138,11 @@ func (c *RunConfig) validate() error {
 	if c.ListenTCP != "" {
 		if err := checkLoopback(c.ListenTCP); err != nil {
 			return err
+		}
+	}
+	for _, n := range c.AcceptNetworks {
+		if err := ca.ValidateNetwork(n); err != nil {
+			return fmt.Errorf("agent: --accept-network: %w", err)
 		}
 	}
 	if c.Listen != "" {
@@ -183,7 +193,9 @@ type Agent struct {
 	keys     *trustKeys
 	verifier *identity.Verifier
 
-	anchors []byte // JSON of the anchors in the verifier; guarded by the follower's apply order
+	anchors string // anchorsKey of the anchors in the verifier; guarded by the follower's apply order
+	// narrowed is the followed state narrowed to AcceptNetworks (view).
+	narrowed atomic.Pointer[narrowedView]
 
 	ready   chan struct{}
 	tcpAddr atomic.Pointer[net.TCPAddr]
@@ -280,8 +292,9 @@ func New(cfg RunConfig) (*Agent, error) {
 	if a.gossipKeys, err = newKeyring(cfg.DataDir, st.Network); err != nil {
 		a.log.Error("ignoring the persisted gossip keyring; fetching it anew", "path", GossipKeysPath(cfg.DataDir), "error", err)
 	}
-	a.keys = &trustKeys{Keys: &trust.Keys{View: a.follower.State}, follower: a.follower}
+	a.keys = &trustKeys{Keys: &trust.Keys{View: a.view}, follower: a.follower}
 	anchors, raw := a.anchorsOf(a.follower.Current())
+	a.warnAccept(a.follower.State())
 	a.verifier, err = identity.NewVerifier(identity.VerifierConfig{Keys: a.keys, Revocations: a.keys.Keys,
 		Anchors: anchors, Audience: []string{a.id.String()}, Clock: cfg.Clock, CacheSize: cfg.VerifierCacheSize})
 	if err != nil {
@@ -310,15 +323,17 @@ func (a *Agent) rootServers() []string {
 	return append([]string{a.state.Server}, a.cfg.Servers...)
 }
 
-// anchorsOf returns the trust anchors of a document (the roots of ca.pem
-// for the node's network when the document has none) and their JSON.
-func (a *Agent) anchorsOf(x *trust.State) (identity.TrustAnchors, []byte) {
+// anchorsOf returns the trust anchors of a document as this node applies
+// them (narrowed to AcceptNetworks; the roots of ca.pem for the node's
+// network when the document has none) and their anchorsKey.
+func (a *Agent) anchorsOf(x *trust.State) (identity.TrustAnchors, string) {
 	fallback := identity.TrustAnchors{Roots: map[string][]*x509.Certificate{a.state.Network: a.roots}, Accepted: []string{a.state.Network}}
 	if x == nil {
-		return fallback, nil
+		return fallback, ""
 	}
-	raw, _ := json.Marshal(x.TrustAnchors())
-	an, err := trust.Anchors(x, a.state.Network)
+	v := trust.Narrow(x, a.cfg.AcceptNetworks)
+	raw := anchorsKey(v)
+	an, err := trust.Anchors(v, a.state.Network)
 	if err != nil {
 		a.log.Error("trust anchors of the trust state unusable; using ca.pem", "error", err)
 		return fallback, raw
@@ -343,9 +358,9 @@ func (a *Agent) trustChanged(_, cur *trust.State) {
 		}
 	}()
 	a.syncPolicy(cur)
-	raw, _ := json.Marshal(cur.TrustAnchors())
-	if !bytes.Equal(raw, a.anchors) {
-		an, _ := a.anchorsOf(cur)
+	if anchorsKey(trust.Narrow(cur, a.cfg.AcceptNetworks)) != a.anchors {
+		a.warnAccept(cur)
+		an, raw := a.anchorsOf(cur)
 		if err := a.verifier.SetAnchors(an); err != nil {
 			a.log.Error("trust anchors of the trust state refused; keeping the previous ones", "error", err)
 		} else {
@@ -354,6 +369,58 @@ func (a *Agent) trustChanged(_, cur *trust.State) {
 		}
 	}
 	a.verifier.Invalidate()
+}
+
+// anchorsKey names the anchors of v and their access lists: equal keys,
+// equal anchors (each record's modify index moves with any change; the
+// access list is compared itself, for a narrowed view).
+func anchorsKey(v trust.View) string {
+	var b strings.Builder
+	for _, an := range v.TrustAnchors() {
+		fmt.Fprintf(&b, "%s@%d[%s];", an.Network, an.ModifyIndex, strings.Join(an.Accept, ","))
+	}
+	return b.String()
+}
+
+// narrowedView is the followed state base narrowed to AcceptNetworks.
+type narrowedView struct {
+	base trust.View
+	view trust.View
+}
+
+// view is the followed trust state as this node applies it: its
+// network's access list narrowed to AcceptNetworks when they are set. It
+// is the same value for the same state, so that what caches per view
+// (the gossip member's access list) keeps doing so.
+func (a *Agent) view() trust.View {
+	base := a.follower.State()
+	if len(a.cfg.AcceptNetworks) == 0 {
+		return base
+	}
+	if c := a.narrowed.Load(); c != nil && c.base == base {
+		return c.view
+	}
+	c := &narrowedView{base: base, view: trust.Narrow(base, a.cfg.AcceptNetworks)}
+	a.narrowed.Store(c)
+	return c.view
+}
+
+// warnAccept logs the networks of AcceptNetworks that st's access list
+// does not hold: a node narrows its network's list, never widens it.
+func (a *Agent) warnAccept(st trust.View) {
+	if len(a.cfg.AcceptNetworks) == 0 {
+		return
+	}
+	full, err := trust.Anchors(st, a.state.Network)
+	if err != nil {
+		return
+	}
+	for _, n := range a.cfg.AcceptNetworks {
+		if !slices.Contains(full.Accepted, n) {
+			a.log.Warn("--accept-network names a network its network's access list does not hold; its members stay refused (`keymesh trust add` at the roots accepts it)",
+				"network", n, "access_list", full.Accepted)
+		}
+	}
 }
 
 // checkRevoked marks the agent revoked when st revokes its node, its

@@ -54,7 +54,7 @@ func (c sessionCreds) MintOpen(aud identity.SPIFFEID, cert *x509.Certificate, tt
 // without Listen).
 func (a *Agent) sessionConfig(ln net.Listener) session.Config {
 	return session.Config{NodeID: a.state.NodeID, Network: a.state.Network, Listener: ln, Dial: a.cfg.SessionDial,
-		Peers: a.cfg.Peers, Credentials: sessionCreds{a}, View: a.follower.State, Verifier: a.verifier, Authorizer: a.authz,
+		Peers: a.cfg.Peers, Credentials: sessionCreds{a}, View: a.view, Verifier: a.verifier, Authorizer: a.authz,
 		Handler: a.sessionHandler(), HoldTime: a.cfg.HoldTime, NoHoldTime: a.cfg.NoHoldTime, Limits: a.cfg.SessionLimits,
 		Resolve: a.resolver(), Clock: a.cfg.Clock, Logger: a.log.Named("session")}
 }

@@ -518,7 +518,7 @@ type nodeRunOutput struct {
 type nodeRunFlags struct {
 	dataDir, logLevel, apiListen, listen, peersFile string
 	gossipAddr, gossipAdvertise                     string
-	peers, gossipJoin, servers                      []string
+	peers, gossipJoin, servers, acceptNetworks      []string
 	pinServers                                      bool
 	linger, hold                                    time.Duration
 }
@@ -550,6 +550,11 @@ func (a *app) nodeRunCmd() *cobra.Command {
     member's session ends), and the roots' signed revocation bulletins,
     applied at once, also where no root is in reach. --gossip-join names
     members to join (repeatable).
+
+--accept-network narrows the networks whose members this node accepts (its
+own always) below its network's access list ("keymesh trust list"), at every
+layer: sessions, gossip, routes, tokens. A network the list does not hold
+stays refused.
 
 A peer is NODEID@HOST:PORT[,role=ROLE][,psk=FILE]: ROLE is what the peer is
 to this node (internal, the default, peer, provider or customer), FILE a
@@ -590,6 +595,11 @@ the agent exits.`,
 					return err
 				}
 			}
+			for _, n := range f.acceptNetworks {
+				if err := ca.ValidateNetwork(n); err != nil {
+					return usagef("--accept-network: %v", err)
+				}
+			}
 			for _, l := range [][2]string{{"api-listen", f.apiListen}, {"listen", f.listen}, {"gossip-addr", f.gossipAddr}, {"gossip-advertise", f.gossipAdvertise}} {
 				if l[1] != "" {
 					if err := checkAddr(l[0], l[1]); err != nil {
@@ -627,6 +637,7 @@ the agent exits.`,
 	fl.StringVar(&f.gossipAddr, "gossip-addr", "", "host:port where the agent gossips, UDP and TCP (an IP others reach, or set --gossip-advertise)")
 	fl.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "ip:port others reach this node's gossip at, if not --gossip-addr")
 	fl.StringArrayVar(&f.gossipJoin, "gossip-join", nil, "a member to join at start, host:port (repeatable)")
+	fl.StringArrayVar(&f.acceptNetworks, "accept-network", nil, "accept members of this network only (besides the node's own; repeatable): narrows the network's access list, never widens it")
 	fl.DurationVar(&f.hold, "hold-time", 0, "hold time the agent proposes: 0s or 3s and more (0: default 30s)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: trace, debug, info, warn or error")
 	fl.DurationVar(&f.linger, "revoked-linger", 0, "how long a revoked agent tells its local clients why before it exits (0: default 10s)")
@@ -706,7 +717,7 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: f.apiListen, RevokedLinger: f.linger,
 		Listen: f.listen, Peers: peers, HoldTime: f.hold,
 		GossipAddr: f.gossipAddr, GossipAdvertise: f.gossipAdvertise, GossipJoin: f.gossipJoin,
-		Servers: f.servers, PinServers: f.pinServers})
+		Servers: f.servers, PinServers: f.pinServers, AcceptNetworks: f.acceptNetworks})
 	switch {
 	case errors.Is(err, agent.ErrNotLoopback):
 		return usagef("--api-listen %q: the local API listens on loopback addresses only (127.0.0.1, ::1)", f.apiListen)
@@ -877,6 +888,7 @@ func (a *app) nodeStatusCmd() *cobra.Command {
 				}
 				fmt.Fprintf(w, "trust state at index %d (on disk %d) from %s, last answer %s, %d failures since\n",
 					st.Trust.Index, st.Trust.Persisted, st.Trust.Server, contact, st.Trust.Failures)
+				fmt.Fprintf(w, "accepts members of %s\n", strings.Join(st.Accepted, ", "))
 				if st.Routes == nil {
 					fmt.Fprintln(w, "no peering sessions")
 					return

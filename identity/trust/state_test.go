@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -283,5 +284,51 @@ func TestApplyRefuses(t *testing.T) {
 	}
 	if same, err := st.Apply(Delta{Network: net1, Since: st.Index(), Index: st.Index()}); err != nil || same != st {
 		t.Errorf("an empty delta: %v, same state %v", err, same == st)
+	}
+}
+
+// TestNarrow: a node's --accept-network cuts its network's access list
+// (its own network stays) and never widens it; a federated anchor's keys
+// are found by kid, through the narrowed view too.
+func TestNarrow(t *testing.T) {
+	st, err := NewState(Delta{Network: net1, Index: 3, Reset: true, Put: Records{Anchors: []fsm.TrustAnchor{
+		{Network: net1, Roots: [][]byte{{1}}, Accept: []string{net1, "b.example", "c.example"}},
+		{Network: "b.example", Roots: [][]byte{{2}}, Keys: []fsm.FederatedKey{{KID: "kb1", Node: "b-1", Key: []byte("{}")}, {KID: "kb2", Node: "b-2", Key: []byte("{}")}}},
+		{Network: "c.example", Roots: [][]byte{{3}}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := func(v View) []string {
+		for _, a := range v.TrustAnchors() {
+			if a.Network == net1 {
+				return a.Accept
+			}
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		accept []string
+		want   []string
+	}{
+		{nil, []string{net1, "b.example", "c.example"}},
+		{[]string{"b.example"}, []string{net1, "b.example"}},
+		{[]string{"d.example"}, []string{net1}},                           // never widened
+		{[]string{"c.example", "d.example"}, []string{net1, "c.example"}}, // the list's part only
+	} {
+		if got := accepted(Narrow(st, tc.accept)); !slices.Equal(got, tc.want) {
+			t.Errorf("accept %v: access list %v, want %v", tc.accept, got, tc.want)
+		}
+	}
+	if got := accepted(st); !slices.Equal(got, []string{net1, "b.example", "c.example"}) {
+		t.Errorf("narrowing changed the state underneath: %v", got)
+	}
+	for _, v := range []View{st, Narrow(st, []string{"c.example"})} {
+		if network, k, ok := v.FederatedKey("kb2"); !ok || network != "b.example" || k.Node != "b-2" {
+			t.Errorf("federated key kb2: %q %+v %v", network, k, ok)
+		}
+		if _, _, ok := v.FederatedKey("kb3"); ok {
+			t.Error("an unknown federated kid found")
+		}
 	}
 }

@@ -1,19 +1,16 @@
 package attack
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster/agent"
 	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/session"
@@ -156,21 +153,7 @@ func refusedTLS(t *testing.T, c *harness.Cluster, addr, src string, n node) erro
 // agentMetric reads one series of an agent's metrics (0 when absent).
 func agentMetric(t *testing.T, a *harness.Agent, series string) int {
 	t.Helper()
-	lc := agent.NewLocalClient(a.Socket())
-	defer lc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	b, err := lc.Metrics(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	return 0
+	return a.Metric(t, series)
 }
 
 // TestPeeringAttacks: what an attacker with network access, with a node's

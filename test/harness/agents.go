@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -480,4 +481,26 @@ func (c *Cluster) WaitMember(a *Agent, member string, timeout time.Duration, sta
 	}
 	c.t.Fatalf("agent %s's graph never showed %s as %v in %s: %+v\n%s", a.Name, member, states, timeout, last.Members, a.Log())
 	return time.Time{}
+}
+
+// Metric reads one series of the agent's metrics, e.g.
+// `keymesh_session_handshake_failures_total{reason="network"}` (0 when
+// absent).
+func (a *Agent) Metric(t testing.TB, series string) int {
+	t.Helper()
+	lc := agent.NewLocalClient(a.Socket())
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := lc.Metrics(ctx)
+	if err != nil {
+		t.Fatalf("agent %s metrics: %v", a.Name, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(n)
+		}
+	}
+	return 0
 }
