@@ -116,8 +116,8 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 // errNoCredential: a request carries no client certificate.
 var errNoCredential = errors.New("no client certificate")
 
-// errOtherNetwork: the client certificate is of another network.
-var errOtherNetwork = errors.New("the client certificate is of another network")
+// errOtherNetwork: the client certificate or token is of another network.
+var errOtherNetwork = errors.New("the credential is of another network")
 
 // callerID returns the verified identity of the client certificate, or why
 // there is none: no certificate, another network, or a certificate chain

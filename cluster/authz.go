@@ -43,6 +43,11 @@ func (s *Server) authenticate(r *http.Request) (caller, error) {
 		if err != nil {
 			return caller{}, &tokenRefused{err: err}
 		}
+		if v.Network != s.network {
+			// A federated network's node verifies for peering, not as a
+			// caller of this network's roots.
+			return caller{}, fmt.Errorf("%w: the token is of network %s", errOtherNetwork, v.Network)
+		}
 		return caller{principal: v.Claims.Principal, ctx: policy.ContextOf(v, ""), kind: ca.Kind(v.Kind), name: v.Node}, nil
 	}
 	return s.authenticateCert(r)

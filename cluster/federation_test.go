@@ -1,13 +1,20 @@
 package cluster
 
 import (
+	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // fedNetwork is a network's AS root and issuer, for federated keys.
@@ -91,4 +98,117 @@ func TestFederatedKeys(t *testing.T) {
 			t.Errorf("JWKS %q: err %v, want errFederation", bad, err)
 		}
 	}
+}
+
+// jwksServer serves a JWKS document at /.well-known/jwks.json over TLS
+// with a server certificate of issuer's network.
+type jwksServer struct {
+	*httptest.Server
+	doc atomic.Pointer[[]byte]
+}
+
+func newJWKSServer(t *testing.T, issuer ca.Signer, network string, now time.Time) *jwksServer {
+	t.Helper()
+	key, err := ca.GenerateKey(ca.KeyP256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.SignServerTLS(issuer, key.Public(), network, "r1", []string{"127.0.0.1"}, now.Add(-time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := &jwksServer{}
+	js.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/.well-known/jwks.json" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(*js.doc.Load())
+	}))
+	js.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw, issuer.Cert.Raw}, PrivateKey: key, Leaf: cert}}}
+	js.StartTLS()
+	t.Cleanup(js.Close)
+	return js
+}
+
+func (js *jwksServer) publish(t *testing.T, keys ...identity.JWK) {
+	t.Helper()
+	doc, err := identity.JWKS{Keys: keys}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.doc.Store(&doc)
+}
+
+// TestFederationFetch: the leader follows a federated network's published
+// JWKS: an endpoint whose TLS does not chain to the anchor (an impostor)
+// is passed over for the next; the keys of its nodes are written into the
+// anchor, and written again when the roots publish another set (a key
+// that leaves is gone here); an endpoint that stops answering keeps the
+// last set and counts failures.
+func TestFederationFetch(t *testing.T) {
+	now := time.Now()
+	opts := testOptions(t)
+	opts.FederationInterval = 50 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, _, err := startBootstrap(ctx, BootstrapConfig{Network: "test.keymesh.example", Name: "r1", DataDir: t.TempDir(),
+		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+	fed := newFedNetwork(t, "fed.example.org", now)
+	impostor := newFedNetwork(t, "fed.example.org", now) // the same name, another AS root
+	good, fake := newJWKSServer(t, fed.issuer, fed.name, now), newJWKSServer(t, impostor.issuer, fed.name, now)
+	k1, k2 := fed.nodeJWK("f-1", fed.name, 24*time.Hour), fed.nodeJWK("f-2", fed.name, 24*time.Hour)
+	good.publish(t, k1)
+	fake.publish(t, impostor.nodeJWK("f-9", fed.name, 24*time.Hour))
+	if _, err := srv.Propose(ctx, fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: fsm.TrustAnchor{Network: fed.name,
+		Roots: [][]byte{fed.root.Cert.Raw}, Endpoints: []string{fake.Listener.Addr().String(), good.Listener.Addr().String()}}}); err != nil {
+		t.Fatal(err)
+	}
+	keysAre := func(want ...identity.JWK) func() bool {
+		return func() bool {
+			a, _ := srv.store.TrustAnchor(fed.name)
+			if len(a.Keys) != len(want) {
+				return false
+			}
+			for _, w := range want {
+				if _, ok := fsm.FindFederatedKey(a.Keys, w.Kid); !ok {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitState(t, srv, "f-1's key fetched past the impostor", 10*time.Second, keysAre(k1))
+	good.publish(t, k2)
+	waitState(t, srv, "f-1's key replaced by f-2's", 10*time.Second, keysAre(k2))
+	if _, _, ok := srv.store.FederatedKey(k1.Kid); ok {
+		t.Fatal("a key its roots no longer publish is still found")
+	}
+	failed := fetches(t, srv, fed.name, "failed")
+	good.Close()
+	idx := srv.store.Index()
+	deadline := time.Now().Add(10 * time.Second)
+	for fetches(t, srv, fed.name, "failed") < failed+2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed fetch counted once the endpoints stopped answering")
+		}
+		time.Sleep(10 * time.Millisecond) // the fetch loop has no event to wait on
+	}
+	if srv.store.Index() != idx || !keysAre(k2)() {
+		t.Fatal("a failed fetch changed the state")
+	}
+}
+
+// fetches reads keymesh_federation_fetches_total{network,result} of srv.
+func fetches(t *testing.T, srv *Server, network, result string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := srv.metrics.fedFetch.WithLabelValues(network, result).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
