@@ -39,6 +39,7 @@ func (s *Server) runFederation(ctx context.Context) error {
 	tick := time.NewTicker(s.opts.FederationInterval)
 	defer tick.Stop()
 	failing := map[string]bool{} // networks whose last fetch failed, for logging changes only
+	seen := map[string]fetched{} // what the last fetch of each network found
 	for {
 		select {
 		case <-ctx.Done():
@@ -52,7 +53,10 @@ func (s *Server) runFederation(ctx context.Context) error {
 			if a.Network == s.network || len(a.Endpoints) == 0 {
 				continue
 			}
-			err := s.followFederated(ctx, a)
+			f, err := s.followFederated(ctx, a, seen[a.Network])
+			if err == nil {
+				seen[a.Network] = f
+			}
 			switch {
 			case ctx.Err() != nil:
 				return nil
@@ -67,52 +71,72 @@ func (s *Server) runFederation(ctx context.Context) error {
 	}
 }
 
-// followFederated fetches a's keys and writes them when they changed.
-func (s *Server) followFederated(ctx context.Context, a fsm.TrustAnchor) error {
+// fetched is what a fetch found: the document's ETag, and the anchor's
+// modify index it matches. A later fetch asks with If-None-Match while the
+// anchor is unchanged since.
+type fetched struct {
+	etag   string
+	modify uint64
+}
+
+// followFederated fetches a's keys (unless last's document is still the
+// one published) and writes them when they changed.
+func (s *Server) followFederated(ctx context.Context, a fsm.TrustAnchor, last fetched) (fetched, error) {
+	etag := ""
+	if last.modify == a.ModifyIndex {
+		etag = last.etag
+	}
 	var roots []*x509.Certificate
 	var pemBuf bytes.Buffer
 	for _, der := range a.Roots {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return fmt.Errorf("%w: anchor of %s: %w", errFederation, a.Network, err)
+			return fetched{}, fmt.Errorf("%w: anchor of %s: %w", errFederation, a.Network, err)
 		}
 		roots = append(roots, c)
 		pemBuf.Write(ca.EncodeCertsPEM(c))
 	}
 	var doc []byte
 	var errs []error
+	answered := false
 	for _, ep := range a.Endpoints {
 		c, err := client.New(client.Config{Server: ep, CAPEM: pemBuf.Bytes(), Timeout: max(s.opts.FederationInterval, 2*time.Second)})
 		if err == nil {
-			if doc, _, err = c.JWKS(ctx); err == nil {
+			var tag string
+			if doc, tag, err = c.JWKSChanged(ctx, etag); err == nil {
+				answered, etag = true, tag
 				break
 			}
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
 	}
-	if doc == nil {
-		return fmt.Errorf("%w: no endpoint of %s answered: %w", errFederation, a.Network, errors.Join(errs...))
+	switch {
+	case !answered:
+		return fetched{}, fmt.Errorf("%w: no endpoint of %s answered: %w", errFederation, a.Network, errors.Join(errs...))
+	case doc == nil:
+		return last, nil // not modified since the last fetch
 	}
 	keys, err := FederatedKeys(doc, a.Network, roots, s.opts.Clock())
 	if err != nil {
-		return err
+		return fetched{}, err
 	}
 	if slices.EqualFunc(keys, a.Keys, func(x, y fsm.FederatedKey) bool {
 		return x.KID == y.KID && x.Node == y.Node && bytes.Equal(x.Key, y.Key)
 	}) {
-		return nil
+		return fetched{etag: etag, modify: a.ModifyIndex}, nil
 	}
 	next := a
 	next.Keys = keys
 	expect := a.ModifyIndex
-	if _, err := s.Propose(ctx, fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: next, ExpectModifyIndex: &expect}); err != nil {
+	idx, err := s.Propose(ctx, fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: next, ExpectModifyIndex: &expect})
+	if err != nil {
 		if errors.Is(err, fsm.ErrConflict) {
-			return nil // the anchor changed meanwhile: the next tick reads it again
+			return fetched{}, nil // the anchor changed meanwhile: the next tick reads it again
 		}
-		return err
+		return fetched{}, err
 	}
 	s.log.Info("federated network's keys changed", "network", a.Network, "keys", len(keys), "before", len(a.Keys))
-	return nil
+	return fetched{etag: etag, modify: idx}, nil
 }
 
 // FederatedKeys turns a federated network's published JWKS into the keys

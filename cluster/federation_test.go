@@ -104,7 +104,8 @@ func TestFederatedKeys(t *testing.T) {
 // with a server certificate of issuer's network.
 type jwksServer struct {
 	*httptest.Server
-	doc atomic.Pointer[[]byte]
+	doc         atomic.Pointer[[]byte]
+	notModified atomic.Int64 // answers 304 to If-None-Match
 }
 
 func newJWKSServer(t *testing.T, issuer ca.Signer, network string, now time.Time) *jwksServer {
@@ -123,7 +124,15 @@ func newJWKSServer(t *testing.T, issuer ca.Signer, network string, now time.Time
 			http.NotFound(w, r)
 			return
 		}
-		w.Write(*js.doc.Load())
+		doc := *js.doc.Load()
+		etag := identity.ETag(doc)
+		w.Header().Set("ETag", etag)
+		if r.Header.Get("If-None-Match") == etag {
+			js.notModified.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Write(doc)
 	}))
 	js.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw, issuer.Cert.Raw}, PrivateKey: key, Leaf: cert}}}
 	js.StartTLS()
@@ -188,10 +197,23 @@ func TestFederationFetch(t *testing.T) {
 	if _, _, ok := srv.store.FederatedKey(k1.Kid); ok {
 		t.Fatal("a key its roots no longer publish is still found")
 	}
-	failed := fetches(t, srv, fed.name, "failed")
-	good.Close()
+	// An unchanged document is asked for with its ETag, answered 304, and
+	// writes nothing.
 	idx := srv.store.Index()
 	deadline := time.Now().Add(10 * time.Second)
+	for good.notModified.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader fetches the unchanged JWKS without If-None-Match")
+		}
+		time.Sleep(10 * time.Millisecond) // the fetch loop has no event to wait on
+	}
+	if srv.store.Index() != idx {
+		t.Fatal("a not-modified answer changed the state")
+	}
+	failed := fetches(t, srv, fed.name, "failed")
+	good.Close()
+	idx = srv.store.Index()
+	deadline = time.Now().Add(10 * time.Second)
 	for fetches(t, srv, fed.name, "failed") < failed+2 {
 		if time.Now().After(deadline) {
 			t.Fatal("no failed fetch counted once the endpoints stopped answering")

@@ -26,7 +26,10 @@ func fastGossip(c *memberlist.Config) {
 	c.ProbeInterval = 100 * time.Millisecond
 	c.ProbeTimeout = 50 * time.Millisecond
 	c.GossipInterval = 20 * time.Millisecond
-	c.PushPullInterval = 0
+	// A member refused while this agent's trust state lacked its key (a
+	// node registered after this one's first state) is learned again at
+	// the next push-pull, as at memberlist's default of 30 s.
+	c.PushPullInterval = 500 * time.Millisecond
 	c.SuspicionMult = 2
 	c.SuspicionMaxTimeoutMult = 2
 	c.TCPTimeout = time.Second
