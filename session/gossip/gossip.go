@@ -60,6 +60,10 @@ type Config struct {
 	// Tune edits the memberlist configuration (DefaultLANConfig) before it
 	// is used; tests shorten its timers.
 	Tune func(*memberlist.Config)
+
+	// checks, when set, is shared with other members in this process
+	// (the scale simulation: each proof checked once, not once per member).
+	checks *proofChecks
 	// Clock is the time of proofs and freshness; nil is time.Now.
 	Clock  func() time.Time
 	Logger hclog.Logger
@@ -100,21 +104,20 @@ type Gossip struct {
 	queue *memberlist.TransmitLimitedQueue // made by New, before memberlist runs
 	ready chan struct{}
 
-	mu         sync.Mutex
-	members    map[string]*Member
-	proof      []byte
-	seen       map[[32]byte]time.Time    // bulletins seen, by hash
-	relays     map[string]*bucket        // bulletins by relaying member
-	verify     bucket                    // signature checks in all
-	counts     map[string]uint64         // dropped, by reason; applied
-	recent     [][]byte                  // the last bulletins taken, for push-pull
-	checked    map[[32]byte]checkedProof // proofs checked, by member, address and meta
-	proofTimes map[string]int64          // the newest proof accepted of each node
-	accView    trust.View                // the view (and index) accList is of
-	accIndex   uint64
-	accList    []string
-	crashed    bool
-	keyring    *memberlist.Keyring
+	mu       sync.Mutex
+	members  map[string]*Member
+	proof    []byte
+	seen     map[[32]byte]time.Time // bulletins seen, by hash
+	relays   map[string]*bucket     // bulletins by relaying member
+	verify   bucket                 // signature checks in all
+	counts   map[string]uint64      // dropped, by reason; applied
+	recent   [][]byte               // the last bulletins taken, for push-pull
+	checks   *proofChecks           // proofs checked and the newest of each node
+	accView  trust.View             // the view (and index) accList is of
+	accIndex uint64
+	accList  []string
+	crashed  bool
+	keyring  *memberlist.Keyring
 	// suspicion bounds how long a member stays suspect; suspectUntil is
 	// when each suspicion expires.
 	suspicion    time.Duration
@@ -196,8 +199,11 @@ func New(cfg Config) (*Gossip, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	g := &Gossip{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), members: map[string]*Member{},
-		seen: map[[32]byte]time.Time{}, checked: map[[32]byte]checkedProof{}, proofTimes: map[string]int64{}, relays: map[string]*bucket{}, counts: map[string]uint64{}, suspectUntil: map[string]time.Time{},
+		seen: map[[32]byte]time.Time{}, checks: cfg.checks, relays: map[string]*bucket{}, counts: map[string]uint64{}, suspectUntil: map[string]time.Time{},
 		verify: bucket{rate: cfg.VerifyRate, burst: cfg.VerifyRate, tokens: cfg.VerifyRate}}
+	if g.checks == nil {
+		g.checks = &proofChecks{checked: map[[32]byte]checkedProof{}, times: map[string]int64{}}
+	}
 	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int {
 		if ml := g.mlp.Load(); ml != nil {
 			return ml.NumMembers()
@@ -619,9 +625,10 @@ func (g *Gossip) checkMember(n *memberlist.Node) error {
 	view := g.cfg.View()
 	key := sha256.Sum256([]byte(n.Name + "\x00" + addr + "\x00" + string(n.Meta)))
 	now := g.cfg.Clock()
-	g.mu.Lock()
-	if c, ok := g.checked[key]; ok && c.index == view.Index() && now.Before(c.until) {
-		g.mu.Unlock()
+	pc := g.checks
+	pc.mu.Lock()
+	if c, ok := pc.checked[key]; ok && c.index == view.Index() && now.Before(c.until) {
+		pc.mu.Unlock()
 		// memberlist repeats alive messages: each proof is checked once
 		// per view; a revocation that came by bulletin (the view's index
 		// unmoved) is looked up each time, without a signature check.
@@ -630,30 +637,30 @@ func (g *Gossip) checkMember(n *memberlist.Node) error {
 		}
 		return c.err
 	}
-	g.mu.Unlock()
+	pc.mu.Unlock()
 	err := g.verifyMember(n.Name, addr, n.Meta, now)
 	p, _ := DecodeProof(n.Meta)
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
 	if err == nil {
 		// A proof older than one accepted of the node is a replay.
-		if last := g.proofTimes[n.Name]; p.Time < last {
+		if last := pc.times[n.Name]; p.Time < last {
 			err = fmt.Errorf("%w: %s's proof of %s is older than one seen", ErrProof, n.Name, time.Unix(p.Time, 0).UTC().Format(time.RFC3339))
 		} else {
-			if len(g.proofTimes) >= maxChecked {
-				clear(g.proofTimes)
+			if len(pc.times) >= maxChecked {
+				clear(pc.times)
 			}
-			g.proofTimes[n.Name] = p.Time
+			pc.times[n.Name] = p.Time
 		}
 	}
-	if len(g.checked) >= maxChecked {
-		clear(g.checked)
+	if len(pc.checked) >= maxChecked {
+		clear(pc.checked)
 	}
 	until := now.Add(time.Minute)
 	if err == nil {
 		until = time.Unix(p.Time, 0).Add(MaxProofAge)
 	}
-	g.checked[key] = checkedProof{index: view.Index(), until: until, err: err, kid: p.KID}
+	pc.checked[key] = checkedProof{index: view.Index(), until: until, err: err, kid: p.KID}
 	return err
 }
 
@@ -665,6 +672,15 @@ func keyRevoked(view trust.View, kid string) bool {
 
 // maxChecked bounds the cache of checked proofs and the proof times kept.
 const maxChecked = 8192
+
+// proofChecks are the proofs a member checked, by member, address and
+// meta, and the newest proof accepted of each node. Each member has its
+// own; the scale simulation shares one among its members (Config.checks).
+type proofChecks struct {
+	mu      sync.Mutex
+	checked map[[32]byte]checkedProof
+	times   map[string]int64
+}
 
 type checkedProof struct {
 	index uint64
