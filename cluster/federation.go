@@ -3,10 +3,14 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -14,7 +18,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/keymesh/keymesh/ca"
-	"github.com/keymesh/keymesh/cluster/client"
 	"github.com/keymesh/keymesh/fsm"
 	"github.com/keymesh/keymesh/identity"
 )
@@ -86,27 +89,24 @@ func (s *Server) followFederated(ctx context.Context, a fsm.TrustAnchor, last fe
 	if last.modify == a.ModifyIndex {
 		etag = last.etag
 	}
+	pool := x509.NewCertPool()
 	var roots []*x509.Certificate
-	var pemBuf bytes.Buffer
 	for _, der := range a.Roots {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
 			return fetched{}, fmt.Errorf("%w: anchor of %s: %w", errFederation, a.Network, err)
 		}
 		roots = append(roots, c)
-		pemBuf.Write(ca.EncodeCertsPEM(c))
+		pool.AddCert(c)
 	}
 	var doc []byte
 	var errs []error
 	answered := false
 	for _, ep := range a.Endpoints {
-		c, err := client.New(client.Config{Server: ep, CAPEM: pemBuf.Bytes(), Timeout: max(s.opts.FederationInterval, 2*time.Second)})
+		d, tag, err := fetchJWKS(ctx, ep, pool, etag, max(s.opts.FederationInterval, 2*time.Second))
 		if err == nil {
-			var tag string
-			if doc, tag, err = c.JWKSChanged(ctx, etag); err == nil {
-				answered, etag = true, tag
-				break
-			}
+			doc, etag, answered = d, tag, true
+			break
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
 	}
@@ -137,6 +137,47 @@ func (s *Server) followFederated(ctx context.Context, a fsm.TrustAnchor, last fe
 	}
 	s.log.Info("federated network's keys changed", "network", a.Network, "keys", len(keys), "before", len(a.Keys))
 	return fetched{etag: etag, modify: idx}, nil
+}
+
+// fetchJWKS gets the JWKS endpoint publishes, over TLS verified against
+// roots (the endpoint's host name or IP in its certificate), unless it is
+// still the document of etag: then a nil document and etag again.
+func fetchJWKS(ctx context.Context, endpoint string, roots *x509.CertPool, etag string, timeout time.Duration) ([]byte, string, error) {
+	host, _, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return nil, "", err
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: host, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+endpoint+"/.well-known/jwks.json", nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotModified && etag != "":
+		return nil, etag, nil
+	case resp.StatusCode != http.StatusOK:
+		return nil, "", fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	limit := int64(fsm.MaxFederatedKeys * fsm.MaxJWKLen)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, "", err
+	}
+	if int64(len(body)) > limit {
+		return nil, "", fmt.Errorf("a JWKS over %d bytes", limit)
+	}
+	return body, resp.Header.Get("ETag"), nil
 }
 
 // FederatedKeys turns a federated network's published JWKS into the keys

@@ -21,8 +21,8 @@ const (
 	MaxAcceptLen      = 256
 	MaxTokenUses      = 1_000_000
 	MaxDNSNames       = 16
-	MaxEndpoints      = 8    // a federated network's root servers
-	MaxFederatedKeys  = 2048 // keys of one federated network
+	MaxEndpoints      = 8   // a federated network's root servers
+	MaxFederatedKeys  = 512 // keys of one federated network: their anchor record fits one command (2 MiB)
 	maxSerialHexDigit = 64
 )
 

@@ -141,7 +141,7 @@ func imports(r *Route, from, self string, pol PeerPolicy, state OriginState, loc
 			return false, fmt.Errorf("%w: a customer sent a route %s marked Only-To-Customer", ErrLeak, marked)
 		}
 	case RolePeer:
-		if marked != "" && marked != from {
+		if marked != "" && marked != nodeOf(from) {
 			return false, fmt.Errorf("%w: a peer sent a route %s marked Only-To-Customer", ErrLeak, marked)
 		}
 		return true, nil

@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/keymesh/keymesh/identity"
 )
 
 // Route is a route record: what it reaches (NLRI), who originates it and
@@ -313,7 +315,7 @@ func (r *Route) checkPath() error {
 		if err := checkID("path node", s.Node); err != nil {
 			return err
 		}
-		if err := checkID("path target", s.Target); err != nil {
+		if err := checkTarget(s.Target); err != nil {
 			return err
 		}
 		if s.KID == "" || len(s.KID) > MaxKID || len(s.Sig) == 0 || len(s.Sig) > MaxSig {
@@ -329,6 +331,21 @@ func (r *Route) checkPath() error {
 		prev = s.Target
 	}
 	return nil
+}
+
+// checkTarget: a segment's target is a node id (of the signer's network)
+// or a federated node's SPIFFE ID.
+func checkTarget(t string) error {
+	if strings.HasPrefix(t, "spiffe://") {
+		if len(t) > MaxID+len("spiffe://")+2*253 {
+			return fmt.Errorf("%w: path target %q", ErrMalformed, trunc(t))
+		}
+		if id, err := identity.ParseSPIFFEID(t); err != nil || id.Kind != identity.KindNode {
+			return fmt.Errorf("%w: path target %q is not a node's SPIFFE ID", ErrMalformed, trunc(t))
+		}
+		return nil
+	}
+	return checkID("path target", t)
 }
 
 func checkID(what, id string) error {

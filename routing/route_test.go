@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/trust"
 )
 
@@ -214,6 +215,12 @@ func TestPathAttacks(t *testing.T) {
 		}, "b", c, ErrSignature},
 		{"replayed to another neighbour", func() *Route { return clone(viaB) }, "b", x, ErrPath},
 		{"sent on by another than the signer", func() *Route { return clone(viaB) }, "x", c, ErrPath},
+		// Node ids repeat across networks: a federated network's node of
+		// b's id resends what b signed for c.
+		{"replayed by a federated node of the signer's id", func() *Route { return clone(viaB) }, "spiffe://partner.example.net/node/b", c, ErrPath},
+		{"signed for this node as a federated one, sent by a federated node of the signer's id", func() *Route {
+			return b.forward(a.forward(base, "b", false), identity.SPIFFEID{Network: testNetwork, Kind: identity.KindNode, Name: "c"}.String(), false)
+		}, "spiffe://partner.example.net/node/b", c, ErrKey},
 		{"origin signature forged", func() *Route { r := clone(viaB); r.Sig[len(r.Sig)-1] ^= 1; return r }, "b", c, ErrSignature},
 		{"segment signature forged", func() *Route { r := clone(viaB); r.Path[1].Sig[5] ^= 1; return r }, "b", c, ErrSignature},
 		{"origin signature stripped", func() *Route { r := clone(viaB); r.Sig = nil; return r }, "b", c, ErrMalformed},
@@ -292,8 +299,13 @@ func TestOriginValidation(t *testing.T) {
 		}
 	}
 	// A node of another network with the same name: this network's
-	// authorizations do not name it.
-	if got := v.val.Origin(&Route{NLRI: MustNLRI("10.0.1.0/24"), Origin: "a", Network: "partner.example.net"}); got != NotFound {
-		t.Errorf("a route of another network: %s, want not-found", got)
+	// authorizations do not name it, so a prefix they cover is Invalid
+	// from it (a federated network cannot take this network's prefixes),
+	// one they do not cover NotFound.
+	if got := v.val.Origin(&Route{NLRI: MustNLRI("10.0.1.0/24"), Origin: "a", Network: "partner.example.net"}); got != Invalid {
+		t.Errorf("a route of another network for a covered prefix: %s, want invalid", got)
+	}
+	if got := v.val.Origin(&Route{NLRI: MustNLRI("192.0.2.0/24"), Origin: "a", Network: "partner.example.net"}); got != NotFound {
+		t.Errorf("a route of another network for an uncovered prefix: %s, want not-found", got)
 	}
 }

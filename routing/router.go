@@ -336,7 +336,7 @@ func (r *Router) admit(ctx context.Context, p *rpeer, e *Entry) {
 		return
 	}
 	rt := e.Route
-	sk := rt.Origin + "|" + rt.Key()
+	sk := rt.Network + "|" + rt.Origin + "|" + rt.Key() // node ids repeat across networks
 	if have := r.seqs[sk]; rt.Seq < have {
 		e.Err = fmt.Errorf("%w (%d, %d held)", ErrOlder, rt.Seq, have)
 		return
@@ -383,7 +383,7 @@ func (r *Router) demote(e *Entry) {
 	rt, k := e.Route, e.Route.Key()
 	for id, p := range r.peers {
 		o := p.in[k]
-		if id == e.From || o == nil || o.Err != nil || o.Route.Origin != rt.Origin || o.Route.Seq >= rt.Seq {
+		if id == e.From || o == nil || o.Err != nil || o.Route.Origin != rt.Origin || o.Route.Network != rt.Network || o.Route.Seq >= rt.Seq {
 			continue
 		}
 		p.in[k] = &Entry{Route: o.Route, From: o.From, Received: o.Received, State: o.State,
@@ -717,7 +717,7 @@ func (r *Router) flush(p *rpeer, keys []string) {
 			if p.out[k] == fp {
 				continue
 			}
-			f, err := e.Route.Forward(s, nodeOf(p.id), marks(e.OTC, p.pol.Role))
+			f, err := e.Route.Forward(s, p.id, marks(e.OTC, p.pol.Role))
 			if err != nil {
 				r.log.Warn("cannot sign a route for a neighbour", "peer", p.id, "nlri", k, "error", err)
 				continue
@@ -895,9 +895,8 @@ func (r *Router) Keys(ctx context.Context) (KeyStatus, error) {
 
 // nodeOf is the node id of a session's peer key: the key itself for a
 // peer of this network, the name of its SPIFFE ID for a federated
-// network's (the speaker keys those by SPIFFE ID). A segment names its
-// target by node id: the target's network is its key's, checked by the
-// receiver's validator.
+// network's (the speaker keys those by SPIFFE ID, and a segment names
+// such a target by it).
 func nodeOf(peer string) string {
 	if id, err := identity.ParseSPIFFEID(peer); err == nil {
 		return id.Name

@@ -124,10 +124,17 @@ func (v *Validator) Verify(ctx context.Context, r *Route, from string) error {
 		return fmt.Errorf("%w: no segment: a route is always sent with its sender's segment", ErrPath)
 	}
 	last := r.Path[len(r.Path)-1]
-	if last.Node != nodeOf(from) {
+	fromNode, fromNetwork := v.split(from)
+	if last.Node != fromNode {
 		return fmt.Errorf("%w: the last segment is %s's, but %s sent the route", ErrPath, last.Node, from)
 	}
-	if last.Target != v.cfg.Node {
+	// A sender of this network names this node by its node id, one of a
+	// federated network by its SPIFFE ID (router.go, peerKey).
+	self := v.cfg.Node
+	if fromNetwork != v.cfg.Network {
+		self = identity.SPIFFEID{Network: v.cfg.Network, Kind: identity.KindNode, Name: v.cfg.Node}.String()
+	}
+	if last.Target != self {
 		return fmt.Errorf("%w: the route was signed for %s, not for this node", ErrPath, last.Target)
 	}
 	if err := v.Fresh(r); err != nil {
@@ -160,6 +167,11 @@ func (v *Validator) Verify(ctx context.Context, r *Route, from string) error {
 		if k.Node != s.Node {
 			return fmt.Errorf("%w: segment %d: key %s is %s's, not %s's", ErrKey, i, s.KID, k.Node, s.Node)
 		}
+		if i == len(r.Path)-1 && k.Network != fromNetwork {
+			// Node ids repeat across networks: the last segment is the
+			// sender's own, of the network its session verified.
+			return fmt.Errorf("%w: the last segment's key is of %s, the sender of %s", ErrKey, k.Network, fromNetwork)
+		}
 		if !verifySig(k.Public, h[:], s.Sig) {
 			return fmt.Errorf("%w: segment %d (%s)", ErrSignature, i, s.Node)
 		}
@@ -186,9 +198,21 @@ func (v *Validator) Fresh(r *Route) error {
 // NotFound).
 func (v *Validator) Origin(r *Route) OriginState {
 	if r.Network != v.cfg.Network {
-		return NotFound // this network's authorizations name this network's nodes
+		// This network's authorizations name this network's nodes: a
+		// federated network's route of a prefix they cover is Invalid
+		// (no origin of that network is authorized for it), else NotFound.
+		return v.index().state(r.NLRI, "")
 	}
 	return v.index().state(r.NLRI, r.Origin)
+}
+
+// split is the node id and network of a session's peer key: a node id of
+// this network, or a federated node's SPIFFE ID.
+func (v *Validator) split(peer string) (string, string) {
+	if id, err := identity.ParseSPIFFEID(peer); err == nil {
+		return id.Name, id.Network
+	}
+	return peer, v.cfg.Network
 }
 
 // index is the authorization index of the current view, made again when

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/identity"
 )
 
 // A peer is written NODEID@HOST:PORT[,role=ROLE][,psk=FILE][,OPTION=VALUE...],
@@ -47,6 +48,24 @@ const MaxPrefixLimit = 10_000_000
 // ErrPeerSpec: a peer specification that does not parse.
 var ErrPeerSpec = errors.New("session: bad peer")
 
+// ValidatePeerID checks a configured peer's id: a node id names a node of
+// this node's network; a node of a federated network is named by its
+// SPIFFE ID (spiffe://NETWORK/node/ID), so that a node of another
+// network never passes for one of this network that has its id.
+func ValidatePeerID(id string) error {
+	if strings.HasPrefix(id, "spiffe://") {
+		sid, err := identity.ParseSPIFFEID(id)
+		if err != nil {
+			return err
+		}
+		if sid.Kind != identity.KindNode {
+			return fmt.Errorf("%s is not a node's SPIFFE ID", id)
+		}
+		return nil
+	}
+	return ca.ValidateNodeID(id)
+}
+
 // MaxPeers bounds the peers of one node's configuration.
 const MaxPeers = 4096
 
@@ -58,7 +77,7 @@ func ParsePeer(spec, base string) (PeerConfig, error) {
 	var pc PeerConfig
 	id, addr, hasAddr := strings.Cut(head, "@")
 	pc.ID = id
-	if err := ca.ValidateNodeID(id); err != nil {
+	if err := ValidatePeerID(id); err != nil {
 		return pc, fmt.Errorf("%w %q: the node id: %v", ErrPeerSpec, spec, err)
 	}
 	if hasAddr {

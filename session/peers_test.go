@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/ca"
 )
 
 func TestParsePeers(t *testing.T) {
@@ -88,4 +90,37 @@ func FuzzPeers(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPeerIDsAcrossNetworks: a configured node id names a node of this
+// network only; a federated network's node is configured, and matched, by
+// its SPIFFE ID, so that its node of the same id never passes for ours.
+func TestPeerIDsAcrossNetworks(t *testing.T) {
+	ours := ca.Identity{Network: "mesh.example.net", Kind: ca.KindNode, Name: "edge-1"}
+	theirs := ca.Identity{Network: "partner.example.net", Kind: ca.KindNode, Name: "edge-1"}
+	for _, tc := range []struct {
+		want string
+		id   ca.Identity
+		ok   bool
+	}{
+		{"edge-1", ours, true},
+		{"edge-1", theirs, false},
+		{"spiffe://partner.example.net/node/edge-1", theirs, true},
+		{"spiffe://partner.example.net/node/edge-1", ours, false},
+		{"spiffe://mesh.example.net/node/edge-1", ours, true},
+	} {
+		if got := namesPeer(tc.want, tc.id, "mesh.example.net"); got != tc.ok {
+			t.Errorf("peer %s, certificate of %s: %v, want %v", tc.want, tc.id.URI(), got, tc.ok)
+		}
+	}
+	for _, id := range []string{"edge-1", "spiffe://partner.example.net/node/edge-1"} {
+		if err := ValidatePeerID(id); err != nil {
+			t.Errorf("%s refused: %v", id, err)
+		}
+	}
+	for _, id := range []string{"spiffe://partner.example.net/root/r1", "spiffe://partner.example.net", "Edge_1", ""} {
+		if err := ValidatePeerID(id); err == nil {
+			t.Errorf("%q accepted as a peer id", id)
+		}
+	}
 }

@@ -166,7 +166,7 @@ func (c *Config) validate() error {
 	}
 	seen := map[string]bool{}
 	for _, p := range c.Peers {
-		if err := ca.ValidateNodeID(p.ID); err != nil {
+		if err := ValidatePeerID(p.ID); err != nil {
 			return fmt.Errorf("session: peer %q: %w", p.ID, err)
 		}
 		if p.ID == c.NodeID {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
@@ -74,8 +75,8 @@ func (t *transport) verifyPeer(certs []*x509.Certificate, want string, usage x50
 	if err != nil || id.Kind != ca.KindNode {
 		return ca.Identity{}, nil, fmt.Errorf("%w: %v is not a node certificate (%v)", ErrPeerIdentity, leaf.Subject.CommonName, err)
 	}
-	if want != "" && id.Name != want {
-		return id, nil, fmt.Errorf("%w: dialled %s, the certificate names %s", ErrPeerIdentity, want, id.Name)
+	if want != "" && !namesPeer(want, id, t.network) {
+		return id, nil, fmt.Errorf("%w: dialled %s, the certificate names %s", ErrPeerIdentity, want, id.URI())
 	}
 	view := t.view()
 	anchors, err := trust.Anchors(view, t.network)
@@ -105,6 +106,16 @@ func (t *transport) verifyPeer(certs []*x509.Certificate, want string, usage x50
 		return id, nil, fmt.Errorf("%w: %w", ErrPeerRevoked, err)
 	}
 	return id, chain, nil
+}
+
+// namesPeer: the configured peer want is id. A node id is a node of this
+// network (network); another network's node is configured by its SPIFFE
+// ID.
+func namesPeer(want string, id ca.Identity, network string) bool {
+	if strings.HasPrefix(want, "spiffe://") {
+		return id.URI().String() == want
+	}
+	return id.Network == network && id.Name == want
 }
 
 func (t *transport) certificate() (*tls.Certificate, error) {

@@ -160,11 +160,6 @@ func (c *Client) doNoTimeout(ctx context.Context, method, path string, query url
 
 // send makes one HTTP exchange and returns the status and body.
 func (c *Client) send(ctx context.Context, method, path string, query url.Values, in any) (int, http.Header, []byte, error) {
-	return c.sendWith(ctx, method, path, query, in, nil)
-}
-
-// sendWith is send with extra request headers.
-func (c *Client) sendWith(ctx context.Context, method, path string, query url.Values, in any, header http.Header) (int, http.Header, []byte, error) {
 	u := *c.base
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	u.RawQuery = query.Encode()
@@ -185,9 +180,6 @@ func (c *Client) sendWith(ctx context.Context, method, path string, query url.Va
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	for k, v := range header {
-		req.Header[k] = v
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -461,26 +453,6 @@ func (c *Client) JWKS(ctx context.Context) ([]byte, string, error) {
 	var out []byte
 	h, err := c.do(ctx, http.MethodGet, "/.well-known/jwks.json", nil, nil, &out)
 	return out, h.Get("ETag"), err
-}
-
-// JWKSChanged fetches the JWKS unless it is still the document of etag
-// (If-None-Match): then it returns a nil document and etag again.
-func (c *Client) JWKSChanged(ctx context.Context, etag string) ([]byte, string, error) {
-	if etag == "" {
-		return c.JWKS(ctx)
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	status, h, b, err := c.sendWith(ctx, http.MethodGet, "/.well-known/jwks.json", nil, nil, http.Header{"If-None-Match": {etag}})
-	switch {
-	case err != nil:
-		return nil, "", err
-	case status == http.StatusNotModified:
-		return nil, etag, nil
-	case status/100 != 2:
-		return nil, "", apiError(status, h, b)
-	}
-	return b, h.Get("ETag"), nil
 }
 
 // RouteAuths lists the route authorizations (with consistent, as of every

@@ -556,7 +556,8 @@ own always) below its network's access list ("keymesh trust list"), at every
 layer: sessions, gossip, routes, tokens. A network the list does not hold
 stays refused.
 
-A peer is NODEID@HOST:PORT[,role=ROLE][,psk=FILE]: ROLE is what the peer is
+A peer is NODEID@HOST:PORT[,role=ROLE][,psk=FILE] (a node of a federated
+network: its SPIFFE ID, spiffe://NETWORK/node/NODEID, for NODEID): ROLE is what the peer is
 to this node (internal, the default, peer, provider or customer), FILE a
 pre-shared key (hex, mode 0600) both sides hold. A peers file has one peer a
 line, # comments; NODEID alone (with options) takes that peer's sessions

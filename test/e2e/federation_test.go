@@ -31,8 +31,10 @@ func TestFederation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A node of another network is configured by its SPIFFE ID: a node id
+	// alone names a node of the own network.
 	b1 := B.RunAgent("b-1", B.JoinNode("b-1", api.CreateJoinTokenRequest{}), "--listen", "127.0.0.1:0", "--log-level", "warn",
-		"--peer", "a-1@"+res.Listen)
+		"--peer", "spiffe://"+A.Network+"/node/a-1@"+res.Listen)
 	networkRefused := `keymesh_session_handshake_failures_total{reason="network"}`
 	waitFor(t, 30*time.Second, "a-1 refusing b-1's handshake (network b not accepted)", func() bool {
 		return a1.Metric(t, networkRefused) > 0 || b1.Metric(t, networkRefused) > 0
@@ -76,7 +78,7 @@ func TestFederation(t *testing.T) {
 
 	// A node of a narrowed to its own network refuses b-1 at the handshake.
 	a2 := A.RunAgent("a-2", A.JoinNode("a-2", api.CreateJoinTokenRequest{}), "--log-level", "warn",
-		"--accept-network", A.Network, "--peer", "b-1@"+listenOf(ctx, t, b1))
+		"--accept-network", A.Network, "--peer", "spiffe://"+B.Network+"/node/b-1@"+listenOf(ctx, t, b1))
 	waitFor(t, 30*time.Second, "a-2 (--accept-network a) refusing b-1", func() bool { return a2.Metric(t, networkRefused) > 0 })
 	if established(t, a2, "b-1") {
 		t.Fatal("a-2, narrowed to its own network, has a session with b-1")
