@@ -19,14 +19,14 @@ import (
 
 // fedNetwork is a network's AS root and issuer, for federated keys.
 type fedNetwork struct {
-	t       *testing.T
+	t       testing.TB
 	name    string
 	root    ca.Signer
 	issuer  ca.Signer
 	created time.Time
 }
 
-func newFedNetwork(t *testing.T, name string, now time.Time) *fedNetwork {
+func newFedNetwork(t testing.TB, name string, now time.Time) *fedNetwork {
 	t.Helper()
 	root, err := ca.NewRoot(name, now.Add(-time.Hour), nil)
 	if err != nil {
@@ -233,4 +233,47 @@ func fetches(t *testing.T, srv *Server, network, result string) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// FuzzFederatedKeys: a federated network's published JWKS is outside
+// input: whatever it holds, FederatedKeys never panics, and what it keeps
+// is sorted by kid without repeats, each a node of that network whose
+// chain verifies to the anchor.
+func FuzzFederatedKeys(f *testing.F) {
+	now := time.Now()
+	fed := newFedNetwork(f, "fed.example.org", now)
+	doc, err := identity.JWKS{Keys: []identity.JWK{fed.nodeJWK("f-1", fed.name, 24*time.Hour)}}.Encode()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(doc)
+	f.Add([]byte(`{"keys":[]}`))
+	f.Add([]byte(`{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"k"}]}`))
+	roots := []*x509.Certificate{fed.root.Cert}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		keys, err := FederatedKeys(doc, fed.name, roots, now)
+		if err != nil {
+			if !errors.Is(err, errFederation) {
+				t.Fatalf("an error that is not errFederation: %v", err)
+			}
+			return
+		}
+		for i, k := range keys {
+			if i > 0 && keys[i-1].KID >= k.KID {
+				t.Fatalf("keys not sorted without repeats at %s", k.KID)
+			}
+			j, err := identity.ParseJWK(k.Key, identity.Limits{})
+			if err != nil {
+				t.Fatalf("a kept key does not parse: %v", err)
+			}
+			key, err := identity.KeyFromJWK(j)
+			if err != nil || key.KID != k.KID {
+				t.Fatalf("a kept key %s: %v", k.KID, err)
+			}
+			id, err := ca.IdentityOf(key.Chain[0])
+			if err != nil || id.Network != fed.name || id.Name != k.Node {
+				t.Fatalf("a kept key of %v, node %s: %v", id, k.Node, err)
+			}
+		}
+	})
 }
