@@ -394,7 +394,14 @@ func (s *Speaker) peerFor(id ca.Identity) *peer {
 	if p, ok := s.peers[key]; ok {
 		return p
 	}
-	return s.startPeerLocked(key, PeerConfig{ID: id.Name, Role: RoleInternal}, false, false)
+	// A node of this network is internal by default; a federated
+	// network's is a lateral peer (RFC 9234): it gets this node's own and
+	// customers' routes only, and what it sends is checked for leaks.
+	role := RoleInternal
+	if id.Network != s.cfg.Network {
+		role = RolePeer
+	}
+	return s.startPeerLocked(key, PeerConfig{ID: key, Role: role}, false, false)
 }
 
 // keyOf names a peer: its node id in this network, its SPIFFE ID in

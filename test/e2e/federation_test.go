@@ -31,10 +31,11 @@ func TestFederation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A node of another network is configured by its SPIFFE ID: a node id
-	// alone names a node of the own network.
+	// A node of another network is configured by its SPIFFE ID (a node id
+	// alone names a node of the own network); a node takes one it has not
+	// configured as a lateral peer, so the role here is peer too.
 	b1 := B.RunAgent("b-1", B.JoinNode("b-1", api.CreateJoinTokenRequest{}), "--listen", "127.0.0.1:0", "--log-level", "warn",
-		"--peer", "spiffe://"+A.Network+"/node/a-1@"+res.Listen)
+		"--peer", "spiffe://"+A.Network+"/node/a-1@"+res.Listen+",role=peer") // a-1 takes an unconfigured federated node as a peer
 	networkRefused := `keymesh_session_handshake_failures_total{reason="network"}`
 	waitFor(t, 30*time.Second, "a-1 refusing b-1's handshake (network b not accepted)", func() bool {
 		return a1.Metric(t, networkRefused) > 0 || b1.Metric(t, networkRefused) > 0
