@@ -394,14 +394,18 @@ func (s *Speaker) peerFor(id ca.Identity) *peer {
 	if p, ok := s.peers[key]; ok {
 		return p
 	}
-	// A node of this network is internal by default; a federated
-	// network's is a lateral peer (RFC 9234): it gets this node's own and
-	// customers' routes only, and what it sends is checked for leaks.
-	role := RoleInternal
-	if id.Network != s.cfg.Network {
-		role = RolePeer
+	return s.startPeerLocked(key, PeerConfig{ID: key, Role: DefaultRole(key)}, false, false)
+}
+
+// DefaultRole is the role of a peer that is not configured, by its key: a
+// node of this network (a node id) is internal; a federated network's (a
+// SPIFFE ID) is a lateral peer (RFC 9234): it gets this node's own and
+// customers' routes only, and what it sends is checked for leaks.
+func DefaultRole(key string) Role {
+	if strings.HasPrefix(key, "spiffe://") {
+		return RolePeer
 	}
-	return s.startPeerLocked(key, PeerConfig{ID: key, Role: role}, false, false)
+	return RoleInternal
 }
 
 // keyOf names a peer: its node id in this network, its SPIFFE ID in

@@ -33,7 +33,10 @@ func (a *Agent) newRouter(s *session.Speaker) (*routing.Router, error) {
 	return routing.NewRouter(routing.RouterConfig{Node: a.state.NodeID, Network: a.state.Network, Validator: v,
 		Signer: a.routeSigner, Send: s.Send, HoldDown: s.HoldDown, Locks: locks, Clock: a.cfg.Clock,
 		Policy: func(peer string) routing.PeerPolicy {
-			p := peers[peer]
+			p, ok := peers[peer]
+			if !ok {
+				p.Role = session.DefaultRole(peer) // as the session took it
+			}
 			return routing.PeerPolicy{Role: routing.Role(p.Role), RejectNotFound: p.RejectNotFound, MaxPrefix: p.MaxPrefix, HoldDown: p.HoldDown}
 		},
 		Logger: a.log.Named("routing")})

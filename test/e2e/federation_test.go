@@ -26,7 +26,13 @@ func TestFederation(t *testing.T) {
 	B := harness.Start(t, bin, harness.Config{Servers: 1, Network: "b.e2e.keymesh.test"})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	a1 := A.RunAgent("a-1", A.JoinNode("a-1", api.CreateJoinTokenRequest{}), "--listen", "127.0.0.1:0", "--log-level", "warn")
+	// a-3 is a-1's provider (each configures the other so): a route a-1
+	// learns from it goes to a-1's customers and internal neighbours, not
+	// to a lateral peer.
+	a3 := A.RunAgent("a-3", A.JoinNode("a-3", api.CreateJoinTokenRequest{}), "--listen", "127.0.0.1:0", "--log-level", "warn",
+		"--peer", "a-1,role=customer")
+	a1 := A.RunAgent("a-1", A.JoinNode("a-1", api.CreateJoinTokenRequest{}), "--listen", "127.0.0.1:0", "--log-level", "warn",
+		"--peer", "a-3@"+listenOf(ctx, t, a3)+",role=provider")
 	res, err := a1.Peers(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +82,31 @@ func TestFederation(t *testing.T) {
 	}
 	B.WaitBest(b1, "10.61.1.0/24", 30*time.Second, "a-1's route at b-1", pathIs("a-1"))
 	A.WaitBest(a1, "10.62.1.0/24", 30*time.Second, "b-1's route at a-1", pathIs("b-1"))
+
+	// b-1 is a lateral peer to a-1 (not configured there, of another
+	// network): a-1 does not pass it its provider a-3's route. A route
+	// a-1 announces after it has a-3's is the marker: UPDATEs keep their
+	// order, so once b-1 holds the marker it would hold a-3's.
+	if _, err := A.Client(A.Leader(10*time.Second)).AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: "10.63.0.0/16", Origins: []string{"a-3"}, MaxLength: 24}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a3.Announce(ctx, "10.63.1.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	A.WaitBest(a1, "10.63.1.0/24", 30*time.Second, "a-3's route at a-1", pathIs("a-3"))
+	if err := a1.Announce(ctx, "10.61.2.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	B.WaitBest(b1, "10.61.2.0/24", 30*time.Second, "a-1's marker route at b-1", pathIs("a-1"))
+	rib, err := b1.Routes(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rib.Routes {
+		if r.NLRI == "10.63.1.0/24" {
+			t.Fatalf("a-1 passed its provider's route to a federated lateral peer: %+v", r)
+		}
+	}
 
 	// A node of a narrowed to its own network refuses b-1 at the handshake.
 	a2 := A.RunAgent("a-2", A.JoinNode("a-2", api.CreateJoinTokenRequest{}), "--log-level", "warn",
