@@ -332,12 +332,25 @@ func finalState(t *testing.T, c *harness.Cluster, rec *Recorder) []Final {
 		for _, n := range nodeViews(regs) {
 			f.Nodes[n.Node] = n
 		}
-		st, err := c.StatusOf(ctx, r)
-		if err != nil {
-			t.Fatalf("status of %s: %v", r.Name, err)
-		}
-		f.StateHash, f.AppliedIndex = st.StateHash, st.AppliedIndex
 		finals = append(finals, f)
+	}
+	// The state hashes are compared at one applied index: a leader's own
+	// writes (a gossip key rotation's later steps after the load's node
+	// revocations, pruning) may land while the lists above are read.
+	for try := 0; ; try++ {
+		c.WaitConverged(60 * time.Second)
+		same := true
+		for i, r := range c.Roots {
+			st, err := c.StatusOf(ctx, r)
+			if err != nil {
+				t.Fatalf("status of %s: %v", r.Name, err)
+			}
+			finals[i].StateHash, finals[i].AppliedIndex = st.StateHash, st.AppliedIndex
+			same = same && st.AppliedIndex == finals[0].AppliedIndex
+		}
+		if same || try == 10 {
+			break // at try 10, CheckFinal reports what differs
+		}
 	}
 	id := rec.Begin(Op{Kind: OpTokenRead, Client: FinalClient, Server: c.Roots[0].Name})
 	views := []TokenView{}
