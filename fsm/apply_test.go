@@ -3,6 +3,7 @@ package fsm
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -254,6 +255,8 @@ func TestApplyCommands(t *testing.T) {
 			Keys: []FederatedKey{{KID: "k1", Node: "f-1"}}}}, err: ErrInvalid},
 		{name: "anchor put federated key too long", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
 			Keys: []FederatedKey{{KID: "k1", Node: "f-1", Key: make([]byte, MaxJWKLen+1)}}}}, err: ErrInvalid},
+		{name: "anchor put too many federated keys", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
+			Keys: manyFederatedKeys(MaxFederatedKeys + 1)}}, err: ErrInvalid},
 		{name: "anchor put too many endpoints", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
 			Endpoints: []string{"a:1", "b:1", "c:1", "d:1", "e:1", "f:1", "g:1", "h:1", "i:1"}}}, err: ErrInvalid},
 		{name: "anchor put own with keys", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: testNetwork, Roots: [][]byte{der("root")},
@@ -789,4 +792,13 @@ func TestGenesis(t *testing.T) {
 			t.Fatalf("err %v, hash changed %v", res.Err, h.s.Hash() != hash)
 		}
 	})
+}
+
+// manyFederatedKeys is n well-formed federated keys, sorted by kid.
+func manyFederatedKeys(n int) []FederatedKey {
+	keys := make([]FederatedKey, n)
+	for i := range keys {
+		keys[i] = FederatedKey{KID: fmt.Sprintf("k%05d", i), Node: "f-1", Key: []byte("{}")}
+	}
+	return keys
 }

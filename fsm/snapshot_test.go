@@ -295,24 +295,12 @@ func TestGossipKeyringFormat(t *testing.T) {
 	h := newHarness(t)
 	s := h.s
 	h.ok(MsgGenesis, Genesis{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")}})
-	write := func(s *Store) []byte {
-		t.Helper()
-		sn, err := s.Snapshot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out bytes.Buffer
-		if _, err := sn.WriteTo(&out); err != nil {
-			t.Fatal(err)
-		}
-		return out.Bytes()
-	}
-	if b := write(s); b[5] != 2 {
+	if b := snapshotBytes(t, s); b[5] != 2 {
 		t.Fatalf("a state without a keyring is written as format %d", b[5])
 	}
 	keys := []GossipKey{{ID: "g2", Sealed: []byte("sealed-g2"), State: GossipKeyPrimary, Since: t0}, {ID: "g1", Sealed: []byte("sealed-g1"), State: GossipKeyRetiring, Since: t0, After: 9}}
 	h.ok(MsgCAUpdate, CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed"), GossipKeys: keys}, ExpectModifyIndex: 1})
-	b := write(s)
+	b := snapshotBytes(t, s)
 	if b[5] != 3 {
 		t.Fatalf("a state with a keyring is written as format %d", b[5])
 	}
@@ -320,7 +308,7 @@ func TestGossipKeyringFormat(t *testing.T) {
 	if err := again.Restore(bytes.NewReader(b)); err != nil || again.Hash() != s.Hash() {
 		t.Fatalf("format 3 round trip: %v", err)
 	}
-	if !bytes.Equal(write(again), b) {
+	if !bytes.Equal(snapshotBytes(t, again), b) {
 		t.Fatal("the restored state writes other bytes (a field lost or changed)")
 	}
 	rec, _ := again.CA(testNetwork)
@@ -337,24 +325,12 @@ func TestFederationFormat(t *testing.T) {
 	s := h.s
 	h.ok(MsgGenesis, Genesis{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")}})
 	h.ok(MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}}})
-	write := func(s *Store) []byte {
-		t.Helper()
-		sn, err := s.Snapshot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out bytes.Buffer
-		if _, err := sn.WriteTo(&out); err != nil {
-			t.Fatal(err)
-		}
-		return out.Bytes()
-	}
-	if b := write(s); b[5] != 2 {
+	if b := snapshotBytes(t, s); b[5] != 2 {
 		t.Fatalf("a state with a plain federated anchor is written as format %d", b[5])
 	}
 	keys := []FederatedKey{{KID: "k1", Node: "f-1", Key: []byte(`{"kid":"k1"}`)}, {KID: "k2", Node: "f-2", Key: []byte(`{"kid":"k2"}`)}}
 	h.ok(MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}, Endpoints: []string{"r1:8443", "r2:8443"}, Keys: keys}})
-	b := write(s)
+	b := snapshotBytes(t, s)
 	if b[5] != 4 {
 		t.Fatalf("a state with federated keys is written as format %d", b[5])
 	}
@@ -362,7 +338,7 @@ func TestFederationFormat(t *testing.T) {
 	if err := again.Restore(bytes.NewReader(b)); err != nil || again.Hash() != s.Hash() {
 		t.Fatalf("format 4 round trip: %v", err)
 	}
-	if !bytes.Equal(write(again), b) {
+	if !bytes.Equal(snapshotBytes(t, again), b) {
 		t.Fatal("the restored state writes other bytes (a field lost or changed)")
 	}
 	a, _ := again.TrustAnchor("fed.example.org")
