@@ -28,26 +28,7 @@ func TestFederationAttacks(t *testing.T) {
 	}
 	evil := join(t, B, "twin", "")
 	join(t, A, "twin", "") // a's own node of the same id
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		anchors, err := admin.Anchors(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		held := 0
-		for _, an := range anchors {
-			if an.Network == B.Network {
-				held = an.Keys
-			}
-		}
-		if held > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a never fetched b's keys")
-		}
-		time.Sleep(50 * time.Millisecond) // the leader fetches every 2 s; nothing to wait on
-	}
+	A.WaitFederatedKeys(B.Network, 30*time.Second)
 	before := converged(t, A)
 
 	for _, tc := range []struct {

@@ -63,9 +63,8 @@ func TestFederation(t *testing.T) {
 	start := time.Now()
 	anchor(A, B)
 	anchor(B, A)
-	waitFor(t, 30*time.Second, "each network's keys fetched by the other", func() bool {
-		return federatedKeys(ctx, t, A, B.Network) > 0 && federatedKeys(ctx, t, B, A.Network) > 0
-	})
+	A.WaitFederatedKeys(B.Network, 30*time.Second)
+	B.WaitFederatedKeys(A.Network, 30*time.Second)
 	A.WaitEstablished(a1, 1, time.Minute)
 	t.Logf("federated nodes established a session %s after the two trust add calls", time.Since(start).Round(time.Millisecond))
 
@@ -176,19 +175,4 @@ func listenOf(ctx context.Context, t *testing.T, a *harness.Agent) string {
 		t.Fatalf("%s takes no sessions: %v", a.Name, err)
 	}
 	return res.Listen
-}
-
-// federatedKeys is how many keys of network c's anchor holds.
-func federatedKeys(ctx context.Context, t *testing.T, c *harness.Cluster, network string) int {
-	t.Helper()
-	anchors, err := c.Client(c.Leader(10 * time.Second)).Anchors(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, an := range anchors {
-		if an.Network == network {
-			return an.Keys
-		}
-	}
-	return 0
 }

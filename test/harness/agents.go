@@ -504,3 +504,23 @@ func (a *Agent) Metric(t testing.TB, series string) int {
 	}
 	return 0
 }
+
+// WaitFederatedKeys waits until c's leader holds keys of the federated
+// network (its leader fetches them every 2 s; polled, nothing to wait on).
+func (c *Cluster) WaitFederatedKeys(network string, timeout time.Duration) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		anchors, err := c.Client(c.Leader(10 * time.Second)).Anchors(ctx)
+		if err != nil {
+			c.t.Fatalf("no keys of %s held in %s after %s: %v", network, c.Network, timeout, err)
+		}
+		for _, an := range anchors {
+			if an.Network == network && an.Keys > 0 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // polling a process
+	}
+}
