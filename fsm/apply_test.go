@@ -95,6 +95,16 @@ func TestApplyCommands(t *testing.T) {
 			GossipKeys: []GossipKey{{ID: "a", Sealed: []byte("x"), State: GossipKeyPrimary}, {ID: "b", Sealed: []byte("x"), State: "spare"}}}, ExpectModifyIndex: 1}, err: ErrInvalid},
 		{name: "ca update too many gossip keys", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("s"),
 			GossipKeys: []GossipKey{{ID: "a", Sealed: []byte("x"), State: GossipKeyPrimary}, {ID: "b", Sealed: []byte("x"), State: GossipKeyRetiring}, {ID: "c", Sealed: []byte("x"), State: GossipKeyRetiring}, {ID: "d", Sealed: []byte("x"), State: GossipKeyRetiring}, {ID: "e", Sealed: []byte("x"), State: GossipKeyRetiring}}}, ExpectModifyIndex: 1}, err: ErrInvalid},
+		{name: "ca update sets the AS number", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed"), ASN: 64500}, ExpectModifyIndex: 1},
+			check: func(t *testing.T, h *harness) {
+				if ca, _ := h.s.CA(testNetwork); ca.ASN != 64500 {
+					t.Fatalf("ca.asn %d", ca.ASN)
+				}
+			}},
+		{name: "ca update AS_TRANS", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed"), ASN: 23456}, ExpectModifyIndex: 1}, err: ErrInvalid},
+		{name: "ca update AS 65535", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed"), ASN: 65535}, ExpectModifyIndex: 1}, err: ErrInvalid},
+		{name: "ca update AS 4294967295", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed"), ASN: 4294967295}, ExpectModifyIndex: 1}, err: ErrInvalid},
+		{name: "ca update AS over 32 bits", raw: rawCommand(MsgCAUpdate, 1, t0.Add(time.Hour), map[string]any{"ca": map[string]any{"network": testNetwork, "active": der("root"), "sealed_key": []byte("sealed"), "asn": uint64(1) << 32}, "expect_modify_index": 1}), err: ErrInvalid},
 		{name: "ca update stale", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("s")}, ExpectModifyIndex: 7}, err: ErrConflict},
 		{name: "ca update unknown network", typ: MsgCAUpdate, p: CAUpdate{CA: CA{Network: "x.example", Active: der("root"), SealedKey: []byte("s")}, ExpectModifyIndex: 1}, err: ErrNotFound},
 
@@ -612,6 +622,16 @@ func TestApplyCommands(t *testing.T) {
 		{name: "route auth max length too short", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 4}}, err: ErrInvalid},
 		{name: "route auth max length too long", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 33}}, err: ErrInvalid},
 		{name: "route auth no origins", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", MaxLength: 8}}, err: ErrInvalid},
+		{name: "route auth put with an AS", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 24, ASN: 4200000000}},
+			check: func(t *testing.T, h *harness) {
+				if a, _ := h.s.RouteAuth("10.0.0.0/8"); a.ASN != 4200000000 {
+					t.Fatalf("auth.asn %d", a.ASN)
+				}
+			}},
+		{name: "route auth AS_TRANS", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 8, ASN: 23456}}, err: ErrInvalid},
+		{name: "route auth AS 65535", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 8, ASN: 65535}}, err: ErrInvalid},
+		{name: "route auth AS 4294967295", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 8, ASN: 4294967295}}, err: ErrInvalid},
+		{name: "route auth AS negative", raw: rawCommand(MsgRouteAuthPut, 1, t0.Add(time.Hour), map[string]any{"auth": map[string]any{"prefix": "10.0.0.0/8", "origins": []string{"node-a"}, "max_length": 8, "asn": -1}}), err: ErrInvalid},
 		{name: "route auth put new when expected absent", typ: MsgRouteAuthPut, p: RouteAuthPut{Auth: RouteAuth{Prefix: "10.9.0.0/16", Origins: []string{"node-a"}, MaxLength: 24},
 			ExpectModifyIndex: new(uint64)}},
 		{name: "route auth put over a change made meanwhile", setup: func(h *harness) {
@@ -754,6 +774,15 @@ func TestGenesis(t *testing.T) {
 			t.Fatalf("a second genesis: %v", res.Err)
 		}
 	})
+	t.Run("with an AS number", func(t *testing.T) {
+		h := newHarness(t)
+		g := full()
+		g.CA.ASN = 64500
+		h.ok(MsgGenesis, g)
+		if ca, _ := h.s.CA(testNetwork); ca.ASN != 64500 {
+			t.Fatalf("ca.asn %d", ca.ASN)
+		}
+	})
 	bad := []struct {
 		name string
 		edit func(*Genesis)
@@ -769,6 +798,9 @@ func TestGenesis(t *testing.T) {
 		{"key of another owner", func(g *Genesis) { g.Key.Node = "r2" }},
 		{"key without a server", func(g *Genesis) { g.Server = nil }},
 		{"malformed key", func(g *Genesis) { g.Key.Key = json.RawMessage(`{}`) }},
+		{"CA of AS_TRANS", func(g *Genesis) { g.CA.ASN = 23456 }},
+		{"CA of AS 65535", func(g *Genesis) { g.CA.ASN = 65535 }},
+		{"CA of AS 4294967295", func(g *Genesis) { g.CA.ASN = 4294967295 }},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {

@@ -236,3 +236,16 @@ func TestNetworkNames(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckASN(t *testing.T) {
+	for _, ok := range []uint32{1, 64500, 65534, 65536, 23455, 23457, 4200000000, 4294967294} {
+		if err := CheckASN(ok); err != nil {
+			t.Errorf("AS %d: %v", ok, err)
+		}
+	}
+	for _, bad := range []uint32{0, 23456, 65535, 4294967295} {
+		if err := CheckASN(bad); !errors.Is(err, ErrASN) {
+			t.Errorf("AS %d: err %v, want ErrASN", bad, err)
+		}
+	}
+}

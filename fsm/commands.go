@@ -140,6 +140,9 @@ func checkCA(ca *CA) *CommandError {
 	if len(ca.SealedKey) > MaxSealedKeyLen {
 		return fail(ErrInvalid, "ca.sealed_key is %d bytes, limit %d", len(ca.SealedKey), MaxSealedKeyLen)
 	}
+	if err := checkOptionalASN("ca.asn", ca.ASN); err != nil {
+		return err
+	}
 	return checkGossipKeys(ca.GossipKeys)
 }
 
@@ -277,7 +280,8 @@ func (p *Genesis) apply(tx *txn) *CommandError {
 }
 
 // CAUpdate replaces a network's CA record (MsgCAUpdate), e.g. to move roots
-// through prepared, active and retired. ExpectModifyIndex must equal the
+// through prepared, active and retired, or to set the network's AS number
+// (CA.ASN: 0, none, or one CheckASN takes). ExpectModifyIndex must equal the
 // record's ModifyIndex (compare-and-set), else ErrConflict; ErrNotFound if
 // the network has no CA.
 type CAUpdate struct {
@@ -1292,7 +1296,8 @@ func checkPrefix(field, s string) (netip.Prefix, *CommandError) {
 
 // RouteAuthPut says who may originate a prefix (MsgRouteAuthPut). Prefix
 // must be canonical CIDR; MaxLength between the prefix length and the
-// address size; 1..MaxListLen distinct origins. With ExpectModifyIndex the
+// address size; 1..MaxListLen distinct origins; ASN 0 (none) or one
+// CheckASN takes. With ExpectModifyIndex the
 // record must be at that modify index (0: there is none), else
 // ErrConflict: a read-modify-write of the origins loses nothing.
 type RouteAuthPut struct {
@@ -1326,6 +1331,9 @@ func (p *RouteAuthPut) check(time.Time) *CommandError {
 	}
 	if len(a.Origins) == 0 {
 		return fail(ErrInvalid, "auth.origins is required")
+	}
+	if err := checkOptionalASN("auth.asn", a.ASN); err != nil {
+		return err
 	}
 	return checkUniqueWords("auth.origins", a.Origins, MaxListLen, MaxIDLen, false)
 }

@@ -22,6 +22,10 @@ var (
 	// ErrLimit: a limit the command carries is reached (pending
 	// registrations in all, or from one source).
 	ErrLimit = errors.New("fsm: limit reached")
+	// ErrASN is what CheckASN's refusals wrap: an AS number that may not
+	// name a network or an origin. Apply refuses a command carrying one
+	// with ErrInvalid (the stable code), its detail CheckASN's message.
+	ErrASN = errors.New("fsm: AS number not usable")
 
 	// ErrSnapshot is returned by Restore for a snapshot it cannot read.
 	ErrSnapshot = errors.New("fsm: bad snapshot")

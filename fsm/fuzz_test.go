@@ -21,6 +21,7 @@ func fuzzSeeds() [][]byte {
 		{MsgServerRemove, ServerRemove{Name: "root-2"}},
 		{MsgGenesis, Genesis{CA: CA{Network: "b.example", Active: der("r"), SealedKey: []byte("k")}}},
 		{MsgCAUpdate, CAUpdate{CA: CA{Network: testNetwork, Active: der("r"), SealedKey: []byte("k")}, ExpectModifyIndex: 1}},
+		{MsgCAUpdate, CAUpdate{CA: CA{Network: testNetwork, Active: der("r"), SealedKey: []byte("k"), ASN: 64500}, ExpectModifyIndex: 1}},
 		{MsgIssuerPut, IssuerPut{Issuer: Issuer{ID: "root-3", Network: testNetwork, Cert: der("i"), Status: IssuerActive}}},
 		{MsgJoinTokenCreate, JoinTokenCreate{Token: JoinToken{ID: "t9", Hash: hashOf("t9"), Kind: TokenKindNode, Uses: 1, Expiry: later}}},
 		{MsgJoinTokenConsume, JoinTokenConsume{Hash: hashOf("secret-1"), Kind: TokenKindNode, NodeID: "n"}},
@@ -38,6 +39,7 @@ func fuzzSeeds() [][]byte {
 		{MsgRegistrationDeny, RegistrationDeny{ID: "reg-p", Reason: "no"}},
 		{MsgPolicySet, PolicySet{Text: "permit"}},
 		{MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"a"}, MaxLength: 8}}},
+		{MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"a"}, MaxLength: 8, ASN: 4200000000}}},
 		{MsgRouteAuthDelete, RouteAuthDelete{Prefix: "10.0.0.0/8"}},
 	}
 	out := make([][]byte, 0, len(p))
@@ -145,6 +147,8 @@ func FuzzRestore(f *testing.F) {
 	f.Add(good)
 	f.Add(good[:len(good)/2])
 	f.Add(snapshotBytes(f, New()))
+	h.ok(MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.1.0.0/16", Origins: []string{"node-a"}, MaxLength: 16, ASN: 64500}})
+	f.Add(snapshotBytes(f, h.s)) // format 5
 	f.Add([]byte("KMFSM\x01\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s := New()

@@ -44,6 +44,18 @@ func (g *cmdGen) serial() string {
 	}
 	return fmt.Sprintf("%x", 1+g.r.IntN(1<<20))
 }
+
+// asn is mostly none, sometimes an AS, rarely one Apply refuses.
+func (g *cmdGen) asn() uint32 {
+	switch g.r.IntN(10) {
+	case 0, 1:
+		return 64500 + uint32(g.r.IntN(3))
+	case 2:
+		return 23456
+	}
+	return 0
+}
+
 func (g *cmdGen) later() time.Time      { return g.now.Add(time.Duration(g.r.IntN(3600)) * time.Second) }
 func (g *cmdGen) chance(p float64) bool { return g.r.Float64() < p }
 
@@ -102,7 +114,7 @@ func (g *cmdGen) next() []byte {
 	case MsgGenesis:
 		p = Genesis{CA: CA{Network: g.network(), Active: der(g.pick("root", 5)), SealedKey: []byte(g.pick("k", 5))}}
 	case MsgCAUpdate:
-		u := CAUpdate{CA: CA{Network: g.network(), Active: der(g.pick("root", 5)), Prepared: [][]byte{der(g.pick("p", 3))}, SealedKey: []byte("k")},
+		u := CAUpdate{CA: CA{Network: g.network(), Active: der(g.pick("root", 5)), Prepared: [][]byte{der(g.pick("p", 3))}, SealedKey: []byte("k"), ASN: g.asn()},
 			ExpectModifyIndex: uint64(g.r.IntN(40))}
 		if ca, ok := g.s.CA(u.CA.Network); ok && g.chance(0.7) {
 			u.ExpectModifyIndex = ca.ModifyIndex
@@ -231,7 +243,7 @@ func (g *cmdGen) next() []byte {
 		}
 		p = ps
 	case MsgRouteAuthPut:
-		p = RouteAuthPut{Auth: RouteAuth{Prefix: fmt.Sprintf("10.%d.0.0/16", g.r.IntN(4)), Origins: []string{g.pick("node", 30)}, MaxLength: 14 + g.r.IntN(12)}}
+		p = RouteAuthPut{Auth: RouteAuth{Prefix: fmt.Sprintf("10.%d.0.0/16", g.r.IntN(4)), Origins: []string{g.pick("node", 30)}, MaxLength: 14 + g.r.IntN(12), ASN: g.asn()}}
 	case MsgRouteAuthDelete:
 		p = RouteAuthDelete{Prefix: fmt.Sprintf("10.%d.0.0/16", g.r.IntN(4))}
 	default:

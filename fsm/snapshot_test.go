@@ -239,7 +239,7 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 		{"empty", nil},
 		{"magic only", []byte("KMFSM")},
 		{"not a snapshot", []byte(`{"servers":[]}`)},
-		{"future format", append([]byte("KMFSM\x04"), good[6:]...)},
+		{"future format", append([]byte{'K', 'M', 'F', 'S', 'M', snapshotVersion + 1}, good[6:]...)},
 		{"format zero", append([]byte("KMFSM\x00"), good[6:]...)},
 		{"trailing data", append(bytes.Clone(good), 0)},
 		{"no trailer", good[:len(good)-32]},
@@ -344,6 +344,71 @@ func TestFederationFormat(t *testing.T) {
 	a, _ := again.TrustAnchor("fed.example.org")
 	if !slices.Equal(a.Endpoints, []string{"r1:8443", "r2:8443"}) || len(a.Keys) != 2 || a.Keys[1].Node != "f-2" || string(a.Keys[0].Key) != `{"kid":"k1"}` {
 		t.Fatalf("anchor %+v", a)
+	}
+}
+
+// TestASNFormat: a state without AS numbers is written in the format it
+// was before format 5, byte for byte (TestGoldenLog pins those bytes and
+// that hash); one with a network's or a route authorization's AS is
+// written as format 5 and reads back the same.
+func TestASNFormat(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(h *harness)
+		ca   uint32
+		auth uint32
+	}{
+		{name: "network", set: func(h *harness) {
+			cur, _ := h.s.CA(testNetwork)
+			cur.ASN = 64500
+			h.ok(MsgCAUpdate, CAUpdate{CA: cur, ExpectModifyIndex: cur.ModifyIndex})
+		}, ca: 64500},
+		{name: "route authorization", set: func(h *harness) {
+			h.ok(MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 24, ASN: 4200000000}})
+		}, auth: 4200000000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := richHarness(t) // with a route authorization
+			if b := snapshotBytes(t, h.s); b[5] != 2 {
+				t.Fatalf("a state without AS numbers is written as format %d", b[5])
+			}
+			tc.set(h)
+			b := snapshotBytes(t, h.s)
+			if b[5] != 5 {
+				t.Fatalf("a state with an AS number is written as format %d", b[5])
+			}
+			again := New()
+			if err := again.Restore(bytes.NewReader(b)); err != nil || again.Hash() != h.s.Hash() {
+				t.Fatalf("format 5 round trip: %v", err)
+			}
+			again.hash.Store(nil)
+			if again.Hash() != h.s.Hash() {
+				t.Fatal("the restored state hashes otherwise")
+			}
+			if !bytes.Equal(snapshotBytes(t, again), b) {
+				t.Fatal("the restored state writes other bytes (a field lost or changed)")
+			}
+			if !reflect.DeepEqual(viewOf(again), viewOf(h.s)) {
+				t.Fatal("restored view differs")
+			}
+			ca, _ := again.CA(testNetwork)
+			auth, _ := again.RouteAuth("10.0.0.0/8")
+			if ca.ASN != tc.ca || auth.ASN != tc.auth {
+				t.Fatalf("restored AS numbers: network %d, 10.0.0.0/8 %d", ca.ASN, auth.ASN)
+			}
+		})
+	}
+	// Back to no AS number anywhere: the format and the bytes of before.
+	h := richHarness(t)
+	before := snapshotBytes(t, h.s)
+	cur, _ := h.s.CA(testNetwork)
+	cur.ASN = 64500
+	h.ok(MsgCAUpdate, CAUpdate{CA: cur, ExpectModifyIndex: cur.ModifyIndex})
+	cur, _ = h.s.CA(testNetwork)
+	cur.ASN = 0
+	h.ok(MsgCAUpdate, CAUpdate{CA: cur, ExpectModifyIndex: cur.ModifyIndex})
+	if b := snapshotBytes(t, h.s); b[5] != before[5] {
+		t.Fatalf("a state whose AS number was cleared is written as format %d, not %d", b[5], before[5])
 	}
 }
 

@@ -159,6 +159,10 @@ type CA struct {
 	// the seal key as the AS root key is: the primary first, then keys
 	// being installed or removed (install, use, remove).
 	GossipKeys []GossipKey `json:"gossip_keys,omitempty"`
+	// ASN is the network's autonomous system number, 0 when none is set
+	// (CheckASN holds for any other value). Route authorizations without
+	// an AS of their own take it when they are made.
+	ASN uint32 `json:"asn,omitempty"`
 	Indexes
 }
 
@@ -378,6 +382,10 @@ type RouteAuth struct {
 	Prefix    string   `json:"prefix"` // canonical CIDR (netip.Prefix.Masked().String())
 	Origins   []string `json:"origins"`
 	MaxLength int      `json:"max_length"`
+	// ASN is the autonomous system that may originate the prefix as
+	// routers see it (an RPKI ROA's origin AS). 0: none, and then the
+	// authorization is not served to routers.
+	ASN uint32 `json:"asn,omitempty"`
 	Indexes
 }
 

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"time"
 	"unicode/utf8"
 )
@@ -25,6 +26,46 @@ const (
 	MaxFederatedKeys  = 512 // keys of one federated network: their anchor record fits one command (2 MiB)
 	maxSerialHexDigit = 64
 )
+
+// AS numbers CheckASN refuses.
+const (
+	// asTrans is AS_TRANS (RFC 6793): the stand-in a 2-byte-only BGP
+	// speaker sees for a 4-byte AS. It is never anyone's own AS.
+	asTrans uint32 = 23456
+	// asLast16 and asLast32 are the last 16-bit and 32-bit AS numbers,
+	// reserved (RFC 7300).
+	asLast16 uint32 = 65535
+	asLast32 uint32 = 4294967295
+)
+
+// CheckASN reports whether asn may be a network's AS number or a route
+// authorization's origin AS. It refuses 0 (RFC 7607: no AS; callers for
+// which 0 means "none set" check only a nonzero value), AS_TRANS 23456
+// (RFC 6793) and the reserved last AS numbers 65535 and 4294967295 (RFC
+// 7300). Its errors wrap ErrASN.
+func CheckASN(asn uint32) error {
+	switch asn {
+	case 0:
+		return fmt.Errorf("%w: AS 0 names no AS (RFC 7607)", ErrASN)
+	case asTrans:
+		return fmt.Errorf("%w: AS %d is AS_TRANS (RFC 6793), never a network's own", ErrASN, asn)
+	case asLast16, asLast32:
+		return fmt.Errorf("%w: AS %d is reserved (RFC 7300)", ErrASN, asn)
+	}
+	return nil
+}
+
+// checkOptionalASN refuses a nonzero asn that CheckASN refuses; 0 is
+// none set.
+func checkOptionalASN(field string, asn uint32) *CommandError {
+	if asn == 0 {
+		return nil
+	}
+	if err := CheckASN(asn); err != nil {
+		return fail(ErrInvalid, "%s: %v", field, err)
+	}
+	return nil
+}
 
 // minTime and maxTime bound every time in a payload so that it fits unix
 // nanoseconds (1970 to 2262).
