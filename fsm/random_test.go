@@ -359,6 +359,23 @@ func randomStreams(t *testing.T, seed uint64, tombLimit, journalLimit int) {
 	}
 	checkChangesAgainstViews(t, a.Changes(uint64(half)), atHalf, viewOf(a))
 
+	// TableIndex: exact on a (nothing of the table changed after it, the
+	// command at it changed the table); on b, restored at half, never
+	// below a's, never above the index, and exact for a table that
+	// changed after half.
+	for _, tbl := range tableNames {
+		ia, ib := a.TableIndex(tbl), b.TableIndex(tbl)
+		if ib < ia || ib > uint64(n) || (ia > uint64(half) && ib != ia) {
+			t.Fatalf("%s: TableIndex %d on the original, %d on the restored store", tbl, ia, ib)
+		}
+		if c := a.Changes(ia); !c.Reset && len(c.Table(tbl).Put)+len(c.Table(tbl).Deleted) != 0 {
+			t.Fatalf("%s changed after its TableIndex %d: %+v", tbl, ia, c.Table(tbl))
+		}
+		if c := a.Changes(ia - 1); ia > 0 && !c.Reset && len(c.Table(tbl).Put)+len(c.Table(tbl).Deleted) == 0 {
+			t.Fatalf("%s did not change at its TableIndex %d", tbl, ia)
+		}
+	}
+
 	// Diverging streams.
 	replay := func(skip int, shift uint64, edit func(i int, data []byte) []byte) string {
 		s := newStore()

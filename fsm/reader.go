@@ -26,6 +26,14 @@ func (r Reader) Index() uint64 { return r.s.index.Load() }
 // Network is the network of the Genesis.
 func (r Reader) Network() string { return r.s.st.network }
 
+// TableIndex is Store.TableIndex at the state read.
+func (r Reader) TableIndex(t Table) uint64 {
+	if id, ok := tableIDOf(t); ok {
+		return r.s.tableIndex[id]
+	}
+	return 0
+}
+
 // Changes is Store.Changes at the state read.
 func (r Reader) Changes(since uint64) Changes { return r.s.changesLocked(since) }
 

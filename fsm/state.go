@@ -49,6 +49,16 @@ var tableNames = [numTables]Table{
 	tJWKS: TableJWKS, tRegs: TableRegistrations, tPolicy: TablePolicy, tRoutes: TableRouteAuths,
 }
 
+// tableIDOf is the id of table t; false if t names none.
+func tableIDOf(t Table) (tableID, bool) {
+	for id, name := range tableNames {
+		if name == t {
+			return tableID(id), true
+		}
+	}
+	return 0, false
+}
+
 // policyKey is the one key of the policy table.
 const policyKey = "policy"
 

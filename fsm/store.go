@@ -45,6 +45,7 @@ type Store struct {
 	tombQueue    []tombRef         // tombstones in the order they were made (may hold stale entries)
 	journal      []change          // recent changes in index order
 	journalFloor uint64            // the journal holds every change after this index
+	tableIndex   [numTables]uint64 // the index of each table's last change (see TableIndex)
 
 	tombLimit    int // same on every replica: part of the determinism
 	journalLimit int
@@ -287,6 +288,7 @@ func (tx *txn) touched(id tableID, key string, deleted bool) {
 	tx.mutated = true
 	s := tx.s
 	s.journal = append(s.journal, change{index: tx.index, table: id, key: key})
+	s.tableIndex[id] = tx.index
 	tombs := &tx.st.tombs
 	if deleted {
 		tk := tombKey(id, key)
@@ -379,4 +381,62 @@ func (s *Store) rebuildDerived(index uint64) {
 	})
 	s.journal = nil
 	s.journalFloor = index
+	s.tableIndex = st.tableIndexes()
+}
+
+// tableIndexes computes each table's TableIndex from a restored state:
+// the newest of its records' modify indexes and its tombstones, or the
+// tombstone floor when that is above both (a deletion whose tombstone was
+// dropped happened at or below the floor). The policy is never deleted.
+func (st *state) tableIndexes() [numTables]uint64 {
+	var out [numTables]uint64
+	newest := func(id tableID, keys func(yield func(string, uint64) bool)) {
+		for _, idx := range keys {
+			out[id] = max(out[id], idx)
+		}
+	}
+	newest(tServers, modIndexes(st.servers.m))
+	newest(tCAs, modIndexes(st.cas.m))
+	newest(tIssuers, modIndexes(st.issuers.m))
+	newest(tTokens, modIndexes(st.tokens.m))
+	for _, r := range st.revs.m {
+		out[tRevs] = max(out[tRevs], r.index)
+	}
+	newest(tAnchors, modIndexes(st.anchors.m))
+	newest(tNodes, modIndexes(st.nodes.m))
+	newest(tIssued, modIndexes(st.issued.m))
+	newest(tJWKS, modIndexes(st.jwks.m))
+	newest(tRegs, modIndexes(st.regs.m))
+	newest(tRoutes, modIndexes(st.routes.m))
+	for k, idx := range st.tombs.m {
+		id := tableID(k[0])
+		out[id] = max(out[id], idx)
+	}
+	for id := range numTables {
+		if id != tPolicy {
+			out[id] = max(out[id], st.tombFloor)
+		}
+	}
+	out[tPolicy] = st.policy.ModifyIndex
+	return out
+}
+
+// TableIndex returns the Raft index of the last change (a put or a
+// delete) to table t, 0 if it has not changed since the store was new (or
+// t names no table). A reader that saw a table at TableIndex i need not
+// read it again while TableIndex is still i.
+//
+// Apply keeps it exact. After a Restore it is computed from the state
+// (records' modify indexes, tombstones and the tombstone floor), which
+// does not keep every deletion: it may then be above the true last change,
+// never below it and never above Index, and the table's contents are the
+// same at every index between the two.
+func (s *Store) TableIndex(t Table) uint64 {
+	id, ok := tableIDOf(t)
+	if !ok {
+		return 0
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.tableIndex[id]
 }

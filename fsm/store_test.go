@@ -332,3 +332,108 @@ func TestTombstoneTrimIsOrderFree(t *testing.T) {
 		t.Fatalf("%d tombstones, floor %d: want 2 and %d (the prune dropped whole)", n, floor, h.idx-2)
 	}
 }
+
+// TestTableIndex: a table's index moves with its own puts and deletes
+// only (not with other tables' writes or with refused commands), the
+// Reader sees the same, and a restore gives it back: exactly while the
+// tombstones are kept, and never below the last change nor above the
+// store's index once they are trimmed.
+func TestTableIndex(t *testing.T) {
+	h := newHarness(t)
+	for _, tbl := range tableNames {
+		if got := h.s.TableIndex(tbl); got != 0 {
+			t.Fatalf("a new store's %s at %d", tbl, got)
+		}
+	}
+	h.seed()
+	if got := h.s.TableIndex("no_such_table"); got != 0 {
+		t.Fatalf("an unknown table at %d", got)
+	}
+	want := map[Table]uint64{}
+	for _, tbl := range tableNames {
+		want[tbl] = h.s.TableIndex(tbl)
+	}
+	if want[TableCAs] != 1 || want[TableJWKS] != h.idx || want[TableRouteAuths] != 0 {
+		t.Fatalf("after the seed: %v", want)
+	}
+	stale := uint64(1)
+	steps := []struct {
+		name  string
+		typ   MsgType
+		p     any
+		err   error
+		moves []Table // the tables whose index becomes this command's
+	}{
+		{"authorize", MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 24}}, nil, []Table{TableRouteAuths}},
+		{"revoke", MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationToken, ID: "jti-1"}}, nil, []Table{TableRevocations}},
+		{"authorize another with an AS", MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.1.0.0/16", Origins: []string{"node-a"}, MaxLength: 24, ASN: 64500}}, nil, []Table{TableRouteAuths}},
+		{"refused: AS_TRANS", MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.2.0.0/16", Origins: []string{"node-a"}, MaxLength: 24, ASN: 23456}}, ErrInvalid, nil},
+		{"refused: stale", MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-b"}, MaxLength: 24}, ExpectModifyIndex: &stale}, ErrConflict, nil},
+		{"network AS", MsgCAUpdate, CAUpdate{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed"), ASN: 64500}, ExpectModifyIndex: 1}, nil, []Table{TableCAs}},
+		{"policy", MsgPolicySet, PolicySet{Text: "permit"}, nil, []Table{TablePolicy}},
+		{"unauthorize", MsgRouteAuthDelete, RouteAuthDelete{Prefix: "10.0.0.0/8"}, nil, []Table{TableRouteAuths}},
+		{"refused: unauthorize unknown", MsgRouteAuthDelete, RouteAuthDelete{Prefix: "10.0.0.0/8"}, ErrNotFound, nil},
+		{"remove a server", MsgServerRemove, ServerRemove{Name: "root-2"}, nil, []Table{TableServers}},
+		{"authorize the same again", MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.1.0.0/16", Origins: []string{"node-a"}, MaxLength: 24, ASN: 64500}}, nil, []Table{TableRouteAuths}},
+	}
+	for _, st := range steps {
+		res := h.apply(st.typ, st.p)
+		if !errors.Is(res.Err, st.err) || (st.err == nil && res.Err != nil) {
+			t.Fatalf("%s: err %v, want %v", st.name, res.Err, st.err)
+		}
+		for _, tbl := range st.moves {
+			want[tbl] = h.idx
+		}
+		var read map[Table]uint64
+		h.s.Read(func(r Reader) {
+			read = map[Table]uint64{}
+			for _, tbl := range tableNames {
+				read[tbl] = r.TableIndex(tbl)
+			}
+		})
+		for _, tbl := range tableNames {
+			if got := h.s.TableIndex(tbl); got != want[tbl] || read[tbl] != got {
+				t.Fatalf("%s: %s at %d (reader %d), want %d", st.name, tbl, got, read[tbl], want[tbl])
+			}
+		}
+	}
+
+	// Every deletion still has its tombstone: a restore gives the same.
+	r := New()
+	restoreFrom(t, r, h.s)
+	for _, tbl := range tableNames {
+		if got := r.TableIndex(tbl); got != want[tbl] {
+			t.Fatalf("restored: %s at %d, want %d", tbl, got, want[tbl])
+		}
+	}
+
+	// A deletion whose tombstone was trimmed: the restored index is the
+	// floor, above the true last change, at most the store's index, and
+	// the table is the same at both.
+	h = newHarness(t)
+	h.s.tombLimit = 1
+	h.seed()
+	h.ok(MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.0.0.0/8", Origins: []string{"node-a"}, MaxLength: 24}})
+	h.ok(MsgRouteAuthPut, RouteAuthPut{Auth: RouteAuth{Prefix: "10.1.0.0/16", Origins: []string{"node-a"}, MaxLength: 24}})
+	h.ok(MsgRouteAuthDelete, RouteAuthDelete{Prefix: "10.0.0.0/8"})
+	last := h.idx
+	routes := h.s.RouteAuths()
+	h.ok(MsgServerRemove, ServerRemove{Name: "root-1"})
+	h.ok(MsgServerRemove, ServerRemove{Name: "root-2"})
+	h.ok(MsgRevoke, Revoke{Revocation: Revocation{Kind: RevocationToken, ID: "jti-2"}})
+	if got := h.s.TableIndex(TableRouteAuths); got != last {
+		t.Fatalf("live: route authorizations at %d, want %d", got, last)
+	}
+	r = New()
+	restoreFrom(t, r, h.s)
+	got := r.TableIndex(TableRouteAuths)
+	if got < last || got > r.Index() || got != r.st.tombFloor || got == last {
+		t.Fatalf("restored after a trim: route authorizations at %d, the last change %d, floor %d, index %d", got, last, r.st.tombFloor, r.Index())
+	}
+	if !reflect.DeepEqual(r.RouteAuths(), routes) {
+		t.Fatal("the route authorizations differ between the last change and the restored index")
+	}
+	if got := r.TableIndex(TableRevocations); got != h.idx {
+		t.Fatalf("restored: revocations at %d, want %d", got, h.idx)
+	}
+}
