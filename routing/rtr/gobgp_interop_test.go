@@ -56,7 +56,7 @@ func TestGoBGPInterop(t *testing.T) {
 	waitTable(t, bgp, want)
 
 	c.Update(12, map[netip.Prefix][]rtr.VRP{
-		netip.MustParsePrefix("10.20.0.0/16"):   nil,
+		netip.MustParsePrefix("10.20.0.0/16"):    nil,
 		netip.MustParsePrefix("198.51.100.0/24"): {{Prefix: netip.MustParsePrefix("198.51.100.0/24"), MaxLen: 24, ASN: 64502}},
 	})
 	waitTable(t, bgp, []string{"198.51.100.0/24-24 AS64502", "2001:db8::/32-48 AS64501"})
@@ -97,11 +97,11 @@ func waitTable(t *testing.T, bgp *server.BgpServer, want []string) {
 
 type quietLogger struct{}
 
-func (quietLogger) Panic(string, gobgplog.Fields)   {}
-func (quietLogger) Fatal(string, gobgplog.Fields)   {}
-func (quietLogger) Error(string, gobgplog.Fields)   {}
-func (quietLogger) Warn(string, gobgplog.Fields)    {}
-func (quietLogger) Info(string, gobgplog.Fields)    {}
-func (quietLogger) Debug(string, gobgplog.Fields)   {}
-func (quietLogger) SetLevel(gobgplog.LogLevel)      {}
-func (quietLogger) GetLevel() gobgplog.LogLevel     { return gobgplog.PanicLevel }
+func (quietLogger) Panic(string, gobgplog.Fields) {}
+func (quietLogger) Fatal(string, gobgplog.Fields) {}
+func (quietLogger) Error(string, gobgplog.Fields) {}
+func (quietLogger) Warn(string, gobgplog.Fields)  {}
+func (quietLogger) Info(string, gobgplog.Fields)  {}
+func (quietLogger) Debug(string, gobgplog.Fields) {}
+func (quietLogger) SetLevel(gobgplog.LogLevel)    {}
+func (quietLogger) GetLevel() gobgplog.LogLevel   { return gobgplog.PanicLevel }
