@@ -176,6 +176,8 @@ func (s *Server) handler() http.Handler {
 	s.route(mux, "GET /v1/routes/authorizations", policy.RouteAuthRead, s.handleListRouteAuths)
 	s.route(mux, "POST /v1/routes/authorizations", policy.RouteAuthWrite, s.handleAuthorizeRoute)
 	s.route(mux, "DELETE /v1/routes/authorizations", policy.RouteAuthWrite, s.handleUnauthorizeRoute)
+	s.route(mux, "GET /v1/network", policy.RouteAuthRead, s.handleNetwork)
+	s.route(mux, "PUT /v1/network/asn", policy.RouteAuthWrite, s.handleSetNetworkASN)
 	s.route(mux, "GET /v1/registrations", policy.RegistrationList, s.handleListRegistrations)
 	s.routeDeciding(mux, "POST /v1/registrations/{id}/approve", policy.RegistrationApprove, s.handleApprove)
 	s.route(mux, "POST /v1/registrations/{id}/deny", policy.RegistrationDeny, s.handleDeny)

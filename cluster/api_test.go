@@ -117,6 +117,15 @@ func TestAPIRefusesBadInput(t *testing.T) {
 		{"gossip keys to an unregistered node", "node", "GET", "/v1/gossip/keys", "", ``, 403, ""},
 		{"gossip keyring without a credential", "", "GET", "/v1/gossip/keyring", "", ``, 401, api.CodeUnauthorized},
 		{"gossip rotation by a node", "node", "POST", "/v1/gossip/rotate", "", `{}`, 403, ""},
+		{"network AS number missing", "admin", "PUT", "/v1/network/asn", "", `{}`, 400, api.CodeBadRequest},
+		{"network AS 0", "admin", "PUT", "/v1/network/asn", "", `{"asn":0}`, 400, api.CodeBadRequest},
+		{"network AS_TRANS", "admin", "PUT", "/v1/network/asn", "", `{"asn":23456}`, 400, api.CodeBadRequest},
+		{"network AS over 32 bits", "admin", "PUT", "/v1/network/asn", "", `{"asn":4294967296}`, 400, api.CodeBadRequest},
+		{"network AS negative", "admin", "PUT", "/v1/network/asn", "", `{"asn":-1}`, 400, api.CodeBadRequest},
+		{"network AS as text", "admin", "PUT", "/v1/network/asn", "", `{"asn":"AS64500"}`, 400, api.CodeBadRequest},
+		{"network AS set by a node", "node", "PUT", "/v1/network/asn", "", `{"asn":64500}`, 403, ""},
+		{"network without a credential", "", "GET", "/v1/network", "", ``, 401, api.CodeUnauthorized},
+		{"route authorization of AS 65535", "admin", "POST", "/v1/routes/authorizations", "", `{"prefix":"10.0.0.0/8","origins":["edge-1"],"asn":65535}`, 400, api.CodeBadRequest},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

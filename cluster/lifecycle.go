@@ -38,7 +38,11 @@ type BootstrapConfig struct {
 	// RaftAdvertise is the address other servers dial for Raft when it is
 	// not RaftAddr (a proxy or NAT in front). Optional; no port 0.
 	RaftAdvertise string
-	Options       Options
+	// ASN is the network's AS number, put in its CA record by the genesis
+	// (fsm.CheckASN must take it). Optional: 0 sets none, and `keymesh
+	// network set-asn` sets one later.
+	ASN     uint32
+	Options Options
 }
 
 // BootstrapResult is what the operator needs to grow the cluster.
@@ -74,6 +78,11 @@ func Bootstrap(cfg BootstrapConfig) (srv *Server, res *BootstrapResult, err erro
 	}
 	if err := validateAdvertise(cfg.RaftAdvertise); err != nil {
 		return nil, nil, err
+	}
+	if cfg.ASN != 0 {
+		if err := fsm.CheckASN(cfg.ASN); err != nil {
+			return nil, nil, fmt.Errorf("--asn: %w (give the network's own AS; private AS numbers are 64512-65534 and 4200000000-4294967294)", err)
+		}
 	}
 	dir := dataDir(cfg.DataDir)
 	cleanup, err := dir.prepare()
@@ -145,7 +154,7 @@ func Bootstrap(cfg BootstrapConfig) (srv *Server, res *BootstrapResult, err erro
 	}
 	genesis := fsm.Genesis{
 		CA: fsm.CA{Network: cfg.Network, Active: root.Cert.Raw, SealedKey: sealed,
-			GossipKeys: []fsm.GossipKey{gossipKey}},
+			GossipKeys: []fsm.GossipKey{gossipKey}, ASN: cfg.ASN},
 		Issuer: &fsm.Issuer{ID: cfg.Name, Network: cfg.Network, Cert: issuerCert.Raw, Status: fsm.IssuerActive},
 		Server: &fsm.Server{Name: cfg.Name, RaftAddr: sf.advertise(), APIAddr: sf.APIAddr, Status: fsm.ServerVoter},
 		Anchor: &fsm.TrustAnchor{Network: cfg.Network, Roots: [][]byte{root.Cert.Raw}, Accept: []string{cfg.Network}},
@@ -168,7 +177,7 @@ func Bootstrap(cfg BootstrapConfig) (srv *Server, res *BootstrapResult, err erro
 		if err := dir.writeServer(sf); err != nil {
 			return err
 		}
-		srv.log.Info("bootstrapped network", "network", cfg.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr, "ca_hash", ca.Hash(root.Cert))
+		srv.log.Info("bootstrapped network", "network", cfg.Network, "raft_addr", sf.RaftAddr, "api_addr", sf.APIAddr, "ca_hash", ca.Hash(root.Cert), "asn", cfg.ASN)
 		return nil
 	}
 	return srv, &BootstrapResult{

@@ -155,3 +155,35 @@ func TestRunReturnsWhenContextEnds(t *testing.T) {
 		t.Fatal("the restarted server lost its record")
 	}
 }
+
+// TestBootstrapASN: the AS number of a bootstrap is in the genesis CA
+// record; one fsm.CheckASN refuses fails the bootstrap before anything is
+// written.
+func TestBootstrapASN(t *testing.T) {
+	for _, asn := range []uint32{23456, 65535, 4294967295} {
+		dir := filepath.Join(t.TempDir(), "r1")
+		cfg := bootstrapConfig(t, dir)
+		cfg.ASN = asn
+		if srv, _, err := Bootstrap(cfg); !errors.Is(err, fsm.ErrASN) {
+			if srv != nil {
+				srv.Shutdown()
+			}
+			t.Fatalf("AS %d: %v, want fsm.ErrASN", asn, err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a refused bootstrap left %s: %v", dir, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := bootstrapConfig(t, filepath.Join(t.TempDir(), "r1"))
+	cfg.ASN = 64500
+	srv, _, err := startBootstrap(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	if rec, ok := srv.Store().CA("life.example"); !ok || rec.ASN != 64500 {
+		t.Fatalf("genesis CA record %+v %v", rec, ok)
+	}
+}

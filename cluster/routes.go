@@ -47,13 +47,79 @@ func (s *Server) handleListRouteAuths(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// checkASN refuses an AS number fsm.CheckASN refuses, as a bad request.
+func checkASN(asn uint32) error {
+	if err := fsm.CheckASN(asn); err != nil {
+		return badRequest("asn: %v (private AS numbers are 64512-65534 and 4200000000-4294967294)", err)
+	}
+	return nil
+}
+
+// handleNetwork answers the network's name and AS number.
+func (s *Server) handleNetwork(w http.ResponseWriter, r *http.Request) {
+	if !s.maybeConsistent(w, r) {
+		return
+	}
+	rec, _ := s.store.CA(s.network)
+	writeJSON(w, http.StatusOK, api.NetworkInfo{Network: s.network, ASN: rec.ASN, Index: rec.ModifyIndex})
+}
+
+// handleSetNetworkASN sets the network's AS number in its CA record,
+// compare-and-set so that a concurrent change of the record (a gossip key
+// or seal rotation) loses nothing. Setting the number it has writes
+// nothing.
+func (s *Server) handleSetNetworkASN(w http.ResponseWriter, r *http.Request) {
+	var req api.NetworkASNRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	if err := checkASN(req.ASN); err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	var prev uint32
+	idx, err := s.casRetry(r.Context(), func() (fsm.MsgType, any, bool) {
+		cur, ok := s.store.CA(s.network)
+		if !ok || cur.ASN == req.ASN {
+			return 0, nil, false
+		}
+		prev = cur.ASN
+		next := cur
+		next.ASN = req.ASN
+		return fsm.MsgCAUpdate, fsm.CAUpdate{CA: next, ExpectModifyIndex: cur.ModifyIndex}, true
+	})
+	if err != nil && !errors.Is(err, errNothingTo) {
+		s.writeErr(w, err)
+		return
+	}
+	rec, ok := s.store.CA(s.network)
+	if !ok {
+		writeError(w, http.StatusServiceUnavailable, api.CodeNoLeader, "the network has no CA record yet; try again once the server is ready")
+		return
+	}
+	if errors.Is(err, errNothingTo) {
+		s.log.Info("network AS number unchanged", "network", s.network, "asn", rec.ASN)
+	} else {
+		s.log.Info("network AS number set", "network", s.network, "asn", req.ASN, "previous_asn", prev, "index", idx)
+	}
+	writeJSON(w, http.StatusOK, api.NetworkInfo{Network: s.network, ASN: rec.ASN, Index: rec.ModifyIndex})
+}
+
 // handleAuthorizeRoute adds origins to a prefix's authorization (made if
 // there is none), compare-and-set on the record so that two operators
-// adding origins at once lose neither.
+// adding origins at once lose neither. Its AS number is the one asked
+// for, else the one it has, else the network's; with none at all it is
+// made anyway and the answer warns that routers are not served it.
 func (s *Server) handleAuthorizeRoute(w http.ResponseWriter, r *http.Request) {
 	var req api.RouteAuthRequest
 	if !s.decode(w, r, &req) {
 		return
+	}
+	if req.ASN != 0 {
+		if err := checkASN(req.ASN); err != nil {
+			s.writeErr(w, err)
+			return
+		}
 	}
 	pfx, err := parsePrefix(req.Prefix)
 	if err != nil {
@@ -92,6 +158,13 @@ func (s *Server) handleAuthorizeRoute(w http.ResponseWriter, r *http.Request) {
 		if req.MaxLength != 0 {
 			next.MaxLength = req.MaxLength
 		}
+		switch {
+		case req.ASN != 0:
+			next.ASN = req.ASN
+		case next.ASN == 0:
+			network, _ := s.store.CA(s.network)
+			next.ASN = network.ASN
+		}
 		return fsm.MsgRouteAuthPut, fsm.RouteAuthPut{Auth: next, ExpectModifyIndex: &expect}, true
 	})
 	if err != nil {
@@ -99,8 +172,14 @@ func (s *Server) handleAuthorizeRoute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	auth, _ := s.store.RouteAuth(key)
-	s.log.Info("route authorized", "prefix", key, "origins", auth.Origins, "max_length", auth.MaxLength, "index", idx)
-	writeJSON(w, http.StatusOK, api.RouteAuthResponse{Auth: &auth, Index: idx})
+	out := api.RouteAuthResponse{Auth: &auth, Index: idx}
+	s.log.Info("route authorized", "prefix", key, "origins", auth.Origins, "max_length", auth.MaxLength, "asn", auth.ASN, "index", idx)
+	if auth.ASN == 0 {
+		out.Warning = fmt.Sprintf("%s has no AS number: it is not served to routers until one is set "+
+			"(`keymesh network set-asn ASN` for the network's, then authorize it again; or `keymesh routes authorize %s --origin ... --asn ASN`)", key, key)
+		s.log.Warn("route authorization has no AS number: not served to routers until one is set", "prefix", key, "index", idx)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // handleUnauthorizeRoute removes origins from a prefix's authorization,

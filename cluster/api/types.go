@@ -256,19 +256,41 @@ type Verification struct {
 
 // RouteAuthRequest is the body of POST /v1/routes/authorizations: the
 // origins given may originate Prefix (added to those it has), up to
-// MaxLength (0 keeps the one it has, else the prefix's own length).
+// MaxLength (0 keeps the one it has, else the prefix's own length), from
+// the AS ASN as routers see it (0 keeps the one it has, else the
+// network's AS number, else none).
 type RouteAuthRequest struct {
 	Prefix    string   `json:"prefix"`
 	Origins   []string `json:"origins"`
 	MaxLength int      `json:"max_length,omitempty"`
+	ASN       uint32   `json:"asn,omitempty"`
 }
 
 // RouteAuthResponse answers a change of a route authorization; Auth is
-// nil once the last origin is removed.
+// nil once the last origin is removed. Warning says what is still missing
+// for the authorization to take effect everywhere (no AS number: it is not
+// served to routers).
 type RouteAuthResponse struct {
 	Auth    *fsm.RouteAuth `json:"auth,omitempty"`
 	Removed bool           `json:"removed,omitempty"`
 	Index   uint64         `json:"index"`
+	Warning string         `json:"warning,omitempty"`
+}
+
+// NetworkInfo is the answer of GET /v1/network and PUT /v1/network/asn:
+// the network's name and AS number (0: none set). Index is the modify
+// index of the network's CA record, which holds the AS number: after a
+// PUT that changed it, the write's index.
+type NetworkInfo struct {
+	Network string `json:"network"`
+	ASN     uint32 `json:"asn,omitempty"`
+	Index   uint64 `json:"index"`
+}
+
+// NetworkASNRequest is the body of PUT /v1/network/asn: the network's AS
+// number (fsm.CheckASN must take it; 0 is refused).
+type NetworkASNRequest struct {
+	ASN uint32 `json:"asn"`
 }
 
 // AnchorRequest is the body of PUT /v1/trust/anchors/{network}: the AS

@@ -486,6 +486,21 @@ func (c *Client) UnauthorizeRoute(ctx context.Context, prefix string, origins []
 	return out, err
 }
 
+// Network returns the network's name and AS number (0: none set).
+func (c *Client) Network(ctx context.Context) (api.NetworkInfo, error) {
+	var out api.NetworkInfo
+	_, err := c.do(ctx, http.MethodGet, "/v1/network", nil, nil, &out)
+	return out, err
+}
+
+// SetNetworkASN sets the network's AS number, which route authorizations
+// made without one of their own take.
+func (c *Client) SetNetworkASN(ctx context.Context, asn uint32) (api.NetworkInfo, error) {
+	var out api.NetworkInfo
+	_, err := c.do(ctx, http.MethodPut, "/v1/network/asn", nil, api.NetworkASNRequest{ASN: asn}, &out)
+	return out, err
+}
+
 // Anchors lists the trust anchors: this network's and federated ones.
 func (c *Client) Anchors(ctx context.Context) ([]api.AnchorInfo, error) {
 	var out []api.AnchorInfo

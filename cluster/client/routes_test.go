@@ -181,3 +181,79 @@ func selfSigned(t *testing.T, notBefore time.Time, domains []string) *x509.Certi
 	}
 	return c
 }
+
+// TestNetworkASN: the network's AS number is set and read back through
+// any server; a refused one changes nothing; a route authorization takes
+// the AS it names, else the one it has, else the network's, and one made
+// without any is made with a warning. A gossip key rotation, which
+// rewrites the CA record, keeps the AS number.
+func TestNetworkASN(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	servers, dir := startServers(t, 2)
+	cl, leader := newClient(t, servers[1], dir), newClient(t, servers[0], dir)
+	info, err := cl.Network(ctx)
+	if err != nil || info.Network != servers[0].Network() || info.ASN != 0 || info.Index == 0 {
+		t.Fatalf("network before: %+v %v", info, err)
+	}
+	res, err := cl.AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: "10.30.0.0/16", Origins: []string{"edge-1"}})
+	if err != nil || res.Auth == nil || res.Auth.ASN != 0 || res.Warning == "" {
+		t.Fatalf("authorize without any AS number: %+v %v", res, err)
+	}
+	for _, asn := range []uint32{0, 23456, 65535, 4294967295} {
+		if got, err := cl.SetNetworkASN(ctx, asn); !errors.Is(err, api.ErrBadRequest) {
+			t.Errorf("set the network's AS %d: %+v %v", asn, got, err)
+		}
+		if asn == 0 {
+			continue // none asked for: the network's
+		}
+		if got, err := cl.AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: "10.31.0.0/16", Origins: []string{"edge-1"}, ASN: asn}); !errors.Is(err, api.ErrBadRequest) {
+			t.Errorf("authorize with AS %d: %+v %v", asn, got, err)
+		}
+	}
+	if after, err := cl.Network(ctx); err != nil || after != info {
+		t.Fatalf("refused AS numbers changed the network: %+v %v", after, err)
+	}
+	if auths, err := cl.RouteAuths(ctx, true); err != nil || len(auths) != 1 {
+		t.Fatalf("refused AS numbers made authorizations: %+v %v", auths, err)
+	}
+
+	set, err := cl.SetNetworkASN(ctx, 64500)
+	if err != nil || set.ASN != 64500 || set.Index <= info.Index || set.Network != info.Network {
+		t.Fatalf("set the network's AS: %+v %v", set, err)
+	}
+	if got, err := leader.Network(ctx); err != nil || got != set {
+		t.Fatalf("the network through the other server: %+v %v, want %+v", got, err, set)
+	}
+	if again, err := cl.SetNetworkASN(ctx, 64500); err != nil || again != set {
+		t.Fatalf("the same AS again writes nothing: %+v %v, want %+v", again, err, set)
+	}
+
+	for _, tc := range []struct {
+		name string
+		req  api.RouteAuthRequest
+		want uint32
+	}{
+		{"the network's", api.RouteAuthRequest{Prefix: "10.40.0.0/16", Origins: []string{"edge-1"}}, 64500},
+		{"its own", api.RouteAuthRequest{Prefix: "10.41.0.0/16", Origins: []string{"edge-1"}, ASN: 4200000000}, 4200000000},
+		{"the network's, for one that had none", api.RouteAuthRequest{Prefix: "10.30.0.0/16", Origins: []string{"edge-2"}}, 64500},
+		{"the one it has", api.RouteAuthRequest{Prefix: "10.41.0.0/16", Origins: []string{"edge-2"}}, 4200000000},
+		{"another one asked for", api.RouteAuthRequest{Prefix: "10.40.0.0/16", Origins: []string{"edge-2"}, ASN: 64501}, 64501},
+	} {
+		res, err := cl.AuthorizeRoute(ctx, tc.req)
+		if err != nil || res.Auth == nil || res.Auth.ASN != tc.want || res.Warning != "" {
+			t.Errorf("%s: %+v %v, want AS %d", tc.name, res, err, tc.want)
+		}
+	}
+	auths, err := leader.RouteAuths(ctx, true)
+	if err != nil || len(auths) != 3 || auths[0].ASN != 64500 || len(auths[0].Origins) != 2 || auths[1].ASN != 64501 || auths[2].ASN != 4200000000 {
+		t.Fatalf("authorizations: %+v %v", auths, err)
+	}
+
+	if _, err := cl.RotateGossipKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cl.Network(ctx); err != nil || got.ASN != 64500 || got.Index <= set.Index {
+		t.Fatalf("after a gossip key rotation: %+v %v", got, err)
+	}
+}
