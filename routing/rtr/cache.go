@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+
+	"github.com/google/btree"
 )
 
 // VRP is one validated ROA payload as routers see it: ASN may originate
@@ -31,6 +33,25 @@ func compareVRP(a, b VRP) int {
 		return c
 	}
 	return cmp.Compare(a.ASN, b.ASN)
+}
+
+// appendPrefix appends the prefix PDU of v: what PDU.Append writes for
+// it, without building the PDU (a full answer writes 100,000s).
+func appendPrefix(b []byte, version uint8, announce bool, v VRP) []byte {
+	var flags byte
+	if announce {
+		flags = 1
+	}
+	a := v.Prefix.Addr()
+	if a.Is4() {
+		a4 := a.As4()
+		return append(b, version, TypeIPv4Prefix, 0, 0, 0, 0, 0, 20, flags, byte(v.Prefix.Bits()), v.MaxLen, 0,
+			a4[0], a4[1], a4[2], a4[3], byte(v.ASN>>24), byte(v.ASN>>16), byte(v.ASN>>8), byte(v.ASN))
+	}
+	a16 := a.As16()
+	b = append(b, version, TypeIPv6Prefix, 0, 0, 0, 0, 0, 32, flags, byte(v.Prefix.Bits()), v.MaxLen, 0)
+	b = append(b, a16[:]...)
+	return append(b, byte(v.ASN>>24), byte(v.ASN>>16), byte(v.ASN>>8), byte(v.ASN))
 }
 
 func (v VRP) pdu(version uint8, announce bool) PDU {
@@ -65,6 +86,7 @@ type Cache struct {
 	ready    bool
 	serial   uint64
 	byPrefix map[netip.Prefix][]VRP
+	sorted   *btree.BTreeG[VRP] // the same VRPs in the order they are sent
 	count    int
 	history  []delta
 	histLen  int // VRPs in history
@@ -80,7 +102,12 @@ func NewCache(network string, history int) *Cache {
 	if history <= 0 {
 		history = DefaultHistory
 	}
-	return &Cache{network: network, byPrefix: map[netip.Prefix][]VRP{}, histMax: history, changed: make(chan struct{})}
+	return &Cache{network: network, byPrefix: map[netip.Prefix][]VRP{}, sorted: newTree(),
+		histMax: history, changed: make(chan struct{})}
+}
+
+func newTree() *btree.BTreeG[VRP] {
+	return btree.NewG(32, func(a, b VRP) bool { return compareVRP(a, b) < 0 })
 }
 
 // SessionID is the session id of network's caches while serials stay
@@ -122,10 +149,10 @@ func (c *Cache) VRPs() []VRP {
 
 func (c *Cache) sortedLocked() []VRP {
 	out := make([]VRP, 0, c.count)
-	for _, vs := range c.byPrefix {
-		out = append(out, vs...)
-	}
-	slices.SortFunc(out, compareVRP)
+	c.sorted.Ascend(func(v VRP) bool {
+		out = append(out, v)
+		return true
+	})
 	return out
 }
 
@@ -179,6 +206,7 @@ func (c *Cache) applyLocked(serial uint64, changed map[netip.Prefix][]VRP) {
 		for _, v := range old {
 			if !slices.Contains(vs, v) {
 				d.withdraw = append(d.withdraw, v)
+				c.sorted.Delete(v)
 			}
 		}
 		var keep []VRP
@@ -189,6 +217,7 @@ func (c *Cache) applyLocked(serial uint64, changed map[netip.Prefix][]VRP) {
 			keep = append(keep, v)
 			if !slices.Contains(old, v) {
 				d.announce = append(d.announce, v)
+				c.sorted.ReplaceOrInsert(v)
 			}
 		}
 		c.count += len(keep) - len(old)
@@ -225,32 +254,32 @@ type answer struct {
 	found   bool
 }
 
-// full appends the prefix PDUs of the current set in version v: cached
+// encodedFull is the prefix PDUs of the current set in version v: cached
 // per serial and version, so that every router asking at one serial
-// costs one encoding.
-func (c *Cache) appendFull(b []byte, v uint8) ([]byte, answer) {
+// costs one encoding. The bytes are shared: never change them.
+func (c *Cache) encodedFull(v uint8) ([]byte, answer) {
 	c.mu.RLock()
 	a := answer{ready: c.ready, serial: c.serial, session: SessionID(c.network, c.serial)}
 	enc := c.full[v]
 	c.mu.RUnlock()
 	if !a.ready {
-		return b, a
+		return nil, a
 	}
 	if enc == nil {
 		c.mu.Lock()
 		if c.serial == a.serial && c.full[v] == nil {
 			out := make([]byte, 0, c.count*32)
-			for _, vrp := range c.sortedLocked() {
-				p := vrp.pdu(v, true)
-				out = p.Append(out)
-			}
+			c.sorted.Ascend(func(vrp VRP) bool {
+				out = appendPrefix(out, v, true, vrp)
+				return true
+			})
 			c.full[v] = out
 		}
 		a = answer{ready: c.ready, serial: c.serial, session: SessionID(c.network, c.serial)}
 		enc = c.full[v]
 		c.mu.Unlock()
 	}
-	return append(b, enc...), a
+	return enc, a
 }
 
 // appendDelta appends the prefix PDUs that take a router from serial

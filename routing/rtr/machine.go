@@ -48,6 +48,8 @@ func newMachine(c *Cache, t Timers) *machine { return &machine{cache: c, timers:
 // them, and the Error Report code sent (for the metrics), if any.
 type result struct {
 	out   []byte
+	bulk  []byte // shared bytes sent after out (a full answer's prefixes)
+	tail  []byte // sent after bulk
 	close bool
 	code  *ErrorCode
 	query string // "reset", "serial", "serial-reset" (answered with Cache Reset) or ""
@@ -124,7 +126,7 @@ func (m *machine) receive(raw []byte, readErr error) result {
 	case TypeResetQuery:
 		m.version = int(p.Version)
 		r.query = "reset"
-		r.out = m.full(r.out)
+		m.full(&r)
 	case TypeSerialQuery:
 		m.version = int(p.Version)
 		r.query = "serial"
@@ -147,17 +149,23 @@ func (m *machine) endOfData(b []byte, a answer) []byte {
 	return p.Append(b)
 }
 
-// full answers a Reset Query: Cache Response, every VRP, End of Data.
-func (m *machine) full(b []byte) []byte {
-	start := len(b)
-	b = append(b, make([]byte, 8)...) // the Cache Response, written once the session is known
-	b, a := m.cache.appendFull(b, m.v())
+// full answers a Reset Query: Cache Response, every VRP (the cache's
+// shared encoding, not copied), End of Data.
+func (m *machine) full(r *result) {
+	enc, a := m.cache.encodedFull(m.v())
 	if !a.ready {
-		return m.noData(b[:start])
+		r.out = m.noData(r.out)
+		return
 	}
 	cr := PDU{Version: m.v(), Type: TypeCacheResponse, Session: a.session}
-	cr.Append(b[start:start])
-	return m.endOfData(b, a)
+	r.out = cr.Append(r.out)
+	r.bulk = enc
+	r.tail = m.endOfData(nil, a)
+}
+
+// bytes is everything the result sends, in one slice (for tests).
+func (r *result) bytes() []byte {
+	return append(append(append([]byte(nil), r.out...), r.bulk...), r.tail...)
 }
 
 func (m *machine) noData(b []byte) []byte {

@@ -209,7 +209,7 @@ func runScript(script string) (string, error) {
 				p.Serial = uint32(s)
 			}
 			res := m.receive(p.Append(nil), nil)
-			if err := trace(res.out, res.close); err != nil {
+			if err := trace(res.bytes(), res.close); err != nil {
 				return "", bad("%v", err)
 			}
 		case "raw":
@@ -221,7 +221,7 @@ func runScript(script string) (string, error) {
 			r := NewReader(bytes.NewReader(b), DefaultMaxPDU)
 			raw, rerr := r.ReadRaw()
 			res := m.receive(raw, rerr)
-			if err := trace(res.out, res.close); err != nil {
+			if err := trace(res.bytes(), res.close); err != nil {
 				return "", bad("%v", err)
 			}
 		case "notify":

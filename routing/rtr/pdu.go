@@ -163,7 +163,13 @@ func (p *PDU) Append(b []byte) []byte {
 			flags = 1
 		}
 		b = append(b, flags, byte(p.Prefix.Bits()), p.MaxLen, 0)
-		b = append(b, p.Prefix.Addr().AsSlice()...)
+		if a := p.Prefix.Addr(); a.Is4() {
+			a4 := a.As4()
+			b = append(b, a4[:]...)
+		} else {
+			a16 := a.As16()
+			b = append(b, a16[:]...)
+		}
 		b = binary.BigEndian.AppendUint32(b, p.ASN)
 	case TypeEndOfData:
 		b = binary.BigEndian.AppendUint32(b, p.Serial)

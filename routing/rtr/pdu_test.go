@@ -184,7 +184,7 @@ func FuzzMachine(f *testing.F) {
 				return
 			}
 			res := m.receive(raw, err)
-			out := NewReader(bytes.NewReader(res.out), 1<<20)
+			out := NewReader(bytes.NewReader(res.bytes()), 1<<20)
 			for {
 				if _, err := out.Read(); errors.Is(err, io.EOF) {
 					break
@@ -198,4 +198,19 @@ func FuzzMachine(f *testing.F) {
 			c.Update(uint64(6+i), map[netip.Prefix][]VRP{netip.MustParsePrefix("10.1.0.0/16"): {{Prefix: netip.MustParsePrefix("10.1.0.0/16"), MaxLen: uint8(16 + i%8), ASN: 2}}})
 		}
 	})
+}
+
+// TestAppendPrefix: the fast encoder of a full answer writes what
+// PDU.Append writes.
+func TestAppendPrefix(t *testing.T) {
+	for _, v := range []VRP{{netip.MustParsePrefix("192.0.2.0/24"), 24, 64496}, {netip.MustParsePrefix("2001:db8::/32"), 48, 4200000000}, {netip.MustParsePrefix("0.0.0.0/0"), 32, 1}} {
+		for _, ver := range []uint8{0, 1} {
+			for _, ann := range []bool{true, false} {
+				p := v.pdu(ver, ann)
+				if got, want := appendPrefix(nil, ver, ann, v), p.Append(nil); !bytes.Equal(got, want) {
+					t.Errorf("%v v%d %v: %x, want %x", v, ver, ann, got, want)
+				}
+			}
+		}
+	}
 }

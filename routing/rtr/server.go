@@ -220,12 +220,18 @@ func (s *Server) handle(c net.Conn) {
 			}
 		}
 	}()
-	send := func(b []byte) bool {
-		if len(b) == 0 {
+	send := func(parts ...[]byte) bool {
+		bufs := make(net.Buffers, 0, len(parts))
+		for _, p := range parts {
+			if len(p) > 0 {
+				bufs = append(bufs, p)
+			}
+		}
+		if len(bufs) == 0 {
 			return true
 		}
 		c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		if _, err := c.Write(b); err != nil {
+		if _, err := bufs.WriteTo(c); err != nil {
 			log.Debug("router write failed", "error", err)
 			return false
 		}
@@ -255,7 +261,7 @@ func (s *Server) handle(c net.Conn) {
 				s.m.errorSent(*res.code)
 				log.Warn("error report sent to router", "code", res.code.String(), "close", res.close)
 			}
-			if !send(res.out) || res.close || rd.err != nil {
+			if !send(res.out, res.bulk, res.tail) || res.close || rd.err != nil {
 				return
 			}
 			next <- struct{}{}
