@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/routing/rtr"
 )
 
 // RaftTimeouts are the timing knobs of the consensus layer. The defaults suit a
@@ -194,6 +195,20 @@ type Options struct {
 	// each signature it makes) about six times faster than P-384, which
 	// makes a registration 1.6 times cheaper. The AS root is always P-384.
 	IssuerKeyType ca.KeyType
+	// RTRAddr, when set, is the host:port this server serves the
+	// network's route authorizations on to routers, over RTR (RFC 8210,
+	// and 6810 for version 0 routers): plain TCP, for loopback or a
+	// trusted network. Port 0 picks one (Server.RTRAddr says which).
+	RTRAddr string
+	// RTR holds the RTR server's limits and timers; zero fields take
+	// the defaults of package rtr.
+	RTR RTROptions
+}
+
+// RTROptions are an RTR server's limits and End of Data timers.
+type RTROptions struct {
+	MaxRouters int
+	Timers     rtr.Timers
 }
 
 func (o Options) withDefaults() Options {
@@ -246,6 +261,16 @@ func (o Options) validate() error {
 	}
 	if o.SnapshotRetain < 1 {
 		return errors.New("snapshot retention must keep at least one snapshot")
+	}
+	if o.RTRAddr != "" {
+		if err := validateAddr("--rtr-addr", o.RTRAddr); err != nil {
+			return err
+		}
+	}
+	if o.RTR.Timers != (rtr.Timers{}) {
+		if err := o.RTR.Timers.Check(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

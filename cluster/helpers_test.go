@@ -29,6 +29,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // testCluster is n root servers in this process, on loopback.
 type testCluster struct {
 	t       testing.TB
+	opts    func(*Options) // applied to each server's options, if set
 	servers []*Server
 	dirs    []string
 	caHash  string
@@ -37,14 +38,21 @@ type testCluster struct {
 
 func newTestCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
+	return newTestClusterWith(t, n, nil)
+}
+
+// newTestClusterWith is newTestCluster with opts applied to each
+// server's options.
+func newTestClusterWith(t testing.TB, n int, opts func(*Options)) *testCluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	base := t.TempDir()
-	tc := &testCluster{t: t}
+	tc := &testCluster{t: t, opts: opts}
 	dir := filepath.Join(base, "r1")
 	srv, res, err := startBootstrap(ctx, BootstrapConfig{
 		Network: "test.keymesh.example", Name: "r1", DataDir: dir,
-		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: testOptions(t),
+		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: tc.options(),
 	})
 	if err != nil {
 		t.Fatalf("bootstrap: %v", err)
@@ -81,7 +89,7 @@ func (tc *testCluster) joinVia(ctx context.Context, i int, addr string) *Server 
 	dir := filepath.Join(filepath.Dir(tc.dirs[0]), name)
 	srv, err := startJoin(ctx, JoinConfig{
 		Join: addr, Token: token, CAHash: tc.caHash, Name: name, DataDir: dir,
-		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: testOptions(tc.t),
+		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: tc.options(),
 	})
 	if err != nil {
 		tc.t.Fatalf("join %s: %v", name, err)
@@ -89,6 +97,14 @@ func (tc *testCluster) joinVia(ctx context.Context, i int, addr string) *Server 
 	tc.servers = append(tc.servers, srv)
 	tc.dirs = append(tc.dirs, dir)
 	return srv
+}
+
+func (tc *testCluster) options() Options {
+	o := testOptions(tc.t)
+	if tc.opts != nil {
+		tc.opts(&o)
+	}
+	return o
 }
 
 func (tc *testCluster) anyAPI() string {

@@ -60,7 +60,7 @@ func newMetrics(s *Server) *metrics {
 		Help: "Blocking trust queries waiting on this server (followers of the trust state)."},
 		func() float64 { return float64(s.blocking.inFlight()) })
 	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, m.fedFetch, blocking,
-		&stateCollector{s: s},
+		&stateCollector{s: s}, &rtrCollector{s: s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

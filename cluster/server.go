@@ -22,6 +22,7 @@ import (
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
 	"github.com/keymesh/keymesh/identity/trust"
+	"github.com/keymesh/keymesh/routing/rtr"
 )
 
 // Errors of the write path. Each says what the caller can do next.
@@ -91,6 +92,8 @@ type Server struct {
 	// Lifecycle. The constructors (Bootstrap, Join, Open) bind the
 	// listeners and prepare the data directory; Run starts everything.
 	raftLn, apiLn net.Listener
+	rtrLn         net.Listener // nil without Options.RTRAddr
+	rtr           *rtr.Server
 	bootstrap     bool                            // Run starts Raft as the first voter
 	settle        func(ctx context.Context) error // what Run does once Raft runs: genesis, becoming a voter
 	cleanup       func()                          // undoes the data directory if Run fails before it is ready
@@ -219,6 +222,11 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			s.cleanup()
 		}
 	}()
+	if err := s.listenRTR(); err != nil {
+		s.apiLn.Close()
+		s.raftLn.Close()
+		return err
+	}
 	node, err := startRaft(s.dir.path(dirRaft), s.name, s.raftLn, s.raftAddr, s.tls, &raftFSM{store: s.store, applied: s.metrics.applied}, s.opts, s.bootstrap)
 	if err != nil {
 		s.apiLn.Close()
@@ -240,6 +248,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	g.Add("crl builder", run.Func(s.buildCRLs))
 	g.Add("gossip keyring", run.Func(s.runGossipKeys))
 	g.Add("federation", run.Func(s.runFederation))
+	if s.rtr != nil {
+		g.Add("rtr", run.Func(s.serveRTR))
+	}
 	if s.finishJoin {
 		g.Add("join", run.Func(func(ctx context.Context) error {
 			if s.isVoter() {

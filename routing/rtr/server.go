@@ -97,6 +97,9 @@ func NewServer(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}}, nil
 }
 
+// Cache is the cache the server serves.
+func (s *Server) Cache() *Cache { return s.cfg.Cache }
+
 // Serve accepts routers on l until Close or a listener error.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
@@ -321,36 +324,64 @@ func (m *serverMetrics) errorSent(c ErrorCode) {
 	m.mu.Unlock()
 }
 
-// WriteMetrics writes the server's metrics in the Prometheus text format:
-// routers connected, connections refused at the limit, queries by kind,
-// Serial Notifies sent, Error Reports sent by code, the cache's serial
-// and VRP count.
-func (s *Server) WriteMetrics(w io.Writer) {
-	ready, serial, count := s.cfg.Cache.State()
+// Stats are a server's counters and its cache's state.
+type Stats struct {
+	Routers  int               // connected now
+	Refused  uint64            // connections closed at the limit
+	Notifies uint64            // Serial Notify PDUs sent
+	Queries  map[string]uint64 // by kind: reset, serial, serial-reset (answered with Cache Reset)
+	Errors   map[string]uint64 // Error Reports sent, by code name
+	Sessions [MaxVersion + 1]uint64
+	Ready    bool
+	Serial   uint64
+	VRPs     int
+}
+
+// Stats returns the server's counters now.
+func (s *Server) Stats() Stats {
+	st := Stats{Routers: s.Routers()}
+	st.Ready, st.Serial, st.VRPs = s.cfg.Cache.State()
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
-	fmt.Fprintf(w, "# HELP keymesh_rtr_routers Routers connected to the RTR cache.\n# TYPE keymesh_rtr_routers gauge\nkeymesh_rtr_routers %d\n", s.Routers())
-	fmt.Fprintf(w, "# HELP keymesh_rtr_refused_total Router connections closed at the limit.\n# TYPE keymesh_rtr_refused_total counter\nkeymesh_rtr_refused_total %d\n", s.m.refused)
-	fmt.Fprintf(w, "# HELP keymesh_rtr_notifies_total Serial Notify PDUs sent.\n# TYPE keymesh_rtr_notifies_total counter\nkeymesh_rtr_notifies_total %d\n", s.m.notifies)
+	st.Refused, st.Notifies, st.Sessions = s.m.refused, s.m.notifies, s.m.versions
+	st.Queries, st.Errors = map[string]uint64{}, map[string]uint64{}
+	for k, v := range s.m.queries {
+		st.Queries[k] = v
+	}
+	for k, v := range s.m.errors {
+		st.Errors[k] = v
+	}
+	return st
+}
+
+// WriteMetrics writes the server's metrics in the Prometheus text format:
+// routers connected, connections refused at the limit, queries by kind,
+// sessions by version, Serial Notifies sent, Error Reports sent by code,
+// the cache's readiness, serial and VRP count.
+func (s *Server) WriteMetrics(w io.Writer) {
+	st := s.Stats()
+	fmt.Fprintf(w, "# HELP keymesh_rtr_routers Routers connected to the RTR cache.\n# TYPE keymesh_rtr_routers gauge\nkeymesh_rtr_routers %d\n", st.Routers)
+	fmt.Fprintf(w, "# HELP keymesh_rtr_refused_total Router connections closed at the limit.\n# TYPE keymesh_rtr_refused_total counter\nkeymesh_rtr_refused_total %d\n", st.Refused)
+	fmt.Fprintf(w, "# HELP keymesh_rtr_notifies_total Serial Notify PDUs sent.\n# TYPE keymesh_rtr_notifies_total counter\nkeymesh_rtr_notifies_total %d\n", st.Notifies)
 	fmt.Fprintf(w, "# HELP keymesh_rtr_queries_total Router queries, by kind (reset, serial, serial-reset: answered with Cache Reset).\n# TYPE keymesh_rtr_queries_total counter\n")
-	for _, k := range sortedKeys(s.m.queries) {
-		fmt.Fprintf(w, "keymesh_rtr_queries_total{kind=%q} %d\n", k, s.m.queries[k])
+	for _, k := range sortedKeys(st.Queries) {
+		fmt.Fprintf(w, "keymesh_rtr_queries_total{kind=%q} %d\n", k, st.Queries[k])
 	}
 	fmt.Fprintf(w, "# HELP keymesh_rtr_sessions_total Router sessions by the protocol version negotiated.\n# TYPE keymesh_rtr_sessions_total counter\n")
-	for v, n := range s.m.versions {
+	for v, n := range st.Sessions {
 		fmt.Fprintf(w, "keymesh_rtr_sessions_total{version=\"%d\"} %d\n", v, n)
 	}
 	fmt.Fprintf(w, "# HELP keymesh_rtr_errors_total Error Report PDUs sent, by code.\n# TYPE keymesh_rtr_errors_total counter\n")
-	for _, k := range sortedKeys(s.m.errors) {
-		fmt.Fprintf(w, "keymesh_rtr_errors_total{code=%q} %d\n", k, s.m.errors[k])
+	for _, k := range sortedKeys(st.Errors) {
+		fmt.Fprintf(w, "keymesh_rtr_errors_total{code=%q} %d\n", k, st.Errors[k])
 	}
 	r := 0
-	if ready {
+	if st.Ready {
 		r = 1
 	}
 	fmt.Fprintf(w, "# HELP keymesh_rtr_ready Whether the RTR cache has data.\n# TYPE keymesh_rtr_ready gauge\nkeymesh_rtr_ready %d\n", r)
-	fmt.Fprintf(w, "# HELP keymesh_rtr_serial The RTR cache's serial (the Raft index of its data).\n# TYPE keymesh_rtr_serial gauge\nkeymesh_rtr_serial %d\n", serial)
-	fmt.Fprintf(w, "# HELP keymesh_rtr_vrps VRPs the RTR cache serves.\n# TYPE keymesh_rtr_vrps gauge\nkeymesh_rtr_vrps %d\n", count)
+	fmt.Fprintf(w, "# HELP keymesh_rtr_serial The RTR cache's serial (the Raft index of its data).\n# TYPE keymesh_rtr_serial gauge\nkeymesh_rtr_serial %d\n", st.Serial)
+	fmt.Fprintf(w, "# HELP keymesh_rtr_vrps VRPs the RTR cache serves.\n# TYPE keymesh_rtr_vrps gauge\nkeymesh_rtr_vrps %d\n", st.VRPs)
 }
 
 func sortedKeys(m map[string]uint64) []string {
