@@ -168,7 +168,7 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 		}
 	} else {
 		first, res, err := cluster.Bootstrap(cluster.BootstrapConfig{
-			Network: cfg.network, Name: names[0], DataDir: dirOf(names[0]), RaftAddr: devHost, APIAddr: devHost, Options: opts(names[0]),
+			Network: cfg.network, Name: names[0], DataDir: dirOf(names[0]), RaftAddr: devHost, APIAddr: devHost, ASN: 64500, Options: opts(names[0]),
 		})
 		if err != nil {
 			return fmt.Errorf("bootstrapping %s: %w", names[0], err)

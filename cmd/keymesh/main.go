@@ -103,6 +103,7 @@ Start with "keymesh dev" for a three-server cluster on loopback, or
 		a.authorizeCmd(),
 		a.policyCmd(),
 		a.routesCmd(),
+		a.networkCmd(),
 		a.trustCmd(),
 		a.peersCmd(),
 		a.membersCmd(),

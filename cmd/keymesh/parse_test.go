@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os/exec"
 	"strings"
 	"testing"
@@ -133,6 +134,21 @@ func TestDashArgs(t *testing.T) {
 	for _, tc := range tests {
 		if got := dashArgs(root, tc.in); strings.Join(got, " ") != strings.Join(tc.want, " ") {
 			t.Errorf("dashArgs(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParseASN(t *testing.T) {
+	for in, want := range map[string]uint32{"64500": 64500, "AS64500": 64500, "as4200000000": 4200000000, "1": 1, "65536": 65536, "4294967294": 4294967294} {
+		if got, err := parseASN("--asn", in); err != nil || got != want {
+			t.Errorf("parseASN(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "AS", "sixty", "64500x", "-1", "+64500", "1.10", "0", "AS0", "23456", "65535", "4294967295", "4294967296", "99999999999"} {
+		got, err := parseASN("--asn", in)
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("parseASN(%q) = %d, %v; want a usage error", in, got, err)
 		}
 	}
 }

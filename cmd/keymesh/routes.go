@@ -48,11 +48,16 @@ func (a *app) routesAuthorizeCmd() *cobra.Command {
 		cf      connFlags
 		origins []string
 		maxLen  int
+		asnArg  string
 	)
 	cmd := &cobra.Command{
-		Use:     "authorize PREFIX --origin NODE",
-		Short:   "Let nodes originate a prefix, up to a prefix length",
-		Example: "  keymesh routes authorize 10.20.0.0/16 --origin edge-1 --max-length 24",
+		Use:   "authorize PREFIX --origin NODE",
+		Short: "Let nodes originate a prefix, up to a prefix length",
+		Long: `Let nodes originate a prefix, up to a prefix length, from an AS as routers
+see it: --asn, else the AS the authorization has, else the network's (network
+set-asn). An authorization without any AS is made, and not served to routers
+until it has one.`,
+		Example: "  keymesh routes authorize 10.20.0.0/16 --origin edge-1 --max-length 24 --asn 64500",
 		Args:    exactArgs("PREFIX"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := checkPrefixArg(args[0])
@@ -70,23 +75,37 @@ func (a *app) routesAuthorizeCmd() *cobra.Command {
 			if maxLen != 0 && (maxLen < p.Bits() || maxLen > p.Addr().BitLen()) {
 				return usagef("--max-length %d is outside %d..%d for %s", maxLen, p.Bits(), p.Addr().BitLen(), p)
 			}
+			var asn uint32
+			if cmd.Flags().Changed("asn") {
+				if asn, err = parseASN("--asn", asnArg); err != nil {
+					return err
+				}
+			}
 			cl, c, err := a.client(cf)
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
-			res, err := cl.AuthorizeRoute(cmd.Context(), api.RouteAuthRequest{Prefix: p.String(), Origins: origins, MaxLength: maxLen})
+			res, err := cl.AuthorizeRoute(cmd.Context(), api.RouteAuthRequest{Prefix: p.String(), Origins: origins, MaxLength: maxLen, ASN: asn})
 			if err != nil {
 				return c.explain(err)
 			}
+			if res.Warning != "" {
+				fmt.Fprintf(a.stderr, "keymesh: warning: %s\n", res.Warning)
+			}
 			return a.emit(res, func(w io.Writer) {
-				fmt.Fprintf(w, "%s may be originated by %s, up to /%d (index %d)\n", res.Auth.Prefix, strings.Join(res.Auth.Origins, ", "), res.Auth.MaxLength, res.Index)
+				as := ""
+				if res.Auth.ASN != 0 {
+					as = fmt.Sprintf(", from AS %d", res.Auth.ASN)
+				}
+				fmt.Fprintf(w, "%s may be originated by %s, up to /%d%s (index %d)\n", res.Auth.Prefix, strings.Join(res.Auth.Origins, ", "), res.Auth.MaxLength, as, res.Index)
 			})
 		},
 	}
 	cf.register(cmd)
 	cmd.Flags().StringArrayVar(&origins, "origin", nil, "a node that may originate the prefix (repeat for more); added to those it has")
 	cmd.Flags().IntVar(&maxLen, "max-length", 0, "the longest prefix the origins may announce within it (default: the prefix's own length, or what it has)")
+	cmd.Flags().StringVar(&asnArg, "asn", "", "the AS routers see the prefix originated from, e.g. 64500 (default: what it has, else the network's AS number)")
 	return cmd
 }
 
@@ -119,9 +138,9 @@ func (a *app) routesListAuthCmd() *cobra.Command {
 				}
 				var cells [][]string
 				for _, ra := range auths {
-					cells = append(cells, []string{ra.Prefix, "/" + strconv.Itoa(ra.MaxLength), strings.Join(ra.Origins, ",")})
+					cells = append(cells, []string{ra.Prefix, "/" + strconv.Itoa(ra.MaxLength), asnText(ra.ASN), strings.Join(ra.Origins, ",")})
 				}
-				table(w, []string{"PREFIX", "MAX LENGTH", "ORIGINS"}, cells)
+				table(w, []string{"PREFIX", "MAX LENGTH", "ASN", "ORIGINS"}, cells)
 			})
 		},
 	}

@@ -174,6 +174,7 @@ type bootstrapOutput struct {
 func (a *app) bootstrapCmd() *cobra.Command {
 	var (
 		network, name, dataDir, raftAddr, apiAddr, advertise string
+		asnArg                                               string
 		sf                                                   serveFlags
 	)
 	cmd := &cobra.Command{
@@ -208,6 +209,13 @@ It prints the CA hash and the exact command that joins the next server.`,
 			if err := checkAdvertise(advertise); err != nil {
 				return err
 			}
+			var asn uint32
+			if cmd.Flags().Changed("asn") {
+				var err error
+				if asn, err = parseASN("--asn", asnArg); err != nil {
+					return err
+				}
+			}
 			opts, err := sf.options(a.stderr)
 			if err != nil {
 				return err
@@ -217,7 +225,7 @@ It prints the CA hash and the exact command that joins the next server.`,
 			}
 			ctx := cmd.Context()
 			srv, res, err := cluster.Bootstrap(cluster.BootstrapConfig{
-				Network: network, Name: name, DataDir: dataDir, RaftAddr: raftAddr, APIAddr: apiAddr, RaftAdvertise: advertise, Options: opts,
+				Network: network, Name: name, DataDir: dataDir, RaftAddr: raftAddr, APIAddr: apiAddr, RaftAdvertise: advertise, ASN: asn, Options: opts,
 			})
 			if err != nil {
 				return err
@@ -227,10 +235,19 @@ It prints the CA hash and the exact command that joins the next server.`,
 				CAHash: res.CAHash, CredentialPath: res.CredentialPath, AdminTokenPath: res.AdminTokenPath, RootsPath: res.RootsPath, RootJoinToken: res.RootJoinToken,
 				JoinCommand: joinCommand(srv.APIAddr(), res.RootJoinToken, res.CAHash, nextName(name)),
 			}
+			shown := struct {
+				bootstrapOutput
+				ASN uint32 `json:"asn,omitempty"`
+			}{out, asn}
 			return serve(ctx, srv, opts.Logger, func() error {
-				return a.emit(out, func(w io.Writer) {
+				return a.emit(shown, func(w io.Writer) {
 					fmt.Fprintf(w, "Bootstrapped network %s.\n\n", out.Network)
 					fmt.Fprintf(w, "  server      %s (raft %s, api %s)\n", out.Name, out.RaftAddr, out.APIAddr)
+					if asn != 0 {
+						fmt.Fprintf(w, "  AS number   %d\n", asn)
+					} else {
+						fmt.Fprintf(w, "  AS number   none (set it with `keymesh network set-asn ASN`)\n")
+					}
 					fmt.Fprintf(w, "  CA hash     %s\n", out.CAHash)
 					fmt.Fprintf(w, "  credential  %s\n", out.CredentialPath)
 					fmt.Fprintf(w, "  admin token %s (bearer, valid 24h; --token-file)\n", out.AdminTokenPath)
@@ -249,6 +266,7 @@ It prints the CA hash and the exact command that joins the next server.`,
 	fl.StringVar(&raftAddr, "raft-addr", "", "host:port for Raft traffic, reachable by the other root servers (port 0 picks one)")
 	fl.StringVar(&apiAddr, "api-addr", "", "host:port for the HTTPS API (port 0 picks one)")
 	fl.StringVar(&advertise, "raft-advertise", "", "host:port other servers dial for Raft, when not --raft-addr (a proxy or NAT in front)")
+	fl.StringVar(&asnArg, "asn", "", "the network's AS number, e.g. 64500: route authorizations without an AS of their own take it (default: none; `keymesh network set-asn` sets it later)")
 	sf.register(cmd, "info")
 	return cmd
 }
