@@ -472,6 +472,9 @@ func (h *localAPI) handleMetrics(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.a.writeGossipMetrics(&b)
+	if srv := h.a.rtr.Load(); srv != nil {
+		srv.WriteMetrics(&b)
+	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(b.Bytes())

@@ -25,6 +25,7 @@ import (
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
 	"github.com/keymesh/keymesh/identity/trust"
+	"github.com/keymesh/keymesh/routing/rtr"
 	"github.com/keymesh/keymesh/routing"
 	"github.com/keymesh/keymesh/session"
 	"github.com/keymesh/keymesh/session/gossip"
@@ -122,6 +123,15 @@ type RunConfig struct {
 	// routes, tokens). It never widens the network's list.
 	AcceptNetworks []string
 
+	// RTRListen, if set, is where the agent serves its network's route
+	// authorizations to a router beside it over RTR (RFC 8210, and 6810
+	// for version 0 routers), from the trust state it follows: plain TCP,
+	// for loopback or a trusted network. Port 0 picks one.
+	RTRListen string
+	// RTRMaxRouters bounds the routers served at once (0: the default of
+	// package rtr).
+	RTRMaxRouters int
+
 	// GossipTransport replaces the network of gossip, GossipTune edits
 	// memberlist's configuration (tests).
 	GossipTransport memberlist.Transport
@@ -199,6 +209,8 @@ type Agent struct {
 
 	ready   chan struct{}
 	tcpAddr atomic.Pointer[net.TCPAddr]
+	rtr     atomic.Pointer[rtr.Server]
+	rtrAddr atomic.Pointer[net.TCPAddr]
 
 	// Peering sessions: the speaker Run makes, its listener's address,
 	// and the authorizer of peer.connect over the replicated policies.
@@ -551,6 +563,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Add("local API on "+ln.Addr().String(), run.Func(func(ctx context.Context) error { return serveLocal(ctx, srv, ln) }))
 	}
 	g.Add("revocation", run.Func(a.stopWhenRevoked))
+	if a.cfg.RTRListen != "" {
+		srv, ln, err := a.listenRTR()
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return err
+		}
+		g.Add("rtr on "+ln.Addr().String(), run.Func(func(ctx context.Context) error { return a.serveRTR(ctx, srv, ln) }))
+	}
 	if a.sessionsWanted() {
 		s, err := a.newSpeaker()
 		if err != nil {

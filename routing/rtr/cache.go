@@ -157,9 +157,10 @@ func (c *Cache) sortedLocked() []VRP {
 }
 
 // Load replaces the VRPs with vrps at serial (a full read of the state).
-// A serial not above the current one is ignored. What changed from the
-// current VRPs is kept as a delta, so routers that are up to date still
-// get an incremental answer.
+// A serial not above the current one is ignored, and so is a load of the
+// VRPs the cache holds (the current serial still names them). What
+// changed from the current VRPs is kept as a delta, so routers that are
+// up to date still get an incremental answer.
 func (c *Cache) Load(serial uint64, vrps []VRP) {
 	next := map[netip.Prefix][]VRP{}
 	for _, v := range vrps {
@@ -182,6 +183,11 @@ func (c *Cache) Load(serial uint64, vrps []VRP) {
 		if !slices.Equal(c.byPrefix[p], vs) {
 			changed[p] = vs
 		}
+	}
+	if c.ready && len(changed) == 0 {
+		// the same VRPs: the current serial still names them, and
+		// routers are not told of a change that is none
+		return
 	}
 	c.applyLocked(serial, changed)
 }
