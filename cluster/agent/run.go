@@ -25,8 +25,8 @@ import (
 	"github.com/keymesh/keymesh/identity"
 	"github.com/keymesh/keymesh/identity/policy"
 	"github.com/keymesh/keymesh/identity/trust"
-	"github.com/keymesh/keymesh/routing/rtr"
 	"github.com/keymesh/keymesh/routing"
+	"github.com/keymesh/keymesh/routing/rtr"
 	"github.com/keymesh/keymesh/session"
 	"github.com/keymesh/keymesh/session/gossip"
 )
