@@ -40,6 +40,7 @@ type devServerInfo struct {
 	Name     string `json:"name"`
 	RaftAddr string `json:"raft_addr"`
 	APIAddr  string `json:"api_addr"`
+	RTRAddr  string `json:"rtr_addr"`
 	DataDir  string `json:"data_dir"`
 }
 
@@ -153,6 +154,7 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 	opts := func(name string) cluster.Options {
 		o := cfg.opts
 		o.Logger = log.Named(name)
+		o.RTRAddr = devHost // every root serves RTR; the addresses are printed
 		return o
 	}
 	if restart {
@@ -229,7 +231,7 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 		Nodes:          nodes, Env: map[string]string{envServer: c.server, envCAFile: c.caFile, envCredential: c.credential},
 	}
 	for _, s := range servers {
-		out.Servers = append(out.Servers, devServerInfo{Name: s.Name(), RaftAddr: s.RaftAddr(), APIAddr: s.APIAddr(), DataDir: s.DataDir()})
+		out.Servers = append(out.Servers, devServerInfo{Name: s.Name(), RaftAddr: s.RaftAddr(), APIAddr: s.APIAddr(), RTRAddr: s.RTRAddr(), DataDir: s.DataDir()})
 	}
 	var pendingNode devNodeInfo
 	for _, n := range nodes {
@@ -243,9 +245,9 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 		fmt.Fprintf(w, "keymesh dev: network %s, %d root servers in %s\n\n", out.Network, len(servers), dir)
 		var cells [][]string
 		for _, s := range out.Servers {
-			cells = append(cells, []string{"  " + s.Name, s.APIAddr, s.RaftAddr})
+			cells = append(cells, []string{"  " + s.Name, s.APIAddr, s.RaftAddr, s.RTRAddr})
 		}
-		table(w, []string{"  NAME", "API", "RAFT"}, cells)
+		table(w, []string{"  NAME", "API", "RAFT", "RTR (routers)"}, cells)
 		fmt.Fprintf(w, "\n  CA hash     %s\n  credential  %s\n  admin token %s\n  roots       %s\n\n", hash, c.credential, out.AdminTokenPath, c.caFile)
 		cells = nil
 		for _, n := range out.Nodes {

@@ -512,12 +512,14 @@ type nodeRunOutput struct {
 	Peers  int    `json:"peers,omitempty"`
 	// Gossip is where the agent gossips, if it does.
 	Gossip string `json:"gossip,omitempty"`
+	// RTR is where the agent serves RTR to routers, if it does.
+	RTR string `json:"rtr,omitempty"`
 }
 
 // nodeRunFlags are the flags of `keymesh node run`.
 type nodeRunFlags struct {
 	dataDir, logLevel, apiListen, listen, peersFile string
-	gossipAddr, gossipAdvertise                     string
+	gossipAddr, gossipAdvertise, rtrListen          string
 	peers, gossipJoin, servers, acceptNetworks      []string
 	pinServers                                      bool
 	linger, hold                                    time.Duration
@@ -601,7 +603,7 @@ the agent exits.`,
 					return usagef("--accept-network: %v", err)
 				}
 			}
-			for _, l := range [][2]string{{"api-listen", f.apiListen}, {"listen", f.listen}, {"gossip-addr", f.gossipAddr}, {"gossip-advertise", f.gossipAdvertise}} {
+			for _, l := range [][2]string{{"api-listen", f.apiListen}, {"listen", f.listen}, {"gossip-addr", f.gossipAddr}, {"gossip-advertise", f.gossipAdvertise}, {"rtr-listen", f.rtrListen}} {
 				if l[1] != "" {
 					if err := checkAddr(l[0], l[1]); err != nil {
 						return err
@@ -638,6 +640,7 @@ the agent exits.`,
 	fl.StringVar(&f.gossipAddr, "gossip-addr", "", "host:port where the agent gossips, UDP and TCP (an IP others reach, or set --gossip-advertise)")
 	fl.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "ip:port others reach this node's gossip at, if not --gossip-addr")
 	fl.StringArrayVar(&f.gossipJoin, "gossip-join", nil, "a member to join at start, host:port (repeatable)")
+	fl.StringVar(&f.rtrListen, "rtr-listen", "", "host:port where a router beside this node gets the network's route authorizations over RTR, plain TCP for loopback or a trusted network (port 0 picks one)")
 	fl.StringArrayVar(&f.acceptNetworks, "accept-network", nil, "accept members of this network only (besides the node's own; repeatable): narrows the network's access list, never widens it")
 	fl.DurationVar(&f.hold, "hold-time", 0, "hold time the agent proposes: 0s or 3s and more (0: default 30s)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: trace, debug, info, warn or error")
@@ -718,7 +721,7 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: f.apiListen, RevokedLinger: f.linger,
 		Listen: f.listen, Peers: peers, HoldTime: f.hold,
 		GossipAddr: f.gossipAddr, GossipAdvertise: f.gossipAdvertise, GossipJoin: f.gossipJoin,
-		Servers: f.servers, PinServers: f.pinServers, AcceptNetworks: f.acceptNetworks})
+		Servers: f.servers, PinServers: f.pinServers, AcceptNetworks: f.acceptNetworks, RTRListen: f.rtrListen})
 	switch {
 	case errors.Is(err, agent.ErrNotLoopback):
 		return usagef("--api-listen %q: the local API listens on loopback addresses only (127.0.0.1, ::1)", f.apiListen)
@@ -740,6 +743,9 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 		}
 		out.Listen = ag.SessionAddr()
 		out.Gossip = f.gossipAddr
+		if addr := ag.RTRAddr(); addr != nil {
+			out.RTR = addr.String()
+		}
 		return a.emit(out, func(w io.Writer) {
 			fmt.Fprintf(w, "node %s of network %s running: certificate serial %s valid until %s, renewal at %s; local API on %s",
 				out.NodeID, out.Network, out.Serial, timeText(out.NotAfter), timeText(out.RenewAt), out.Socket)
@@ -754,6 +760,9 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 			}
 			if out.Gossip != "" {
 				fmt.Fprintf(w, "; gossiping on %s", out.Gossip)
+			}
+			if out.RTR != "" {
+				fmt.Fprintf(w, "; RTR for routers on %s", out.RTR)
 			}
 			fmt.Fprintln(w, "; until Ctrl-C")
 		})

@@ -18,6 +18,7 @@ import (
 	"github.com/keymesh/keymesh/cluster"
 	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/cluster/run"
+	"github.com/keymesh/keymesh/routing/rtr"
 )
 
 // serveFlags are the runtime flags of every command that runs a root server.
@@ -33,6 +34,17 @@ type serveFlags struct {
 	maxPendingPerSouce int
 	maxBlocking        int
 	maxBlockingClient  int
+
+	rtrAddr       string
+	rtrMaxRouters int
+}
+
+// registerRTR adds the RTR flags of the commands that run one root
+// server (not dev, which gives each of its roots a free port).
+func (f *serveFlags) registerRTR(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.rtrAddr, "rtr-addr", "", "host:port where routers (BIRD, FRR, GoBGP) get the route authorizations over RTR, plain TCP for loopback or a trusted network (port 0 picks one; default: none)")
+	fl.IntVar(&f.rtrMaxRouters, "rtr-max-routers", 0, fmt.Sprintf("router connections served at once over RTR (0: default %d)", rtr.DefaultMaxRouters))
 }
 
 func (f *serveFlags) register(cmd *cobra.Command, defaultLevel string) {
@@ -69,12 +81,22 @@ func (f serveFlags) options(stderr io.Writer) (cluster.Options, error) {
 	if err != nil {
 		return cluster.Options{}, err
 	}
+	if f.rtrAddr != "" {
+		if err := checkAddr("rtr-addr", f.rtrAddr); err != nil {
+			return cluster.Options{}, err
+		}
+	}
+	if f.rtrMaxRouters < 0 {
+		return cluster.Options{}, usagef("--rtr-max-routers must not be negative (0 takes the default)")
+	}
 	return cluster.Options{
 		Raft:   cluster.RaftTimeouts{Heartbeat: f.heartbeat, Election: f.election, LeaderLease: f.lease},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "keymesh", Level: level, Output: stderr}),
 		Limits: cluster.Limits{RegistrationRate: f.regRate, RegistrationBurst: f.regBurst,
 			MaxPendingRegistrations: f.maxPending, MaxPendingPerSource: f.maxPendingPerSouce,
 			MaxBlockingQueries: f.maxBlocking, MaxBlockingPerClient: f.maxBlockingClient},
+		RTRAddr: f.rtrAddr,
+		RTR:     cluster.RTROptions{MaxRouters: f.rtrMaxRouters},
 	}, nil
 }
 
@@ -115,11 +137,12 @@ type readyInfo struct {
 	Network  string `json:"network"`
 	RaftAddr string `json:"raft_addr"`
 	APIAddr  string `json:"api_addr"`
+	RTRAddr  string `json:"rtr_addr,omitempty"`
 	DataDir  string `json:"data_dir"`
 }
 
 func infoOf(srv *cluster.Server) readyInfo {
-	return readyInfo{Name: srv.Name(), Network: srv.Network(), RaftAddr: srv.RaftAddr(), APIAddr: srv.APIAddr(), DataDir: srv.DataDir()}
+	return readyInfo{Name: srv.Name(), Network: srv.Network(), RaftAddr: srv.RaftAddr(), APIAddr: srv.APIAddr(), RTRAddr: srv.RTRAddr(), DataDir: srv.DataDir()}
 }
 
 // serve runs srv until ctx is cancelled (SIGINT, SIGTERM) and shuts it
@@ -169,6 +192,7 @@ type bootstrapOutput struct {
 	RootsPath      string `json:"roots_path"`
 	RootJoinToken  string `json:"root_join_token"`
 	JoinCommand    string `json:"join_command"`
+	RTRAddr        string `json:"rtr_addr,omitempty"`
 }
 
 func (a *app) bootstrapCmd() *cobra.Command {
@@ -268,6 +292,7 @@ It prints the CA hash and the exact command that joins the next server.`,
 	fl.StringVar(&advertise, "raft-advertise", "", "host:port other servers dial for Raft, when not --raft-addr (a proxy or NAT in front)")
 	fl.StringVar(&asnArg, "asn", "", "the network's AS number, e.g. 64500: route authorizations without an AS of their own take it (default: none; `keymesh network set-asn` sets it later)")
 	sf.register(cmd, "info")
+	sf.registerRTR(cmd)
 	return cmd
 }
 
@@ -381,6 +406,7 @@ If the join fails, the data directory is left as it was.`,
 	fl.StringVar(&advertise, "raft-advertise", "", "host:port other servers dial for Raft, when not --raft-addr (a proxy or NAT in front)")
 	fl.StringVar(&sealKeyFile, "seal-key-file", "", "the network's seal key (64 hex digits, mode 0600); default: received in the pinned join exchange")
 	sf.register(cmd, "info")
+	sf.registerRTR(cmd)
 	return cmd
 }
 
@@ -427,6 +453,7 @@ func (a *app) startCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory of the server (made by bootstrap or join)")
 	sf.register(cmd, "info")
+	sf.registerRTR(cmd)
 	return cmd
 }
 
@@ -434,7 +461,11 @@ func (a *app) startCmd() *cobra.Command {
 func (a *app) ready(srv *cluster.Server, verb string) error {
 	info := infoOf(srv)
 	return a.emit(info, func(w io.Writer) {
-		fmt.Fprintf(w, "root server %s of network %s %s: raft %s, api %s; serving until Ctrl-C\n",
-			info.Name, info.Network, verb, info.RaftAddr, info.APIAddr)
+		rtrAt := ""
+		if info.RTRAddr != "" {
+			rtrAt = ", rtr " + info.RTRAddr
+		}
+		fmt.Fprintf(w, "root server %s of network %s %s: raft %s, api %s%s; serving until Ctrl-C\n",
+			info.Name, info.Network, verb, info.RaftAddr, info.APIAddr, rtrAt)
 	})
 }
