@@ -9,9 +9,12 @@ import (
 	"time"
 )
 
-func vrps100k() []VRP {
-	out := make([]VRP, 0, 100_000)
-	for i := range 100_000 {
+func vrps100k() []VRP { return vrpsN(100_000) }
+
+// vrpsN is n distinct VRPs, a quarter IPv6.
+func vrpsN(n int) []VRP {
+	out := make([]VRP, 0, n)
+	for i := range n {
 		if i%4 == 3 {
 			a := [16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 16), byte(i >> 8), byte(i)}
 			out = append(out, VRP{netip.PrefixFrom(netip.AddrFrom16(a), 56), 64, 64500 + uint32(i%7)})

@@ -234,3 +234,16 @@ func TestCacheHistoryAndWrap(t *testing.T) {
 		t.Fatalf("an older load was taken: serial %d, %d VRPs", serial, n)
 	}
 }
+
+// TestServerWriteDeadline: a router that asks for everything and does not
+// read is cut at the write deadline; the server does not wait on it.
+func TestServerWriteDeadline(t *testing.T) {
+	c := NewCache("test.example.net", 0)
+	c.Load(1, vrpsN(400_000)) // 10 MB: more than the socket buffers hold
+	s, addr := startServer(t, Config{Cache: c, WriteTimeout: 200 * time.Millisecond})
+	r := dial(t, addr)
+	r.c.(*net.TCPConn).SetReadBuffer(4096)
+	r.send(PDU{Version: 1, Type: TypeResetQuery})
+	waitRouters(t, s, 1)
+	waitRouters(t, s, 0)
+}

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -89,6 +90,9 @@ type Root struct {
 	// RaftIP is the loopback address Raft binds to and dials from ("" for
 	// the default 127.0.0.1).
 	RaftIP string
+	// RTRAddr is where the server serves RTR to routers, when the
+	// cluster runs with Config.RTR.
+	RTRAddr string
 
 	proc
 }
@@ -163,6 +167,7 @@ type Cluster struct {
 	GossipAgents bool
 
 	raftIPs bool
+	rtr     bool
 	added   int // servers added so far, for their Raft addresses
 
 	mu      sync.Mutex
@@ -180,6 +185,9 @@ type Config struct {
 	// RaftIPs binds the k-th server's Raft listener (and its Raft dials) to
 	// 127.0.0.(10+k).
 	RaftIPs bool
+	// RTR has every root serve RTR (--rtr-addr) on a loopback port of
+	// its own (Root.RTRAddr).
+	RTR bool
 	// Proxies puts a FaultNet proxy in front of every Raft listener and has
 	// each server advertise its proxy (implies RaftIPs). It needs the
 	// binary's --raft-advertise flag; Start skips the test without it.
@@ -211,7 +219,7 @@ func Start(t testing.TB, bin string, cfg Config) *Cluster {
 	if cfg.Network == "" {
 		cfg.Network = "e2e.keymesh.test"
 	}
-	c := &Cluster{t: t, Bin: bin, Base: t.TempDir(), Network: cfg.Network, ExtraArgs: cfg.Extra, raftIPs: cfg.RaftIPs || cfg.Proxies}
+	c := &Cluster{t: t, Bin: bin, Base: t.TempDir(), Network: cfg.Network, ExtraArgs: cfg.Extra, raftIPs: cfg.RaftIPs || cfg.Proxies, rtr: cfg.RTR}
 	if cfg.Proxies {
 		if !Supports(bin, AdvertiseFlag, "root", "bootstrap") || !Supports(bin, AdvertiseFlag, "root", "join") {
 			t.Fatalf("the keymesh binary has no %s flag: the Raft proxies (link faults) this test asks for need it", AdvertiseFlag)
@@ -256,8 +264,24 @@ func (c *Cluster) newRoot(name string) *Root {
 		}
 		r.RaftAdvertise = addr
 	}
+	if c.rtr {
+		r.RTRAddr = FreePort(c.t)
+	}
 	c.Roots = append(c.Roots, r)
 	return r
+}
+
+// FreePort returns a loopback host:port that was free a moment ago, for a
+// flag that takes a fixed port and whose address the test must know
+// (port 0 would pick one the test cannot read back).
+func FreePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // addrArgs are the listener flags of bootstrap and join for r.
@@ -269,6 +293,9 @@ func (c *Cluster) addrArgs(r *Root) []string {
 	args := []string{"--raft-addr", ip + ":0", "--api-addr", "127.0.0.1:0"}
 	if r.RaftAdvertise != "" {
 		args = append(args, AdvertiseFlag, r.RaftAdvertise)
+	}
+	if r.RTRAddr != "" {
+		args = append(args, "--rtr-addr", r.RTRAddr)
 	}
 	return args
 }
@@ -632,7 +659,11 @@ func (c *Cluster) Restart(r *Root) {
 	if r.Running() {
 		c.t.Fatalf("%s is still running", r.Name)
 	}
-	c.spawn(r, "root", "start", "--data-dir", r.Dir)
+	args := []string{"root", "start", "--data-dir", r.Dir}
+	if r.RTRAddr != "" {
+		args = append(args, "--rtr-addr", r.RTRAddr)
+	}
+	c.spawn(r, args...)
 	c.awaitReady(r, readyStart, 30*time.Second)
 }
 
