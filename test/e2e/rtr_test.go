@@ -53,7 +53,8 @@ func TestBIRDValidatesAgainstKeymesh(t *testing.T) {
 	dir := c.JoinNode("rtr-1", api.CreateJoinTokenRequest{})
 	rtrAgent := harness.FreePort(t)
 	c.RunAgent("rtr-1", dir, "--rtr-listen", rtrAgent, "--log-level", "warn")
-	bird := harness.StartBIRD(t, harness.RTRCache{Name: "root", Addr: follower.RTRAddr}, harness.RTRCache{Name: "agent", Addr: rtrAgent})
+	bird := harness.StartBIRD(t, harness.RTRCache{Name: "root", Addr: follower.RTRAddr}, harness.RTRCache{Name: "agent", Addr: rtrAgent},
+		harness.RTRCache{Name: "leader", Addr: leader.RTRAddr})
 
 	if _, err := cl.AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: "10.60.0.0/16", Origins: []string{"rtr-1"}, MaxLength: 24}); err != nil {
 		t.Fatal(err)
@@ -93,23 +94,27 @@ func TestBIRDValidatesAgainstKeymesh(t *testing.T) {
 		}
 	}
 
-	// 50 changes: from the authorize call to BIRD's table (through the
-	// follower root) holding the authorization.
-	var took []time.Duration
-	for i := range 50 {
-		prefix := fmt.Sprintf("10.61.%d.0/24", i)
-		start := time.Now()
-		if _, err := cl.AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: prefix, Origins: []string{"rtr-1"}}); err != nil {
-			t.Fatal(err)
+	// 50 changes: from the authorize call to BIRD's table holding the
+	// authorization, through the leader's RTR and through a follower's (a
+	// follower applies an entry when the leader's next message tells it
+	// the entry is committed: up to a heartbeat later).
+	for n, via := range []string{"leader", "root"} {
+		var took []time.Duration
+		for i := range 50 {
+			prefix := fmt.Sprintf("10.%d.%d.0/24", 61+n, i)
+			start := time.Now()
+			if _, err := cl.AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: prefix, Origins: []string{"rtr-1"}}); err != nil {
+				t.Fatal(err)
+			}
+			seen := bird.WaitROAs(via+"4", 10*time.Second, prefix, has(prefix+"-24 AS64500"))
+			took = append(took, seen.Sub(start))
 		}
-		seen := bird.WaitROAs("root4", 10*time.Second, prefix, has(prefix+"-24 AS64500"))
-		took = append(took, seen.Sub(start))
-	}
-	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-	p50, p99 := took[len(took)/2], took[len(took)*99/100]
-	t.Logf("authorize call -> BIRD's ROA table (via a follower root's RTR), 50 changes: p50 %s, p99 %s, max %s",
-		p50.Round(time.Millisecond), p99.Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
-	if p99 > time.Second {
-		t.Errorf("p99 %s: a router must see an authorization within a second", p99)
+		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+		p50, p99 := took[len(took)/2], took[len(took)*99/100]
+		t.Logf("authorize call -> BIRD's ROA table via the %s's RTR, 50 changes: p50 %s, p99 %s", map[string]string{"leader": "leader", "root": "follower"}[via],
+			p50.Round(time.Millisecond), p99.Round(time.Millisecond))
+		if p99 > time.Second {
+			t.Errorf("p99 %s: a router must see an authorization within a second", p99)
+		}
 	}
 }
