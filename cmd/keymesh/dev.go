@@ -228,7 +228,7 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 	out := devOutput{
 		Network: first.Network(), Dir: dir, CAHash: hash, CredentialPath: c.credential, RootsPath: c.caFile, Keep: cfg.keep,
 		AdminTokenPath: cluster.AdminTokenPath(dirOf(names[0])),
-		Nodes:          nodes, Env: map[string]string{envServer: c.server, envCAFile: c.caFile, envCredential: c.credential},
+		Nodes:          nodes, Env: map[string]string{envServer: c.server, envCAFile: c.caFile, envCredential: c.credential, envRTR: servers[0].RTRAddr()},
 	}
 	for _, s := range servers {
 		out.Servers = append(out.Servers, devServerInfo{Name: s.Name(), RaftAddr: s.RaftAddr(), APIAddr: s.APIAddr(), RTRAddr: s.RTRAddr(), DataDir: s.DataDir()})
@@ -240,7 +240,7 @@ func (a *app) runDev(ctx context.Context, cfg devConfig) (err error) {
 			out.Env[envPending] = n.RegistrationID
 		}
 	}
-	exports := exportLine(c, out.PendingRegistration)
+	exports := exportLine(c, out.PendingRegistration, out.Env[envRTR])
 	if err := a.emit(out, func(w io.Writer) {
 		fmt.Fprintf(w, "keymesh dev: network %s, %d root servers in %s\n\n", out.Network, len(servers), dir)
 		var cells [][]string
@@ -353,12 +353,15 @@ func waitHealthy(ctx context.Context, c conn) error {
 
 // exportLine is the shell line that points client commands at c, and
 // names the pending registration when there is one.
-func exportLine(c conn, pending string) string {
+func exportLine(c conn, pending, rtrAddr string) string {
 	words := []string{
 		"export",
 		envServer + "=" + shellQuote(c.server),
 		envCAFile + "=" + shellQuote(c.caFile),
 		envCredential + "=" + shellQuote(c.credential),
+	}
+	if rtrAddr != "" {
+		words = append(words, envRTR+"="+shellQuote(rtrAddr))
 	}
 	if pending != "" {
 		words = append(words, envPending+"="+shellQuote(pending))

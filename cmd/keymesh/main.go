@@ -104,6 +104,7 @@ Start with "keymesh dev" for a three-server cluster on loopback, or
 		a.policyCmd(),
 		a.routesCmd(),
 		a.networkCmd(),
+		a.rtrCmd(),
 		a.trustCmd(),
 		a.peersCmd(),
 		a.membersCmd(),

@@ -239,6 +239,11 @@ wait_route "$node3" 10.20.1.0/24 1
 wait_route "$node3" service:web.prod 1
 step routes list --data-dir "$node3"
 
+# Routers: the authorization, with the network's AS, is what a BIRD or FRR
+# router gets over RTR from every root (keymesh dev serves it on each).
+step network show
+step rtr dump
+
 # Tokens: node-1 mints a token for node-2 under its own key; node-2's agent
 # verifies it locally, and a root server does too.
 network=$(sed -n 's/^keymesh dev: network \([^,]*\),.*/\1/p' "$work/dev.out")
