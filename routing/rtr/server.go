@@ -110,6 +110,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.lns = append(s.lns, l)
 	s.mu.Unlock()
+	var pause time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -119,12 +120,14 @@ func (s *Server) Serve(l net.Listener) error {
 			if closed || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("rtr: accept: %w", err)
+			// Out of file descriptors and the like: pause and go on, as
+			// net/http does; the root must not stop for it.
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			s.log.Warn("router connection not accepted; pausing", "error", err, "pause", pause)
+			time.Sleep(pause)
+			continue
 		}
+		pause = 0
 		s.mu.Lock()
 		if s.closed || len(s.conns) >= s.cfg.MaxRouters {
 			full := !s.closed

@@ -247,3 +247,42 @@ func TestServerWriteDeadline(t *testing.T) {
 	waitRouters(t, s, 1)
 	waitRouters(t, s, 0)
 }
+
+// flakyListener fails its first accepts as a process out of file
+// descriptors does.
+type flakyListener struct {
+	net.Listener
+	fails int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails > 0 {
+		l.fails--
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: errors.New("too many open files")}
+	}
+	return l.Listener.Accept()
+}
+
+// TestServerAcceptErrors: an accept error other than the listener's close
+// pauses the server; it goes on serving after.
+func TestServerAcceptErrors(t *testing.T) {
+	c := NewCache("test.example.net", 0)
+	c.Load(1, nil)
+	s, err := NewServer(Config{Cache: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(&flakyListener{Listener: l, fails: 3}) }()
+	r := dial(t, l.Addr().String())
+	r.send(PDU{Version: 1, Type: TypeResetQuery})
+	r.until(TypeEndOfData)
+	s.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
