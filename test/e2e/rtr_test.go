@@ -117,4 +117,13 @@ func TestBIRDValidatesAgainstKeymesh(t *testing.T) {
 			t.Errorf("p99 %s: a router must see an authorization within a second", p99)
 		}
 	}
+
+	// The follower root dies (kill -9) while an authorization is made, and
+	// starts again on its --rtr-addr: BIRD reconnects and catches up.
+	c.Kill(follower)
+	if _, err := cl.AuthorizeRoute(ctx, api.RouteAuthRequest{Prefix: "10.63.0.0/16", Origins: []string{"rtr-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(follower)
+	bird.WaitROAs("root4", 30*time.Second, "the authorization made while the root was down", has("10.63.0.0/16-16 AS64500", "10.62.49.0/24-24 AS64500"))
 }
