@@ -231,6 +231,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if err != nil {
 		s.apiLn.Close()
 		s.raftLn.Close()
+		if s.rtrLn != nil {
+			s.rtrLn.Close()
+		}
 		return err
 	}
 	s.node = node

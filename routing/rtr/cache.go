@@ -234,6 +234,12 @@ func (c *Cache) applyLocked(serial uint64, changed map[netip.Prefix][]VRP) {
 		}
 	}
 	wasReady := c.ready
+	if wasReady && len(d.announce) == 0 && len(d.withdraw) == 0 {
+		// no VRP changed: the current serial still names the data, and
+		// routers are not told of a change that is none (every cache
+		// skips the same changes, so serials stay the same everywhere)
+		return
+	}
 	c.ready, c.serial = true, serial
 	c.full = [MaxVersion + 1][]byte{}
 	if wasReady && uint32(d.from>>32) == uint32(serial>>32) {
@@ -268,24 +274,23 @@ func (c *Cache) encodedFull(v uint8) ([]byte, answer) {
 	a := answer{ready: c.ready, serial: c.serial, session: SessionID(c.network, c.serial)}
 	enc := c.full[v]
 	c.mu.RUnlock()
-	if !a.ready {
-		return nil, a
+	if !a.ready || enc != nil {
+		return enc, a
 	}
-	if enc == nil {
-		c.mu.Lock()
-		if c.serial == a.serial && c.full[v] == nil {
-			out := make([]byte, 0, c.count*32)
-			c.sorted.Ascend(func(vrp VRP) bool {
-				out = appendPrefix(out, v, true, vrp)
-				return true
-			})
-			c.full[v] = out
-		}
-		a = answer{ready: c.ready, serial: c.serial, session: SessionID(c.network, c.serial)}
-		enc = c.full[v]
-		c.mu.Unlock()
+	// Encode under the write lock, and answer with the serial read in
+	// the same critical section: a change between the two locks must
+	// not pair one serial with another's (or no) encoding.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.full[v] == nil {
+		out := make([]byte, 0, c.count*32)
+		c.sorted.Ascend(func(vrp VRP) bool {
+			out = appendPrefix(out, v, true, vrp)
+			return true
+		})
+		c.full[v] = out
 	}
-	return enc, a
+	return c.full[v], answer{ready: c.ready, serial: c.serial, session: SessionID(c.network, c.serial)}
 }
 
 // appendDelta appends the prefix PDUs that take a router from serial

@@ -29,8 +29,8 @@ func VRPsOf(auths []fsm.RouteAuth) []VRP {
 	return out
 }
 
-// Follow keeps c at store's route authorizations until ctx ends: a full
-// load first (and whenever the store's change history cannot say what
+// Follow keeps c at store's route authorizations until ctx ends: nothing
+// until the store holds a state, then a full load (and whenever the store's change history cannot say what
 // changed), then each change as the store applies it, at the serial of
 // the table's last change (fsm.Store.TableIndex).
 func Follow(ctx context.Context, store *fsm.Store, c *Cache) error {
@@ -40,6 +40,12 @@ func Follow(ctx context.Context, store *fsm.Store, c *Cache) error {
 		store.Read(func(r fsm.Reader) {
 			serial := r.TableIndex(fsm.TableRouteAuths)
 			idx := r.Index()
+			if idx == 0 {
+				// a joining root before its first entry or snapshot: no
+				// data (routers are answered No Data Available), not an
+				// empty set
+				return
+			}
 			if !loaded {
 				c.Load(serial, VRPsOf(r.RouteAuths()))
 				loaded, seen = true, idx

@@ -86,6 +86,12 @@ func (m *machine) receive(raw []byte, readErr error) result {
 	var pe *ProtocolError
 	if readErr != nil {
 		if errors.As(readErr, &pe) {
+			if len(pe.PDU) > 1 && pe.PDU[1] == TypeErrorReport {
+				// never answer an Error Report with one, even one refused
+				// from its header (RFC 8210 section 12)
+				r.close = true
+				return r
+			}
 			m.errorReport(&r, m.replyVersion(pe.PDU), pe.Code, pe.PDU, pe.Text)
 		} else {
 			r.close = true
@@ -107,7 +113,7 @@ func (m *machine) receive(raw []byte, readErr error) result {
 		if pe.Code == CodeUnsupportedVersion {
 			v = MaxVersion
 			if m.version >= 0 {
-				pe.Code, pe.Text = CodeUnexpectedVersion, fmt.Sprintf("version %d in a version %d session", raw[0], m.version)
+				pe.Code, pe.Text = m.unexpectedVersion(), fmt.Sprintf("version %d in a version %d session", raw[0], m.version)
 				v = uint8(m.version)
 			}
 		}
@@ -119,7 +125,7 @@ func (m *machine) receive(raw []byte, readErr error) result {
 			r.close = true
 			return r
 		}
-		m.errorReport(&r, uint8(m.version), CodeUnexpectedVersion, raw, fmt.Sprintf("version %d in a version %d session", p.Version, m.version))
+		m.errorReport(&r, uint8(m.version), m.unexpectedVersion(), raw, fmt.Sprintf("version %d in a version %d session", p.Version, m.version))
 		return r
 	}
 	switch p.Type {
@@ -141,6 +147,16 @@ func (m *machine) receive(raw []byte, readErr error) result {
 }
 
 func (m *machine) v() uint8 { return uint8(m.version) }
+
+// unexpectedVersion is the code for a PDU of another version inside a
+// session: Unexpected Protocol Version (8) in version 1; RFC 6810 has no
+// such code, so Unsupported Protocol Version (4) in version 0.
+func (m *machine) unexpectedVersion() ErrorCode {
+	if m.version == int(Version0) {
+		return CodeUnsupportedVersion
+	}
+	return CodeUnexpectedVersion
+}
 
 func (m *machine) endOfData(b []byte, a answer) []byte {
 	p := PDU{Version: m.v(), Type: TypeEndOfData, Session: a.session, Serial: uint32(a.serial),

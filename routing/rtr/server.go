@@ -22,6 +22,10 @@ const (
 	// DefaultPDUTimeout is how long the rest of a PDU may take once its
 	// first byte has arrived.
 	DefaultPDUTimeout = 10 * time.Second
+	// DefaultFirstQueryTimeout is how long a new connection may stay
+	// silent before its first query: a router asks at once, and silent
+	// connections must not hold the slots of MaxRouters.
+	DefaultFirstQueryTimeout = 30 * time.Second
 	// DefaultWriteTimeout is how long one answer may take to be written
 	// (a full answer to a router that stopped reading ends here).
 	DefaultWriteTimeout = 30 * time.Second
@@ -37,9 +41,11 @@ type Config struct {
 	// IdleTimeout is how long a router may stay silent between PDUs; a
 	// router polls at the Refresh timer at least, so the default is the
 	// Expire timer (after which the router has dropped the data anyway).
-	IdleTimeout  time.Duration
-	PDUTimeout   time.Duration
-	WriteTimeout time.Duration
+	IdleTimeout time.Duration
+	// FirstQueryTimeout bounds the silence before the first PDU.
+	FirstQueryTimeout time.Duration
+	PDUTimeout        time.Duration
+	WriteTimeout      time.Duration
 	// MaxPDU bounds a PDU read from a router (default DefaultMaxPDU).
 	MaxPDU int
 }
@@ -56,6 +62,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = time.Duration(c.Timers.Expire) * time.Second
+	}
+	if c.FirstQueryTimeout <= 0 {
+		c.FirstQueryTimeout = DefaultFirstQueryTimeout
 	}
 	if c.PDUTimeout <= 0 {
 		c.PDUTimeout = DefaultPDUTimeout
@@ -208,8 +217,10 @@ func (s *Server) handle(c net.Conn) {
 		br := bufio.NewReader(c)
 		r := NewReader(br, s.cfg.MaxPDU)
 		r.Started = func() { c.SetReadDeadline(time.Now().Add(s.cfg.PDUTimeout)) }
+		idle := min(s.cfg.FirstQueryTimeout, s.cfg.IdleTimeout)
 		for {
-			c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+			c.SetReadDeadline(time.Now().Add(idle))
+			idle = s.cfg.IdleTimeout
 			raw, err := r.ReadRaw()
 			select {
 			case reads <- read{raw, err}:

@@ -132,7 +132,8 @@ func TestServerSession(t *testing.T) {
 func TestServerLimits(t *testing.T) {
 	c := NewCache("test.example.net", 0)
 	c.Load(1, nil)
-	s, addr := startServer(t, Config{Cache: c, MaxRouters: 2, MaxPDU: 512, PDUTimeout: 100 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})
+	s, addr := startServer(t, Config{Cache: c, MaxRouters: 2, MaxPDU: 512, PDUTimeout: 100 * time.Millisecond, IdleTimeout: 300 * time.Millisecond,
+		FirstQueryTimeout: 150 * time.Millisecond})
 
 	t.Run("max routers", func(t *testing.T) {
 		a, b := dial(t, addr), dial(t, addr)
@@ -153,7 +154,7 @@ func TestServerLimits(t *testing.T) {
 
 	t.Run("oversized", func(t *testing.T) {
 		r := dial(t, addr)
-		r.c.Write(unhex(t, "01 0a 0000 00000400"))
+		r.c.Write(unhex(t, "01 02 0000 00000400"))
 		p := r.read()
 		if p.Type != TypeErrorReport || p.Code != CodeCorruptData || len(p.Encapsulated) != headerLen {
 			t.Fatalf("got %s", p.String())
@@ -164,6 +165,14 @@ func TestServerLimits(t *testing.T) {
 		r := dial(t, addr)
 		r.c.Write([]byte{1, 2, 0})
 		r.closed()
+	})
+	t.Run("first query deadline", func(t *testing.T) {
+		r := dial(t, addr)
+		start := time.Now()
+		r.closed()
+		if d := time.Since(start); d > 290*time.Millisecond {
+			t.Errorf("a silent new connection held for %s, past the first-query deadline", d)
+		}
 	})
 	t.Run("idle deadline", func(t *testing.T) {
 		r := dial(t, addr)
@@ -284,5 +293,48 @@ func TestServerAcceptErrors(t *testing.T) {
 	s.Close()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestFullAnswerConsistent: a full answer's VRPs are those of the serial
+// its End of Data names, while changes land between its reads (each
+// serial k holds k VRPs here).
+func TestFullAnswerConsistent(t *testing.T) {
+	c := NewCache("test.example.net", 0)
+	c.Load(1, vrpsN(1))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		all := vrpsN(400)
+		for k := 2; k <= 400; k++ {
+			v := all[k-1]
+			c.Update(uint64(k), map[netip.Prefix][]VRP{v.Prefix: {v}})
+		}
+	}()
+	for i := 0; ; i++ {
+		m := newMachine(c, DefaultTimers)
+		res := m.receive((&PDU{Version: 1, Type: TypeResetQuery}).Append(nil), nil)
+		r := NewReader(bytes.NewReader(res.bytes()), 1<<20)
+		n := 0
+		for {
+			p, err := r.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Type == TypeIPv4Prefix || p.Type == TypeIPv6Prefix {
+				n++
+			}
+			if p.Type == TypeEndOfData {
+				if uint32(n) != p.Serial {
+					t.Fatalf("answer %d: %d VRPs with serial %d", i, n, p.Serial)
+				}
+				break
+			}
+		}
+		select {
+		case <-done:
+			return
+		default:
+		}
 	}
 }

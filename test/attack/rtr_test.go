@@ -157,7 +157,7 @@ func TestRTRAttacks(t *testing.T) {
 		pdu  []byte
 		code rtr.ErrorCode
 	}{
-		{"oversized", []byte{1, 10, 0, 0, 0x01, 0, 0, 0}, rtr.CodeCorruptData},
+		{"oversized", []byte{1, 2, 0, 0, 0x01, 0, 0, 0}, rtr.CodeCorruptData},
 		{"wrong length", []byte{1, 2, 0, 0, 0, 0, 0, 12, 0, 0, 0, 0}, rtr.CodeCorruptData},
 		{"later version", []byte{2, 2, 0, 0, 0, 0, 0, 8}, rtr.CodeUnsupportedVersion},
 		{"unknown type", []byte{1, 99, 0, 0, 0, 0, 0, 8}, rtr.CodeUnsupportedPDUType},
