@@ -54,14 +54,6 @@ func appendPrefix(b []byte, version uint8, announce bool, v VRP) []byte {
 	return append(b, byte(v.ASN>>24), byte(v.ASN>>16), byte(v.ASN>>8), byte(v.ASN))
 }
 
-func (v VRP) pdu(version uint8, announce bool) PDU {
-	t := TypeIPv4Prefix
-	if v.Prefix.Addr().Is6() {
-		t = TypeIPv6Prefix
-	}
-	return PDU{Version: version, Type: t, Announce: announce, Prefix: v.Prefix, MaxLen: v.MaxLen, ASN: v.ASN}
-}
-
 // DefaultHistory is how many VRP changes (announcements and withdrawals)
 // a cache keeps to answer Serial Queries; a router further behind gets a
 // Cache Reset and reloads.
@@ -340,12 +332,10 @@ func (c *Cache) appendDelta(b []byte, v uint8, session uint16, from uint32) ([]b
 	slices.SortFunc(wd, compareVRP)
 	slices.SortFunc(ann, compareVRP)
 	for _, x := range wd {
-		p := x.pdu(v, false)
-		b = p.Append(b)
+		b = appendPrefix(b, v, false, x)
 	}
 	for _, x := range ann {
-		p := x.pdu(v, true)
-		b = p.Append(b)
+		b = appendPrefix(b, v, true, x)
 	}
 	return b, a
 }

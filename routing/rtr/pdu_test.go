@@ -214,3 +214,12 @@ func TestAppendPrefix(t *testing.T) {
 		}
 	}
 }
+
+// pdu is v as a PDU, for comparing appendPrefix with PDU.Append.
+func (v VRP) pdu(version uint8, announce bool) PDU {
+	t := TypeIPv4Prefix
+	if v.Prefix.Addr().Is6() {
+		t = TypeIPv6Prefix
+	}
+	return PDU{Version: version, Type: t, Announce: announce, Prefix: v.Prefix, MaxLen: v.MaxLen, ASN: v.ASN}
+}
