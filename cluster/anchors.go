@@ -189,3 +189,48 @@ func (s *Server) changeAccept(r *http.Request, network string, accept bool) (uin
 		return fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: next, ExpectModifyIndex: &expect}, true
 	})
 }
+
+// handleSetNetworkExclusive turns the network's exclusive membership on
+// or off (its nodes refuse peers that are members of other networks
+// too): the flag of its own trust anchor, which the access list shares,
+// so Cedar decides trust.write on the own network's anchor, and the
+// write is a compare-and-set of the record (fsm.ExclusiveSet) so that a
+// concurrent trust add or remove loses nothing. Setting the value it has
+// writes nothing.
+func (s *Server) handleSetNetworkExclusive(w http.ResponseWriter, r *http.Request, c caller) {
+	ctx := c.ctx
+	ctx.Anchor = &policy.AnchorTarget{Network: s.network, Own: true}
+	if !s.allow(w, c, policy.TrustWrite, ctx) {
+		return
+	}
+	var req api.NetworkExclusiveRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	if req.Exclusive == nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, `exclusive is required: {"exclusive": true} or {"exclusive": false}`)
+		return
+	}
+	want := *req.Exclusive
+	idx, err := s.casRetry(r.Context(), func() (fsm.MsgType, any, bool) {
+		own, ok := s.store.TrustAnchor(s.network)
+		if !ok || own.Exclusive == want {
+			return 0, nil, false
+		}
+		return fsm.MsgExclusiveSet, fsm.ExclusiveSet{Network: s.network, Exclusive: want, ExpectModifyIndex: own.ModifyIndex}, true
+	})
+	if err != nil && !errors.Is(err, errNothingTo) {
+		s.writeErr(w, err)
+		return
+	}
+	if _, ok := s.store.TrustAnchor(s.network); !ok {
+		writeError(w, http.StatusServiceUnavailable, api.CodeNoLeader, "the network has no trust anchor yet; try again once the server is ready")
+		return
+	}
+	if errors.Is(err, errNothingTo) {
+		s.log.Info("network exclusive membership unchanged", "network", s.network, "exclusive", want)
+	} else {
+		s.log.Info("network exclusive membership set", "network", s.network, "exclusive", want, "index", idx, "by", c.ctx.Subject)
+	}
+	writeJSON(w, http.StatusOK, s.networkInfo())
+}

@@ -178,6 +178,7 @@ func (s *Server) handler() http.Handler {
 	s.route(mux, "DELETE /v1/routes/authorizations", policy.RouteAuthWrite, s.handleUnauthorizeRoute)
 	s.route(mux, "GET /v1/network", policy.RouteAuthRead, s.handleNetwork)
 	s.route(mux, "PUT /v1/network/asn", policy.RouteAuthWrite, s.handleSetNetworkASN)
+	s.routeDeciding(mux, "PUT /v1/network/exclusive", policy.TrustWrite, s.handleSetNetworkExclusive)
 	s.route(mux, "GET /v1/registrations", policy.RegistrationList, s.handleListRegistrations)
 	s.routeDeciding(mux, "POST /v1/registrations/{id}/approve", policy.RegistrationApprove, s.handleApprove)
 	s.route(mux, "POST /v1/registrations/{id}/deny", policy.RegistrationDeny, s.handleDeny)

@@ -125,6 +125,12 @@ func TestAPIRefusesBadInput(t *testing.T) {
 		{"network AS as text", "admin", "PUT", "/v1/network/asn", "", `{"asn":"AS64500"}`, 400, api.CodeBadRequest},
 		{"network AS set by a node", "node", "PUT", "/v1/network/asn", "", `{"asn":64500}`, 403, ""},
 		{"network without a credential", "", "GET", "/v1/network", "", ``, 401, api.CodeUnauthorized},
+		{"network exclusive missing", "admin", "PUT", "/v1/network/exclusive", "", `{}`, 400, api.CodeBadRequest},
+		{"network exclusive null", "admin", "PUT", "/v1/network/exclusive", "", `{"exclusive":null}`, 400, api.CodeBadRequest},
+		{"network exclusive as text", "admin", "PUT", "/v1/network/exclusive", "", `{"exclusive":"on"}`, 400, api.CodeBadRequest},
+		{"network exclusive with another field", "admin", "PUT", "/v1/network/exclusive", "", `{"exclusive":true,"network":"other.example"}`, 400, api.CodeBadRequest},
+		{"network exclusive set by a node", "node", "PUT", "/v1/network/exclusive", "", `{"exclusive":true}`, 403, api.CodeForbidden},
+		{"network exclusive without a credential", "", "PUT", "/v1/network/exclusive", "", `{"exclusive":true}`, 401, api.CodeUnauthorized},
 		{"route authorization of AS 65535", "admin", "POST", "/v1/routes/authorizations", "", `{"prefix":"10.0.0.0/8","origins":["edge-1"],"asn":65535}`, 400, api.CodeBadRequest},
 	}
 	for _, c := range cases {
@@ -191,6 +197,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		func() any { return &api.RegisterRequest{} }, func() any { return &api.CollectRequest{} },
 		func() any { return &api.DenyRequest{} }, func() any { return &api.RenewRequest{} },
 		func() any { return &api.SetPolicyRequest{} }, func() any { return &api.TokenRequest{} },
+		func() any { return &api.NetworkASNRequest{} }, func() any { return &api.NetworkExclusiveRequest{} },
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, mk := range targets {

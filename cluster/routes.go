@@ -55,13 +55,21 @@ func checkASN(asn uint32) error {
 	return nil
 }
 
-// handleNetwork answers the network's name and AS number.
+// networkInfo is the network as GET /v1/network shows it: its AS number
+// from its CA record, its exclusive membership from its own trust anchor.
+func (s *Server) networkInfo() api.NetworkInfo {
+	rec, _ := s.store.CA(s.network)
+	own, _ := s.store.TrustAnchor(s.network)
+	return api.NetworkInfo{Network: s.network, ASN: rec.ASN, Index: rec.ModifyIndex, Exclusive: own.Exclusive, AnchorIndex: own.ModifyIndex}
+}
+
+// handleNetwork answers the network's name, AS number and exclusive
+// membership.
 func (s *Server) handleNetwork(w http.ResponseWriter, r *http.Request) {
 	if !s.maybeConsistent(w, r) {
 		return
 	}
-	rec, _ := s.store.CA(s.network)
-	writeJSON(w, http.StatusOK, api.NetworkInfo{Network: s.network, ASN: rec.ASN, Index: rec.ModifyIndex})
+	writeJSON(w, http.StatusOK, s.networkInfo())
 }
 
 // handleSetNetworkASN sets the network's AS number in its CA record,
@@ -102,7 +110,7 @@ func (s *Server) handleSetNetworkASN(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.log.Info("network AS number set", "network", s.network, "asn", req.ASN, "previous_asn", prev, "index", idx)
 	}
-	writeJSON(w, http.StatusOK, api.NetworkInfo{Network: s.network, ASN: rec.ASN, Index: rec.ModifyIndex})
+	writeJSON(w, http.StatusOK, s.networkInfo())
 }
 
 // handleAuthorizeRoute adds origins to a prefix's authorization (made if

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -271,11 +272,42 @@ func TestApplyCommands(t *testing.T) {
 			Endpoints: []string{"a:1", "b:1", "c:1", "d:1", "e:1", "f:1", "g:1", "h:1", "i:1"}}}, err: ErrInvalid},
 		{name: "anchor put own with keys", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: testNetwork, Roots: [][]byte{der("root")},
 			Keys: []FederatedKey{{KID: "k1", Node: "f-1", Key: []byte("{}")}}}}, err: ErrInvalid},
+		{name: "anchor put own exclusive", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: testNetwork, Roots: [][]byte{der("root")},
+			Accept: []string{testNetwork}, Exclusive: true}},
+			check: func(t *testing.T, h *harness) {
+				if a, _ := h.s.TrustAnchor(testNetwork); !a.Exclusive {
+					t.Fatalf("own anchor %+v", a)
+				}
+			}},
+		{name: "anchor put federated exclusive", typ: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")},
+			Exclusive: true}}, err: ErrInvalid},
 		{name: "anchor delete own", typ: MsgTrustAnchorDelete, p: TrustAnchorDelete{Network: testNetwork}, err: ErrConflict},
 		{name: "anchor delete unknown", typ: MsgTrustAnchorDelete, p: TrustAnchorDelete{Network: "fed.example.org"}, err: ErrNotFound},
 		{name: "anchor delete", setup: func(h *harness) {
 			h.ok(MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}}})
 		}, typ: MsgTrustAnchorDelete, p: TrustAnchorDelete{Network: "fed.example.org"}},
+
+		// exclusive membership (the seed puts the own anchor at index 6 and ends at 12)
+		{name: "exclusive set", typ: MsgExclusiveSet, p: ExclusiveSet{Network: testNetwork, Exclusive: true, ExpectModifyIndex: 6},
+			check: func(t *testing.T, h *harness) {
+				a, _ := h.s.TrustAnchor(testNetwork)
+				if !a.Exclusive || a.ModifyIndex != h.idx || a.CreateIndex != 6 || len(a.Roots) != 1 || !slices.Equal(a.Accept, []string{testNetwork}) {
+					t.Fatalf("own anchor %+v", a)
+				}
+			}},
+		{name: "exclusive cleared", setup: func(h *harness) {
+			h.ok(MsgExclusiveSet, ExclusiveSet{Network: testNetwork, Exclusive: true, ExpectModifyIndex: 6})
+		}, typ: MsgExclusiveSet, p: ExclusiveSet{Network: testNetwork, ExpectModifyIndex: 13},
+			check: func(t *testing.T, h *harness) {
+				if a, _ := h.s.TrustAnchor(testNetwork); a.Exclusive {
+					t.Fatalf("own anchor %+v", a)
+				}
+			}},
+		{name: "exclusive set stale", typ: MsgExclusiveSet, p: ExclusiveSet{Network: testNetwork, Exclusive: true, ExpectModifyIndex: 5}, err: ErrConflict},
+		{name: "exclusive set on a federated network", setup: func(h *harness) {
+			h.ok(MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: "fed.example.org", Roots: [][]byte{der("fr")}}})
+		}, typ: MsgExclusiveSet, p: ExclusiveSet{Network: "fed.example.org", Exclusive: true, ExpectModifyIndex: 13}, err: ErrInvalid},
+		{name: "exclusive set bad network", typ: MsgExclusiveSet, p: ExclusiveSet{Network: "Main_Net", Exclusive: true, ExpectModifyIndex: 6}, err: ErrInvalid},
 
 		// nodes and certificates
 		{name: "node cert renew of a revoked node", setup: func(h *harness) {
@@ -833,4 +865,51 @@ func manyFederatedKeys(n int) []FederatedKey {
 		keys[i] = FederatedKey{KID: fmt.Sprintf("k%05d", i), Node: "f-1", Key: []byte("{}")}
 	}
 	return keys
+}
+
+// TestExclusiveMembership: exclusive membership is the own network's
+// anchor's alone. ExclusiveSet needs the state's network and its anchor;
+// a genesis may start exclusive; TrustAnchorPut writes the own record
+// whole, so a read-modify-write of the access list (trust add) carries the
+// flag on, and one that leaves it out clears it.
+func TestExclusiveMembership(t *testing.T) {
+	t.Run("before the genesis", func(t *testing.T) {
+		h := newHarness(t)
+		if res := h.apply(MsgExclusiveSet, ExclusiveSet{Network: testNetwork, Exclusive: true}); !errors.Is(res.Err, ErrInvalid) {
+			t.Fatalf("err = %v, want ErrInvalid", res.Err)
+		}
+	})
+	t.Run("without the own anchor", func(t *testing.T) {
+		h := newHarness(t)
+		h.ok(MsgGenesis, Genesis{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")}})
+		hash := h.s.Hash()
+		if res := h.apply(MsgExclusiveSet, ExclusiveSet{Network: testNetwork, Exclusive: true}); !errors.Is(res.Err, ErrNotFound) || h.s.Hash() != hash {
+			t.Fatalf("err = %v, want ErrNotFound and no change", res.Err)
+		}
+	})
+	t.Run("genesis", func(t *testing.T) {
+		h := newHarness(t)
+		h.ok(MsgGenesis, Genesis{CA: CA{Network: testNetwork, Active: der("root"), SealedKey: []byte("sealed")},
+			Anchor: &TrustAnchor{Network: testNetwork, Roots: [][]byte{der("root")}, Accept: []string{testNetwork}, Exclusive: true}})
+		if a, _ := h.s.TrustAnchor(testNetwork); !a.Exclusive {
+			t.Fatalf("own anchor %+v", a)
+		}
+	})
+	t.Run("the access list rewritten", func(t *testing.T) {
+		h := newHarness(t)
+		h.seed()
+		own, _ := h.s.TrustAnchor(testNetwork)
+		h.ok(MsgExclusiveSet, ExclusiveSet{Network: testNetwork, Exclusive: true, ExpectModifyIndex: own.ModifyIndex})
+		own, _ = h.s.TrustAnchor(testNetwork)
+		next := own
+		next.Accept = append(slices.Clone(own.Accept), "fed.example.org")
+		h.ok(MsgTrustAnchorPut, TrustAnchorPut{Anchor: next, ExpectModifyIndex: &own.ModifyIndex})
+		if a, _ := h.s.TrustAnchor(testNetwork); !a.Exclusive || len(a.Accept) != 2 {
+			t.Fatalf("own anchor after the access list changed: %+v", a)
+		}
+		h.ok(MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: testNetwork, Roots: own.Roots, Accept: own.Accept}})
+		if a, _ := h.s.TrustAnchor(testNetwork); a.Exclusive {
+			t.Fatalf("own anchor written without the flag: %+v", a)
+		}
+	})
 }

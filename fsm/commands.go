@@ -59,6 +59,8 @@ func newPayload(t MsgType) payload {
 		return new(NodeCertRenew)
 	case MsgGenesis:
 		return new(Genesis)
+	case MsgExclusiveSet:
+		return new(ExclusiveSet)
 	}
 	return nil
 }
@@ -629,7 +631,9 @@ func (tx *txn) pruneIssuance() {
 // TrustAnchorPut adds or updates a network's trust anchor
 // (MsgTrustAnchorPut): at least one root and an access list without
 // duplicates. ExpectModifyIndex as in RouteAuthPut (the access list is
-// read, changed and written back).
+// read, changed and written back). It writes the record whole, Exclusive
+// included, which only the own network's anchor may hold (ErrInvalid on
+// a federated one).
 type TrustAnchorPut struct {
 	Anchor            TrustAnchor `json:"anchor"`
 	ExpectModifyIndex *uint64     `json:"expect_modify_index,omitempty"`
@@ -687,7 +691,20 @@ func (p *TrustAnchorPut) apply(tx *txn) *CommandError {
 	if p.Anchor.Network == tx.st.network && (len(p.Anchor.Endpoints) > 0 || len(p.Anchor.Keys) > 0) {
 		return fail(ErrInvalid, "the own network's anchor has no endpoints or federated keys: its keys are the JWKS")
 	}
+	if err := checkExclusiveOwn("anchor.exclusive", p.Anchor.Network, p.Anchor.Exclusive, tx.st.network); err != nil {
+		return err
+	}
 	put(tx, &tx.st.anchors, tAnchors, p.Anchor.Network, p.Anchor)
+	return nil
+}
+
+// checkExclusiveOwn refuses exclusive membership asked of network when
+// it is not own, the state's network: a network decides what its own
+// nodes accept, never what another network's do.
+func checkExclusiveOwn(field, network string, exclusive bool, own string) *CommandError {
+	if exclusive && network != own {
+		return fail(ErrInvalid, "%s: exclusive membership is set on the own network's anchor (%q) only, not on federated network %q's", field, own, network)
+	}
 	return nil
 }
 
@@ -710,6 +727,39 @@ func (p *TrustAnchorDelete) apply(tx *txn) *CommandError {
 		return fail(ErrConflict, "%q is this cluster's own network", p.Network)
 	}
 	del(tx, &tx.st.anchors, tAnchors, p.Network)
+	return nil
+}
+
+// ExclusiveSet turns the exclusive membership of this cluster's own
+// network on or off (MsgExclusiveSet): TrustAnchor.Exclusive of its
+// anchor, the rest of the record as it is. Network must be the state's
+// network (ErrInvalid for a federated one) and have an anchor
+// (ErrNotFound); ExpectModifyIndex must equal the anchor's ModifyIndex
+// (compare-and-set, as CAUpdate), else ErrConflict. Setting the value it
+// has is accepted and moves the modify index.
+type ExclusiveSet struct {
+	Network           string `json:"network"`
+	Exclusive         bool   `json:"exclusive"`
+	ExpectModifyIndex uint64 `json:"expect_modify_index"`
+}
+
+func (p *ExclusiveSet) check(time.Time) *CommandError {
+	return checkNetwork("network", p.Network)
+}
+
+func (p *ExclusiveSet) apply(tx *txn) *CommandError {
+	if p.Network != tx.st.network {
+		return fail(ErrInvalid, "exclusive membership is the own network's (%q) to set, not federated network %q's", tx.st.network, p.Network)
+	}
+	cur, ok := tx.st.anchors.m[p.Network]
+	if !ok {
+		return fail(ErrNotFound, "network %q has no trust anchor", p.Network)
+	}
+	if cur.ModifyIndex != p.ExpectModifyIndex {
+		return fail(ErrConflict, "the trust anchor of %q is at modify index %d, not %d", p.Network, cur.ModifyIndex, p.ExpectModifyIndex)
+	}
+	cur.Exclusive = p.Exclusive
+	put(tx, &tx.st.anchors, tAnchors, p.Network, cur)
 	return nil
 }
 

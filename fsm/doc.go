@@ -29,8 +29,9 @@
 // recorded log reaches the same state, whatever build it runs.
 // TestGoldenLog holds this: testdata/golden.log, every command type as the
 // proposers of the first release build it (with their optional fields,
-// and refusals), replays command by command to the same answers, the same
-// state hash and the same snapshot bytes (testdata/golden.snapshot).
+// and refusals; the types added since appended at its end), replays
+// command by command to the same answers, the same state hash and the
+// same snapshot bytes (testdata/golden.snapshot).
 //
 // A change of behaviour therefore comes in one of two ways:
 //

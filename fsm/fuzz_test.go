@@ -31,6 +31,7 @@ func fuzzSeeds() [][]byte {
 		{MsgPruneRevocations, PruneRevocations{Issuance: true}},
 		{MsgTrustAnchorPut, TrustAnchorPut{Anchor: TrustAnchor{Network: "f.example", Roots: [][]byte{der("f")}, Accept: []string{"f.example"}}}},
 		{MsgTrustAnchorDelete, TrustAnchorDelete{Network: "f.example"}},
+		{MsgExclusiveSet, ExclusiveSet{Network: testNetwork, Exclusive: true, ExpectModifyIndex: 6}},
 		{MsgNodeCertRenew, NodeCertRenew{Cert: Issued{Issuer: "root-1", Serial: "c", NodeID: "node-a", NotAfter: later, Cert: der("c")}}},
 		{MsgJWKPut, JWKPut{Key: JWK{KID: "k2", Key: json.RawMessage(`{"kty":"EC"}`), Node: "node-a", State: JWKStaged}}},
 		{MsgRegistrationCreate, RegistrationCreate{Registration: Registration{ID: "r9", NodeID: "n9", Network: testNetwork, Principal: PrincipalNode, CSR: der("c")},

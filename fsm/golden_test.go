@@ -14,9 +14,11 @@ import (
 	"time"
 )
 
-// -update writes the golden files anew from goldenCommands: do it only for
-// a change that is meant to change what a recorded log means, which the
-// versioning rule (doc.go) forbids once a release is out.
+// -update writes the golden files anew from goldenCommands: do it only to
+// record commands appended at its end (a new command type: the recorded
+// lines must come out byte for byte as they were, which git diff shows),
+// or for a change that is meant to change what a recorded log means,
+// which the versioning rule (doc.go) forbids once a release is out.
 var update = flag.Bool("update", false, "write testdata/golden.* anew")
 
 const (
@@ -35,6 +37,7 @@ func goldenCommands() []struct {
 	at := t0.Add(48 * time.Hour)
 	key := json.RawMessage(`{"kty":"EC","crv":"P-256","x":"AA","y":"BB"}`)
 	zero := uint64(0)
+	exclusiveAt := uint64(38) // the index of the first ExclusiveSet below
 	type cmd = struct {
 		t   MsgType
 		p   any
@@ -97,6 +100,18 @@ func goldenCommands() []struct {
 		{t: MsgServerRemove, p: ServerRemove{Name: "r2"}},
 		{t: MsgIssuerPut, p: IssuerPut{Issuer: Issuer{ID: "r2", Network: testNetwork, Cert: der("issuer-r2"), Status: IssuerRevoked}}},
 		{t: MsgPruneRevocations, p: PruneRevocations{Issuance: true}},
+		// Exclusive membership, recorded after the first release: appended,
+		// so that every command above applies as it did. The own anchor was
+		// made by the genesis (index 1); it ends as it was, not exclusive.
+		{t: MsgExclusiveSet, p: ExclusiveSet{Network: testNetwork, Exclusive: true, ExpectModifyIndex: 1}},
+		// stale; not the own network; a federated anchor exclusive
+		{t: MsgExclusiveSet, p: ExclusiveSet{Network: testNetwork, ExpectModifyIndex: 1}},
+		{t: MsgExclusiveSet, p: ExclusiveSet{Network: "testnet.example.net", Exclusive: true}},
+		{t: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: "testnet.example.net", Roots: [][]byte{der("testnet-root")}, Exclusive: true}}},
+		// the own record written whole (as trust add writes it), exclusive kept
+		{t: MsgTrustAnchorPut, p: TrustAnchorPut{Anchor: TrustAnchor{Network: testNetwork, Roots: [][]byte{der("root")}, Accept: []string{testNetwork},
+			Exclusive: true}, ExpectModifyIndex: &exclusiveAt}},
+		{t: MsgExclusiveSet, p: ExclusiveSet{Network: testNetwork, ExpectModifyIndex: exclusiveAt + 4}},
 	}
 }
 

@@ -178,9 +178,17 @@ func (g *cmdGen) next() []byte {
 	case MsgPruneRevocations:
 		p = PruneRevocations{Issuance: g.chance(0.5)}
 	case MsgTrustAnchorPut:
-		p = TrustAnchorPut{Anchor: TrustAnchor{Network: g.network(), Roots: [][]byte{der(g.pick("r", 3))}, Accept: []string{g.network()}}}
+		p = TrustAnchorPut{Anchor: TrustAnchor{Network: g.network(), Roots: [][]byte{der(g.pick("r", 3))}, Accept: []string{g.network()}, Exclusive: g.chance(0.1)}}
 	case MsgTrustAnchorDelete:
 		p = TrustAnchorDelete{Network: g.network()}
+	case MsgExclusiveSet:
+		// Mostly the own network at its anchor's index, so that the flag
+		// goes on and off; sometimes stale or a federated network.
+		es := ExclusiveSet{Network: g.network(), Exclusive: g.chance(0.5), ExpectModifyIndex: uint64(g.r.IntN(40))}
+		if a, ok := g.s.TrustAnchor(es.Network); ok && g.chance(0.8) {
+			es.ExpectModifyIndex = a.ModifyIndex
+		}
+		p = es
 	case MsgNodeCertRenew:
 		r := NodeCertRenew{Cert: g.issued(g.pick("node", 30))}
 		if nodes := g.s.Nodes(); len(nodes) > 0 && g.chance(0.7) {

@@ -412,6 +412,79 @@ func TestASNFormat(t *testing.T) {
 	}
 }
 
+// snapshotV6 is testdata/snapshot-v6.bin: the rich harness's state with
+// its own network's membership exclusive, as format 6 writes it (-update
+// writes it anew).
+const snapshotV6 = "testdata/snapshot-v6.bin"
+
+// TestExclusiveFormat: a state whose own anchor is exclusive is written as
+// format 6, byte for byte as testdata/snapshot-v6.bin pins it, and reads
+// back the same; one without (also once the flag is cleared) keeps the
+// older format, so it writes and hashes as before (TestGoldenLog pins
+// those bytes). A format 6 snapshot whose federated anchor is exclusive
+// is refused.
+func TestExclusiveFormat(t *testing.T) {
+	h := richHarness(t)
+	before := snapshotBytes(t, h.s)
+	if before[5] != 2 {
+		t.Fatalf("a state without exclusive membership is written as format %d", before[5])
+	}
+	own, _ := h.s.TrustAnchor(testNetwork)
+	h.ok(MsgExclusiveSet, ExclusiveSet{Network: testNetwork, Exclusive: true, ExpectModifyIndex: own.ModifyIndex})
+	b := snapshotBytes(t, h.s)
+	if b[5] != 6 {
+		t.Fatalf("a state with exclusive membership is written as format %d", b[5])
+	}
+	if *update {
+		if err := os.WriteFile(snapshotV6, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pinned, err := os.ReadFile(snapshotV6)
+	if err != nil {
+		t.Fatalf("%v (write it with go test ./fsm -run TestExclusiveFormat -update)", err)
+	}
+	if !bytes.Equal(b, pinned) {
+		t.Fatalf("format 6 writes %d bytes that differ from %s (%d bytes): the format changed; bump snapshotVersion and keep reading this one", len(b), snapshotV6, len(pinned))
+	}
+	again := New()
+	if err := again.Restore(bytes.NewReader(pinned)); err != nil || again.Hash() != h.s.Hash() {
+		t.Fatalf("format 6 round trip: %v", err)
+	}
+	again.hash.Store(nil)
+	if again.Hash() != h.s.Hash() {
+		t.Fatal("the restored state hashes otherwise")
+	}
+	if !bytes.Equal(snapshotBytes(t, again), b) {
+		t.Fatal("the restored state writes other bytes (a field lost or changed)")
+	}
+	if !reflect.DeepEqual(viewOf(again), viewOf(h.s)) {
+		t.Fatal("restored view differs")
+	}
+	if a, _ := again.TrustAnchor(testNetwork); !a.Exclusive {
+		t.Fatalf("restored own anchor %+v", a)
+	}
+	if a, _ := again.TrustAnchor("fed.example.org"); a.Exclusive {
+		t.Fatalf("restored federated anchor %+v", a)
+	}
+
+	// Cleared again: the format of before.
+	own, _ = h.s.TrustAnchor(testNetwork)
+	h.ok(MsgExclusiveSet, ExclusiveSet{Network: testNetwork, ExpectModifyIndex: own.ModifyIndex})
+	if b := snapshotBytes(t, h.s); b[5] != before[5] {
+		t.Fatalf("a state whose exclusive membership was cleared is written as format %d, not %d", b[5], before[5])
+	}
+
+	// A federated anchor exclusive, as no Apply makes it: corrupt.
+	bad := richHarness(t)
+	fed := bad.s.st.anchors.m["fed.example.org"]
+	fed.Exclusive = true
+	bad.s.st.anchors.mut()["fed.example.org"] = fed
+	if err := New().Restore(bytes.NewReader(snapshotBytes(t, bad.s))); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("a federated anchor exclusive restores: %v", err)
+	}
+}
+
 // TestRestoreVersion1 reads a snapshot written by the version-1 format
 // (testdata/snapshot-v1.bin: the seed state of the test harness, written
 // by the code before version 2): every record is there, with the fields

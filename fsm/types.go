@@ -46,6 +46,7 @@ const (
 	MsgTrustAnchorDelete                      // TrustAnchorDelete: removes a federated network's anchor.
 	MsgNodeCertRenew                          // NodeCertRenew: records a renewed node certificate and points the node at it.
 	MsgGenesis                                // Genesis: a network's first state, in one command, on an empty state only.
+	MsgExclusiveSet                           // ExclusiveSet: the own network's exclusive membership on or off, compare-and-set.
 
 	msgTypeEnd // one past the last known type
 )
@@ -76,6 +77,7 @@ var msgTypeNames = [...]string{
 	MsgTrustAnchorDelete:   "trust_anchor_delete",
 	MsgNodeCertRenew:       "node_cert_renew",
 	MsgGenesis:             "genesis",
+	MsgExclusiveSet:        "exclusive_set",
 }
 
 // String returns the command's name (e.g. "revoke"); the ignorable flag is
@@ -263,6 +265,10 @@ type TrustAnchor struct {
 	// tokens and routes with, each with its certificate chain.
 	Endpoints []string       `json:"endpoints,omitempty"`
 	Keys      []FederatedKey `json:"keys,omitempty"`
+	// Exclusive, on the own network's anchor only (Apply refuses it on a
+	// federated one), is exclusive membership: the network's nodes refuse
+	// peers that are members of other networks too. ExclusiveSet sets it.
+	Exclusive bool `json:"exclusive,omitempty"`
 	Indexes
 }
 

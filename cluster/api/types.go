@@ -277,20 +277,32 @@ type RouteAuthResponse struct {
 	Warning string         `json:"warning,omitempty"`
 }
 
-// NetworkInfo is the answer of GET /v1/network and PUT /v1/network/asn:
-// the network's name and AS number (0: none set). Index is the modify
-// index of the network's CA record, which holds the AS number: after a
-// PUT that changed it, the write's index.
+// NetworkInfo is the answer of GET /v1/network, PUT /v1/network/asn and
+// PUT /v1/network/exclusive: the network's name, AS number (0: none set)
+// and whether its membership is exclusive. Index is the modify index of
+// the network's CA record, which holds the AS number; AnchorIndex that of
+// its own trust anchor, which holds the exclusive flag: after a PUT that
+// changed one, the write's index.
 type NetworkInfo struct {
 	Network string `json:"network"`
 	ASN     uint32 `json:"asn,omitempty"`
 	Index   uint64 `json:"index"`
+	// Exclusive: the network's nodes refuse peers that are members of
+	// other networks too (fsm.TrustAnchor.Exclusive of its own anchor).
+	Exclusive   bool   `json:"exclusive"`
+	AnchorIndex uint64 `json:"anchor_index"`
 }
 
 // NetworkASNRequest is the body of PUT /v1/network/asn: the network's AS
 // number (fsm.CheckASN must take it; 0 is refused).
 type NetworkASNRequest struct {
 	ASN uint32 `json:"asn"`
+}
+
+// NetworkExclusiveRequest is the body of PUT /v1/network/exclusive:
+// exclusive membership on (true) or off (false). The member is required.
+type NetworkExclusiveRequest struct {
+	Exclusive *bool `json:"exclusive"`
 }
 
 // AnchorRequest is the body of PUT /v1/trust/anchors/{network}: the AS

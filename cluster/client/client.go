@@ -486,7 +486,8 @@ func (c *Client) UnauthorizeRoute(ctx context.Context, prefix string, origins []
 	return out, err
 }
 
-// Network returns the network's name and AS number (0: none set).
+// Network returns the network's name, AS number (0: none set) and
+// whether its membership is exclusive.
 func (c *Client) Network(ctx context.Context) (api.NetworkInfo, error) {
 	var out api.NetworkInfo
 	_, err := c.do(ctx, http.MethodGet, "/v1/network", nil, nil, &out)
@@ -498,6 +499,15 @@ func (c *Client) Network(ctx context.Context) (api.NetworkInfo, error) {
 func (c *Client) SetNetworkASN(ctx context.Context, asn uint32) (api.NetworkInfo, error) {
 	var out api.NetworkInfo
 	_, err := c.do(ctx, http.MethodPut, "/v1/network/asn", nil, api.NetworkASNRequest{ASN: asn}, &out)
+	return out, err
+}
+
+// SetNetworkExclusive turns the network's exclusive membership on or off:
+// with it on, the network's nodes refuse peers that are members of other
+// networks too.
+func (c *Client) SetNetworkExclusive(ctx context.Context, exclusive bool) (api.NetworkInfo, error) {
+	var out api.NetworkInfo
+	_, err := c.do(ctx, http.MethodPut, "/v1/network/exclusive", nil, api.NetworkExclusiveRequest{Exclusive: &exclusive}, &out)
 	return out, err
 }
 

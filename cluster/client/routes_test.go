@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster/api"
+	"github.com/keymesh/keymesh/identity/trust"
 )
 
 // TestRouteAuthorizations: authorize adds origins to a prefix (making its
@@ -255,5 +257,92 @@ func TestNetworkASN(t *testing.T) {
 	}
 	if got, err := cl.Network(ctx); err != nil || got.ASN != 64500 || got.Index <= set.Index {
 		t.Fatalf("after a gossip key rotation: %+v %v", got, err)
+	}
+}
+
+// TestNetworkExclusive: the network's exclusive membership is turned on
+// through a follower (forwarded to the leader) and read back through any
+// server; the same value again writes nothing; it is the own anchor's
+// flag, so a trust add, which rewrites that record's access list, keeps
+// it, and followers of the trust state get it with the anchor; an AS
+// number set meanwhile leaves it be; Cedar decides it as trust.write on
+// the own network's anchor (TestAPIRefusesBadInput has the refused
+// bodies).
+func TestNetworkExclusive(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	servers, dir := startServers(t, 2)
+	cl, leader := newClient(t, servers[1], dir), newClient(t, servers[0], dir)
+	network := servers[0].Network()
+	info, err := cl.Network(ctx)
+	if err != nil || info.Exclusive || info.AnchorIndex == 0 || info.Network != network {
+		t.Fatalf("network before: %+v %v", info, err)
+	}
+
+	set, err := cl.SetNetworkExclusive(ctx, true)
+	if err != nil || !set.Exclusive || set.AnchorIndex <= info.AnchorIndex || set.Index != info.Index || set.ASN != info.ASN {
+		t.Fatalf("exclusive on: %+v %v (before %+v)", set, err, info)
+	}
+	if got, err := leader.Network(ctx); err != nil || got != set {
+		t.Fatalf("the network through the other server: %+v %v, want %+v", got, err, set)
+	}
+	if again, err := cl.SetNetworkExclusive(ctx, true); err != nil || again != set {
+		t.Fatalf("exclusive on again writes nothing: %+v %v, want %+v", again, err, set)
+	}
+	for _, s := range servers {
+		if !trust.Exclusive(s.Store(), network) {
+			t.Fatalf("%s: the replicated anchor is not exclusive", s.Name())
+		}
+	}
+
+	other, err := ca.NewRoot("testnet.example.net", time.Now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.PutAnchor(ctx, "testnet.example.net", ca.EncodeCertsPEM(other.Cert)); err != nil {
+		t.Fatal(err)
+	}
+	after, err := cl.Network(ctx)
+	if err != nil || !after.Exclusive || after.AnchorIndex <= set.AnchorIndex {
+		t.Fatalf("after trust add: %+v %v", after, err)
+	}
+	d, err := cl.Trust(ctx, 0, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := trust.NewState(d)
+	if err != nil || !trust.Exclusive(st, network) || trust.Exclusive(st, "testnet.example.net") {
+		t.Fatalf("the followed trust state: %v, exclusive %v", err, trust.Exclusive(st, network))
+	}
+
+	if _, err := cl.SetNetworkASN(ctx, 64500); err != nil {
+		t.Fatal(err)
+	}
+	off, err := cl.SetNetworkExclusive(ctx, false)
+	if err != nil || off.Exclusive || off.ASN != 64500 || off.AnchorIndex <= after.AnchorIndex {
+		t.Fatalf("exclusive off: %+v %v", off, err)
+	}
+	if got, err := leader.Network(ctx); err != nil || got != off {
+		t.Fatalf("the network through the other server: %+v %v, want %+v", got, err, off)
+	}
+
+	// Cedar: a policy that forbids writing the own anchor forbids it,
+	// while a federated anchor may still be written.
+	doc, err := cl.Policy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen := doc.Text + "\n@id(\"own-anchor-frozen\")\nforbid (principal, action == Action::\"trust.write\", resource) when { context.own_network };\n"
+	if _, err := cl.SetPolicy(ctx, frozen, doc.Version); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cl.SetNetworkExclusive(ctx, true); !errors.Is(err, api.ErrForbidden) || !strings.Contains(err.Error(), "own-anchor-frozen") {
+		t.Fatalf("exclusive on against the policy: %+v %v", got, err)
+	}
+	if _, err := cl.DeleteAnchor(ctx, "testnet.example.net"); err != nil {
+		t.Fatalf("a federated anchor removed under the policy: %v", err)
+	}
+	if got, err := cl.Network(ctx); err != nil || got.Exclusive {
+		t.Fatalf("a refused call changed the network: %+v %v", got, err)
 	}
 }

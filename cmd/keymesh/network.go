@@ -9,21 +9,25 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keymesh/keymesh/cluster/api"
 	"github.com/keymesh/keymesh/fsm"
 )
 
 func (a *app) networkCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "network",
-		Short: "The network: its name and AS number",
+		Short: "The network: its name, AS number and exclusive membership",
 		Long: `The network's AS number is the autonomous system its routes are originated
 from, as routers see them: a route authorization made without an AS of its own
 (routes authorize without --asn) takes it, and routers are served the
 authorizations that have one (RTR, RFC 8210). Set it at "root bootstrap
---asn" or later with "network set-asn".`,
+--asn" or later with "network set-asn".
+
+A network may require exclusive membership ("network set-exclusive on"): its
+nodes then refuse peers that are members of other networks too.`,
 	}
 	groupCmd(cmd)
-	cmd.AddCommand(a.networkShowCmd(), a.networkSetASNCmd())
+	cmd.AddCommand(a.networkShowCmd(), a.networkSetASNCmd(), a.networkSetExclusiveCmd())
 	return cmd
 }
 
@@ -56,11 +60,32 @@ func asnText(asn uint32) string {
 	return strconv.FormatUint(uint64(asn), 10)
 }
 
+// parseOnOff reads a switch given as what: on or off, true or false (in
+// any case).
+func parseOnOff(what, s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "on", "true":
+		return true, nil
+	case "off", "false":
+		return false, nil
+	}
+	return false, usagef("%s %q is not on or off (true or false)", what, s)
+}
+
+// exclusiveText says whether the network requires exclusive membership,
+// for the text output.
+func exclusiveText(info api.NetworkInfo) string {
+	if info.Exclusive {
+		return fmt.Sprintf("network %s requires exclusive membership: its nodes refuse peers that are members of other networks too (anchor index %d)", info.Network, info.AnchorIndex)
+	}
+	return fmt.Sprintf("network %s does not require exclusive membership (anchor index %d)", info.Network, info.AnchorIndex)
+}
+
 func (a *app) networkShowCmd() *cobra.Command {
 	var cf connFlags
 	cmd := &cobra.Command{
 		Use:   "show",
-		Short: "Show the network's name and AS number",
+		Short: "Show the network's name, AS number and exclusive membership",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, c, err := a.client(cf)
@@ -75,9 +100,10 @@ func (a *app) networkShowCmd() *cobra.Command {
 			return a.emit(info, func(w io.Writer) {
 				if info.ASN == 0 {
 					fmt.Fprintf(w, "network %s has no AS number; set one with `keymesh network set-asn ASN`\n", info.Network)
-					return
+				} else {
+					fmt.Fprintf(w, "network %s is AS %d (index %d)\n", info.Network, info.ASN, info.Index)
 				}
-				fmt.Fprintf(w, "network %s is AS %d (index %d)\n", info.Network, info.ASN, info.Index)
+				fmt.Fprintln(w, exclusiveText(info))
 			})
 		},
 	}
@@ -124,6 +150,39 @@ again (routes authorize PREFIX --origin NODE). Those that have an AS keep it.`,
 			return a.emit(info, func(w io.Writer) {
 				fmt.Fprintf(w, "network %s is AS %d (index %d)\n", info.Network, info.ASN, info.Index)
 			})
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func (a *app) networkSetExclusiveCmd() *cobra.Command {
+	var cf connFlags
+	cmd := &cobra.Command{
+		Use:   "set-exclusive on|off",
+		Short: "Require exclusive membership of the network, or stop requiring it",
+		Long: `Turn the network's exclusive membership on or off (also true or false).
+With it on, the network's nodes refuse peers that are members of other networks
+too. It is a flag of the network's own trust anchor, replicated with it, so
+setting it takes the trust.write action, as the access list does; nodes follow
+it with their trust state.`,
+		Example: "  keymesh network set-exclusive on --data-dir /var/lib/keymesh/r1",
+		Args:    exactArgs("on|off"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			on, err := parseOnOff("exclusive membership", args[0])
+			if err != nil {
+				return err
+			}
+			cl, c, err := a.client(cf)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			info, err := cl.SetNetworkExclusive(cmd.Context(), on)
+			if err != nil {
+				return c.explain(err)
+			}
+			return a.emit(info, func(w io.Writer) { fmt.Fprintln(w, exclusiveText(info)) })
 		},
 	}
 	cf.register(cmd)

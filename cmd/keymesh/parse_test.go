@@ -152,3 +152,18 @@ func TestParseASN(t *testing.T) {
 		}
 	}
 }
+
+func TestParseOnOff(t *testing.T) {
+	for in, want := range map[string]bool{"on": true, "ON": true, "true": true, "True": true, "off": false, "Off": false, "false": false, "FALSE": false} {
+		if got, err := parseOnOff("exclusive membership", in); err != nil || got != want {
+			t.Errorf("parseOnOff(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "yes", "no", "1", "0", "onn", " on", "enable"} {
+		got, err := parseOnOff("exclusive membership", in)
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("parseOnOff(%q) = %v, %v; want a usage error", in, got, err)
+		}
+	}
+}

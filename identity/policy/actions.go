@@ -42,7 +42,8 @@ const (
 	CARotate Action = "ca.rotate"
 	// TrustRead: GET /v1/trust, /v1/ca/bundle, /v1/ca/crl, /.well-known/jwks.json.
 	TrustRead Action = "trust.read"
-	// TrustWrite: change federated networks' anchors and the access list.
+	// TrustWrite: change federated networks' anchors, the access list and
+	// the network's exclusive membership (the own anchor's).
 	TrustWrite Action = "trust.write"
 	// RouteAuthRead: read route (origin) authorizations.
 	RouteAuthRead Action = "routeauth.read"

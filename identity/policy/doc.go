@@ -44,7 +44,7 @@
 //	cert.renew            POST /v1/certs/renew (and key rotation)
 //	ca.rotate             AS root rollover steps
 //	trust.read            GET /v1/trust, /v1/ca/bundle, /v1/ca/crl, JWKS
-//	trust.write           federated anchors, access list
+//	trust.write           federated anchors, access list, exclusive membership
 //	routeauth.read        route (origin) authorizations
 //	routeauth.write       change route authorizations
 //	peer.connect          open a peering session

@@ -150,3 +150,17 @@ func Anchors(v View, network string) (identity.TrustAnchors, error) {
 	}
 	return a, nil
 }
+
+// Exclusive reports whether network's anchor in v requires exclusive
+// membership (fsm.TrustAnchor.Exclusive): the network's nodes refuse peers
+// that are members of other networks too. False when v holds no anchor
+// of network. Only a network's own anchor carries the flag (the state
+// refuses it on a federated one), so ask it of the node's own network.
+func Exclusive(v View, network string) bool {
+	for _, a := range v.TrustAnchors() {
+		if a.Network == network {
+			return a.Exclusive
+		}
+	}
+	return false
+}

@@ -125,11 +125,15 @@ func (g *gen) step() {
 		} else {
 			g.apply(fsm.MsgRouteAuthPut, fsm.RouteAuthPut{Auth: fsm.RouteAuth{Prefix: pfx, Origins: []string{"n0"}, MaxLength: 24}})
 		}
-	case 9: // federated anchors come and go
+	case 9: // federated anchors come and go; the own one turns exclusive and back
 		network := fmt.Sprintf("fed%d.example.net", r.IntN(4))
-		if r.IntN(2) == 0 {
+		switch r.IntN(5) {
+		case 0, 1:
 			g.apply(fsm.MsgTrustAnchorDelete, fsm.TrustAnchorDelete{Network: network})
-		} else {
+		case 2:
+			own, _ := g.s.TrustAnchor(net1)
+			g.apply(fsm.MsgExclusiveSet, fsm.ExclusiveSet{Network: net1, Exclusive: !own.Exclusive, ExpectModifyIndex: own.ModifyIndex})
+		default:
 			g.apply(fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: fsm.TrustAnchor{Network: network, Roots: [][]byte{der(network)}}})
 		}
 	case 10: // policy writes, some with a stale version (refused)
@@ -331,4 +335,62 @@ func TestNarrow(t *testing.T) {
 			t.Error("an unknown federated kid found")
 		}
 	}
+}
+
+// TestExclusive: the own anchor's exclusive membership reaches a follower
+// with the anchor record, through a delta as the root answers it (JSON,
+// as on the wire), and Exclusive reports it, on the store, on the
+// followed state and through a narrowed view; cleared, it is gone again.
+// A network without an anchor, or a federated one, is not exclusive.
+func TestExclusive(t *testing.T) {
+	g := newGen(t, 1)
+	g.apply(fsm.MsgTrustAnchorPut, fsm.TrustAnchorPut{Anchor: fsm.TrustAnchor{Network: "b.example", Roots: [][]byte{der("b")}}})
+	st, err := NewState(deltaFrom(g.s, 0, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Exclusive(st, net1) || Exclusive(g.s, net1) {
+		t.Fatal("exclusive before it was set")
+	}
+	follow := func(want bool) {
+		t.Helper()
+		own, _ := g.s.TrustAnchor(net1)
+		if res := g.apply(fsm.MsgExclusiveSet, fsm.ExclusiveSet{Network: net1, Exclusive: want, ExpectModifyIndex: own.ModifyIndex}); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		d := deltaFrom(g.s, st.Index(), false)
+		if d.Reset || len(d.Put.Anchors) != 1 || d.Put.Anchors[0].Network != net1 {
+			t.Fatalf("delta %+v", d)
+		}
+		wire, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Delta
+		if err := json.Unmarshal(wire, &got); err != nil {
+			t.Fatal(err)
+		}
+		if st, err = st.Apply(got); err != nil {
+			t.Fatal(err)
+		}
+		same(t, g.s, st)
+		for _, a := range st.TrustAnchors() {
+			if a.Network == net1 && a.Exclusive != want {
+				t.Fatalf("own anchor %+v, want exclusive %v", a, want)
+			}
+		}
+		for name, v := range map[string]View{"store": g.s, "state": st, "narrowed": Narrow(st, []string{"b.example"})} {
+			if Exclusive(v, net1) != want {
+				t.Errorf("%s: Exclusive(%s) = %v, want %v", name, net1, !want, want)
+			}
+			if Exclusive(v, "b.example") || Exclusive(v, "c.example") {
+				t.Errorf("%s: a federated network or one without an anchor is exclusive", name)
+			}
+		}
+	}
+	follow(true)
+	if doc, err := NewState(st.Document()); err != nil || !Exclusive(doc, net1) {
+		t.Fatalf("the full document loses the flag: %v", err)
+	}
+	follow(false)
 }
