@@ -24,6 +24,8 @@ type conn struct {
 	chain   []*x509.Certificate // the peer's verified chain
 	local   *tls.Certificate    // what this side presented
 	expires time.Time           // the earliest NotAfter of the peer's chain
+	// memberships are the other networks the peer's OPEN names.
+	memberships []string
 
 	mu      sync.Mutex
 	send    chan []byte // frames; one slot is kept for the NOTIFICATION before a close

@@ -57,6 +57,12 @@ type testNode struct {
 
 func newTestMesh(t testing.TB) *testMesh {
 	t.Helper()
+	return newTestMeshOf(t, testNetwork)
+}
+
+// newTestMeshOf is a testMesh of network.
+func newTestMeshOf(t testing.TB, testNetwork string) *testMesh {
+	t.Helper()
 	now := time.Now()
 	root, err := ca.NewRoot(testNetwork, now.Add(-6*time.Hour), nil)
 	if err != nil {

@@ -90,6 +90,7 @@ const (
 	MaxPSKIDLen    = 64
 	MaxCapabilites = 32
 	MaxReasonLen   = 256
+	MaxMemberships = 16
 )
 
 // Open is the first message of each side.
@@ -112,6 +113,10 @@ type Open struct {
 	// connection's exported keying material (see PSKMACOf).
 	PSKID  string `cbor:"7,keyasint,omitempty"`
 	PSKMAC []byte `cbor:"8,keyasint,omitempty"`
+	// Memberships are the other networks the sender is a member of,
+	// sorted: a node of a network that requires exclusive membership
+	// refuses a peer that names any.
+	Memberships []string `cbor:"9,keyasint,omitempty"`
 }
 
 // Notification ends a session and says why.
@@ -221,6 +226,19 @@ func DecodeOpen(b []byte) (Open, error) {
 		return Open{}, fmt.Errorf("%w: psk_id and psk_mac come together", ErrMalformed)
 	case len(o.PSKMAC) > 64:
 		return Open{}, fmt.Errorf("%w: psk_mac of %d bytes", ErrMalformed, len(o.PSKMAC))
+	case len(o.Memberships) > MaxMemberships:
+		return Open{}, fmt.Errorf("%w: %d memberships, more than %d", ErrMalformed, len(o.Memberships), MaxMemberships)
+	}
+	for i, n := range o.Memberships {
+		if err := checkText("memberships", n, MaxNodeIDLen); err != nil {
+			return Open{}, err
+		}
+		switch {
+		case n == "" || n == o.Network:
+			return Open{}, fmt.Errorf("%w: memberships names %q (the other networks of the sender)", ErrMalformed, n)
+		case i > 0 && n <= o.Memberships[i-1]:
+			return Open{}, fmt.Errorf("%w: memberships not sorted and distinct", ErrMalformed)
+		}
 	}
 	return o, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -25,6 +26,7 @@ func goldenMessages() []struct {
 			Capabilities: []uint16{CapRouteRefresh, CapSignedRoutes}, Role: RoleCustomer, Token: "eyJ.x.y",
 			PSKID: "0123456789abcdef", PSKMAC: bytes.Repeat([]byte{0xAB}, 32)}},
 		{"open-minimal", MsgOpen, Open{NodeID: "a", Network: "n.example", Token: "t"}},
+		{"open-memberships", MsgOpen, Open{NodeID: "a", Network: "n.example", Token: "t", Memberships: []string{"m.example", "o.example"}}},
 		{"keepalive", MsgKeepalive, Keepalive{}},
 		{"update", MsgUpdate, Update{Payload: []byte("route")}},
 		{"notification", MsgNotification, Notification{Code: CodeCease, Subcode: SubCeaseRevoked, Reason: "node revoked: edge-2"}},
@@ -143,6 +145,12 @@ func TestBadMessages(t *testing.T) {
 		{"mac without id", mustEncode(t, Open{NodeID: "a", Network: "n.example", Token: "t", PSKMAC: []byte{1}})},
 		{"token over the limit", mustEncode(t, Open{NodeID: "a", Network: "n.example", Token: strings.Repeat("t", MaxTokenLen+1)})},
 		{"invalid UTF-8", []byte{0xA3, 0x01, 0x62, 0xC3, 0x28, 0x02, 0x61, 'n', 0x06, 0x61, 't'}},
+		{"memberships naming its own network", mustEncode(t, Open{NodeID: "a", Network: "n.example", Token: "t", Memberships: []string{"n.example"}})},
+		{"memberships not sorted", mustEncode(t, Open{NodeID: "a", Network: "n.example", Token: "t", Memberships: []string{"o.example", "m.example"}})},
+		{"memberships twice", mustEncode(t, Open{NodeID: "a", Network: "n.example", Token: "t", Memberships: []string{"m.example", "m.example"}})},
+		{"an empty membership", mustEncode(t, Open{NodeID: "a", Network: "n.example", Token: "t", Memberships: []string{""}})},
+		{"memberships over the limit", mustEncode(t, Open{NodeID: "a", Network: "n.example", Token: "t", Memberships: manyNetworks(MaxMemberships + 1)})},
+		{"a membership over the length limit", mustEncode(t, Open{NodeID: "a", Network: "n.example", Token: "t", Memberships: []string{strings.Repeat("m", MaxNodeIDLen+1)}})},
 		{"a tag", []byte{0xC1, 0xA0}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -157,6 +165,15 @@ func TestBadMessages(t *testing.T) {
 	if _, err := DecodeUpdate(mustEncode(t, Update{})); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("UPDATE without a payload: %v", err)
 	}
+}
+
+// manyNetworks is n sorted network names.
+func manyNetworks(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("m%03d.example", i)
+	}
+	return out
 }
 
 func mustEncode(t *testing.T, m any) []byte {

@@ -36,6 +36,7 @@ const (
 	SubOpenMalformed   uint8 = 131
 	SubOpenReplay      uint8 = 132 // the token was shown before
 	SubOpenCredentials uint8 = 133 // the peer's certificate, key or node is revoked or expired
+	SubOpenExclusive   uint8 = 134 // this node's network requires exclusive membership; the peer is a member of others too
 )
 
 // FSM Error subcodes (RFC 6608).
@@ -96,7 +97,7 @@ func subcodeName(c, s uint8) string {
 		CodeHeader: {SubNotSynchronized: "not-synchronized", SubBadLength: "bad-length", SubBadType: "bad-type", SubBadVersion: "bad-version"},
 		CodeOpen: {SubOpenVersion: "version", SubOpenBadPeer: "bad-peer", SubOpenBadNetwork: "bad-network", SubOpenHoldTime: "hold-time",
 			SubOpenCapability: "capability", SubOpenRole: "role-mismatch", SubOpenAuth: "authentication", SubOpenPolicy: "policy",
-			SubOpenPSK: "psk", SubOpenMalformed: "malformed", SubOpenReplay: "replay", SubOpenCredentials: "credentials"},
+			SubOpenPSK: "psk", SubOpenMalformed: "malformed", SubOpenReplay: "replay", SubOpenCredentials: "credentials", SubOpenExclusive: "exclusive"},
 		CodeFSM: {SubFSMOpenSent: "open-sent", SubFSMOpenConfirm: "open-confirm", SubFSMEstablished: "established"},
 		CodeCease: {SubCeaseMaxPrefixes: "max-prefixes", SubCeaseShutdown: "shutdown", SubCeaseDeconfigured: "deconfigured",
 			SubCeaseReset: "reset", SubCeaseRejected: "rejected", SubCeaseConfigChange: "config-change", SubCeaseCollision: "collision",

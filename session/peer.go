@@ -57,8 +57,9 @@ type (
 		err error
 	}
 	evRecheck struct {
-		view     trust.View
-		accepted []string
+		view      trust.View
+		accepted  []string
+		exclusive bool // this node's network requires exclusive membership
 	}
 	evSend struct {
 		payload []byte
@@ -234,6 +235,8 @@ func (p *peer) handle(ev any) {
 			p.step(EvRevoked{Notification: notification(CodeCease, SubCeaseRevoked, "network %s is no longer accepted", c.peer.Network)})
 		} else if err := trust.CheckChain(e.view, c.chain); err != nil {
 			p.step(EvRevoked{Notification: notification(CodeCease, SubCeaseRevoked, "%v", err)})
+		} else if e.exclusive && len(c.memberships) > 0 {
+			p.step(EvRevoked{Notification: notification(CodeCease, SubCeaseRevoked, "network %s now requires exclusive membership; the peer is a member of %v too", p.s.cfg.Network, c.memberships)})
 		}
 	case evSend:
 		c := p.conns[p.m.Conn()]
@@ -451,7 +454,7 @@ func (p *peer) open(c *conn) ([]byte, error) {
 		return nil, err
 	}
 	o := Open{NodeID: s.cfg.NodeID, Network: s.cfg.Network, HoldTime: uint16(s.cfg.HoldTime / time.Second),
-		Capabilities: []uint16{CapRouteRefresh}, Role: p.cfg.Role.Counterpart(), Token: tok}
+		Capabilities: []uint16{CapRouteRefresh}, Role: p.cfg.Role.Counterpart(), Token: tok, Memberships: s.cfg.Memberships}
 	if k := p.cfg.PSK; k != nil {
 		o.PSKID = k.ID
 		if o.PSKMAC, err = k.pskMAC(c.tc.ConnectionState(), o); err != nil {
@@ -525,6 +528,7 @@ func (p *peer) received(c *conn, body []byte) Event {
 	if err == nil {
 		ev.HoldTime = time.Duration(o.HoldTime) * time.Second
 		ev.Refuse = s.checkOpen(p.cfg, c, o)
+		c.memberships = o.Memberships // read by the peer's goroutine after EvOpen
 	} else {
 		n := notification(CodeOpen, SubOpenMalformed, "%v", err)
 		ev.Refuse = &n
@@ -551,6 +555,8 @@ func (s *Speaker) checkOpen(pc PeerConfig, c *conn, o Open) *Notification {
 		return refuse(SubOpenBadPeer, "OPEN names node %s, the certificate %s", o.NodeID, c.peer.Name)
 	case o.Role != pc.Role:
 		return refuse(SubOpenRole, "%s says it is this node's %s; it is configured as this node's %s", o.NodeID, o.Role, pc.Role)
+	case len(o.Memberships) > 0 && trust.Exclusive(s.cfg.View(), s.cfg.Network):
+		return refuse(SubOpenExclusive, "network %s requires exclusive membership; %s is a member of %v too", s.cfg.Network, o.NodeID, o.Memberships)
 	}
 	cs := c.tc.ConnectionState()
 	if n := checkPSK(pc.PSK, cs, o); n != nil {

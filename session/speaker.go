@@ -115,6 +115,10 @@ type Handler interface {
 type Config struct {
 	// NodeID and Network are this node's.
 	NodeID, Network string
+	// Memberships are the other networks this node is a member of (each
+	// with a speaker of its own); its OPENs name them, so that a peer of
+	// a network requiring exclusive membership refuses it.
+	Memberships []string
 	// Listener, when set, takes the peers' connections; Run closes it.
 	Listener net.Listener
 	// Dial opens a connection; nil dials TCP.
@@ -162,6 +166,14 @@ func (c *Config) validate() error {
 	if !c.NoHoldTime && c.HoldTime != 0 {
 		if err := ValidHoldTime(c.HoldTime); err != nil {
 			return err
+		}
+	}
+	if len(c.Memberships) > MaxMemberships {
+		return fmt.Errorf("session: %d other memberships, more than %d", len(c.Memberships), MaxMemberships)
+	}
+	for i, n := range c.Memberships {
+		if n == c.Network || (i > 0 && n <= c.Memberships[i-1]) {
+			return errors.New("session: the other memberships must be sorted, distinct and not this node's network")
 		}
 	}
 	seen := map[string]bool{}
@@ -470,8 +482,9 @@ func (s *Speaker) recheck() {
 		peers = append(peers, p)
 	}
 	s.mu.Unlock()
+	exclusive := trust.Exclusive(view, s.cfg.Network)
 	for _, p := range peers {
-		p.post(evRecheck{view: view, accepted: anchors.Accepted})
+		p.post(evRecheck{view: view, accepted: anchors.Accepted, exclusive: exclusive})
 	}
 }
 

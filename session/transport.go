@@ -118,6 +118,31 @@ func namesPeer(want string, id ca.Identity, network string) bool {
 	return id.Network == network && id.Name == want
 }
 
+// peerNetwork is the network of the configured peer want: the one its
+// SPIFFE ID names, or this node's for a node id.
+func peerNetwork(want, network string) string {
+	if id, err := identity.ParseSPIFFEID(want); err == nil {
+		return id.Network
+	}
+	return network
+}
+
+// acceptedRoots are the roots of the networks the trust view accepts, nil
+// when it has none usable.
+func (t *transport) acceptedRoots() *x509.CertPool {
+	anchors, err := trust.Anchors(t.view(), t.network)
+	if err != nil {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	for _, n := range anchors.Accepted {
+		for _, r := range anchors.Roots[n] {
+			pool.AddCert(r)
+		}
+	}
+	return pool
+}
+
 func (t *transport) certificate() (*tls.Certificate, error) {
 	c, err := t.creds.Certificate()
 	if err != nil {
@@ -142,8 +167,12 @@ func (t *transport) server(v *verified) *tls.Config {
 		MaxVersion: tls.VersionTLS13,
 		NextProtos: []string{ALPN},
 		// The client's chain is verified in VerifyConnection, against the
-		// anchors of the network its certificate names.
+		// anchors of the network its certificate names. ClientCAs only
+		// tells the client which roots this node accepts (the
+		// CertificateRequest's certificate_authorities), so that a node of
+		// several networks presents a certificate this one takes.
 		ClientAuth: tls.RequireAnyClientCert,
+		ClientCAs:  t.acceptedRoots(),
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			c, err := t.certificate()
 			v.local = c
@@ -171,10 +200,21 @@ func (t *transport) client(peer string, v *verified) *tls.Config {
 		// to the anchors of the peer's network, the node dialled, the
 		// revocations) in VerifyConnection, never skipped.
 		InsecureSkipVerify: true,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		// The SNI names the network the peer is dialled in: a node of
+		// several networks answers with that membership (Mux).
+		ServerName: peerNetwork(peer, t.network),
+		GetClientCertificate: func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			c, err := t.certificate()
+			if err != nil {
+				return nil, err
+			}
+			// A peer that accepts none of this network's roots would
+			// refuse the certificate: say so here, not after its alert.
+			if err := cri.SupportsCertificate(c); err != nil {
+				return nil, fmt.Errorf("%w: %s accepts no certificate of network %s (its acceptable CAs: %w)", ErrPeerNetwork, peer, t.network, err)
+			}
 			v.local = c
-			return c, err
+			return c, nil
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if cs.NegotiatedProtocol != ALPN {
