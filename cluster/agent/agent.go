@@ -77,6 +77,9 @@ type JoinConfig struct {
 type Result struct {
 	State
 	NotAfter time.Time // of the certificate, once approved
+	// Dir is the membership's data directory: the one given, or
+	// networks/NETWORK in it for a node's membership of another network.
+	Dir string
 }
 
 // ReadState reads the node's state from its data directory, without the
@@ -153,6 +156,14 @@ func Join(ctx context.Context, cfg JoinConfig) (res Result, err error) {
 	if _, err := ca.ParseHash(cfg.CAHash); err != nil {
 		return res, fmt.Errorf("--ca-hash: %w", err)
 	}
+	if st, err := readState(cfg.DataDir); err == nil && st.Network != cfg.Network {
+		// Another network's node: this membership takes a directory of
+		// its own, with a key and certificate of its own.
+		if exclusive(cfg.DataDir, st.Network) {
+			return res, fmt.Errorf("%w: %s holds a node of %s, which does", ErrExclusive, cfg.DataDir, st.Network)
+		}
+		cfg.DataDir = filepath.Join(cfg.DataDir, dirNetworks, cfg.Network)
+	}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, fileNode)); err == nil {
 		return res, fmt.Errorf("%w: %s; collect its certificate with `keymesh node join --resume --data-dir %s`", ErrNodeExists, cfg.DataDir, cfg.DataDir)
 	}
@@ -210,7 +221,9 @@ func Join(ctx context.Context, cfg JoinConfig) (res Result, err error) {
 	if err := writeState(cfg.DataDir, st); err != nil {
 		return res, err
 	}
-	return finish(cfg.DataDir, st, key, roots, resp)
+	res, err = finish(cfg.DataDir, st, key, roots, resp)
+	res.Dir = cfg.DataDir
+	return res, err
 }
 
 // fetchRoots learns the AS root from the server at first contact, pinned by
@@ -373,7 +386,7 @@ func Collect(ctx context.Context, dir string, clock func() time.Time) (Result, e
 	if st.Status == fsm.RegistrationApproved {
 		certs, err := ca.ReadCertsFile(CertPath(dir))
 		if err == nil {
-			return Result{State: st, NotAfter: certs[0].NotAfter}, nil
+			return Result{State: st, NotAfter: certs[0].NotAfter, Dir: dir}, nil
 		}
 	}
 	cl, err := client.New(client.Config{Server: st.Server, CAPEM: ca.EncodeCertsPEM(roots...)})
@@ -391,6 +404,7 @@ func Collect(ctx context.Context, dir string, clock func() time.Time) (Result, e
 		return Result{State: st}, fmt.Errorf("agent: collecting registration %s: %w", st.RegistrationID, err)
 	}
 	res, err := finish(dir, st, key, roots, resp)
+	res.Dir = dir
 	if err == nil && res.Status == fsm.RegistrationPending {
 		return res, ErrPending
 	}

@@ -35,15 +35,22 @@ func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return le
 
 // env is one root server and an admin client.
 type env struct {
-	t     *testing.T
-	srv   *cluster.Server
-	hash  string
-	admin *client.Client
-	ctx   context.Context
-	clock *fakeClock
+	t       *testing.T
+	network string
+	srv     *cluster.Server
+	hash    string
+	admin   *client.Client
+	ctx     context.Context
+	clock   *fakeClock
 }
 
 func newEnv(t *testing.T, limits cluster.Limits) *env {
+	t.Helper()
+	return newEnvOf(t, network, limits)
+}
+
+// newEnvOf is an env of another network.
+func newEnvOf(t *testing.T, network string, limits cluster.Limits) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
@@ -64,7 +71,7 @@ func newEnv(t *testing.T, limits cluster.Limits) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(admin.Close)
-	return &env{t: t, srv: srv, hash: res.CAHash, admin: admin, ctx: ctx, clock: clock}
+	return &env{t: t, network: network, srv: srv, hash: res.CAHash, admin: admin, ctx: ctx, clock: clock}
 }
 
 // fakeClock is the root server's clock in these tests; a test moves it
@@ -97,9 +104,13 @@ func (e *env) token(req api.CreateJoinTokenRequest) string {
 }
 
 func (e *env) join(id, token string) (string, agent.Result, error) {
-	dir := filepath.Join(e.t.TempDir(), id)
-	res, err := agent.Join(e.ctx, agent.JoinConfig{Server: e.srv.APIAddr(), CAHash: e.hash, Network: network,
-		NodeID: id, DataDir: dir, Token: token, DNSNames: []string{id + ".agent.example"}})
+	return e.joinAt(filepath.Join(e.t.TempDir(), id), id, token)
+}
+
+// joinAt registers node id into dir.
+func (e *env) joinAt(dir, id, token string) (string, agent.Result, error) {
+	res, err := agent.Join(e.ctx, agent.JoinConfig{Server: e.srv.APIAddr(), CAHash: e.hash, Network: e.network,
+		NodeID: id, DataDir: dir, Token: token, DNSNames: []string{id + "." + e.network}})
 	return dir, res, err
 }
 

@@ -117,6 +117,11 @@ type RunConfig struct {
 	GossipAddr, GossipAdvertise string
 	// GossipJoin are members to join at start (host:port).
 	GossipJoin []string
+	// Memberships are the other networks this node is a member of, sorted
+	// (each run by an Agent of its own, over its own data directory):
+	// sessions tell peers of them, and a network that requires exclusive
+	// membership makes New fail with ErrExclusive.
+	Memberships []string
 	// AcceptNetworks, if set, narrows the network's access list for this
 	// node: it accepts its own network and those of the list that the
 	// network's list holds too, at every layer (sessions, gossip,
@@ -204,6 +209,9 @@ type Agent struct {
 	verifier *identity.Verifier
 
 	anchors string // anchorsKey of the anchors in the verifier; guarded by the follower's apply order
+	// exclusiveSaid: the log said once that the network requires
+	// exclusive membership of this node of several networks.
+	exclusiveSaid atomic.Bool
 	// narrowed is the followed state narrowed to AcceptNetworks (view).
 	narrowed atomic.Pointer[narrowedView]
 
@@ -304,6 +312,10 @@ func New(cfg RunConfig) (*Agent, error) {
 	if a.gossipKeys, err = newKeyring(cfg.DataDir, st.Network); err != nil {
 		a.log.Error("ignoring the persisted gossip keyring; fetching it anew", "path", GossipKeysPath(cfg.DataDir), "error", err)
 	}
+	if len(cfg.Memberships) > 0 && trust.Exclusive(a.follower.State(), st.Network) {
+		return nil, fmt.Errorf("%w: %s does, and node %s is a member of %v too (%s); move those memberships to a node and data directory of their own",
+			ErrExclusive, st.Network, st.NodeID, cfg.Memberships, filepath.Join(cfg.DataDir, dirNetworks))
+	}
 	a.keys = &trustKeys{Keys: &trust.Keys{View: a.view}, follower: a.follower}
 	anchors, raw := a.anchorsOf(a.follower.Current())
 	a.warnAccept(a.follower.State())
@@ -370,6 +382,10 @@ func (a *Agent) trustChanged(_, cur *trust.State) {
 		}
 	}()
 	a.syncPolicy(cur)
+	if len(a.cfg.Memberships) > 0 && trust.Exclusive(cur, a.state.Network) && !a.exclusiveSaid.Swap(true) {
+		a.log.Error("this network now requires exclusive membership: its nodes refuse this node, a member of other networks too; move those memberships to a node of their own",
+			"others", a.cfg.Memberships)
+	}
 	if anchorsKey(trust.Narrow(cur, a.cfg.AcceptNetworks)) != a.anchors {
 		a.warnAccept(cur)
 		an, raw := a.anchorsOf(cur)

@@ -53,7 +53,7 @@ func (c sessionCreds) MintOpen(aud identity.SPIFFEID, cert *x509.Certificate, tt
 // sessionConfig is the speaker's configuration; ln is its listener (nil
 // without Listen).
 func (a *Agent) sessionConfig(ln net.Listener) session.Config {
-	return session.Config{NodeID: a.state.NodeID, Network: a.state.Network, Listener: ln, Dial: a.cfg.SessionDial,
+	return session.Config{NodeID: a.state.NodeID, Network: a.state.Network, Memberships: a.cfg.Memberships, Listener: ln, Dial: a.cfg.SessionDial,
 		Peers: a.cfg.Peers, Credentials: sessionCreds{a}, View: a.view, Verifier: a.verifier, Authorizer: a.authz,
 		Handler: a.sessionHandler(), HoldTime: a.cfg.HoldTime, NoHoldTime: a.cfg.NoHoldTime, Limits: a.cfg.SessionLimits,
 		Resolve: a.resolver(), Clock: a.cfg.Clock, Logger: a.log.Named("session")}

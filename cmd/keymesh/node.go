@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -34,7 +35,7 @@ const (
 	joinPollEvery = 2 * time.Second  // how often it asks the server
 	joinShowTTY   = time.Second      // how often the in-place line is redrawn on a terminal
 	joinShowPlain = 30 * time.Second // how often a plain line is printed otherwise
-	resumeFlags   = "--data-dir, --no-wait, --timeout"
+	resumeFlags   = "--data-dir, --network, --no-wait, --timeout"
 )
 
 func (a *app) nodeCmd() *cobra.Command {
@@ -80,6 +81,11 @@ func (a *app) nodeJoinCmd() *cobra.Command {
 here (node.key, mode 0600) and never leaves the data directory; the first
 contact is pinned by the CA hash.
 
+A data directory that holds a node of another network already keeps this
+membership under networks/NETWORK in it: a key and certificate of its own,
+run by the same "keymesh node run". A network that requires exclusive
+membership ("keymesh network set-exclusive on") refuses that.
+
 With a node join token (from "keymesh tokens create") the certificate comes
 back at once. Without one the registration waits, pending, until an operator
 runs "keymesh registrations approve ID" or denies it; the command shows that
@@ -120,7 +126,7 @@ func (f *joinFlags) check(cmd *cobra.Command) (agent.JoinConfig, error) {
 		return agent.JoinConfig{}, usagef("--timeout must not be negative, got %s (0 waits until approved or denied)", f.timeout)
 	}
 	if f.resume {
-		for _, name := range []string{"server", "ca-hash", "network", "node-id", "token", "principal", "dns", "key-type"} {
+		for _, name := range []string{"server", "ca-hash", "node-id", "token", "principal", "dns", "key-type"} {
 			if cmd.Flags().Changed(name) {
 				return agent.JoinConfig{}, usagef("--resume collects the registration kept in --data-dir and takes only %s; drop --%s", resumeFlags, name)
 			}
@@ -188,6 +194,14 @@ func (a *app) nodeJoin(ctx context.Context, f joinFlags, cfg agent.JoinConfig) e
 	}
 	var res agent.Result
 	if f.resume {
+		if f.network != "" {
+			// A membership of another network, under networks/NETWORK.
+			m, err := agent.FindMembership(dir, f.network)
+			if err != nil {
+				return err
+			}
+			dir = m.Dir
+		}
 		res, err = agent.Collect(ctx, dir, a.now)
 		if errors.Is(err, agent.ErrPending) {
 			err = nil
@@ -198,11 +212,16 @@ func (a *app) nodeJoin(ctx context.Context, f joinFlags, cfg agent.JoinConfig) e
 	}
 	switch {
 	case errors.Is(err, agent.ErrNodeExists):
-		return fmt.Errorf("%s already holds a node; collect its certificate with `%s`, or choose an empty or new --data-dir", dir, resumeCommand(dir))
+		return fmt.Errorf("%s already holds a node of network %s; collect its certificate with `%s`, or choose an empty or new --data-dir", dir, cfg.Network, resumeCommand(dir))
+	case errors.Is(err, agent.ErrExclusive):
+		return fmt.Errorf("%w; a node of it joins no other network (use another --data-dir for another node)", err)
 	case errors.Is(err, agent.ErrDenied):
 		return a.denied(res, dir)
 	case err != nil:
 		return explainNode("registration", err)
+	}
+	if res.Dir != "" {
+		dir = res.Dir
 	}
 	if res.Status == fsm.RegistrationPending {
 		if err := a.showPending(res, dir, f.noWait); err != nil || f.noWait {
@@ -514,6 +533,8 @@ type nodeRunOutput struct {
 	Gossip string `json:"gossip,omitempty"`
 	// RTR is where the agent serves RTR to routers, if it does.
 	RTR string `json:"rtr,omitempty"`
+	// Memberships are the node's memberships of other networks.
+	Memberships []membershipOutput `json:"memberships,omitempty"`
 }
 
 // nodeRunFlags are the flags of `keymesh node run`.
@@ -552,6 +573,17 @@ func (a *app) nodeRunCmd() *cobra.Command {
     member's session ends), and the roots' signed revocation bulletins,
     applied at once, also where no root is in reach. --gossip-join names
     members to join (repeatable).
+
+A node that is a member of several networks ("keymesh node join" into the
+same data directory, under networks/NETWORK) runs them all: each with its
+certificate, key, trust state and local API (agent.sock in its directory;
+commands take --network to choose it). --listen is shared: each connection
+goes to the membership of the network its TLS server name names, and a node
+dialled presents the certificate of a network the peer accepts. A peer given
+by a SPIFFE ID of one of the other networks is that membership's; gossip,
+--api-listen and --rtr-listen are the first network's. A network that
+requires exclusive membership ("keymesh network set-exclusive on") refuses
+its node's other memberships.
 
 --accept-network narrows the networks whose members this node accepts (its
 own always) below its network's access list ("keymesh trust list"), at every
@@ -689,9 +721,19 @@ func peersOf(flags []string, file string) ([]session.PeerConfig, error) {
 }
 
 // runNode runs the agent of the node in dir with its Renewer until ctx
-// ends.
+// ends: one of each for every network the node is a member of (its
+// first, and each under networks/NETWORK), sharing --listen.
 func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f nodeRunFlags, peers []session.PeerConfig) error {
 	log := hclog.New(&hclog.LoggerOptions{Name: "keymesh.node", Level: level, Output: a.stderr})
+	first, others, err := runnableMemberships(dir, log)
+	if err != nil {
+		return err
+	}
+	var networks []string
+	for _, m := range others {
+		networks = append(networks, m.Network)
+	}
+	peersOf := splitPeers(peers, first.Network, networks)
 	rc := agent.RenewerConfig{DataDir: dir, Clock: a.now, Logger: log.Named("renewer")}
 	if f.pinServers {
 		// Renewals go where the trust state comes from: the pinned servers,
@@ -718,10 +760,31 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 	if agentAnswers(ctx, dir) {
 		return fmt.Errorf("node %s already has a running agent (%s answers); stop it first", out.NodeID, out.Socket)
 	}
-	ag, err := agent.New(agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: f.apiListen, RevokedLinger: f.linger,
-		Listen: f.listen, Peers: peers, HoldTime: f.hold,
+	var g run.Group
+	// A node of several networks takes the sessions of all on --listen:
+	// the Mux hands each connection to its network's speaker.
+	listen := map[string]net.Listener{}
+	var listenAddr string
+	if f.listen != "" && len(others) > 0 {
+		ln, err := net.Listen("tcp", f.listen)
+		if err != nil {
+			return fmt.Errorf("peering sessions on %s: %w (is another agent using it?)", f.listen, err)
+		}
+		mux := session.NewMux(ln, session.MuxConfig{Default: first.Network, Logger: log.Named("mux")})
+		for _, n := range append([]string{first.Network}, networks...) {
+			listen[n] = mux.Listener(n)
+		}
+		listenAddr = ln.Addr().String()
+		g.Add("session listener", run.Func(mux.Run))
+	}
+	firstCfg := agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: f.apiListen, RevokedLinger: f.linger,
+		Listen: f.listen, Peers: peersOf[first.Network], HoldTime: f.hold, Memberships: networks,
 		GossipAddr: f.gossipAddr, GossipAdvertise: f.gossipAdvertise, GossipJoin: f.gossipJoin,
-		Servers: f.servers, PinServers: f.pinServers, AcceptNetworks: f.acceptNetworks, RTRListen: f.rtrListen})
+		Servers: f.servers, PinServers: f.pinServers, AcceptNetworks: f.acceptNetworks, RTRListen: f.rtrListen}
+	if ln := listen[first.Network]; ln != nil {
+		firstCfg.Listen, firstCfg.SessionListener = "", ln
+	}
+	ag, err := agent.New(firstCfg)
 	switch {
 	case errors.Is(err, agent.ErrNotLoopback):
 		return usagef("--api-listen %q: the local API listens on loopback addresses only (127.0.0.1, ::1)", f.apiListen)
@@ -729,22 +792,58 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 		return err
 	}
 	out.Peers = len(peers)
-	var g run.Group
 	g.Add("agent", ag)
 	g.Add("renewer", r)
+	members := []*agent.Agent{ag}
+	for _, m := range others {
+		mlog := log.With("network", m.Network)
+		mr, err := agent.NewRenewer(agent.RenewerConfig{DataDir: m.Dir, Clock: a.now, Logger: mlog.Named("renewer")})
+		if err != nil {
+			return fmt.Errorf("membership of %s: %w", m.Network, err)
+		}
+		mcert, err := mr.Current()
+		if err != nil {
+			return fmt.Errorf("membership of %s: %w", m.Network, err)
+		}
+		var rest []string
+		for _, n := range append([]string{first.Network}, networks...) {
+			if n != m.Network {
+				rest = append(rest, n)
+			}
+		}
+		slices.Sort(rest)
+		mag, err := agent.New(agent.RunConfig{DataDir: m.Dir, Logger: mlog, Clock: a.now, RevokedLinger: f.linger,
+			SessionListener: listen[m.Network], Peers: peersOf[m.Network], HoldTime: f.hold,
+			Memberships: rest, AcceptNetworks: f.acceptNetworks})
+		if err != nil {
+			return fmt.Errorf("membership of %s: %w", m.Network, err)
+		}
+		members = append(members, mag)
+		mo := membershipOutput{nodeCertOutput: certOutput(m.Dir, mcert), Socket: agent.SocketPath(m.Dir), Peers: len(peersOf[m.Network])}
+		out.Memberships = append(out.Memberships, mo)
+		g.Add("membership of "+m.Network, membershipRun(mlog, m, mag, mr))
+	}
 	g.Add("announce", run.Func(func(ctx context.Context) error {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ag.Ready():
+		for _, m := range members {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-m.Ready():
+			}
 		}
 		if addr := ag.TCPAddr(); addr != nil {
 			out.TCP = addr.String()
 		}
 		out.Listen = ag.SessionAddr()
+		if listenAddr != "" {
+			out.Listen = listenAddr
+		}
 		out.Gossip = f.gossipAddr
 		if addr := ag.RTRAddr(); addr != nil {
 			out.RTR = addr.String()
+		}
+		for i := range out.Memberships {
+			out.Memberships[i].Listen = out.Listen
 		}
 		return a.emit(out, func(w io.Writer) {
 			fmt.Fprintf(w, "node %s of network %s running: certificate serial %s valid until %s, renewal at %s; local API on %s",
@@ -765,6 +864,10 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 				fmt.Fprintf(w, "; RTR for routers on %s", out.RTR)
 			}
 			fmt.Fprintln(w, "; until Ctrl-C")
+			for _, m := range out.Memberships {
+				fmt.Fprintf(w, "  also node %s of network %s: certificate serial %s valid until %s; local API on %s\n",
+					m.NodeID, m.Network, m.Serial, timeText(m.NotAfter), m.Socket)
+			}
 		})
 	}))
 	err = g.Run(ctx)
@@ -784,6 +887,68 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// membershipOutput is a membership of another network in what `keymesh
+// node run` prints.
+type membershipOutput struct {
+	nodeCertOutput
+	Socket string `json:"socket"`
+	Listen string `json:"listen,omitempty"`
+	Peers  int    `json:"peers,omitempty"`
+}
+
+// runnableMemberships are the node's first membership and its other
+// approved ones; one not approved yet is left out, saying how to finish
+// it.
+func runnableMemberships(dir string, log hclog.Logger) (agent.Membership, []agent.Membership, error) {
+	ms, err := agent.Memberships(dir)
+	if err != nil {
+		return agent.Membership{}, nil, err
+	}
+	var others []agent.Membership
+	for _, m := range ms[1:] {
+		if m.Status != fsm.RegistrationApproved {
+			log.Warn("a membership is not approved; it does not run", "network", m.Network, "status", m.Status,
+				"resume", "keymesh node join --resume --data-dir "+shellQuote(dir)+" --network "+m.Network)
+			continue
+		}
+		others = append(others, m)
+	}
+	return ms[0], others, nil
+}
+
+// splitPeers gives each membership its peers: a peer named by a SPIFFE ID
+// of one of the node's other networks is that membership's (by node id),
+// any other the first's.
+func splitPeers(peers []session.PeerConfig, first string, others []string) map[string][]session.PeerConfig {
+	out := map[string][]session.PeerConfig{}
+	for _, p := range peers {
+		id, err := identity.ParseSPIFFEID(p.ID)
+		if err == nil && id.Kind == identity.KindNode && slices.Contains(others, id.Network) {
+			p.ID = id.Name
+			out[id.Network] = append(out[id.Network], p)
+			continue
+		}
+		out[first] = append(out[first], p)
+	}
+	return out
+}
+
+// membershipRun runs the agent and renewer of a membership of another
+// network: its revocation or expiry ends that membership alone.
+func membershipRun(log hclog.Logger, m agent.Membership, ag *agent.Agent, r *agent.Renewer) run.Component {
+	return run.Func(func(ctx context.Context) error {
+		var g run.Group
+		g.Add("agent", ag)
+		g.Add("renewer", r)
+		err := g.Run(ctx)
+		if errors.Is(err, agent.ErrRevoked) || errors.Is(err, agent.ErrExpired) {
+			log.Error("this membership stopped; the node's others go on", "network", m.Network, "error", err)
+			return nil
+		}
+		return err
+	})
 }
 
 // rotateOutput is what `keymesh node rotate-key` prints.
@@ -917,5 +1082,6 @@ func (a *app) nodeStatusCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (its agent must run)")
+	networkFlag(cmd)
 	return cmd
 }

@@ -23,26 +23,54 @@ func (a *app) peersCmd() *cobra.Command {
 	return cmd
 }
 
-// localAgent is a client of the agent of the node in dir, or why there is
-// none.
-func localAgent(dataDir string) (*agent.LocalClient, error) {
+// localAgent is a client of the agent of the node in dir (its membership
+// of the network --network names, if the command has that flag and it is
+// set), or why there is none.
+func localAgent(cmd *cobra.Command, dataDir string) (*agent.LocalClient, error) {
 	if dataDir == "" {
 		return nil, usagef("--data-dir is required: the data directory of the node whose agent runs")
 	}
-	dir, err := filepath.Abs(dataDir)
+	dir, err := memberDir(cmd, dataDir)
 	if err != nil {
 		return nil, err
 	}
 	if !agentSocketExists(dir) {
-		return nil, fmt.Errorf("no node agent runs for %s (no %s); start it with `keymesh node run --data-dir %s`", dir, agent.SocketPath(dir), dir)
+		return nil, fmt.Errorf("no node agent runs for %s (no %s); start it with `keymesh node run --data-dir %s`", dir, agent.SocketPath(dir), dataDir)
 	}
 	return agent.NewLocalClient(agent.SocketPath(dir)), nil
+}
+
+// networkFlag adds --network to a command that talks to a node: which of
+// the node's memberships it means.
+func networkFlag(cmd *cobra.Command) {
+	cmd.Flags().String("network", "", "the network of the node's membership to use, if it is a member of several (default: the first it joined)")
+}
+
+// memberDir is the absolute data directory of the membership --network
+// names (the node's first without the flag).
+func memberDir(cmd *cobra.Command, dataDir string) (string, error) {
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", err
+	}
+	f := cmd.Flags().Lookup("network")
+	if f == nil || f.Value.String() == "" {
+		return dir, nil
+	}
+	m, err := agent.FindMembership(dir, f.Value.String())
+	if errors.Is(err, agent.ErrNoNode) {
+		return "", nodeDirError(dir, err)
+	}
+	if err != nil {
+		return "", err
+	}
+	return m.Dir, nil
 }
 
 // withAgent runs fn with a client of the agent of dataDir, within
 // agentCallTimeout; what fails says what to do (what names the call).
 func withAgent(cmd *cobra.Command, dataDir, what string, fn func(context.Context, *agent.LocalClient) error) error {
-	lc, err := localAgent(dataDir)
+	lc, err := localAgent(cmd, dataDir)
 	if err != nil {
 		return err
 	}
@@ -99,6 +127,7 @@ func (a *app) peersListCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (its agent must run)")
+	networkFlag(cmd)
 	return cmd
 }
 
@@ -114,7 +143,7 @@ func (a *app) peersResetCmd() *cobra.Command {
 		Short: "End the session with peer ID (Cease, reset); a configured peer is dialled again at once",
 		Args:  exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			lc, err := localAgent(dataDir)
+			lc, err := localAgent(cmd, dataDir)
 			if err != nil {
 				return err
 			}
@@ -133,5 +162,6 @@ func (a *app) peersResetCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (its agent must run)")
+	networkFlag(cmd)
 	return cmd
 }

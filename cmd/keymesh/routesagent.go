@@ -57,6 +57,7 @@ func (a *app) routesAnnounceCmd() *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&dataDir, "data-dir", "", "the node's data directory (its agent must run)")
+	networkFlag(cmd)
 	fl.StringVar(&nextHop, "next-hop", "", "the route's next hop (an IP address)")
 	fl.StringArrayVar(&meta, "meta", nil, "metadata KEY=VALUE (repeatable)")
 	return cmd
@@ -82,6 +83,7 @@ func (a *app) routesWithdrawCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory (its agent must run)")
+	networkFlag(cmd)
 	return cmd
 }
 
@@ -130,6 +132,7 @@ func (a *app) routesListCmd() *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&dataDir, "data-dir", "", "the node's data directory (its agent must run)")
+	networkFlag(cmd)
 	fl.StringVar(&peer, "peer", "", "only the routes this neighbour sent")
 	return cmd
 }

@@ -64,7 +64,8 @@ func (a *app) tokenMintCmd() *cobra.Command {
 		Long: `Mint a JWT signed by the node's own key, for the audiences given. When the
 node's agent runs ("keymesh node run"), it mints; otherwise the token is
 minted here from the data directory's key and certificate. No root server is
-asked either way.
+asked either way. A node that is a member of several networks has a key and
+certificate in each: --network chooses which mints.
 
 The token is printed alone on stdout, for scripts: tok=$(keymesh token mint ...).
 With --output json: {"token", "kid", "jti", "expires_at", "claims", "via"}.
@@ -93,7 +94,7 @@ follows, else NODE). A token never outlives the node's certificate.`,
 			if p != "" && !contains(principals, p) {
 				return usagef("--principal must be one of %s, not %q", strings.Join(principals, ", "), principal)
 			}
-			dir, err := filepath.Abs(dataDir)
+			dir, err := memberDir(cmd, dataDir)
 			if err != nil {
 				return err
 			}
@@ -113,6 +114,8 @@ follows, else NODE). A token never outlives the node's certificate.`,
 	fl.DurationVar(&ttl, "ttl", 0, "lifetime (default 10m, at most 24h; never past the certificate's expiry)")
 	fl.StringVar(&principal, "principal", "", "principal to claim: "+strings.Join(principals, ", ")+" (default: the node's)")
 	fl.BoolVar(&bind, "bind-cert", false, "bind the token to the node's current TLS certificate (cnf x5t#S256)")
+	networkFlag(cmd)
+	cmd.Flags().Lookup("network").Usage = "mint under the node's key of this network, if it is a member of several (default: the first it joined)"
 	return cmd
 }
 

@@ -30,6 +30,31 @@ type Agent struct {
 	// Gossip is where the agent gossips, if it does (as it last started).
 	Gossip string
 	proc
+	// of is the agent whose process runs this one, for a membership of
+	// another network (In).
+	of *Agent
+}
+
+// In is the agent of a's node in its membership of network (the same
+// process; its local API under networks/NETWORK).
+func (a *Agent) In(network string) *Agent {
+	return &Agent{Name: a.Name + " in " + network, Dir: agent.MembershipDir(a.Dir, network), of: a}
+}
+
+// Running reports whether the agent's process is alive.
+func (a *Agent) Running() bool {
+	if a.of != nil {
+		return a.of.Running()
+	}
+	return a.proc.Running()
+}
+
+// Log is what the agent's processes wrote so far.
+func (a *Agent) Log() string {
+	if a.of != nil {
+		return a.of.Log()
+	}
+	return a.proc.Log()
 }
 
 // Socket is the path of the agent's local API.
@@ -71,13 +96,13 @@ func (c *Cluster) StartAgents(n int) []*Agent {
 		started = append(started, a)
 		if c.GossipAgents && join == "" {
 			c.awaitAgent(a, 30*time.Second)
-			join = c.awaitGossip(a, 30*time.Second)
+			join = c.AwaitGossip(a, 30*time.Second)
 		}
 	}
 	for _, a := range started {
 		c.awaitAgent(a, 30*time.Second)
 		if c.GossipAgents {
-			c.awaitGossip(a, 30*time.Second)
+			c.AwaitGossip(a, 30*time.Second)
 		}
 	}
 	return started
@@ -142,7 +167,7 @@ func (c *Cluster) RestartAgent(a *Agent) {
 	}
 	c.awaitAgent(a, 30*time.Second)
 	if c.GossipAgents {
-		c.awaitGossip(a, 30*time.Second)
+		c.AwaitGossip(a, 30*time.Second)
 	}
 }
 
@@ -166,6 +191,12 @@ func (c *Cluster) JoinNodeVia(r *Root, id string, req api.CreateJoinTokenRequest
 	if r != nil {
 		server = r.APIAddr
 	}
+	return c.JoinNodeAt(server, filepath.Join(c.Base, "nodes", id), id, c.NodeJoinToken(req), extra...)
+}
+
+// NodeJoinToken makes a node join token of req and returns its secret.
+func (c *Cluster) NodeJoinToken(req api.CreateJoinTokenRequest) string {
+	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	req.Kind = "node"
@@ -175,9 +206,18 @@ func (c *Cluster) JoinNodeVia(r *Root, id string, req api.CreateJoinTokenRequest
 		tok, err = cl.CreateJoinToken(ctx, req)
 		return err
 	})
-	dir := filepath.Join(c.Base, "nodes", id)
+	return tok.Secret
+}
+
+// JoinNodeAt runs `keymesh node join` into dir through server with a
+// join token: a new directory, or that of a node of another network (a
+// membership of c's network beside it).
+func (c *Cluster) JoinNodeAt(server, dir, id, token string, extra ...string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	args := append([]string{"node", "join", "--server", server, "--ca-hash", c.CAHash, "--network", c.Network,
-		"--node-id", id, "--data-dir", dir, "--token", tok.Secret}, extra...)
+		"--node-id", id, "--data-dir", dir, "--token", token}, extra...)
 	cmd := exec.CommandContext(ctx, c.Bin, args...)
 	cmd.Env = append(os.Environ(), "KEYMESH_SERVER=", "KEYMESH_CA_FILE=", "KEYMESH_CREDENTIAL=")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -426,7 +466,7 @@ func (c *Cluster) StartGossip(prefix string, n int, extra func(i int) []string) 
 		c.Agents = append(c.Agents, a)
 		c.start(&a.proc, name, args...)
 		c.awaitAgent(a, 30*time.Second)
-		addr := c.awaitGossip(a, 30*time.Second)
+		addr := c.AwaitGossip(a, 30*time.Second)
 		if join == "" {
 			join = addr
 		}
@@ -435,8 +475,8 @@ func (c *Cluster) StartGossip(prefix string, n int, extra func(i int) []string) 
 	return out
 }
 
-// awaitGossip waits until a gossips and returns where.
-func (c *Cluster) awaitGossip(a *Agent, timeout time.Duration) string {
+// AwaitGossip waits until a gossips and returns where.
+func (c *Cluster) AwaitGossip(a *Agent, timeout time.Duration) string {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error

@@ -1,0 +1,101 @@
+package agent_test
+
+import (
+	"crypto"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/keymesh/keymesh/ca"
+	"github.com/keymesh/keymesh/cluster"
+	"github.com/keymesh/keymesh/cluster/agent"
+	"github.com/keymesh/keymesh/cluster/api"
+	"github.com/keymesh/keymesh/fsm"
+	"github.com/keymesh/keymesh/identity/trust"
+)
+
+// TestJoinSecondNetwork: a data directory holding a node of one network
+// takes the node's membership of another under networks/NETWORK, with a
+// key and certificate of its own; the agent's helpers list and find the
+// memberships. A second join into either network, or into another from
+// a node whose network requires exclusive membership, is refused and
+// writes nothing.
+func TestJoinSecondNetwork(t *testing.T) {
+	e1 := newEnv(t, cluster.Limits{})
+	e2 := newEnvOf(t, "other.agent.example", cluster.Limits{})
+	dir, res, err := e1.join("n1", e1.token(api.CreateJoinTokenRequest{}))
+	if err != nil || res.Dir != dir {
+		t.Fatalf("first join: %+v, %v", res, err)
+	}
+	_, res2, err := e2.joinAt(dir, "n1", e2.token(api.CreateJoinTokenRequest{}))
+	sub := filepath.Join(dir, "networks", e2.network)
+	if err != nil || res2.Dir != sub || res2.Status != fsm.RegistrationApproved || res2.Network != e2.network {
+		t.Fatalf("second join: %+v, %v", res2, err)
+	}
+	k1, _ := ca.ReadKeyFile(agent.KeyPath(dir))
+	k2, _ := ca.ReadKeyFile(agent.KeyPath(sub))
+	if k1 == nil || k2 == nil || k1.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(k2.Public()) {
+		t.Fatal("the memberships share a key, or lack one")
+	}
+	if fi, err := os.Stat(agent.KeyPath(sub)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v, want mode 0600", agent.KeyPath(sub), err)
+	}
+	ms, err := agent.Memberships(dir)
+	if err != nil || len(ms) != 2 || ms[0].Network != network || ms[0].Dir != dir || ms[1].Network != e2.network || ms[1].Dir != sub {
+		t.Fatalf("Memberships: %+v, %v", ms, err)
+	}
+	if m, err := agent.FindMembership(dir, e2.network); err != nil || m.Dir != sub {
+		t.Fatalf("FindMembership(%s): %+v, %v", e2.network, m, err)
+	}
+	if m, err := agent.FindMembership(dir, ""); err != nil || m.Dir != dir {
+		t.Fatalf("FindMembership(\"\"): %+v, %v", m, err)
+	}
+	if _, err := agent.FindMembership(dir, "third.example"); !errors.Is(err, agent.ErrNoMembership) {
+		t.Fatalf("FindMembership of a network it is not in: %v", err)
+	}
+	if got := agent.MembershipDir(dir, e2.network); got != sub {
+		t.Fatalf("MembershipDir: %s", got)
+	}
+	if got := agent.MembershipDir(dir, network); got != dir {
+		t.Fatalf("MembershipDir of the first: %s", got)
+	}
+	for _, e := range []*env{e1, e2} {
+		if _, _, err := e.joinAt(dir, "n1", e.token(api.CreateJoinTokenRequest{})); !errors.Is(err, agent.ErrNodeExists) {
+			t.Fatalf("a second join into %s: %v, want ErrNodeExists", e.network, err)
+		}
+	}
+	// A stray directory under networks/ is not a membership.
+	if err := os.MkdirAll(filepath.Join(dir, "networks", "not a network"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := agent.Memberships(dir); err != nil || len(ms) != 2 {
+		t.Fatalf("Memberships with a stray directory: %+v, %v", ms, err)
+	}
+
+	// A node whose network requires exclusive membership (as its agent's
+	// trust.json says) joins no other, and its agent refuses to run
+	// beside another membership.
+	e3 := newEnvOf(t, "third.agent.example", cluster.Limits{})
+	roots, err := ca.ReadCertsFile(agent.RootsPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := trust.Delta{Network: network, Index: 7, Reset: true, Put: trust.Records{Anchors: []fsm.TrustAnchor{
+		{Network: network, Roots: [][]byte{roots[0].Raw}, Accept: []string{network}, Exclusive: true}}}}
+	if err := agent.WriteTrustFile(dir, doc); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e3.joinAt(dir, "n1", e3.token(api.CreateJoinTokenRequest{})); !errors.Is(err, agent.ErrExclusive) {
+		t.Fatalf("a join beside a membership of an exclusive network: %v, want ErrExclusive", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "networks", e3.network)); err == nil {
+		t.Fatal("the refused join left a directory")
+	}
+	if _, err := agent.New(agent.RunConfig{DataDir: dir, Memberships: []string{e2.network}}); !errors.Is(err, agent.ErrExclusive) {
+		t.Fatalf("an agent of an exclusive network beside another membership: %v, want ErrExclusive", err)
+	}
+	if _, err := agent.New(agent.RunConfig{DataDir: dir}); err != nil {
+		t.Fatalf("the agent of an exclusive network alone: %v", err)
+	}
+}
