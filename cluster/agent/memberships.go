@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/keymesh/keymesh/ca"
@@ -117,4 +118,24 @@ func FindMembership(dir, network string) (Membership, error) {
 		have = append(have, m.Network)
 	}
 	return Membership{}, fmt.Errorf("%w: %s (it is a member of %v; `keymesh node join --network %s --data-dir %s` joins it)", ErrNoMembership, network, have, network, dir)
+}
+
+// Accepts reports whether the trust state the membership's agent last
+// kept (trust.json) puts network on its network's access list; false when
+// it kept none. A node of several networks dials a peer of a network it
+// is not a member of from the first membership that accepts it.
+func (m Membership) Accepts(network string) bool {
+	if network == m.Network {
+		return true
+	}
+	doc, err := ReadTrustFile(m.Dir, m.Network)
+	if err != nil {
+		return false
+	}
+	st, err := trust.NewState(doc)
+	if err != nil {
+		return false
+	}
+	an, err := trust.Anchors(st, m.Network)
+	return err == nil && slices.Contains(an.Accepted, network)
 }

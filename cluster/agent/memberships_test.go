@@ -81,6 +81,20 @@ func TestJoinSecondNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The access list a membership's agent kept says which networks it
+	// dials peers of.
+	fed := trust.Delta{Network: network, Index: 6, Reset: true, Put: trust.Records{Anchors: []fsm.TrustAnchor{
+		{Network: network, Roots: [][]byte{roots[0].Raw}, Accept: []string{"fed.example", network}},
+		{Network: "fed.example", Roots: [][]byte{roots[0].Raw}, Accept: []string{"fed.example"}}}}}
+	if ms[0].Accepts("fed.example") {
+		t.Fatal("a membership without a kept trust state accepts another network")
+	}
+	if err := agent.WriteTrustFile(dir, fed); err != nil {
+		t.Fatal(err)
+	}
+	if !ms[0].Accepts("fed.example") || !ms[0].Accepts(network) || ms[0].Accepts("third.example") || ms[1].Accepts("fed.example") {
+		t.Fatal("Accepts does not follow the kept access lists")
+	}
 	doc := trust.Delta{Network: network, Index: 7, Reset: true, Put: trust.Records{Anchors: []fsm.TrustAnchor{
 		{Network: network, Roots: [][]byte{roots[0].Raw}, Accept: []string{network}, Exclusive: true}}}}
 	if err := agent.WriteTrustFile(dir, doc); err != nil {

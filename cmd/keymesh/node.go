@@ -733,7 +733,7 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 	for _, m := range others {
 		networks = append(networks, m.Network)
 	}
-	peersOf := splitPeers(peers, first.Network, networks)
+	peersOf := splitPeers(peers, first, others)
 	rc := agent.RenewerConfig{DataDir: dir, Clock: a.now, Logger: log.Named("renewer")}
 	if f.pinServers {
 		// Renewals go where the trust state comes from: the pinned servers,
@@ -919,18 +919,31 @@ func runnableMemberships(dir string, log hclog.Logger) (agent.Membership, []agen
 }
 
 // splitPeers gives each membership its peers: a peer named by a SPIFFE ID
-// of one of the node's other networks is that membership's (by node id),
-// any other the first's.
-func splitPeers(peers []session.PeerConfig, first string, others []string) map[string][]session.PeerConfig {
+// of one of the node's networks is that membership's (by node id); one of
+// another network goes to the first membership whose access list (as its
+// agent last kept it) accepts that network, else to the first; a node id
+// alone is the first's.
+func splitPeers(peers []session.PeerConfig, first agent.Membership, others []agent.Membership) map[string][]session.PeerConfig {
 	out := map[string][]session.PeerConfig{}
+	all := append([]agent.Membership{first}, others...)
 	for _, p := range peers {
 		id, err := identity.ParseSPIFFEID(p.ID)
-		if err == nil && id.Kind == identity.KindNode && slices.Contains(others, id.Network) {
-			p.ID = id.Name
+		if err != nil || id.Kind != identity.KindNode || len(others) == 0 {
+			out[first.Network] = append(out[first.Network], p)
+			continue
+		}
+		if i := slices.IndexFunc(all, func(m agent.Membership) bool { return m.Network == id.Network }); i >= 0 {
+			if i > 0 {
+				p.ID = id.Name
+			}
 			out[id.Network] = append(out[id.Network], p)
 			continue
 		}
-		out[first] = append(out[first], p)
+		to := first.Network
+		if i := slices.IndexFunc(all, func(m agent.Membership) bool { return m.Accepts(id.Network) }); i >= 0 {
+			to = all[i].Network
+		}
+		out[to] = append(out[to], p)
 	}
 	return out
 }
