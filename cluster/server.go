@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -131,16 +132,35 @@ func (s *Server) DataDir() string { return string(s.dir) }
 // listeners binds the Raft and API addresses before anything is written, so
 // that a port in use fails the command cleanly.
 func listen(raftAddr, apiAddr string) (raftLn, apiLn net.Listener, err error) {
-	raftLn, err = net.Listen("tcp", raftAddr)
+	raftLn, err = listenTCP(raftAddr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: listen for raft on %s: %w (is another server using it?)", raftAddr, err)
 	}
-	apiLn, err = net.Listen("tcp", apiAddr)
+	apiLn, err = listenTCP(apiAddr)
 	if err != nil {
 		raftLn.Close()
 		return nil, nil, fmt.Errorf("cluster: listen for the API on %s: %w (is another server using it?)", apiAddr, err)
 	}
 	return raftLn, apiLn, nil
+}
+
+// bindPatience is how long listenTCP waits for an address in use.
+var bindPatience = 3 * time.Second
+
+// listenTCP listens on addr. An address in use is tried again for
+// bindPatience: a server restarted at once after a crash may find its port
+// held a moment longer, by a socket of the dead process the kernel has not
+// closed yet or by a peer's dial that the kernel connected to itself on
+// that port (Go closes such a connection and dials again).
+func listenTCP(addr string) (net.Listener, error) {
+	deadline := time.Now().Add(bindPatience)
+	for {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return ln, err
+		}
+		time.Sleep(50 * time.Millisecond) // nothing to wait on: the kernel frees the port
+	}
 }
 
 // newServer wires a server from its material; Raft and the API are started by
