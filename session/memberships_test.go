@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,8 +33,11 @@ func TestExclusiveMembership(t *testing.T) {
 	b.handler.waitUp(t)
 
 	m.apply(m.exclusiveAnchor(true))
-	if down := b.handler.waitDown(t); down == "" {
-		t.Fatal("no session ended")
+	if down := b.handler.waitDown(t); !strings.HasPrefix(down, "a: ") {
+		t.Fatalf("the session that ended: %q", down)
+	}
+	if st := b.status(t, "a"); st.LastSent == nil || st.LastSent.Code != "cease/credential-revoked" {
+		t.Fatalf("b ended a's session with %+v, want Cease credential-revoked", st.LastSent)
 	}
 	// a dials again and is refused at its OPEN, each time.
 	deadline := time.Now().Add(10 * time.Second)
@@ -65,8 +69,10 @@ func TestExclusiveMembership(t *testing.T) {
 
 	// The requirement lifted, a is taken again.
 	m.apply(m.exclusiveAnchor(false))
-	if p := b.handler.waitUp(t); p != "c" && p != "a" {
-		t.Fatalf("established with %q", p)
+	for p := b.handler.waitUp(t); p != "a"; p = b.handler.waitUp(t) {
+		if p != "c" {
+			t.Fatalf("established with %q", p)
+		}
 	}
 }
 

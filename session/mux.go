@@ -2,12 +2,14 @@ package session
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +31,7 @@ import (
 const (
 	DefaultMuxPending          = 64
 	DefaultMuxPendingPerSource = 8
-	DefaultMuxHelloTimeout     = 10 * time.Second
+	DefaultMuxHelloTimeout     = DefaultOpenTimeout
 	// maxHello bounds what is read for a ClientHello (a record is 16 KiB
 	// at most; a hello may span a few).
 	maxHello = 64 << 10
@@ -43,12 +45,12 @@ type MuxConfig struct {
 	// Default is the network of connections whose hello names no member
 	// network (the node's first).
 	Default string
-	// MaxPending bounds the hellos read at once; a connection past it is
-	// closed at once. Default DefaultMuxPending.
+	// MaxPending bounds the hellos read at once; past it, the oldest
+	// still unread is closed. Default DefaultMuxPending.
 	MaxPending int
 	// MaxPendingPerSource bounds the hellos read at once from one source
-	// host, so that one host holding connections open cannot take every
-	// slot. Default DefaultMuxPendingPerSource.
+	// (an IPv4 address, an IPv6 /64): a connection past it is closed at
+	// once. Default DefaultMuxPendingPerSource.
 	MaxPendingPerSource int
 	// HelloTimeout bounds the reading of one hello. Default
 	// DefaultMuxHelloTimeout.
@@ -64,6 +66,7 @@ type Mux struct {
 	mu      sync.Mutex
 	subs    map[string]*muxListener
 	sources map[string]int // hellos being read, by source host
+	order   *list.List     // of *pendingHello, oldest first
 	pending atomic.Int64
 	dropped atomic.Uint64
 }
@@ -82,7 +85,7 @@ func NewMux(ln net.Listener, cfg MuxConfig) *Mux {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	return &Mux{ln: ln, cfg: cfg, subs: map[string]*muxListener{}, sources: map[string]int{}}
+	return &Mux{ln: ln, cfg: cfg, subs: map[string]*muxListener{}, sources: map[string]int{}, order: list.New()}
 }
 
 // Listener is the listener of network's speaker (made on the first call).
@@ -98,7 +101,8 @@ func (m *Mux) Listener(network string) net.Listener {
 }
 
 // Dropped counts the connections closed before a speaker took them: past
-// MaxPending, with no readable hello, or for a speaker that stopped.
+// MaxPendingPerSource, the oldest past MaxPending, with no readable hello,
+// or for a speaker that stopped.
 func (m *Mux) Dropped() uint64 { return m.dropped.Load() }
 
 // Run accepts until ctx ends or the listener fails, then closes the
@@ -132,46 +136,92 @@ func (m *Mux) Run(ctx context.Context) error {
 			continue
 		}
 		delay = 0
-		src := sourceOf(nc.RemoteAddr())
-		if !m.admit(src) {
+		p := &pendingHello{src: muxSource(nc.RemoteAddr()), nc: nc}
+		if !m.admit(p) {
 			m.dropped.Add(1)
 			nc.Close()
 			continue
 		}
 		go func() {
-			defer m.release(src)
-			m.route(nc)
+			defer m.release(p)
+			m.route(p)
 		}()
 	}
 }
 
-// admit counts a hello to read from src, false past MaxPending or
-// MaxPendingPerSource.
-func (m *Mux) admit(src string) bool {
+// pendingHello is a connection whose hello is being read.
+type pendingHello struct {
+	src     string
+	nc      net.Conn
+	elem    *list.Element
+	evicted bool
+}
+
+// muxSource is the source a connection counts against: its IPv4 address,
+// or the /64 of its IPv6 address (what one host is usually given).
+func muxSource(a net.Addr) string {
+	src := sourceOf(a)
+	if ip, err := netip.ParseAddr(src); err == nil && ip.Is6() && !ip.Is4In6() {
+		if pfx, err := ip.Prefix(64); err == nil {
+			return pfx.String()
+		}
+	}
+	return src
+}
+
+// admit counts p's hello: false when its source holds MaxPendingPerSource
+// already; past MaxPending, the oldest hello still unread is closed to
+// make room (an honest hello is read in a moment; a connection that sends
+// none is what waits longest).
+func (m *Mux) admit(p *pendingHello) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.pending.Load() >= int64(m.cfg.MaxPending) || m.sources[src] >= m.cfg.MaxPendingPerSource {
+	if m.sources[p.src] >= m.cfg.MaxPendingPerSource {
 		return false
 	}
+	if m.order.Len() >= m.cfg.MaxPending {
+		old := m.order.Remove(m.order.Front()).(*pendingHello)
+		old.evicted = true
+		m.forget(old)
+		old.nc.Close()
+		m.dropped.Add(1)
+	}
+	p.elem = m.order.PushBack(p)
+	m.sources[p.src]++
 	m.pending.Add(1)
-	m.sources[src]++
 	return true
 }
 
-func (m *Mux) release(src string) {
+// release ends the count of p's hello (once: an evicted one is not counted
+// any more).
+func (m *Mux) release(p *pendingHello) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if p.evicted {
+		return
+	}
+	m.order.Remove(p.elem)
+	m.forget(p)
+}
+
+func (m *Mux) forget(p *pendingHello) {
 	m.pending.Add(-1)
-	if m.sources[src]--; m.sources[src] <= 0 {
-		delete(m.sources, src)
+	if m.sources[p.src]--; m.sources[p.src] <= 0 {
+		delete(m.sources, p.src)
 	}
 }
 
-// route reads nc's hello and hands nc to its network's listener.
-func (m *Mux) route(nc net.Conn) {
+// route reads p's hello and hands its connection to its network's
+// listener.
+func (m *Mux) route(p *pendingHello) {
+	nc := p.nc
 	name, c, err := PeekServerName(nc, m.cfg.HelloTimeout)
 	if err != nil {
-		m.dropped.Add(1)
+		m.mu.Lock()
+		if !p.evicted { // (counted when it was)
+			m.dropped.Add(1)
+		}
+		m.mu.Unlock()
 		m.cfg.Logger.Debug("peering connection without a readable TLS hello", "remote", nc.RemoteAddr().String(), "error", err)
 		nc.Close()
 		return

@@ -143,9 +143,9 @@ func TestMux(t *testing.T) {
 		t.Errorf("Dropped counted %d, want 3", d)
 	}
 
-	// Past MaxPending (3): three silent connections hold the slots, the
-	// fourth is closed at once; past MaxPendingPerSource (2), the second
-	// source's third.
+	// Past MaxPendingPerSource (2), a source's third connection is
+	// closed at once; past MaxPending (3), a new one closes the oldest
+	// whose hello is still unread.
 	mux2 := NewMux(mustListen(t, mn, "node2:179"), MuxConfig{Default: "a.example", MaxPending: 3, MaxPendingPerSource: 2, HelloTimeout: time.Minute})
 	go mux2.Run(ctx)
 	d2 := func(src string) net.Conn {
@@ -154,21 +154,23 @@ func TestMux(t *testing.T) {
 		t.Cleanup(func() { nc.Close() })
 		return nc
 	}
-	d2("s1")
+	oldest := d2("s1")
 	d2("s1")
 	thirdOfS1 := d2("s1")
-	thirdOfS1.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.Copy(io.Discard, thirdOfS1); err != nil {
-		t.Fatalf("the connection past MaxPendingPerSource: %v, want it closed at once", err)
-	}
+	closedByMux(thirdOfS1, "the connection past MaxPendingPerSource")
 	d2("s2")
-	fourth := d2("s3")
-	fourth.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.Copy(io.Discard, fourth); err != nil {
-		t.Fatalf("the connection past MaxPending: %v, want it closed at once", err)
-	}
+	d2("s3") // the fourth: s1's first makes room
+	closedByMux(oldest, "the oldest unread connection past MaxPending")
 	if mux2.Dropped() != 2 {
 		t.Errorf("mux2 dropped %d, want 2", mux2.Dropped())
+	}
+	// Sources: an IPv6 host's /64, an IPv4 address.
+	for in, want := range map[string]string{"[2001:db8:1:2:3::4]:179": "2001:db8:1:2::/64", "192.0.2.7:179": "192.0.2.7", "[::ffff:192.0.2.7]:179": "192.0.2.7"} {
+		addr, err := net.ResolveTCPAddr("tcp", in)
+		must(t, err)
+		if got := muxSource(addr); got != want {
+			t.Errorf("muxSource(%s) = %s, want %s", in, got, want)
+		}
 	}
 }
 

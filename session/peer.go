@@ -65,6 +65,13 @@ type (
 		payload []byte
 		reply   chan error
 	}
+	// evOpened is an OPEN's EvOpen with the other networks it names,
+	// taken by the peer's goroutine (the reader's does not write the
+	// connection's fields).
+	evOpened struct {
+		open        EvOpen
+		memberships []string
+	}
 )
 
 // peer runs the session with one peer: its Machine, driven by one
@@ -238,6 +245,19 @@ func (p *peer) handle(ev any) {
 		} else if e.exclusive && len(c.memberships) > 0 {
 			p.step(EvRevoked{Notification: notification(CodeCease, SubCeaseRevoked, "network %s now requires exclusive membership; the peer is a member of %v too", p.s.cfg.Network, c.memberships)})
 		}
+	case evOpened:
+		if c := p.conns[e.open.Conn]; c != nil && e.open.Refuse == nil && c.memberships == nil {
+			c.memberships = e.memberships
+			// The OPEN was checked before a trust change that made this
+			// network exclusive may have been rechecked: ask again.
+			if len(c.memberships) > 0 && trust.Exclusive(p.s.cfg.View(), p.s.cfg.Network) {
+				n := notification(CodeOpen, SubOpenExclusive, "network %s requires exclusive membership; %s is a member of %v too", p.s.cfg.Network, c.peer.Name, c.memberships)
+				e.open.Refuse = &n
+				p.s.metrics.handshakeFailed(subcodeName(CodeOpen, SubOpenExclusive))
+				p.s.log.Warn("peering OPEN refused", "peer", p.key, "conn", c.id, "reason", n.String())
+			}
+		}
+		p.step(e.open)
 	case evSend:
 		c := p.conns[p.m.Conn()]
 		if c == nil || p.m.State() != Established {
@@ -486,7 +506,10 @@ func (p *peer) read(c *conn) {
 		var ev Event
 		switch f.Type {
 		case MsgOpen:
-			ev = p.received(c, f.Body)
+			if !p.post(p.received(c, f.Body)) {
+				return
+			}
+			continue
 		case MsgKeepalive:
 			ev = EvKeepalive{Conn: c.id}
 		case MsgUpdate:
@@ -520,15 +543,15 @@ func (p *peer) read(c *conn) {
 	}
 }
 
-// received checks a peer's OPEN: EvOpen, with the refusal if it is refused.
-func (p *peer) received(c *conn, body []byte) Event {
+// received checks a peer's OPEN: its EvOpen, with the refusal if it is
+// refused, and the other networks it names.
+func (p *peer) received(c *conn, body []byte) evOpened {
 	s := p.s
 	ev := EvOpen{Conn: c.id}
 	o, err := DecodeOpen(body)
 	if err == nil {
 		ev.HoldTime = time.Duration(o.HoldTime) * time.Second
 		ev.Refuse = s.checkOpen(p.cfg, c, o)
-		c.memberships = o.Memberships // read by the peer's goroutine after EvOpen
 	} else {
 		n := notification(CodeOpen, SubOpenMalformed, "%v", err)
 		ev.Refuse = &n
@@ -537,7 +560,7 @@ func (p *peer) received(c *conn, body []byte) Event {
 		s.metrics.handshakeFailed(subcodeName(CodeOpen, ev.Refuse.Subcode))
 		s.log.Warn("peering OPEN refused", "peer", p.key, "conn", c.id, "claimed", o.NodeID, "reason", ev.Refuse.String())
 	}
-	return ev
+	return evOpened{open: ev, memberships: o.Memberships}
 }
 
 // checkOpen checks what a peer's OPEN says against its connection, the

@@ -133,10 +133,11 @@ func TestMembershipAttacks(t *testing.T) {
 
 // TestSharedPortFlood: a node of two networks takes both networks'
 // sessions on one port, reading each connection's TLS hello first (for
-// 10 s at most). Past the connections one host may hold there unread,
-// more are closed at once, so a host that opens many and sends nothing
-// does not keep an honest peer out: it gets its session well before the
-// flood's connections time out.
+// 5 s at most). Hosts that open many connections and send nothing do not
+// keep an honest peer out: past 8 unread from one host a connection is
+// closed at once, and past 64 in all a new one closes the oldest unread,
+// so the honest peer gets its session well before the flood's
+// connections time out.
 func TestSharedPortFlood(t *testing.T) {
 	A := harness.Start(t, bin, harness.Config{Servers: 1, Network: "a.flood.keymesh.test"})
 	B := harness.Start(t, bin, harness.Config{Servers: 1, Network: "b.flood.keymesh.test"})
@@ -150,16 +151,20 @@ func TestSharedPortFlood(t *testing.T) {
 			c.Close()
 		}
 	}()
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.77")}, Timeout: 5 * time.Second}
-	for range 200 {
-		c, err := d.Dial("tcp", listen)
-		if err != nil {
-			t.Fatal(err)
+	// Ten hosts, 20 connections each: more than the 64 hellos read at
+	// once, 8 of each host's held.
+	for h := range 10 {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(70+h))}, Timeout: 5 * time.Second}
+		for range 20 {
+			c, err := d.Dial("tcp", listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, c)
 		}
-		held = append(held, c)
 	}
 	a1 := A.RunAgent("a-1", A.JoinNode("a-1", api.CreateJoinTokenRequest{}), "--log-level", "warn", "--peer", "x@"+listen)
-	A.WaitEstablished(a1, 1, 8*time.Second)
+	A.WaitEstablished(a1, 1, 4*time.Second)
 	if !x.Running() {
 		t.Fatal("x stopped")
 	}
