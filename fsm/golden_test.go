@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -149,6 +150,10 @@ func TestGoldenLog(t *testing.T) {
 	for sc.Scan() {
 		line := sc.Text()
 		if h, ok := strings.CutPrefix(line, "# state hash "); ok {
+			// A checkpoint: the state so far (the last line, the end).
+			if got := s.Hash(); got != h {
+				t.Fatalf("state hash %s before line %q, recorded %s", got, line, h)
+			}
 			wantHash = h
 			continue
 		}
@@ -198,6 +203,11 @@ func TestGoldenLog(t *testing.T) {
 	}
 }
 
+// goldenCheckpoints are the indexes after which the golden log records
+// the state hash besides at its end: where each release's commands end
+// (a later release appends commands; its checkpoint is kept).
+var goldenCheckpoints = []uint64{37}
+
 // writeGolden records goldenCommands as the golden log and snapshot.
 func writeGolden(t *testing.T) {
 	t.Helper()
@@ -216,6 +226,9 @@ func writeGolden(t *testing.T) {
 		}
 		idx := uint64(i + 1)
 		b.WriteString(goldenLine(idx, s.Apply(idx, data), data) + "\n")
+		if slices.Contains(goldenCheckpoints, idx) {
+			b.WriteString("# state hash " + s.Hash() + "\n")
+		}
 	}
 	b.WriteString("# state hash " + s.Hash() + "\n")
 	if err := os.WriteFile(goldenLog, []byte(b.String()), 0o644); err != nil {

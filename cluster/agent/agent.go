@@ -156,11 +156,24 @@ func Join(ctx context.Context, cfg JoinConfig) (res Result, err error) {
 	if _, err := ca.ParseHash(cfg.CAHash); err != nil {
 		return res, fmt.Errorf("--ca-hash: %w", err)
 	}
+	networksDir := "" // networks/ when this join makes it
 	if st, err := readState(cfg.DataDir); err == nil && st.Network != cfg.Network {
 		// Another network's node: this membership takes a directory of
 		// its own, with a key and certificate of its own.
-		if exclusive(cfg.DataDir, st.Network) {
-			return res, fmt.Errorf("%w: %s holds a node of %s, which does", ErrExclusive, cfg.DataDir, st.Network)
+		ms, err := Memberships(cfg.DataDir)
+		if err != nil {
+			return res, err
+		}
+		for _, m := range ms {
+			if m.Network != cfg.Network && m.Exclusive() {
+				return res, fmt.Errorf("%w: %s holds a node of %s, which does", ErrExclusive, cfg.DataDir, m.Network)
+			}
+		}
+		if len(ms) > MaxMemberships && !slices.ContainsFunc(ms, func(m Membership) bool { return m.Network == cfg.Network }) {
+			return res, fmt.Errorf("%w: %s holds %d memberships already, the most a node has", ErrTooManyMemberships, cfg.DataDir, len(ms))
+		}
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, dirNetworks)); errors.Is(err, fs.ErrNotExist) {
+			networksDir = filepath.Join(cfg.DataDir, dirNetworks)
 		}
 		cfg.DataDir = filepath.Join(cfg.DataDir, dirNetworks, cfg.Network)
 	}
@@ -182,6 +195,9 @@ func Join(ctx context.Context, cfg JoinConfig) (res Result, err error) {
 			}
 			if created {
 				os.Remove(cfg.DataDir)
+			}
+			if networksDir != "" {
+				os.Remove(networksDir)
 			}
 		}
 	}()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/identity/trust"
+	"github.com/keymesh/keymesh/session"
 )
 
 // A node may be a member of several networks, each a root cluster of its
@@ -31,7 +32,14 @@ var (
 	// ErrExclusive: a network requires exclusive membership, and its node
 	// is (or would be) a member of another network too.
 	ErrExclusive = errors.New("agent: the network requires exclusive membership")
+	// ErrTooManyMemberships: a node is a member of MaxMemberships other
+	// networks already.
+	ErrTooManyMemberships = errors.New("agent: the node is a member of as many networks as a node may be")
 )
+
+// MaxMemberships is how many networks a node may be a member of besides
+// its first (what an OPEN names: session.MaxMemberships).
+const MaxMemberships = session.MaxMemberships
 
 // exclusive reports whether the trust state the agent of the membership
 // in dir last kept (trust.json) says that its network requires exclusive
@@ -90,6 +98,9 @@ func Memberships(dir string) ([]Membership, error) {
 		if err != nil {
 			return nil, err
 		}
+		if st.Network == out[0].Network {
+			return nil, fmt.Errorf("agent: %s holds a node of %s, the network of %s itself; remove it", sub, st.Network, dir)
+		}
 		if st.Network != e.Name() {
 			return nil, fmt.Errorf("agent: %s holds a node of network %s; it belongs in %s", sub, st.Network, filepath.Join(dir, dirNetworks, st.Network))
 		}
@@ -139,3 +150,7 @@ func (m Membership) Accepts(network string) bool {
 	an, err := trust.Anchors(st, m.Network)
 	return err == nil && slices.Contains(an.Accepted, network)
 }
+
+// Exclusive reports whether the trust state the membership's agent last
+// kept says that its network requires exclusive membership.
+func (m Membership) Exclusive() bool { return exclusive(m.Dir, m.Network) }

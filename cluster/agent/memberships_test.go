@@ -28,6 +28,19 @@ func TestJoinSecondNetwork(t *testing.T) {
 	if err != nil || res.Dir != dir {
 		t.Fatalf("first join: %+v, %v", res, err)
 	}
+	// A second join that fails leaves the first membership as it was and
+	// no networks/ behind.
+	before, _ := os.ReadDir(dir)
+	if _, _, err := e2.joinAt(dir, "n1", "kmjt.not-a-token"); err == nil {
+		t.Fatal("a join with a bad token succeeded")
+	}
+	after, _ := os.ReadDir(dir)
+	if len(after) != len(before) {
+		t.Fatalf("a failed second join changed %s: %v, then %v", dir, before, after)
+	}
+	if _, err := os.Stat(agent.KeyPath(dir)); err != nil {
+		t.Fatalf("the first membership's key: %v", err)
+	}
 	_, res2, err := e2.joinAt(dir, "n1", e2.token(api.CreateJoinTokenRequest{}))
 	sub := filepath.Join(dir, "networks", e2.network)
 	if err != nil || res2.Dir != sub || res2.Status != fsm.RegistrationApproved || res2.Network != e2.network {
@@ -73,6 +86,20 @@ func TestJoinSecondNetwork(t *testing.T) {
 		t.Fatalf("Memberships with a stray directory: %+v, %v", ms, err)
 	}
 
+	// networks/ holding the first network is a damaged data directory.
+	if err := os.MkdirAll(filepath.Join(dir, "networks", network), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(dir, "node.json"), filepath.Join(dir, "networks", network, "node.json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Memberships(dir); err == nil {
+		t.Fatal("Memberships took networks/ holding the first network")
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "networks", network)); err != nil {
+		t.Fatal(err)
+	}
+
 	// A node whose network requires exclusive membership (as its agent's
 	// trust.json says) joins no other, and its agent refuses to run
 	// beside another membership.
@@ -94,6 +121,21 @@ func TestJoinSecondNetwork(t *testing.T) {
 	}
 	if !ms[0].Accepts("fed.example") || !ms[0].Accepts(network) || ms[0].Accepts("third.example") || ms[1].Accepts("fed.example") {
 		t.Fatal("Accepts does not follow the kept access lists")
+	}
+	// Of any membership: b's kept state requiring it refuses a third.
+	subRoots, err := ca.ReadCertsFile(agent.RootsPath(sub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.WriteTrustFile(sub, trust.Delta{Network: e2.network, Index: 3, Reset: true, Put: trust.Records{Anchors: []fsm.TrustAnchor{
+		{Network: e2.network, Roots: [][]byte{subRoots[0].Raw}, Accept: []string{e2.network}, Exclusive: true}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e3.joinAt(dir, "n1", e3.token(api.CreateJoinTokenRequest{})); !errors.Is(err, agent.ErrExclusive) {
+		t.Fatalf("a join beside a membership of b, which requires exclusive membership: %v", err)
+	}
+	if err := os.Remove(agent.TrustPath(sub)); err != nil {
+		t.Fatal(err)
 	}
 	doc := trust.Delta{Network: network, Index: 7, Reset: true, Put: trust.Records{Anchors: []fsm.TrustAnchor{
 		{Network: network, Roots: [][]byte{roots[0].Raw}, Accept: []string{network}, Exclusive: true}}}}

@@ -212,7 +212,13 @@ func (a *app) nodeJoin(ctx context.Context, f joinFlags, cfg agent.JoinConfig) e
 	}
 	switch {
 	case errors.Is(err, agent.ErrNodeExists):
-		return fmt.Errorf("%s already holds a node of network %s; collect its certificate with `%s`, or choose an empty or new --data-dir", dir, cfg.Network, resumeCommand(dir))
+		resume := resumeCommand(dir)
+		if st, err := agent.ReadState(dir); err == nil && st.Network != cfg.Network {
+			resume += " --network " + cfg.Network // its membership of that network
+		}
+		return fmt.Errorf("%s already holds a node of network %s; collect its certificate with `%s`, or choose an empty or new --data-dir", dir, cfg.Network, resume)
+	case errors.Is(err, agent.ErrTooManyMemberships):
+		return fmt.Errorf("%w; run another node for more networks", err)
 	case errors.Is(err, agent.ErrExclusive):
 		return fmt.Errorf("%w; a node of it joins no other network (use another --data-dir for another node)", err)
 	case errors.Is(err, agent.ErrDenied):
@@ -581,9 +587,9 @@ commands take --network to choose it). --listen is shared: each connection
 goes to the membership of the network its TLS server name names, and a node
 dialled presents the certificate of a network the peer accepts. A peer given
 by a SPIFFE ID of one of the other networks is that membership's; gossip,
---api-listen and --rtr-listen are the first network's. A network that
-requires exclusive membership ("keymesh network set-exclusive on") refuses
-its node's other memberships.
+--api-listen, --rtr-listen and --accept-network are the first network's. A
+network that requires exclusive membership ("keymesh network set-exclusive
+on") refuses its node's other memberships.
 
 --accept-network narrows the networks whose members this node accepts (its
 own always) below its network's access list ("keymesh trust list"), at every
@@ -729,11 +735,6 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 	if err != nil {
 		return err
 	}
-	var networks []string
-	for _, m := range others {
-		networks = append(networks, m.Network)
-	}
-	peersOf := splitPeers(peers, first, others)
 	rc := agent.RenewerConfig{DataDir: dir, Clock: a.now, Logger: log.Named("renewer")}
 	if f.pinServers {
 		// Renewals go where the trust state comes from: the pinned servers,
@@ -760,22 +761,64 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 	if agentAnswers(ctx, dir) {
 		return fmt.Errorf("node %s already has a running agent (%s answers); stop it first", out.NodeID, out.Socket)
 	}
+	// The other memberships that can run: a certificate, no agent of
+	// theirs running, and no requirement of exclusive membership; one that
+	// cannot is left out (logged), the others run.
+	type member struct {
+		agent.Membership
+		r    *agent.Renewer
+		cert *x509.Certificate
+	}
+	var members []member
+	for _, m := range others {
+		mlog := log.With("network", m.Network)
+		mr, err := agent.NewRenewer(agent.RenewerConfig{DataDir: m.Dir, Clock: a.now, Logger: mlog.Named("renewer")})
+		var mcert *x509.Certificate
+		if err == nil {
+			mcert, err = mr.Current()
+		}
+		switch {
+		case err != nil:
+			mlog.Error("this membership does not run", "error", err)
+			continue
+		case agentAnswers(ctx, m.Dir):
+			mlog.Error("this membership does not run: another agent runs it", "socket", agent.SocketPath(m.Dir))
+			continue
+		case m.Exclusive():
+			mlog.Error("this membership does not run: its network requires exclusive membership; move it to a node and data directory of its own", "dir", m.Dir)
+			continue
+		}
+		members = append(members, member{Membership: m, r: mr, cert: mcert})
+	}
+	var networks []string
+	var running []agent.Membership
+	for _, m := range members {
+		networks = append(networks, m.Network)
+		running = append(running, m.Membership)
+	}
+	peersOf := splitPeers(peers, first, running)
 	var g run.Group
 	// A node of several networks takes the sessions of all on --listen:
 	// the Mux hands each connection to its network's speaker.
 	listen := map[string]net.Listener{}
 	var listenAddr string
-	if f.listen != "" && len(others) > 0 {
+	if f.listen != "" && len(members) > 0 {
 		ln, err := net.Listen("tcp", f.listen)
 		if err != nil {
 			return fmt.Errorf("peering sessions on %s: %w (is another agent using it?)", f.listen, err)
 		}
+		started := false
+		defer func() {
+			if !started {
+				ln.Close()
+			}
+		}()
 		mux := session.NewMux(ln, session.MuxConfig{Default: first.Network, Logger: log.Named("mux")})
 		for _, n := range append([]string{first.Network}, networks...) {
 			listen[n] = mux.Listener(n)
 		}
 		listenAddr = ln.Addr().String()
-		g.Add("session listener", run.Func(mux.Run))
+		g.Add("session listener", run.Func(func(ctx context.Context) error { started = true; return mux.Run(ctx) }))
 	}
 	firstCfg := agent.RunConfig{DataDir: dir, Logger: log, Clock: a.now, ListenTCP: f.apiListen, RevokedLinger: f.linger,
 		Listen: f.listen, Peers: peersOf[first.Network], HoldTime: f.hold, Memberships: networks,
@@ -791,20 +834,12 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 	case err != nil:
 		return err
 	}
-	out.Peers = len(peers)
+	out.Peers = len(peersOf[first.Network])
 	g.Add("agent", ag)
 	g.Add("renewer", r)
-	members := []*agent.Agent{ag}
-	for _, m := range others {
+	agents := []*agent.Agent{ag}
+	for _, m := range members {
 		mlog := log.With("network", m.Network)
-		mr, err := agent.NewRenewer(agent.RenewerConfig{DataDir: m.Dir, Clock: a.now, Logger: mlog.Named("renewer")})
-		if err != nil {
-			return fmt.Errorf("membership of %s: %w", m.Network, err)
-		}
-		mcert, err := mr.Current()
-		if err != nil {
-			return fmt.Errorf("membership of %s: %w", m.Network, err)
-		}
 		var rest []string
 		for _, n := range append([]string{first.Network}, networks...) {
 			if n != m.Network {
@@ -812,19 +847,21 @@ func (a *app) runNode(ctx context.Context, dir string, level hclog.Level, f node
 			}
 		}
 		slices.Sort(rest)
+		// --accept-network narrows the first network's access list alone:
+		// the names are of that network's list.
 		mag, err := agent.New(agent.RunConfig{DataDir: m.Dir, Logger: mlog, Clock: a.now, RevokedLinger: f.linger,
-			SessionListener: listen[m.Network], Peers: peersOf[m.Network], HoldTime: f.hold,
-			Memberships: rest, AcceptNetworks: f.acceptNetworks})
+			SessionListener: listen[m.Network], Peers: peersOf[m.Network], HoldTime: f.hold, Memberships: rest})
 		if err != nil {
-			return fmt.Errorf("membership of %s: %w", m.Network, err)
+			mlog.Error("this membership does not run", "error", err)
+			continue
 		}
-		members = append(members, mag)
-		mo := membershipOutput{nodeCertOutput: certOutput(m.Dir, mcert), Socket: agent.SocketPath(m.Dir), Peers: len(peersOf[m.Network])}
+		agents = append(agents, mag)
+		mo := membershipOutput{nodeCertOutput: certOutput(m.Dir, m.cert), Socket: agent.SocketPath(m.Dir), Peers: len(peersOf[m.Network])}
 		out.Memberships = append(out.Memberships, mo)
-		g.Add("membership of "+m.Network, membershipRun(mlog, m, mag, mr))
+		g.Add("membership of "+m.Network, membershipRun(mlog, m.Membership, mag, m.r))
 	}
 	g.Add("announce", run.Func(func(ctx context.Context) error {
-		for _, m := range members {
+		for _, m := range agents {
 			select {
 			case <-ctx.Done():
 				return nil

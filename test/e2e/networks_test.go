@@ -227,15 +227,18 @@ func TestNodeOfTwoNetworks(t *testing.T) {
 		t.Fatal("x's agent runs memberships of b and of a, which requires exclusive membership")
 	}
 	log := x.Log()
-	t.Logf("x's agent, restarted: %s", log[strings.LastIndex(strings.TrimSpace(log), "\n")+1:])
+	last := log[strings.LastIndex(strings.TrimSpace(log), "\n")+1:]
+	if !strings.Contains(last, "requires exclusive membership") {
+		t.Fatalf("x's agent stopped for another reason: %s", last)
+	}
 	// Nor does a node of a, whose agent has followed the requirement,
 	// join b under its data directory.
 	waitFor(t, 10*time.Second, "a-1's trust state requiring exclusive membership", func() bool { return exclusiveKept(a1.Dir, A.Network) })
 	join := exec.Command(bin, "node", "join", "--server", B.AnyAPI(nil), "--ca-hash", B.CAHash, "--network", B.Network,
 		"--node-id", "a-1", "--data-dir", a1.Dir, "--token", B.NodeJoinToken(api.CreateJoinTokenRequest{}))
 	join.Env = append(os.Environ(), "KEYMESH_SERVER=", "KEYMESH_CA_FILE=", "KEYMESH_CREDENTIAL=")
-	if out, err := join.CombinedOutput(); err == nil {
-		t.Fatalf("a node of a network requiring exclusive membership joined another:\n%s", out)
+	if out, err := join.CombinedOutput(); err == nil || !strings.Contains(string(out), "requires exclusive membership") {
+		t.Fatalf("a node of a network requiring exclusive membership joining another: %v\n%s", err, out)
 	}
 	if _, err := os.Stat(filepath.Join(a1.Dir, "networks")); err == nil {
 		t.Fatal("the refused join left a membership directory")
