@@ -183,8 +183,8 @@ func (m *Mux) admit(p *pendingHello) bool {
 		old := m.order.Remove(m.order.Front()).(*pendingHello)
 		old.evicted = true
 		m.forget(old)
-		old.nc.Close()
 		m.dropped.Add(1)
+		old.nc.Close()
 	}
 	p.elem = m.order.PushBack(p)
 	m.sources[p.src]++
