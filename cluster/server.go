@@ -224,15 +224,20 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // a voter). It returns nil when ctx ended. If it ends before the server of
 // a Bootstrap or Join is ready, what the constructor wrote in the data
 // directory is undone. Run is called once.
-func (s *Server) Run(ctx context.Context) (err error) {
-	ctx, cancel := context.WithCancel(ctx)
+func (s *Server) Run(parent context.Context) (err error) {
+	// A stop (parent ending, or Shutdown) first hands leadership over,
+	// while the server still serves, and then ends ctx, what the server's
+	// parts run under.
+	stopping, requestStop := context.WithCancel(parent)
+	defer requestStop()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	defer cancel()
 	s.runMu.Lock()
 	if s.cancelRun != nil {
 		s.runMu.Unlock()
 		return errors.New("cluster: Run called twice")
 	}
-	s.cancelRun, s.stopCtx, s.stop = cancel, ctx, ctx.Done()
+	s.cancelRun, s.stopCtx, s.stop = requestStop, ctx, ctx.Done()
 	s.runMu.Unlock()
 	defer close(s.ran)
 	defer func() {
@@ -262,6 +267,14 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			err = serr
 		}
 		s.peerClient.CloseIdleConnections()
+	}()
+	go func() {
+		select {
+		case <-stopping.Done():
+			s.handOver()
+			cancel()
+		case <-ctx.Done():
+		}
 	}()
 	var g run.Group
 	g.Add("api", run.Func(s.serveAPI))
@@ -297,6 +310,51 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		return nil
 	}))
 	return g.Run(ctx)
+}
+
+// handOverTimeout bounds a stopping leader's wait for its successor.
+const handOverTimeout = 3 * time.Second
+
+// handOver transfers leadership to another voter when this server leads
+// and is stopping: a planned stop of the leader then costs the writes the
+// moment the successor takes (it starts its election at once, without
+// waiting out a heartbeat timeout). A transfer that fails or does not end
+// within handOverTimeout leaves the election to the timeouts.
+func (s *Server) handOver() {
+	r := s.node.raft
+	if r.State() != raft.Leader {
+		return
+	}
+	cf := r.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	others := 0
+	for _, srv := range cf.Configuration().Servers {
+		if srv.Suffrage == raft.Voter && string(srv.ID) != s.name {
+			others++
+		}
+	}
+	if others == 0 {
+		return
+	}
+	start := time.Now()
+	f := r.LeadershipTransfer()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	t := time.NewTimer(handOverTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			s.log.Warn("stopping: leadership transfer failed; the others elect a leader when their timeouts pass", "error", err)
+			return
+		}
+		_, to := r.LeaderWithID()
+		s.log.Info("stopping: leadership handed over", "to", string(to), "took", time.Since(start).String())
+	case <-t.C:
+		s.log.Warn("stopping: no voter took leadership in time; the others elect one when their timeouts pass", "waited", handOverTimeout.String())
+	}
 }
 
 func (s *Server) isReady() bool {
@@ -466,7 +524,8 @@ func (s *Server) applyLocal(ctx context.Context, data []byte) (idx uint64, err e
 	f := s.node.raft.Apply(data, timeout)
 	switch err := f.Error(); {
 	case err == nil:
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Not appended: sent again, to the leader there is then.
 		return 0, err, true
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return 0, ErrShutdown, false

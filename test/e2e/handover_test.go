@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/cluster/api"
+	"github.com/keymesh/keymesh/test/harness"
+)
+
+// writeLoop writes revocations through root via until stop is closed,
+// sending the time of each acknowledged write on acked.
+func writeLoop(c *harness.Cluster, via *harness.Root, acked chan<- time.Time, stop <-chan struct{}) {
+	defer close(acked)
+	cl := c.Client(via)
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := cl.Revoke(ctx, api.RevokeRequest{Kind: "token", ID: fmt.Sprintf("handover-%d-%d", time.Now().UnixNano(), i), Reason: "handover test"})
+		cancel()
+		if err == nil {
+			acked <- time.Now()
+		} // else tried again: the gap is what counts
+	}
+}
+
+// TestLeaderHandsOverOnStop: a leader stopped with SIGTERM hands its
+// leadership to another voter before it stops, so the writes through a
+// follower pause for the moment the successor takes, not for a heartbeat
+// timeout and an election (as after kill -9 of the leader, measured in
+// the same run).
+func TestLeaderHandsOverOnStop(t *testing.T) {
+	c := harness.StartCluster(t, bin, 3)
+	measure := func(stopIt func(*harness.Root)) (time.Duration, int) {
+		t.Helper()
+		leader := c.Leader(10 * time.Second)
+		var via *harness.Root
+		for _, r := range c.Running() {
+			if r != leader {
+				via = r
+				break
+			}
+		}
+		acked, stop := make(chan time.Time, 1<<16), make(chan struct{})
+		go writeLoop(c, via, acked, stop)
+		var last time.Time
+		var gap time.Duration
+		n := 0
+		take := func(k int) {
+			for range k {
+				at, ok := <-acked
+				if !ok {
+					t.Fatal("the writer stopped")
+				}
+				if !last.IsZero() {
+					gap = max(gap, at.Sub(last))
+				}
+				last, n = at, n+1
+			}
+		}
+		take(50)
+		stopIt(leader)
+		c.Leader(10 * time.Second)
+		take(50) // writes after the new leader is known
+		close(stop)
+		for range acked {
+		}
+		c.Restart(leader)
+		c.WaitConverged(30 * time.Second)
+		return gap, n
+	}
+	killGap, killN := measure(c.Kill)
+	termGap, termN := measure(c.Terminate)
+	t.Logf("longest pause of the writes through a follower: %s when the leader was killed (%d writes), %s when it was stopped with SIGTERM (%d writes)",
+		killGap.Round(time.Millisecond), killN, termGap.Round(time.Millisecond), termN)
+	// Without a hand-over no election can end before the heartbeat
+	// timeout (250 ms) has passed.
+	if termGap >= 250*time.Millisecond {
+		t.Errorf("a SIGTERM of the leader paused the writes for %s, not less than the heartbeat timeout: no hand-over", termGap)
+	}
+}
