@@ -118,8 +118,16 @@ func TestAcceptableCAs(t *testing.T) {
 	if v.local != nil {
 		t.Fatal("the certificate was presented")
 	}
-	// The roots b names are its network's.
-	pool := (&transport{network: m.network, view: m.view}).acceptedRoots()
+	// The roots b names are its network's, made once per trust index.
+	bt := &transport{network: m.network, view: m.view}
+	pool := bt.acceptedRoots()
+	if bt.acceptedRoots() != pool {
+		t.Fatal("acceptedRoots made the pool again for the same trust index")
+	}
+	m.apply(m.exclusiveAnchor(false))
+	if bt.acceptedRoots() == pool {
+		t.Fatal("acceptedRoots kept the pool of an older trust index")
+	}
 	//lint:ignore SA1019 a pool of our own, not the system's
 	if pool == nil || !slices.ContainsFunc(pool.Subjects(), func(s []byte) bool { return string(s) == string(m.root.Cert.RawSubject) }) {
 		t.Fatal("acceptedRoots lacks the network's root")

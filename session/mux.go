@@ -124,9 +124,7 @@ func (m *Mux) Run(ctx context.Context) error {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			// A transient failure (out of descriptors): pause, as
-			// net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			delay = acceptPause(delay)
 			m.cfg.Logger.Warn("accepting a peering connection failed; pausing", "error", err, "pause", delay)
 			select {
 			case <-ctx.Done():

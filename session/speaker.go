@@ -321,6 +321,13 @@ func (s *Speaker) Run(ctx context.Context) error {
 	return err
 }
 
+// acceptPause is the pause after an accept failure that follows one of
+// prev (0 after a success): 5 ms doubling to 1 s, as net/http does, for
+// running out of file descriptors and the like.
+func acceptPause(prev time.Duration) time.Duration {
+	return min(max(2*prev, 5*time.Millisecond), time.Second)
+}
+
 // accept takes connections until ln fails or ctx ends.
 func (s *Speaker) accept(ctx context.Context, ln net.Listener) error {
 	var pause time.Duration
@@ -332,7 +339,7 @@ func (s *Speaker) accept(ctx context.Context, ln net.Listener) error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || !errors.Is(err, net.ErrClosed) {
-				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				pause = acceptPause(pause)
 				s.log.Warn("accepting a peering connection failed; trying again", "error", err, "retry_in", pause.String())
 				select {
 				case <-time.After(pause):

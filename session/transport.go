@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/keymesh/keymesh/ca"
@@ -58,6 +59,14 @@ type transport struct {
 	creds   Credentials
 	view    func() trust.View
 	clock   func() time.Time
+	// roots caches acceptedRoots for one trust index.
+	roots atomic.Pointer[rootsAt]
+}
+
+// rootsAt is the pool of accepted roots of the trust view at index.
+type rootsAt struct {
+	index uint64
+	pool  *x509.CertPool
 }
 
 // verifyPeer checks the peer's chain: it chains to a root of the network
@@ -128,9 +137,13 @@ func peerNetwork(want, network string) string {
 }
 
 // acceptedRoots are the roots of the networks the trust view accepts, nil
-// when it has none usable.
+// when it has none usable; made once per trust index, not per handshake.
 func (t *transport) acceptedRoots() *x509.CertPool {
-	anchors, err := trust.Anchors(t.view(), t.network)
+	view := t.view()
+	if c := t.roots.Load(); c != nil && c.index == view.Index() && c.index != 0 {
+		return c.pool
+	}
+	anchors, err := trust.Anchors(view, t.network)
 	if err != nil {
 		return nil
 	}
@@ -140,6 +153,7 @@ func (t *transport) acceptedRoots() *x509.CertPool {
 			pool.AddCert(r)
 		}
 	}
+	t.roots.Store(&rootsAt{index: view.Index(), pool: pool})
 	return pool
 }
 
