@@ -1,8 +1,10 @@
 package agent_test
 
 import (
+	"bytes"
 	"crypto"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -98,6 +100,36 @@ func TestJoinSecondNetwork(t *testing.T) {
 	}
 	if err := os.RemoveAll(filepath.Join(dir, "networks", network)); err != nil {
 		t.Fatal(err)
+	}
+
+	// Past MaxMemberships other networks, a join is refused (the
+	// memberships past the one of b are copies of its node.json).
+	raw, err := os.ReadFile(filepath.Join(sub, "node.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fake []string
+	for i := range agent.MaxMemberships - 1 {
+		n := fmt.Sprintf("n%02d.fake.example", i)
+		d := filepath.Join(dir, "networks", n)
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "node.json"), bytes.Replace(raw, []byte(e2.network), []byte(n), 1), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fake = append(fake, d)
+	}
+	if ms, err := agent.Memberships(dir); err != nil || len(ms) != agent.MaxMemberships+1 {
+		t.Fatalf("memberships with the copies: %d, %v", len(ms), err)
+	}
+	if _, _, err := newEnvOf(t, "over.agent.example", cluster.Limits{}).joinAt(dir, "n1", "kmjt.unused"); !errors.Is(err, agent.ErrTooManyMemberships) {
+		t.Fatalf("a join past %d other networks: %v, want ErrTooManyMemberships", agent.MaxMemberships, err)
+	}
+	for _, d := range fake {
+		if err := os.RemoveAll(d); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// A node whose network requires exclusive membership (as its agent's
