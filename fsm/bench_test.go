@@ -117,7 +117,7 @@ func BenchmarkApply(b *testing.B) {
 func bigRevocationStore(n int) *Store {
 	s := New()
 	r := rand.New(rand.NewPCG(uint64(n), 7))
-	m := s.st.revs.mut()
+	set := s.st.revs.mut()
 	base := t0.UnixNano()
 	reasons := []string{"", "keyCompromise", "superseded", "cessationOfOperation"}
 	for i := 0; i < n; i++ {
@@ -127,9 +127,9 @@ func bigRevocationStore(n int) *Store {
 		} else {
 			key = fmt.Sprintf("t%08x-%04x-4%03x-8%03x-%012x", r.Uint32(), r.IntN(1<<16), r.IntN(1<<12), r.IntN(1<<12), r.Int64N(1<<48))
 		}
-		// Cloned as JSON decoding would, interned as Apply does.
-		reason := s.reasons.str(strings.Clone(reasons[i%len(reasons)]))
-		m[key] = revRec{reason: reason, time: base + int64(i), pruneAfter: base + int64(i) + int64(24*time.Hour), index: uint64(i + 1)}
+		// Cloned as JSON decoding would.
+		reason := strings.Clone(reasons[i%len(reasons)])
+		set.add(key, revRec{reason: reason, time: base + int64(i), pruneAfter: base + int64(i) + int64(24*time.Hour), index: uint64(i + 1)})
 	}
 	s.index.Store(uint64(n))
 	return s
@@ -233,7 +233,7 @@ func BenchmarkRevoked1M(b *testing.B) {
 		id   string
 	}
 	plain := make(map[string]struct{}, n)
-	for k := range s.st.revs.m {
+	for k := range s.st.revs.set.all() {
 		plain[k] = struct{}{}
 		kind, _ := revKindOf(k[0])
 		if len(ids) < 4096 {

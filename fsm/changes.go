@@ -113,7 +113,7 @@ func (s *Store) scanChanges(c Changes) Changes {
 	scan(tIssuers, modIndexes(st.issuers.m))
 	scan(tTokens, modIndexes(st.tokens.m))
 	scan(tRevs, func(yield func(string, uint64) bool) {
-		for k, r := range st.revs.m {
+		for k, r := range st.revs.set.all() {
 			if !yield(k, r.index) {
 				return
 			}

@@ -255,7 +255,7 @@ func (p *Genesis) check(now time.Time) *CommandError {
 func (p *Genesis) apply(tx *txn) *CommandError {
 	st := tx.st
 	if st.network != "" || len(st.cas.m)+len(st.servers.m)+len(st.issuers.m)+len(st.tokens.m)+len(st.anchors.m)+
-		len(st.nodes.m)+len(st.jwks.m)+len(st.regs.m)+len(st.revs.m)+len(st.routes.m)+len(st.issued.m) != 0 {
+		len(st.nodes.m)+len(st.jwks.m)+len(st.regs.m)+st.revs.set.len()+len(st.routes.m)+len(st.issued.m) != 0 {
 		return fail(ErrExists, "the state is not empty; a genesis is a network's first command")
 	}
 	// On an empty state, with check's consistency rules held, none of the
@@ -518,14 +518,14 @@ func (p *Revoke) check(now time.Time) *CommandError {
 func (p *Revoke) apply(tx *txn) *CommandError {
 	r := p.Revocation
 	key := revKey(r.Kind, r.ID)
-	if _, ok := tx.st.revs.m[key]; ok {
+	if tx.st.revs.set.has(key) {
 		return fail(ErrExists, "%s %q is already revoked", r.Kind, r.ID)
 	}
-	rec := revRec{reason: tx.s.reasons.str(r.Reason), time: r.Time.UnixNano(), index: tx.index}
+	rec := revRec{reason: r.Reason, time: r.Time.UnixNano(), index: tx.index}
 	if !r.PruneAfter.IsZero() {
 		rec.pruneAfter = r.PruneAfter.UnixNano()
 	}
-	tx.st.revs.mut()[key] = rec
+	tx.st.revs.mut().add(key, rec)
 	tx.touched(tRevs, key, false)
 	if r.Kind == RevocationNode {
 		if n, ok := tx.st.nodes.m[r.ID]; ok && n.Status != NodeRevoked {
@@ -560,7 +560,7 @@ func (p *PruneRevocations) check(time.Time) *CommandError { return nil }
 func (p *PruneRevocations) apply(tx *txn) *CommandError {
 	now := tx.now.UnixNano()
 	var revs, toks []string
-	for k, r := range tx.st.revs.m {
+	for k, r := range tx.st.revs.set.all() {
 		if r.pruneAfter != 0 && r.pruneAfter < now {
 			revs = append(revs, k)
 		}
@@ -583,7 +583,8 @@ func (p *PruneRevocations) apply(tx *txn) *CommandError {
 		del(tx, &tx.st.jwks, tJWKS, kid)
 	}
 	for _, k := range revs {
-		del(tx, &tx.st.revs, tRevs, k)
+		tx.st.revs.mut().del(k)
+		tx.touched(tRevs, k, true)
 	}
 	for _, h := range toks {
 		delete(tx.s.tokenIDs, tx.st.tokens.m[h].ID)
@@ -771,7 +772,7 @@ func (tx *txn) nodeRevoked(id string) bool {
 	if n, ok := tx.st.nodes.m[id]; ok && n.Status == NodeRevoked {
 		return true
 	}
-	_, ok := tx.st.revs.m[revKey(RevocationNode, id)]
+	ok := tx.st.revs.set.has(revKey(RevocationNode, id))
 	return ok
 }
 
@@ -907,7 +908,7 @@ func (p *JWKPut) apply(tx *txn) *CommandError {
 // canPutKey checks that k may enter the JWKS: its kid is not revoked or
 // owned by another, and its owner is a live node or root server.
 func (tx *txn) canPutKey(k JWK) *CommandError {
-	if _, ok := tx.st.revs.m[revKey(RevocationKey, k.KID)]; ok {
+	if tx.st.revs.set.has(revKey(RevocationKey, k.KID)) {
 		return fail(ErrConflict, "key %q is revoked", k.KID)
 	}
 	if cur, ok := tx.st.jwks.m[k.KID]; ok && cur.Node != k.Node {
@@ -953,7 +954,7 @@ func (tx *txn) checkKeyOwner(k *JWK) *CommandError {
 	if k == nil {
 		return nil
 	}
-	if _, ok := tx.st.revs.m[revKey(RevocationKey, k.KID)]; ok {
+	if tx.st.revs.set.has(revKey(RevocationKey, k.KID)) {
 		return fail(ErrConflict, "key %q is revoked", k.KID)
 	}
 	if cur, ok := tx.st.jwks.m[k.KID]; ok && cur.Node != k.Node {
@@ -1158,7 +1159,7 @@ func (tx *txn) certUsable(n Node) bool {
 	if n.CertSerial == "" {
 		return true
 	}
-	if _, ok := tx.st.revs.m[revKey(RevocationCert, n.CertSerial)]; ok {
+	if tx.st.revs.set.has(revKey(RevocationCert, n.CertSerial)) {
 		return false
 	}
 	for _, is := range tx.st.issuers.m {
@@ -1168,7 +1169,7 @@ func (tx *txn) certUsable(n Node) bool {
 	}
 	for kid, k := range tx.st.jwks.m {
 		if k.Node == n.ID && k.State == JWKActive {
-			if _, ok := tx.st.revs.m[revKey(RevocationKey, kid)]; ok {
+			if tx.st.revs.set.has(revKey(RevocationKey, kid)) {
 				return false
 			}
 		}

@@ -190,12 +190,7 @@ func (r revRec) export(key string) Revocation {
 func (s *Store) Revocations() []Revocation {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	keys := slices.Sorted(maps.Keys(s.st.revs.m))
-	out := make([]Revocation, len(keys))
-	for i, k := range keys {
-		out[i] = s.st.revs.m[k].export(k)
-	}
-	return out
+	return s.st.revs.set.export()
 }
 
 // Revoked returns the revocation of kind and id, if there is one. It does
@@ -205,10 +200,8 @@ func (s *Store) Revoked(kind RevocationKind, id string) (Revocation, bool) {
 	if kb == 0 {
 		return Revocation{}, false
 	}
-	var buf [96]byte
-	key := append(append(buf[:0], kb), id...)
 	s.mu.RLock()
-	r, ok := s.st.revs.m[string(key)]
+	r, ok := s.st.revs.set.getID(kb, id)
 	s.mu.RUnlock()
 	if !ok {
 		return Revocation{}, false
@@ -224,7 +217,7 @@ func (s *Store) Revoked(kind RevocationKind, id string) (Revocation, bool) {
 func (s *Store) RevocationCount() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.st.revs.m)
+	return s.st.revs.set.len()
 }
 
 // TrustAnchors returns all trust anchors.
@@ -314,6 +307,6 @@ func (s *Store) Sizes() Sizes {
 	defer s.mu.RUnlock()
 	st := s.st
 	return Sizes{Servers: len(st.servers.m), Issuers: len(st.issuers.m), JoinTokens: len(st.tokens.m),
-		Revocations: len(st.revs.m), TrustAnchors: len(st.anchors.m), Nodes: len(st.nodes.m), Issued: len(st.issued.m),
+		Revocations: st.revs.set.len(), TrustAnchors: len(st.anchors.m), Nodes: len(st.nodes.m), Issued: len(st.issued.m),
 		JWKS: len(st.jwks.m), Registrations: len(st.regs.m), RouteAuths: len(st.routes.m)}
 }

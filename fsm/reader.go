@@ -1,9 +1,6 @@
 package fsm
 
-import (
-	"maps"
-	"slices"
-)
+import ()
 
 // Reader reads one state consistently: every call sees the state as it was
 // when Store.Read began, so a reader that asks what changed and then reads
@@ -89,7 +86,7 @@ func (r Reader) Revocation(key string) (Revocation, bool) {
 		return Revocation{}, false
 	}
 	k := revKey(kind, id)
-	rec, ok := r.s.st.revs.m[k]
+	rec, ok := r.s.st.revs.set.get(k)
 	if !ok {
 		return Revocation{}, false
 	}
@@ -102,7 +99,7 @@ func (r Reader) Revoked(kind RevocationKind, id string) (Revocation, bool) {
 	if k == "" {
 		return Revocation{}, false
 	}
-	rec, ok := r.s.st.revs.m[k]
+	rec, ok := r.s.st.revs.set.get(k)
 	if !ok {
 		return Revocation{}, false
 	}
@@ -111,12 +108,7 @@ func (r Reader) Revoked(kind RevocationKind, id string) (Revocation, bool) {
 
 // Revocations returns all revocations, sorted by kind and id.
 func (r Reader) Revocations() []Revocation {
-	keys := slices.Sorted(maps.Keys(r.s.st.revs.m))
-	out := make([]Revocation, len(keys))
-	for i, k := range keys {
-		out[i] = r.s.st.revs.m[k].export(k)
-	}
-	return out
+	return r.s.st.revs.set.export()
 }
 
 func get[V any](m map[string]V, key string, clone func(V) V) (V, bool) {

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"iter"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -251,7 +253,6 @@ func (s *Store) Restore(r io.Reader) error {
 	s.st = st
 	s.index.Store(index)
 	s.rebuildDerived(index)
-	s.reasons = d.intern
 	if d.version == st.format() {
 		s.hash.Store(&h)
 	} else {
@@ -345,9 +346,14 @@ func (e *encoder) indexes(i Indexes) {
 
 // encodeTable writes the records of m sorted by key.
 func encodeTable[V any](e *encoder, m map[string]V, enc func(*encoder, string, *V)) {
-	keys := make([]string, 0, len(m))
-	vals := make([]V, 0, len(m))
-	for k, v := range m {
+	encodeEntries(e, maps.All(m), len(m), enc)
+}
+
+// encodeEntries is encodeTable of the n entries of all.
+func encodeEntries[V any](e *encoder, all iter.Seq2[string, V], n int, enc func(*encoder, string, *V)) {
+	keys := make([]string, 0, n)
+	vals := make([]V, 0, n)
+	for k, v := range all {
 		keys = append(keys, k)
 		vals = append(vals, v)
 	}
@@ -413,7 +419,7 @@ func (st *state) encodeBody(e *encoder) {
 		e.strs(v.DNSNames)
 		e.indexes(v.Indexes)
 	})
-	encodeTable(e, st.revs.m, func(e *encoder, k string, v *revRec) {
+	encodeEntries(e, st.revs.set.all(), st.revs.set.len(), func(e *encoder, k string, v *revRec) {
 		e.str(k)
 		e.str(v.reason)
 		e.varint(v.time)
@@ -827,6 +833,12 @@ func (d *decoder) indexes() Indexes {
 func decodeTable[V any](d *decoder, dec func(*decoder) (string, V)) table[V] {
 	n := d.uvarint()
 	t := newTable[V](int(min(n, maxMapHint)))
+	decodeEntries(d, n, dec, func(k string, v V) { t.m[k] = v })
+	return t
+}
+
+// decodeEntries decodes n entries in key order and puts each.
+func decodeEntries[V any](d *decoder, n uint64, dec func(*decoder) (string, V), put func(string, V)) {
 	prev := ""
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		k, v := dec(d)
@@ -837,10 +849,9 @@ func decodeTable[V any](d *decoder, dec func(*decoder) (string, V)) table[V] {
 			d.corrupt("keys out of order at %q", k)
 			break
 		}
-		t.m[k] = v
+		put(k, v)
 		prev = k
 	}
-	return t
 }
 
 func decodeBody(d *decoder) *state {
@@ -870,13 +881,18 @@ func decodeBody(d *decoder) *state {
 			Description: d.str(), DNSNames: d.v2strs(), Indexes: d.indexes()}
 		return v.Hash, v
 	})
-	st.revs = decodeTable(d, func(d *decoder) (string, revRec) {
+	nrevs := d.uvarint()
+	st.revs = newRevTable(int(min(nrevs, maxMapHint)))
+	decodeEntries(d, nrevs, func(d *decoder) (string, revRec) {
 		k := d.str()
 		if _, ok := revKindOf(firstByte(k)); !ok && d.err == nil {
 			d.corrupt("revocation key %q has no kind", k)
 		}
+		if len(k) > maxRevKeyLen && d.err == nil {
+			d.corrupt("revocation key of %d bytes, limit %d", len(k), maxRevKeyLen)
+		}
 		return k, revRec{reason: d.internStr(), time: d.varint(), pruneAfter: d.varint(), index: d.uvarint()}
-	})
+	}, st.revs.set.add)
 	st.anchors = decodeTable(d, func(d *decoder) (string, TrustAnchor) {
 		v := TrustAnchor{Network: d.str(), Roots: d.list(), Accept: d.strs()}
 		v.Endpoints, v.Keys = d.v4federation()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -247,6 +248,7 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 		{"flipped body", flip(len(good) / 2)},
 		{"flipped trailer", flip(len(good) - 1)},
 		{"huge count", append(append([]byte("KMFSM\x01\x05"), 0, 0, 0, 0, 0), 0xff, 0xff, 0xff, 0xff, 0x0f)},
+		{"revocation key too long", longRevocationKey(t)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -528,4 +530,12 @@ func TestRestoreVersion1(t *testing.T) {
 	if err := again.Restore(&out); err != nil || again.Hash() != s.Hash() {
 		t.Fatalf("v2 round trip: %v", err)
 	}
+}
+
+// longRevocationKey is a well-formed snapshot holding a revocation whose key
+// is longer than a record can hold (no Apply makes one).
+func longRevocationKey(t *testing.T) []byte {
+	h := richHarness(t)
+	h.s.st.revs.mut().add("n"+strings.Repeat("x", maxRevKeyLen), revRec{index: 1})
+	return snapshotBytes(t, h.s)
 }

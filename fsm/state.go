@@ -142,7 +142,7 @@ type state struct {
 	cas     table[CA]
 	issuers table[Issuer]
 	tokens  table[JoinToken]
-	revs    table[revRec]
+	revs    revTable
 	anchors table[TrustAnchor]
 	nodes   table[Node]
 	issued  table[Issued]
@@ -164,7 +164,7 @@ func newState() *state {
 		cas:     newTable[CA](0),
 		issuers: newTable[Issuer](0),
 		tokens:  newTable[JoinToken](0),
-		revs:    newTable[revRec](0),
+		revs:    newRevTable(0),
 		anchors: newTable[TrustAnchor](0),
 		nodes:   newTable[Node](0),
 		issued:  newTable[Issued](0),
@@ -197,7 +197,7 @@ func (st *state) has(id tableID, key string) bool {
 	case tTokens:
 		_, ok = st.tokens.m[key]
 	case tRevs:
-		_, ok = st.revs.m[key]
+		ok = st.revs.set.has(key)
 	case tAnchors:
 		_, ok = st.anchors.m[key]
 	case tNodes:

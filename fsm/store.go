@@ -41,7 +41,6 @@ type Store struct {
 	tokenIDs     map[string]string // join token id -> hash
 	pending      pendingIndex      // pending registrations by node id and source
 	dnsOwners    map[string]string // DNS name -> the node whose record holds it
-	reasons      *interner         // revocation reasons
 	tombQueue    []tombRef         // tombstones in the order they were made (may hold stale entries)
 	journal      []change          // recent changes in index order
 	journalFloor uint64            // the journal holds every change after this index
@@ -70,7 +69,6 @@ func New() *Store {
 		tokenIDs:     map[string]string{},
 		pending:      newPendingIndex(),
 		dnsOwners:    map[string]string{},
-		reasons:      newInterner(),
 		tombLimit:    DefaultTombstoneLimit,
 		journalLimit: defaultJournalLimit,
 	}
@@ -399,7 +397,7 @@ func (st *state) tableIndexes() [numTables]uint64 {
 	newest(tCAs, modIndexes(st.cas.m))
 	newest(tIssuers, modIndexes(st.issuers.m))
 	newest(tTokens, modIndexes(st.tokens.m))
-	for _, r := range st.revs.m {
+	for r := range st.revs.set.records() {
 		out[tRevs] = max(out[tRevs], r.index)
 	}
 	newest(tAnchors, modIndexes(st.anchors.m))
