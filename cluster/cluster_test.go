@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +14,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/keymesh/keymesh/ca"
 	"github.com/keymesh/keymesh/cluster/api"
@@ -389,4 +393,82 @@ func TestSealRotationReachesAServerThatWasDown(t *testing.T) {
 	if err != nil || !bytes.Equal(got, after) {
 		t.Fatalf("r3 did not take up the new seal key: %v", err)
 	}
+}
+
+// TestCRLBuildsOnlyForWhatItLists: token and key revocations and new
+// registrations leave the CRL as it is, without a build (a build reads every
+// certificate and node revocation and signs); a certificate's revocation
+// builds it, with the serial listed.
+func TestCRLBuildsOnlyForWhatItLists(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, _, err := startBootstrap(ctx, BootstrapConfig{Network: "crl.example", Name: "r1", DataDir: t.TempDir() + "/r1",
+		RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Options: testOptions(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	register := func(id string) string {
+		t.Helper()
+		secret, tok, err := srv.newJoinToken(api.CreateJoinTokenRequest{Kind: "node"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.Propose(ctx, fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok}); err != nil {
+			t.Fatal(err)
+		}
+		resp, _, err := srv.register(ctx, api.RegisterRequest{CSR: testCSRFor(t, "crl.example", id), NodeID: id, Token: secret}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Registration.Serial
+	}
+	revoke := func(kind fsm.RevocationKind, id string) {
+		t.Helper()
+		if _, err := srv.Propose(ctx, fsm.MsgRevoke, fsm.Revoke{Revocation: fsm.Revocation{Kind: kind, ID: id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serial := register("n1")
+	before, err := srv.crl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	builds := counterValue(t, srv.metrics.crlBuilds)
+	for i := range 20 {
+		revoke(fsm.RevocationToken, fmt.Sprint("jti-", i))
+		revoke(fsm.RevocationKey, fmt.Sprint("kid-", i))
+	}
+	register("n2")
+	after, err := srv.crl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := counterValue(t, srv.metrics.crlBuilds); got != builds || !bytes.Equal(after, before) {
+		t.Fatalf("token and key revocations and a registration built the CRL %v times", got-builds)
+	}
+	revoke(fsm.RevocationCert, serial)
+	der, err := srv.crl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counterValue(t, srv.metrics.crlBuilds) == builds {
+		t.Fatal("a certificate's revocation did not build the CRL")
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(crl.RevokedCertificateEntries) != 1 || fsm.FormatSerial(crl.RevokedCertificateEntries[0].SerialNumber) != serial {
+		t.Fatalf("CRL lists %d entries, want the revoked serial %s", len(crl.RevokedCertificateEntries), serial)
+	}
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }

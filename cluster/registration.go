@@ -455,7 +455,7 @@ func (s *Server) crl() ([]byte, error) {
 		if s.crlSeen == s.store.Index() {
 			return s.crlDER, nil
 		}
-		if ch := s.store.Changes(s.crlSeen); !crlChanged(ch) {
+		if ch := s.store.Changes(s.crlSeen); !s.crlChanged(ch) {
 			s.crlSeen = ch.Index
 			return s.crlDER, nil
 		}
@@ -474,7 +474,7 @@ func (s *Server) crl() ([]byte, error) {
 				entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: at})
 			}
 		}
-		for _, rev := range rd.Revocations() {
+		for _, rev := range rd.RevocationsOf(fsm.RevocationCert, fsm.RevocationNode) {
 			switch rev.Kind {
 			case fsm.RevocationCert:
 				add(rev.ID, rev.Time)
@@ -498,15 +498,49 @@ func (s *Server) crl() ([]byte, error) {
 	return der, nil
 }
 
-// crlChanged reports whether changes touch what a CRL lists.
-func crlChanged(ch fsm.Changes) bool {
+// crlChanged reports whether changes may change what this server's CRL
+// lists: the revocation of a certificate or a node, a certificate of this
+// issuer dropped, or issued or a node record changed while revoked. Token
+// and key revocations and the certificates of registrations change nothing,
+// so a load of them builds no CRL (a build reads every certificate and node
+// revocation and signs).
+func (s *Server) crlChanged(ch fsm.Changes) bool {
 	if ch.Reset {
 		return true
 	}
+	prefix := s.name + "/"
 	for _, t := range ch.Tables {
 		switch t.Table {
-		case fsm.TableRevocations, fsm.TableNodes, fsm.TableIssued:
-			return true
+		case fsm.TableRevocations:
+			for _, keys := range [][]string{t.Put, t.Deleted} {
+				for _, k := range keys {
+					if strings.HasPrefix(k, string(fsm.RevocationCert)+":") || strings.HasPrefix(k, string(fsm.RevocationNode)+":") {
+						return true
+					}
+				}
+			}
+		case fsm.TableIssued:
+			for _, k := range t.Deleted {
+				if strings.HasPrefix(k, prefix) {
+					return true
+				}
+			}
+			for _, k := range t.Put {
+				if serial, ok := strings.CutPrefix(k, prefix); ok {
+					if _, revoked := s.store.Revoked(fsm.RevocationCert, serial); revoked {
+						return true
+					}
+				}
+			}
+		case fsm.TableNodes:
+			if len(t.Deleted) > 0 {
+				return true
+			}
+			for _, id := range t.Put {
+				if _, revoked := s.store.Revoked(fsm.RevocationNode, id); revoked {
+					return true
+				}
+			}
 		}
 	}
 	return false

@@ -106,6 +106,21 @@ func (r Reader) Revoked(kind RevocationKind, id string) (Revocation, bool) {
 	return rec.export(k), true
 }
 
+// RevocationsOf returns the revocations of the given kinds, sorted by kind
+// and id; it reads no record of another kind.
+func (r Reader) RevocationsOf(kinds ...RevocationKind) []Revocation {
+	var letters []byte
+	for _, k := range kinds {
+		if b := revKindByte(k); b != 0 {
+			letters = append(letters, b)
+		}
+	}
+	if letters == nil {
+		return nil
+	}
+	return r.s.st.revs.set.exportKinds(letters)
+}
+
 // Revocations returns all revocations, sorted by kind and id.
 func (r Reader) Revocations() []Revocation {
 	return r.s.st.revs.set.export()

@@ -526,13 +526,23 @@ func (t *revTable) mut() *revSet {
 }
 
 // export returns every revocation, sorted by kind and id.
-func (s *revSet) export() []Revocation {
-	keys := make([]string, 0, s.live)
-	recs := make([]revRec, 0, s.live)
-	for k, r := range s.all() {
-		keys = append(keys, k)
-		recs = append(recs, r)
+func (s *revSet) export() []Revocation { return s.exportKinds(nil) }
+
+// exportKinds returns the revocations whose kind letter is in kinds (all
+// for nil), sorted by kind and id.
+func (s *revSet) exportKinds(kinds []byte) []Revocation {
+	var keys []string
+	var recs []revRec
+	if kinds == nil {
+		keys, recs = make([]string, 0, s.live), make([]revRec, 0, s.live)
 	}
+	s.each(func(off int) bool {
+		if p := s.keyAt(off); kinds == nil || slices.Contains(kinds, p[0]) {
+			keys = append(keys, unpackRevKey(p))
+			recs = append(recs, s.rec(off))
+		}
+		return true
+	})
 	out := make([]Revocation, len(keys))
 	for i, j := range keyOrder(keys) {
 		out[i] = recs[j].export(keys[j])
