@@ -180,6 +180,10 @@ func (s *Server) handleInternalApply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, api.CodeNotLeader, "this server does not lead; ask again")
 		return
 	}
+	if idx != 0 {
+		// The follower that forwarded it answers once it has applied it.
+		s.nudgeFollowers()
+	}
 	var ce *fsm.CommandError
 	switch {
 	case err == nil:
@@ -240,4 +244,40 @@ func (s *Server) handleInternalRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// nudgeFollowers asks nudgeCommits for a round; it never blocks.
+func (s *Server) nudgeFollowers() {
+	select {
+	case s.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// nudgeCommits tells the followers the commit index as soon as a forwarded
+// command is committed. hashicorp/raft sends the commit index only with the
+// next AppendEntries: the next entries, or Raft's commit timeout (20-40 ms)
+// later; etcd's Raft broadcasts it at once. A follower answers a write it
+// forwarded once it has applied it (read-your-writes on that server), so
+// without this one writer through a follower waited the commit timeout on
+// every write: 27 ms p50 against 1.5 ms through the leader. A barrier is
+// the smallest entry that makes the leader replicate: its AppendEntries
+// carries the commit index, and a follower applies up to it as soon as it
+// has stored the barrier. One barrier at a time; the requests that come
+// while it runs are one more round, so under load it adds at most one small
+// entry to each Raft batch.
+func (s *Server) nudgeCommits(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.nudge:
+		}
+		if s.node.raft.State() != raft.Leader {
+			continue
+		}
+		if err := s.node.raft.Barrier(s.opts.Limits.RequestTimeout).Error(); err != nil && !errors.Is(err, raft.ErrNotLeader) {
+			s.log.Debug("commit nudge", "error", err)
+		}
+	}
 }

@@ -105,6 +105,9 @@ type Server struct {
 	runMu         sync.Mutex
 	cancelRun     context.CancelFunc
 	ran           chan struct{} // closed when Run has returned
+	// nudge asks the leader to tell the followers the commit index now
+	// (see nudgeCommits); one pending request stands for any number.
+	nudge chan struct{}
 }
 
 // Name is the server's name, its Raft server id.
@@ -186,6 +189,7 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 		joinAddr: sf.JoinAddr,
 		ready:    make(chan struct{}),
 		ran:      make(chan struct{}),
+		nudge:    make(chan struct{}, 1),
 	}
 	// Raft peers and the servers this one forwards to are checked against
 	// the replicated revocations: a removed server's revoked intermediate
@@ -280,6 +284,7 @@ func (s *Server) Run(parent context.Context) (err error) {
 	g.Add("api", run.Func(s.serveAPI))
 	g.Add("leadership", run.Func(s.watchLeadership))
 	g.Add("pruner", run.Func(s.prune))
+	g.Add("commit nudger", run.Func(s.nudgeCommits))
 	g.Add("trust watcher", run.Func(s.watchTrust))
 	g.Add("crl builder", run.Func(s.buildCRLs))
 	g.Add("gossip keyring", run.Func(s.runGossipKeys))
