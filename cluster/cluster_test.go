@@ -472,3 +472,39 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestForwardedWriteIsNotHeldByTheCommitTimeout: a write sent to a follower
+// answers once the follower has applied it, and the leader tells the
+// followers the commit index at once (nudgeCommits), not at Raft's commit
+// timeout. With that timeout at 1 s here, each write through a follower
+// would take at least 1 s without the nudge: ten of them must take less
+// than one timeout in all.
+func TestForwardedWriteIsNotHeldByTheCommitTimeout(t *testing.T) {
+	const commit = time.Second
+	tc := newTestClusterWith(t, 3, func(o *Options) { o.Raft.Commit = commit })
+	leader := tc.leader()
+	var follower *Server
+	for _, s := range tc.servers {
+		if s != leader {
+			follower = s
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	for i := range 10 {
+		idx, err := follower.Propose(ctx, fsm.MsgRevoke, fsm.Revoke{Revocation: fsm.Revocation{Kind: fsm.RevocationToken, ID: fmt.Sprint("fwd-", i)}})
+		if err != nil {
+			t.Fatalf("write %d through the follower: %v", i, err)
+		}
+		if got := follower.Store().Index(); got < idx {
+			t.Fatalf("write %d answered at index %d before the follower applied it (%d)", i, idx, got)
+		}
+		if _, ok := follower.Store().Revoked(fsm.RevocationToken, fmt.Sprint("fwd-", i)); !ok {
+			t.Fatalf("write %d is not readable on the follower that answered it", i)
+		}
+	}
+	if d := time.Since(start); d >= commit {
+		t.Fatalf("ten writes through a follower took %s, more than one commit timeout (%s): the followers waited for it", d, commit)
+	}
+}
