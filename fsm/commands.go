@@ -276,7 +276,7 @@ func (p *Genesis) apply(tx *txn) *CommandError {
 		tx.s.tokenIDs[p.Token.ID] = p.Token.Hash
 	}
 	if p.Key != nil {
-		put(tx, &st.jwks, tJWKS, p.Key.KID, *p.Key)
+		tx.putKey(*p.Key)
 	}
 	return nil
 }
@@ -580,7 +580,7 @@ func (p *PruneRevocations) apply(tx *txn) *CommandError {
 	slices.Sort(toks)
 	slices.Sort(keys)
 	for _, kid := range keys {
-		del(tx, &tx.st.jwks, tJWKS, kid)
+		tx.delKey(kid)
 	}
 	for _, k := range revs {
 		tx.st.revs.mut().del(k)
@@ -901,7 +901,7 @@ func (p *JWKPut) apply(tx *txn) *CommandError {
 	if err := tx.canPutKey(k); err != nil {
 		return err
 	}
-	put(tx, &tx.st.jwks, tJWKS, k.KID, k)
+	tx.putKey(k)
 	return nil
 }
 
@@ -971,8 +971,8 @@ func (tx *txn) putNodeKey(k *JWK) {
 		return
 	}
 	var others []string
-	for kid, cur := range tx.st.jwks.m {
-		if cur.Node == k.Node && kid != k.KID && cur.State == JWKActive {
+	for kid := range tx.s.nodeKeys[k.Node] {
+		if cur := tx.st.jwks.m[kid]; cur.Node == k.Node && kid != k.KID && cur.State == JWKActive {
 			others = append(others, kid)
 		}
 	}
@@ -980,9 +980,9 @@ func (tx *txn) putNodeKey(k *JWK) {
 	for _, kid := range others {
 		cur := tx.st.jwks.m[kid]
 		cur.State, cur.RetiringSince = JWKRetiring, tx.now
-		put(tx, &tx.st.jwks, tJWKS, kid, cur)
+		tx.putKey(cur)
 	}
-	put(tx, &tx.st.jwks, tJWKS, k.KID, *k)
+	tx.putKey(*k)
 }
 
 // ---- registrations ----
@@ -1167,8 +1167,8 @@ func (tx *txn) certUsable(n Node) bool {
 			return false
 		}
 	}
-	for kid, k := range tx.st.jwks.m {
-		if k.Node == n.ID && k.State == JWKActive {
+	for kid := range tx.s.nodeKeys[n.ID] {
+		if k := tx.st.jwks.m[kid]; k.Node == n.ID && k.State == JWKActive {
 			if tx.st.revs.set.has(revKey(RevocationKey, kid)) {
 				return false
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -200,6 +201,14 @@ func TestGoldenLog(t *testing.T) {
 	again := New()
 	if err := again.Restore(bytes.NewReader(snap)); err != nil || again.Hash() != wantHash {
 		t.Fatalf("the golden snapshot restores to %v, %v", again.Hash(), err)
+	}
+	// The indexes the store keeps beside the state, kept up command by
+	// command, are what a restore builds from the state alone.
+	if len(s.nodeKeys) == 0 {
+		t.Fatal("the golden log left no node keys to index")
+	}
+	if !maps.EqualFunc(s.nodeKeys, again.nodeKeys, maps.Equal) {
+		t.Fatalf("node key index kept by Apply %v, built by Restore %v", s.nodeKeys, again.nodeKeys)
 	}
 }
 

@@ -38,13 +38,14 @@ type Store struct {
 	hash atomic.Pointer[string] // cached Hash(); nil after a change
 
 	// Live-only bookkeeping, rebuilt on Restore and never snapshotted.
-	tokenIDs     map[string]string // join token id -> hash
-	pending      pendingIndex      // pending registrations by node id and source
-	dnsOwners    map[string]string // DNS name -> the node whose record holds it
-	tombQueue    []tombRef         // tombstones in the order they were made (may hold stale entries)
-	journal      []change          // recent changes in index order
-	journalFloor uint64            // the journal holds every change after this index
-	tableIndex   [numTables]uint64 // the index of each table's last change (see TableIndex)
+	tokenIDs     map[string]string              // join token id -> hash
+	pending      pendingIndex                   // pending registrations by node id and source
+	dnsOwners    map[string]string              // DNS name -> the node whose record holds it
+	nodeKeys     map[string]map[string]struct{} // node id -> the kids of its keys in the JWKS
+	tombQueue    []tombRef                      // tombstones in the order they were made (may hold stale entries)
+	journal      []change                       // recent changes in index order
+	journalFloor uint64                         // the journal holds every change after this index
+	tableIndex   [numTables]uint64              // the index of each table's last change (see TableIndex)
 
 	tombLimit    int // same on every replica: part of the determinism
 	journalLimit int
@@ -67,6 +68,7 @@ func New() *Store {
 		st:           newState(),
 		notify:       make(chan struct{}),
 		tokenIDs:     map[string]string{},
+		nodeKeys:     map[string]map[string]struct{}{},
 		pending:      newPendingIndex(),
 		dnsOwners:    map[string]string{},
 		tombLimit:    DefaultTombstoneLimit,
@@ -203,6 +205,44 @@ func put[V any, P interface {
 	pm.ModifyIndex = tx.index
 	m[key] = v
 	tx.touched(id, key, false)
+}
+
+// putKey stores a JWKS key, keeping the index of keys by node.
+func (tx *txn) putKey(k JWK) {
+	if old, ok := tx.st.jwks.m[k.KID]; ok && old.Node != k.Node {
+		tx.s.unindexKey(old.Node, k.KID)
+	}
+	put(tx, &tx.st.jwks, tJWKS, k.KID, k)
+	tx.s.indexKey(k.Node, k.KID)
+}
+
+// delKey drops a JWKS key, keeping the index of keys by node.
+func (tx *txn) delKey(kid string) {
+	if old, ok := tx.st.jwks.m[kid]; ok {
+		tx.s.unindexKey(old.Node, kid)
+	}
+	del(tx, &tx.st.jwks, tJWKS, kid)
+}
+
+func (s *Store) indexKey(node, kid string) {
+	if node == "" {
+		return
+	}
+	kids := s.nodeKeys[node]
+	if kids == nil {
+		kids = map[string]struct{}{}
+		s.nodeKeys[node] = kids
+	}
+	kids[kid] = struct{}{}
+}
+
+func (s *Store) unindexKey(node, kid string) {
+	if kids := s.nodeKeys[node]; kids != nil {
+		delete(kids, kid)
+		if len(kids) == 0 {
+			delete(s.nodeKeys, node)
+		}
+	}
 }
 
 // putReg stores a registration, keeping the index of pending ones.
@@ -351,6 +391,10 @@ func (s *Store) rebuildDerived(index uint64) {
 	s.pending = newPendingIndex()
 	for _, r := range st.regs.m {
 		s.pending.add(r)
+	}
+	s.nodeKeys = map[string]map[string]struct{}{}
+	for kid, k := range st.jwks.m {
+		s.indexKey(k.Node, kid)
 	}
 	s.dnsOwners = map[string]string{}
 	for _, n := range st.nodes.m {
