@@ -508,3 +508,45 @@ func TestForwardedWriteIsNotHeldByTheCommitTimeout(t *testing.T) {
 		t.Fatalf("ten writes through a follower took %s, more than one commit timeout (%s): the followers waited for it", d, commit)
 	}
 }
+
+// TestCSRCheckedOncePerRequest: a registration's CSR signature is checked
+// once, by the server that received the request, whether it leads or
+// forwards (no replica checks it again when it applies the command).
+func TestCSRCheckedOncePerRequest(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	leader := tc.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	secret, tok, err := leader.newJoinToken(api.CreateJoinTokenRequest{Kind: "node", Uses: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.Propose(ctx, fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok}); err != nil {
+		t.Fatal(err)
+	}
+	checks := func() (n float64) {
+		for _, s := range tc.servers {
+			n += counterValue(t, s.metrics.csrChecks)
+		}
+		return n
+	}
+	before := checks()
+	for i, s := range tc.servers {
+		id := fmt.Sprint("once-", i)
+		if _, _, err := s.register(ctx, api.RegisterRequest{CSR: testCSRFor(t, "test.keymesh.example", id), NodeID: id, Token: secret}, ""); err != nil {
+			t.Fatalf("registration through %s: %v", s.Name(), err)
+		}
+		if got := checks() - before; got != float64(i+1) {
+			t.Fatalf("after %d registrations (the last through %s, leader %v) %v CSR checks in the cluster", i+1, s.Name(), s == leader, got)
+		}
+	}
+	// Every replica applied the three registrations without checking again.
+	for _, s := range tc.servers {
+		if err := s.waitApplied(ctx, leader.Store().Index()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := checks() - before; got != 3 {
+		t.Fatalf("%v CSR checks for 3 registrations once applied everywhere", got)
+	}
+}

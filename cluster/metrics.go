@@ -29,6 +29,7 @@ type metrics struct {
 	elected   prometheus.Counter       // times this server became leader
 	bulletins prometheus.Counter       // revocation bulletins signed
 	crlBuilds prometheus.Counter       // CRLs this server built and signed
+	csrChecks prometheus.Counter       // certificate requests whose signature this server checked
 	fedFetch  *prometheus.CounterVec   // federated networks' JWKS fetched, by network and result
 }
 
@@ -53,13 +54,15 @@ func newMetrics(s *Server) *metrics {
 			Help: "Revocation bulletins this server signed for its trust followers to gossip."}),
 		crlBuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "keymesh_ca_crl_builds_total",
 			Help: "CRLs this server built and signed (after a change of what they list, or before nextUpdate)."}),
+		csrChecks: prometheus.NewCounter(prometheus.CounterOpts{Name: "keymesh_ca_csr_checks_total",
+			Help: "Certificate requests (registrations, approvals, renewals) whose signature this server checked: once per request."}),
 		fedFetch: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_federation_fetches_total",
 			Help: "Fetches of a federated network's published JWKS by this server as leader, by network and result (ok, failed)."}, []string{"network", "result"}),
 	}
 	blocking := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keymesh_trust_blocking_queries",
 		Help: "Blocking trust queries waiting on this server (followers of the trust state)."},
 		func() float64 { return float64(s.blocking.inFlight()) })
-	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, m.fedFetch, blocking,
+	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, m.csrChecks, m.fedFetch, blocking,
 		&stateCollector{s: s}, &rtrCollector{s: s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

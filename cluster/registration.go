@@ -89,7 +89,7 @@ func (s *Server) checkRegistration(req *api.RegisterRequest) (*x509.CertificateR
 			return nil, err
 		}
 	}
-	csr, err := ca.CheckCSR(req.CSR)
+	csr, err := s.checkCSR(req.CSR)
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
@@ -342,7 +342,7 @@ func (s *Server) handleApprove(w http.ResponseWriter, r *http.Request, c caller)
 	if !s.allow(w, c, policy.RegistrationApprove, ctx) || !s.mayGrant(w, c, identity.Principal(principal)) {
 		return
 	}
-	csr, err := ca.CheckCSR(reg.CSR)
+	csr, err := s.checkCSR(reg.CSR)
 	if err != nil {
 		s.writeErr(w, badRequest("%v", err))
 		return
@@ -414,7 +414,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, http.StatusForbidden, api.CodeForbidden, "this certificate is neither the node's current nor its previous one; renew with the newest, or register the node again")
 		return
 	}
-	csr, err := ca.CheckCSR(req.CSR)
+	csr, err := s.checkCSR(req.CSR)
 	if err != nil {
 		s.writeErr(w, badRequest("%v", err))
 		return
@@ -628,4 +628,12 @@ func lookupConsistent[V any](ctx context.Context, s *Server, get func(string) (V
 // joinToken finds a join token by the hash of its secret.
 func (s *Server) joinToken(ctx context.Context, hash string) (fsm.JoinToken, bool, error) {
 	return lookupConsistent(ctx, s, s.store.JoinToken, hash)
+}
+
+// checkCSR is ca.CheckCSR, counted: a request's CSR signature is checked
+// once, by the server that received it (the state machine takes the CSR as
+// DER and does not check it again on any replica).
+func (s *Server) checkCSR(der []byte) (*x509.CertificateRequest, error) {
+	s.metrics.csrChecks.Inc()
+	return ca.CheckCSR(der)
 }
