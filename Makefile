@@ -14,12 +14,13 @@ PROC_PKGS   := ./test/...
 FUZZTIME       ?= 30s
 FUZZTIME_SHORT ?= 3000x
 BENCHTIME      ?= 1s
-CHAOS_KILLS    ?= 25
+CHAOS_KILLS    ?= 50
 CHAOS_REPORT   ?= test/chaos/report.json
 SCALE_FOLLOWERS ?= 1000
 SCALE_REPORT   ?= test/scale/report.json
+PEERS_REPORT   ?= test/peers/report.txt
 
-.PHONY: all build test test-unit test-proc lint tools demo bench bench-short chaos scale fuzz fuzz-short clean
+.PHONY: all build test test-unit test-proc lint tools demo bench bench-short bench-peers chaos scale fuzz fuzz-short clean
 
 all: build
 
@@ -45,7 +46,9 @@ $(STATICCHECK):
 lint: tools
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags peers ./test/peers
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags peers ./test/peers
 
 ## demo: a three-root cluster on loopback and a short tour of the CLI.
 demo: build
@@ -58,7 +61,17 @@ bench:
 bench-short:
 	SESSION_BENCH_N=100 ROUTING_BENCH_N=5000 GOSSIP_BENCH_N=20 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
 
-## chaos: at least 25 leader kills plus the other faults; report in $(CHAOS_REPORT).
+## bench-peers: keymesh beside etcd (writes) and step-ca (registrations), real
+## processes on loopback, rounds alternating; installs the peers when missing.
+## Not part of `make test`. The table and the closing figure lines are also
+## written to $(PEERS_REPORT).
+bench-peers:
+	bash test/peers/install.sh
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" PEERS_REPORT=$(abspath $(PEERS_REPORT)) \
+		$(GO) test -tags peers -count=1 -v -timeout 60m -run TestPeers ./test/peers
+
+## chaos: 10 minutes of steady load (no leader change allowed), then 50 leader
+## kills (failover p99 at most 600 ms) plus the other faults; report in $(CHAOS_REPORT).
 chaos:
 	CHAOS_KILLS=$(CHAOS_KILLS) CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) CHAOS_FULL=1 \
 		$(GO) test -count=1 -v -timeout 60m -run 'TestChaos|TestSteady' ./test/chaos
