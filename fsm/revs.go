@@ -7,6 +7,7 @@ import (
 	"iter"
 	"maps"
 	"slices"
+	"strings"
 	"sync/atomic"
 )
 
@@ -525,24 +526,67 @@ func (t *revTable) mut() *revSet {
 	return t.set
 }
 
+// collect returns the keys and records of the revocations whose kind letter
+// is in kinds (all for nil), in no particular order. The keys share one
+// allocation.
+func (s *revSet) collect(kinds []byte) ([]string, []revRec) {
+	match := func(p []byte) bool { return kinds == nil || slices.Contains(kinds, p[0]) }
+	n, size := 0, 0
+	s.each(func(off int) bool {
+		if p := s.keyAt(off); match(p) {
+			n, size = n+1, size+unpackedLen(p)
+		}
+		return true
+	})
+	var b strings.Builder
+	b.Grow(size)
+	ends := make([]int, 0, n)
+	recs := make([]revRec, 0, n)
+	var tmp [1 + 2*revKeyMaxPacked]byte
+	s.each(func(off int) bool {
+		if p := s.keyAt(off); match(p) {
+			b.Write(appendUnpacked(tmp[:0], p))
+			ends = append(ends, b.Len())
+			recs = append(recs, s.rec(off))
+		}
+		return true
+	})
+	all := b.String()
+	keys := make([]string, len(ends))
+	start := 0
+	for i, end := range ends {
+		keys[i], start = all[start:end], end
+	}
+	return keys, recs
+}
+
+// unpackedLen is len(unpackRevKey(p)).
+func unpackedLen(p []byte) int {
+	if len(p) < 2 {
+		return 0
+	}
+	n := len(p) - 2
+	switch p[1] {
+	case revFormHex:
+		return 1 + 2*n
+	case revFormHexOdd:
+		if n == 0 {
+			return 1
+		}
+		return 2 * n
+	case revFormB64:
+		return 1 + base64.RawURLEncoding.EncodedLen(n)
+	}
+	return 1 + n
+}
+
 // export returns every revocation, sorted by kind and id.
 func (s *revSet) export() []Revocation { return s.exportKinds(nil) }
 
 // exportKinds returns the revocations whose kind letter is in kinds (all
 // for nil), sorted by kind and id.
 func (s *revSet) exportKinds(kinds []byte) []Revocation {
-	var keys []string
-	var recs []revRec
-	if kinds == nil {
-		keys, recs = make([]string, 0, s.live), make([]revRec, 0, s.live)
-	}
-	s.each(func(off int) bool {
-		if p := s.keyAt(off); kinds == nil || slices.Contains(kinds, p[0]) {
-			keys = append(keys, unpackRevKey(p))
-			recs = append(recs, s.rec(off))
-		}
-		return true
-	})
+	keys, recs := s.collect(kinds)
 	out := make([]Revocation, len(keys))
 	for i, j := range keyOrder(keys) {
 		out[i] = recs[j].export(keys[j])

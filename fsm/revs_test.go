@@ -64,6 +64,9 @@ func FuzzPackRevKey(f *testing.F) {
 		if back := unpackRevKey(p); back != key {
 			t.Fatalf("unpackRevKey(packRevKey(%q)) = %q (packed %x)", key, back, p)
 		}
+		if unpackedLen(p) != len(key) {
+			t.Fatalf("unpackedLen(packRevKey(%q)) = %d", key, unpackedLen(p))
+		}
 		if len(p) > revKeyMaxPacked {
 			t.Fatalf("packed %q to %d bytes, more than %d", key, len(p), revKeyMaxPacked)
 		}

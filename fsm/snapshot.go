@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"iter"
-	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -346,17 +344,17 @@ func (e *encoder) indexes(i Indexes) {
 
 // encodeTable writes the records of m sorted by key.
 func encodeTable[V any](e *encoder, m map[string]V, enc func(*encoder, string, *V)) {
-	encodeEntries(e, maps.All(m), len(m), enc)
-}
-
-// encodeEntries is encodeTable of the n entries of all.
-func encodeEntries[V any](e *encoder, all iter.Seq2[string, V], n int, enc func(*encoder, string, *V)) {
-	keys := make([]string, 0, n)
-	vals := make([]V, 0, n)
-	for k, v := range all {
+	keys := make([]string, 0, len(m))
+	vals := make([]V, 0, len(m))
+	for k, v := range m {
 		keys = append(keys, k)
 		vals = append(vals, v)
 	}
+	encodeEntries(e, keys, vals, enc)
+}
+
+// encodeEntries is encodeTable of keys and their values vals.
+func encodeEntries[V any](e *encoder, keys []string, vals []V, enc func(*encoder, string, *V)) {
 	e.uvarint(uint64(len(keys)))
 	for _, i := range keyOrder(keys) {
 		enc(e, keys[i], &vals[i])
@@ -419,7 +417,8 @@ func (st *state) encodeBody(e *encoder) {
 		e.strs(v.DNSNames)
 		e.indexes(v.Indexes)
 	})
-	encodeEntries(e, st.revs.set.all(), st.revs.set.len(), func(e *encoder, k string, v *revRec) {
+	revKeys, revRecs := st.revs.set.collect(nil)
+	encodeEntries(e, revKeys, revRecs, func(e *encoder, k string, v *revRec) {
 		e.str(k)
 		e.str(v.reason)
 		e.varint(v.time)
