@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/keymesh/keymesh/ca"
@@ -241,15 +242,19 @@ func (s *Server) watchTrust(ctx context.Context) error {
 // refreshTrust applies what changed after index since.
 func (s *Server) refreshTrust(since uint64) {
 	ch := s.store.Changes(since)
-	anchors, keys, cas := ch.Reset, ch.Reset, ch.Reset
+	anchors, keys, cas, peers := ch.Reset, ch.Reset, ch.Reset, ch.Reset
 	for _, t := range ch.Tables {
 		switch t.Table {
 		case fsm.TableCAs:
 			cas = true
 		case fsm.TableTrustAnchors:
 			anchors = true
-		case fsm.TableJWKS, fsm.TableRevocations, fsm.TableNodes, fsm.TableServers, fsm.TableIssuers:
+		case fsm.TableRevocations:
 			keys = true
+			// A token's revocation cannot end a Raft connection.
+			peers = peers || slices.ContainsFunc(t.Put, notTokenRevocation) || slices.ContainsFunc(t.Deleted, notTokenRevocation)
+		case fsm.TableJWKS, fsm.TableNodes, fsm.TableServers, fsm.TableIssuers:
+			keys, peers = true, true
 		}
 	}
 	if anchors {
@@ -267,11 +272,17 @@ func (s *Server) refreshTrust(since uint64) {
 		s.followSealKey(ctx)
 		cancel()
 	}
-	if keys && s.node != nil {
+	if peers && s.node != nil {
 		if n := s.node.stream.recheck(); n > 0 {
 			s.log.Warn("closed Raft connections of peers whose certificates are revoked", "connections", n)
 		}
 	}
+}
+
+// notTokenRevocation reports whether a revocations table key (kind:id) is
+// not a token's.
+func notTokenRevocation(key string) bool {
+	return !strings.HasPrefix(key, string(fsm.RevocationToken)+":")
 }
 
 // syncPolicy makes the authorizer use the policy set of the local replica
