@@ -627,6 +627,11 @@ func (s *Server) leaderReadIndex() (uint64, error) {
 	}
 	idx := s.store.Index()
 	if err := r.VerifyLeader().Error(); err != nil {
+		if errors.Is(err, raft.ErrLeadershipLost) {
+			// It stopped leading while it checked: nothing was read, so
+			// the caller asks again, the new leader if there is one.
+			return 0, raft.ErrNotLeader
+		}
 		return 0, err
 	}
 	return idx, nil
