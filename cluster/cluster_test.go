@@ -178,21 +178,7 @@ func TestLeaderPrunes(t *testing.T) {
 		PruneAfter: clock.Now().Add(time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
-	register := func(id string) string {
-		t.Helper()
-		secret, tok, err := srv.newJoinToken(api.CreateJoinTokenRequest{Kind: "node"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := srv.Propose(ctx, fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok}); err != nil {
-			t.Fatal(err)
-		}
-		resp, _, err := srv.register(ctx, api.RegisterRequest{CSR: testCSRFor(t, "prune.example", id), NodeID: id, Token: secret}, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.Registration.Serial
-	}
+	register := func(id string) string { return registerWithToken(ctx, t, srv, "prune.example", id) }
 	early := register("n1")
 	clock.Add(6 * time.Minute)
 	late := register("n2")
@@ -408,21 +394,7 @@ func TestCRLBuildsOnlyForWhatItLists(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown()
-	register := func(id string) string {
-		t.Helper()
-		secret, tok, err := srv.newJoinToken(api.CreateJoinTokenRequest{Kind: "node"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := srv.Propose(ctx, fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok}); err != nil {
-			t.Fatal(err)
-		}
-		resp, _, err := srv.register(ctx, api.RegisterRequest{CSR: testCSRFor(t, "crl.example", id), NodeID: id, Token: secret}, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.Registration.Serial
-	}
+	register := func(id string) string { return registerWithToken(ctx, t, srv, "crl.example", id) }
 	revoke := func(kind fsm.RevocationKind, id string) {
 		t.Helper()
 		if _, err := srv.Propose(ctx, fsm.MsgRevoke, fsm.Revoke{Revocation: fsm.Revocation{Kind: kind, ID: id}}); err != nil {
@@ -549,4 +521,22 @@ func TestCSRCheckedOncePerRequest(t *testing.T) {
 	if got := checks() - before; got != 3 {
 		t.Fatalf("%v CSR checks for 3 registrations once applied everywhere", got)
 	}
+}
+
+// registerWithToken registers node id of network through srv with a new
+// node join token and returns its certificate's serial.
+func registerWithToken(ctx context.Context, t *testing.T, srv *Server, network, id string) string {
+	t.Helper()
+	secret, tok, err := srv.newJoinToken(api.CreateJoinTokenRequest{Kind: "node"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Propose(ctx, fsm.MsgJoinTokenCreate, fsm.JoinTokenCreate{Token: tok}); err != nil {
+		t.Fatal(err)
+	}
+	resp, _, err := srv.register(ctx, api.RegisterRequest{CSR: testCSRFor(t, network, id), NodeID: id, Token: secret}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Registration.Serial
 }

@@ -354,12 +354,6 @@ func (s *revSet) has(key string) bool {
 	return ok
 }
 
-// put adds key or replaces its record.
-func (s *revSet) put(key string, r revRec) {
-	s.del(key)
-	s.add(key, r)
-}
-
 // add adds key, which must be absent.
 func (s *revSet) add(key string, r revRec) {
 	if key == "" {

@@ -119,7 +119,8 @@ func TestRevSetMatchesMap(t *testing.T) {
 			if _, ok := ref[k]; !ok {
 				keys = append(keys, k)
 			}
-			set.put(k, rec)
+			set.del(k) // a replaced record is written anew
+			set.add(k, rec)
 			ref[k] = rec
 		case op < 8:
 			i := r.IntN(len(keys))

@@ -32,6 +32,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/test/harness"
 )
 
 // stepCAModule is the step-ca module the benchmark is written against.
@@ -114,11 +116,7 @@ func startStepCA(t testing.TB, bin, dir string) *stepCA {
 	}
 	s.provKid = kid
 
-	port, err := stepFreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", port)
+	addr := harness.FreePort(t)
 	s.url = "https://" + addr
 
 	paths := map[string]string{
@@ -508,20 +506,6 @@ func stepParseCert(s string) (*x509.Certificate, error) {
 		return nil, errors.New("no CERTIFICATE PEM block")
 	}
 	return x509.ParseCertificate(block.Bytes)
-}
-
-// stepFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func stepFreePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	_, port, err := net.SplitHostPort(l.Addr().String())
-	if err != nil {
-		return "", fmt.Errorf("free port: %w", err)
-	}
-	return port, nil
 }
 
 // stepTail returns the last lines of the file at path, for failure messages.
