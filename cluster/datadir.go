@@ -25,7 +25,7 @@ const (
 	fileTLSCert    = "tls.pem"              // Raft/API certificate chain (leaf, intermediate)
 	fileCredential = "admin-credential.pem" // admin client certificate chain and key, for the CLI
 	fileAdminToken = "admin.token"          // the system admin token minted at bootstrap (0600)
-	dirRaft        = "raft"                 // raft.db (boltdb log and stable store) and snapshots/
+	dirRaft        = "raft"                 // wal/ (Raft log and stable store, logstore.go) and snapshots/
 )
 
 // ErrDataDirInUse is returned when bootstrap or join is pointed at a data

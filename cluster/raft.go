@@ -5,12 +5,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/keymesh/keymesh/fsm"
 )
@@ -66,7 +64,7 @@ type raftNode struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	stream    *streamLayer
-	bolt      *raftboltdb.BoltStore
+	logs      logStore
 	notify    chan bool
 }
 
@@ -85,7 +83,7 @@ func raftConfig(id string, o Options, log hclog.Logger) *raft.Config {
 	return cfg
 }
 
-// startRaft opens the boltdb stores and snapshots in dir and starts Raft on
+// startRaft opens the log store (logstore.go) and snapshots in dir and starts Raft on
 // the TLS stream layer. With bootstrap, the cluster is first initialised with
 // this server as the only voter.
 func startRaft(dir string, id string, ln net.Listener, advertise string, tid *tlsIdentity, f raft.FSM, o Options, bootstrap bool) (*raftNode, error) {
@@ -93,13 +91,13 @@ func startRaft(dir string, id string, ln net.Listener, advertise string, tid *tl
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: raft directory: %w", err)
 	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	logs, err := openLogStore(dir, log)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: open raft log %s: %w", filepath.Join(dir, "raft.db"), err)
+		return nil, err
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, log)
 	if err != nil {
-		bolt.Close()
+		logs.Close()
 		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
 	}
 	stream := newStreamLayer(ln, advertise, tid)
@@ -116,25 +114,25 @@ func startRaft(dir string, id string, ln net.Listener, advertise string, tid *tl
 		conf := raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter, ID: raft.ServerID(id), Address: trans.LocalAddr(),
 		}}}
-		if err := raft.BootstrapCluster(cfg, bolt, bolt, snaps, trans, conf); err != nil {
+		if err := raft.BootstrapCluster(cfg, logs, logs, snaps, trans, conf); err != nil {
 			trans.Close()
-			bolt.Close()
+			logs.Close()
 			return nil, fmt.Errorf("cluster: bootstrap raft: %w", err)
 		}
 	}
-	r, err := raft.NewRaft(cfg, f, bolt, bolt, snaps, trans)
+	r, err := raft.NewRaft(cfg, f, logs, logs, snaps, trans)
 	if err != nil {
 		trans.Close()
-		bolt.Close()
+		logs.Close()
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
-	return &raftNode{raft: r, transport: trans, stream: stream, bolt: bolt, notify: notify}, nil
+	return &raftNode{raft: r, transport: trans, stream: stream, logs: logs, notify: notify}, nil
 }
 
 func (n *raftNode) shutdown() error {
 	err := n.raft.Shutdown().Error()
 	n.transport.Close()
-	if cerr := n.bolt.Close(); err == nil {
+	if cerr := n.logs.Close(); err == nil {
 		err = cerr
 	}
 	return err

@@ -13,6 +13,7 @@ import (
 var knownGood = map[string]string{
 	"github.com/hashicorp/raft":           "v1.7.3",
 	"github.com/hashicorp/raft-boltdb/v2": "v2.3.1",
+	"github.com/hashicorp/raft-wal":       "v0.4.2",
 	"github.com/hashicorp/memberlist":     "v0.6.0",
 	"github.com/cedar-policy/cedar-go":    "v1.9.0",
 	"github.com/lestrrat-go/jwx/v2":       "v2.1.7",

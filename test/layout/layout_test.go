@@ -45,7 +45,7 @@ var allowed = []struct {
 // the modules none of them may depend on, even indirectly.
 var (
 	nodeSide   = []string{"./cluster/agent/...", "./cluster/client/...", "./cluster/api/...", "./identity/...", "./session/...", "./routing/..."}
-	serverOnly = []string{"github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb", "github.com/boltdb/bolt", "go.etcd.io/bbolt",
+	serverOnly = []string{"github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb", "github.com/hashicorp/raft-wal", "github.com/boltdb/bolt", "go.etcd.io/bbolt",
 		"github.com/prometheus/client_golang"}
 )
 
