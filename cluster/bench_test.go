@@ -36,69 +36,77 @@ func (emptySnap) Persist(s raft.SnapshotSink) error { return s.Close() }
 func (emptySnap) Release()                          {}
 
 // bareCluster is three hashicorp/raft instances on the same TLS stream
-// layer and boltdb stores as keymesh, with an empty FSM.
+// layer and log store as keymesh, with an empty FSM.
 func bareCluster(b *testing.B) *raft.Raft {
 	b.Helper()
+	nodes, leader := bareNodes(b, testOptions(b).withDefaults())
+	return nodes[leader].raft
+}
+
+// bareNodes starts three Raft servers b0, b1 and b2 on loopback with the
+// TLS stream layer and an empty FSM, and returns them with the index of the
+// first leader.
+func bareNodes(tb testing.TB, o Options) ([]*raftNode, int) {
+	tb.Helper()
 	now := time.Now()
 	root, err := ca.NewRoot("bench.example", now, nil)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	o := testOptions(b).withDefaults()
 	var lns []net.Listener
 	var ids []*tlsIdentity
 	var conf raft.Configuration
 	for i := 0; i < 3; i++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		name := fmt.Sprintf("b%d", i)
 		ik, _ := ca.GenerateKey(ca.KeyP384, nil)
 		ic, err := ca.SignIntermediate(root, ik.Public(), "bench.example", name, now, nil)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		tk, _ := ca.GenerateKey(ca.KeyP384, nil)
 		tc, err := ca.SignServerTLS(ca.Signer{Cert: ic, Key: ik}, tk.Public(), "bench.example", name, []string{"127.0.0.1"}, now, nil)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		id, err := newTLSIdentity("bench.example", tlsCertificate([]*x509.Certificate{tc, ic}, tk), []*x509.Certificate{root.Cert})
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		lns, ids = append(lns, ln), append(ids, id)
 		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(name), Address: raft.ServerAddress(ln.Addr().String())})
 	}
-	base := b.TempDir()
+	base := tb.TempDir()
 	var nodes []*raftNode
 	for i := range lns {
 		name := fmt.Sprintf("b%d", i)
 		n, err := startRaft(filepath.Join(base, name), name, lns[i], "", ids[i], emptyFSM{}, o, false)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		if i == 0 {
 			if err := n.raft.BootstrapCluster(conf).Error(); err != nil {
-				b.Fatal(err)
+				tb.Fatal(err)
 			}
 		}
 		nodes = append(nodes, n)
 	}
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		for _, n := range nodes {
 			n.shutdown()
 		}
 	})
 	// The first to win an election says so on its leadership channel.
-	won := make(chan *raft.Raft, len(nodes))
-	for _, n := range nodes {
+	won := make(chan int, len(nodes))
+	for i, n := range nodes {
 		go func() {
 			select {
 			case l := <-n.raft.LeaderCh():
 				if l {
-					won <- n.raft
+					won <- i
 				}
 			case <-time.After(10 * time.Second):
 			}
@@ -106,10 +114,10 @@ func bareCluster(b *testing.B) *raft.Raft {
 	}
 	select {
 	case l := <-won:
-		return l
+		return nodes, l
 	case <-time.After(10 * time.Second):
-		b.Fatal("no bare leader within 10s")
-		return nil
+		tb.Fatal("no bare leader within 10s")
+		return nil, 0
 	}
 }
 
@@ -165,7 +173,7 @@ func drive(n, w int, lat *latencies, op func(i int) error) (float64, error) {
 
 // BenchmarkRevocationCommit measures revocation writes through a
 // three-server loopback cluster (Propose on the leader: encode, Raft over
-// mutual TLS, boltdb fsync, fsm Apply) beside bare hashicorp/raft with an
+// mutual TLS, WAL fsync, fsm Apply) beside bare hashicorp/raft with an
 // empty FSM on the same transport and stores, in the same run. The figure
 // that counts is ratio = keymesh writes/s / bare writes/s.
 func BenchmarkRevocationCommit(b *testing.B) {

@@ -1,7 +1,7 @@
 // Package cluster is the runtime of keymesh root servers: hashicorp/raft with
-// raft-boltdb stores and file snapshots, a Raft transport over mutual TLS 1.3,
-// the HTTP API, forwarding of writes to the leader, and the bootstrap and join
-// flows.
+// a write-ahead log (raft-wal) and file snapshots, a Raft transport over
+// mutual TLS 1.3, the HTTP API, forwarding of writes to the leader, and the
+// bootstrap and join flows.
 //
 // # Life of a root server
 //

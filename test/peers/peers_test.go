@@ -68,7 +68,7 @@ func startKeymesh(t testing.TB) *keymeshCluster {
 }
 
 func (k *keymeshCluster) Conditions() string {
-	return "keymesh " + commit() + ", 3 root processes on loopback, Raft over mutual TLS, boltdb fsync per commit, " +
+	return "keymesh " + commit() + ", 3 root processes on loopback, Raft over mutual TLS, Raft log in a write-ahead log (raft-wal, one fsync per append), " +
 		"HTTPS API (TLS 1.3, HTTP/1.1 keep-alive) with a mutual-TLS admin credential, each request to root i%3 (followers forward) or to the leader, as the row says"
 }
 
