@@ -31,6 +31,7 @@ type metrics struct {
 	crlBuilds prometheus.Counter       // CRLs this server built and signed
 	csrChecks prometheus.Counter       // certificate requests whose signature this server checked
 	fedFetch  *prometheus.CounterVec   // federated networks' JWKS fetched, by network and result
+	probes    *prometheus.CounterVec   // probes of a leader whose connection closed, by result (failover.go)
 }
 
 func newMetrics(s *Server) *metrics {
@@ -58,11 +59,17 @@ func newMetrics(s *Server) *metrics {
 			Help: "Certificate requests (registrations, approvals, renewals) whose signature this server checked: once per request."}),
 		fedFetch: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_federation_fetches_total",
 			Help: "Fetches of a federated network's published JWKS by this server as leader, by network and result (ok, failed)."}, []string{"network", "result"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_raft_leader_probes_total",
+			Help: "Probes of the leader's Raft port after a connection from it closed, by result: alive, gone, unknown; " +
+				"election counts the elections a gone leader started here without waiting for the heartbeat timeout."}, []string{"result"}),
 	}
 	blocking := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keymesh_trust_blocking_queries",
 		Help: "Blocking trust queries waiting on this server (followers of the trust state)."},
 		func() float64 { return float64(s.blocking.inFlight()) })
-	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, m.csrChecks, m.fedFetch, blocking,
+	for _, r := range []probeResult{probeAlive, probeGone, probeUnknown, probeElection} {
+		m.probes.WithLabelValues(string(r)) // every series from the start, at 0
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, m.csrChecks, m.fedFetch, m.probes, blocking,
 		&stateCollector{s: s}, &rtrCollector{s: s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -77,6 +84,9 @@ func (m *metrics) federationFetch(network string, err error) {
 	}
 	m.fedFetch.WithLabelValues(network, result).Inc()
 }
+
+// probed counts one probe of a leader, or one election it started.
+func (m *metrics) probed(r probeResult) { m.probes.WithLabelValues(string(r)).Inc() }
 
 // applied counts one applied log entry.
 func (m *metrics) applied(res fsm.Result) {

@@ -66,6 +66,7 @@ type raftNode struct {
 	stream    *streamLayer
 	logs      logStore
 	notify    chan bool
+	watch     *crashWatch // nil until watchCrashes, or when it is off
 }
 
 // raftConfig turns Options into a raft.Config for the server id.
@@ -130,6 +131,9 @@ func startRaft(dir string, id string, ln net.Listener, advertise string, tid *tl
 }
 
 func (n *raftNode) shutdown() error {
+	if n.watch != nil {
+		n.watch.close()
+	}
 	err := n.raft.Shutdown().Error()
 	n.transport.Close()
 	if cerr := n.logs.Close(); err == nil {

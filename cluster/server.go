@@ -265,6 +265,7 @@ func (s *Server) Run(parent context.Context) (err error) {
 		}
 		return err
 	}
+	node.watchCrashes(s.name, s.opts.Raft, s.log, s.metrics.probed)
 	s.node = node
 	defer func() {
 		if serr := node.shutdown(); err == nil && serr != nil {

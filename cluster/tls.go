@@ -144,6 +144,27 @@ type streamLayer struct {
 
 	mu    sync.Mutex
 	conns map[*tls.Conn]struct{} // open Raft connections, both directions
+
+	closed atomic.Pointer[func(peer string)] // sees accepted connections end
+}
+
+// onClosed has f called, with the peer's root server name, when an
+// accepted connection whose handshake completed ends (crashWatch).
+func (s *streamLayer) onClosed(f func(peer string)) { s.closed.Store(&f) }
+
+// ended reports the end of the accepted connection c to onClosed's func.
+func (s *streamLayer) ended(c *tls.Conn) {
+	f := s.closed.Load()
+	if f == nil {
+		return
+	}
+	cs := c.ConnectionState()
+	if !cs.HandshakeComplete || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return
+	}
+	if id, err := ca.IdentityOf(cs.VerifiedChains[0][0]); err == nil {
+		(*f)(id.Name)
+	}
 }
 
 // track remembers c until it is closed, for recheck.
@@ -266,6 +287,7 @@ type handshakeConn struct {
 	layer *streamLayer
 	once  sync.Once
 	err   error
+	end   sync.Once
 }
 
 func (c *handshakeConn) Close() error {
@@ -289,7 +311,11 @@ func (c *handshakeConn) Read(b []byte) (int, error) {
 	if err := c.handshake(); err != nil {
 		return 0, err
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.end.Do(func() { c.layer.ended(c.Conn) })
+	}
+	return n, err
 }
 
 func (c *handshakeConn) Write(b []byte) (int, error) {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"errors"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 func TestCanonicalSerial(t *testing.T) {
@@ -165,5 +168,40 @@ func TestParseOnOff(t *testing.T) {
 		if !errors.As(err, &ue) {
 			t.Errorf("parseOnOff(%q) = %v, %v; want a usage error", in, got, err)
 		}
+	}
+}
+
+func TestServeFlagsRaftTimeouts(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		heartbeat time.Duration
+		noCrash   bool
+	}{
+		{nil, 0, false},
+		{[]string{"--raft-heartbeat=300ms"}, 300 * time.Millisecond, false},
+		{[]string{"--raft-wait-out-crashes"}, 0, true},
+	} {
+		var f serveFlags
+		cmd := &cobra.Command{Use: "server"}
+		f.register(cmd, "info")
+		if err := cmd.ParseFlags(tc.args); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		o, err := f.options(io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if o.Raft.Heartbeat != tc.heartbeat || o.Raft.NoCrashElection != tc.noCrash {
+			t.Errorf("%v: heartbeat %s, NoCrashElection %v; want %s, %v", tc.args, o.Raft.Heartbeat, o.Raft.NoCrashElection, tc.heartbeat, tc.noCrash)
+		}
+	}
+	var f serveFlags
+	cmd := &cobra.Command{Use: "server"}
+	f.register(cmd, "info")
+	if err := cmd.ParseFlags([]string{"--raft-heartbeat=-1s"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.options(io.Discard); err == nil {
+		t.Error("a negative --raft-heartbeat was taken")
 	}
 }

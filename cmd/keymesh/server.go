@@ -26,6 +26,7 @@ type serveFlags struct {
 	heartbeat time.Duration
 	election  time.Duration
 	lease     time.Duration
+	waitCrash bool
 	logLevel  string
 
 	regRate            float64
@@ -53,6 +54,7 @@ func (f *serveFlags) register(cmd *cobra.Command, defaultLevel string) {
 	fl.DurationVar(&f.heartbeat, "raft-heartbeat", 0, fmt.Sprintf("Raft heartbeat timeout (0: LAN default %s)", d.Heartbeat))
 	fl.DurationVar(&f.election, "raft-election", 0, fmt.Sprintf("Raft election timeout (0: LAN default %s)", d.Election))
 	fl.DurationVar(&f.lease, "raft-lease", 0, fmt.Sprintf("Raft leader lease, at most the heartbeat timeout (0: LAN default %s)", d.LeaderLease))
+	fl.BoolVar(&f.waitCrash, "raft-wait-out-crashes", false, "wait out the heartbeat timeout even when the leader's process is gone (its Raft port refuses connections); by default a follower starts an election at once")
 	fl.StringVar(&f.logLevel, "log-level", defaultLevel, "log level on stderr: trace, debug, info, warn or error")
 	fl.Float64Var(&f.regRate, "registration-rate", 0, "registrations, collections and root joins per second from one client address, cluster-wide (0: default 20)")
 	fl.IntVar(&f.regBurst, "registration-burst", 0, "... and in a burst (0: default 40)")
@@ -90,7 +92,7 @@ func (f serveFlags) options(stderr io.Writer) (cluster.Options, error) {
 		return cluster.Options{}, usagef("--rtr-max-routers must not be negative (0 takes the default)")
 	}
 	return cluster.Options{
-		Raft:   cluster.RaftTimeouts{Heartbeat: f.heartbeat, Election: f.election, LeaderLease: f.lease},
+		Raft:   cluster.RaftTimeouts{Heartbeat: f.heartbeat, Election: f.election, LeaderLease: f.lease, NoCrashElection: f.waitCrash},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "keymesh", Level: level, Output: stderr}),
 		Limits: cluster.Limits{RegistrationRate: f.regRate, RegistrationBurst: f.regBurst,
 			MaxPendingRegistrations: f.maxPending, MaxPendingPerSource: f.maxPendingPerSouce,

@@ -35,9 +35,11 @@ func writeLoop(c *harness.Cluster, via *harness.Root, acked chan<- time.Time, st
 // leadership to another voter before it stops, so the writes through a
 // follower pause for the moment the successor takes, not for a heartbeat
 // timeout and an election (as after kill -9 of the leader, measured in
-// the same run).
+// the same run). The roots wait out crashes: a leader whose process is
+// gone would otherwise be replaced at once too (failover.go), and the
+// test could not tell a hand-over from that.
 func TestLeaderHandsOverOnStop(t *testing.T) {
-	c := harness.StartCluster(t, bin, 3)
+	c := harness.StartCluster(t, bin, 3, "--raft-wait-out-crashes")
 	measure := func(stopIt func(*harness.Root)) (time.Duration, int) {
 		t.Helper()
 		leader := c.Leader(10 * time.Second)

@@ -1,0 +1,214 @@
+package cluster
+
+import (
+	"errors"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// A follower that waits out the heartbeat timeout after its leader crashed
+// loses between one and three timeouts: hashicorp/raft draws the timer
+// between one and two times the timeout, renews it while the last contact is
+// recent, and the other follower refuses to vote while it still knows a
+// leader. When the leader's process is gone the follower can know it at
+// once: the connections the leader opened to it close, and the leader's Raft
+// port then refuses a new one (or whatever stands in front of it closes the
+// connection before the TLS handshake). A crashWatch turns that into an
+// election started there and then.
+//
+// Only a refused or reset connection, or one closed before the handshake
+// completed, counts as gone; a leader that answers the handshake is alive,
+// and a probe that times out proves nothing (a partition or an overloaded
+// host looks like that), so both leave Raft's own timeouts in charge.
+//
+// The election is the one a leadership transfer starts (a TimeoutNow RPC
+// that this server sends itself), so the other followers vote although they
+// may not have noticed yet that the leader is gone. Votes still go only to a
+// candidate whose log is at least as up to date as the voter's: Raft's
+// safety does not depend on timing, and this changes only when an election
+// starts. The followers go one after the other, in the order of their
+// server IDs, stagger apart, so that two candidates do not split the vote;
+// a later one goes only if it still has not heard from a new leader, which
+// also covers an earlier one that lost because its log was behind.
+type crashWatch struct {
+	raft    *raft.Raft
+	trans   *raft.NetworkTransport
+	stream  *streamLayer
+	id      raft.ServerID
+	stagger time.Duration
+	timeout time.Duration
+	log     hclog.Logger
+	observe func(probeResult)
+
+	probing atomic.Bool
+	mu      sync.Mutex
+	closed  bool
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// probeResult is what a probe of the leader's Raft port found, and what a
+// gone leader led to.
+type probeResult string
+
+const (
+	probeAlive   probeResult = "alive"   // the leader answered the TLS handshake
+	probeGone    probeResult = "gone"    // refused, reset or closed before the handshake
+	probeUnknown probeResult = "unknown" // timed out or failed otherwise
+	// probeElection counts the elections a gone leader started here.
+	probeElection probeResult = "election"
+)
+
+// watchCrashes has the stream layer tell n, as a follower, when a
+// connection from its leader closes. observe, when set, sees every probe's
+// result and every election it started.
+func (n *raftNode) watchCrashes(id string, t RaftTimeouts, log hclog.Logger, observe func(probeResult)) {
+	if t.NoCrashElection {
+		return
+	}
+	w := &crashWatch{
+		raft: n.raft, trans: n.transport, stream: n.stream, id: raft.ServerID(id),
+		stagger: t.Heartbeat / 2, timeout: t.Heartbeat, log: log.Named("failover"),
+		observe: observe, stop: make(chan struct{}),
+	}
+	n.watch = w
+	n.stream.onClosed(w.peerClosed)
+}
+
+// close stops w and waits for its probes.
+func (w *crashWatch) close() {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.stop)
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+// peerClosed is called when an accepted Raft connection from the root
+// server peer ends. It probes the leader when peer is this follower's
+// leader and no probe is running.
+func (w *crashWatch) peerClosed(peer string) {
+	if w.raft.State() != raft.Follower {
+		return
+	}
+	addr, leader := w.raft.LeaderWithID()
+	if addr == "" || string(leader) != peer {
+		return
+	}
+	if !w.probing.CompareAndSwap(false, true) {
+		return
+	}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		w.probing.Store(false)
+		return
+	}
+	w.wg.Add(1)
+	w.mu.Unlock()
+	go func() {
+		defer w.wg.Done()
+		defer w.probing.Store(false)
+		w.check(addr, leader)
+	}()
+}
+
+// check probes the leader at addr and, if it is gone, starts an election
+// here when this server's turn comes.
+func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID) {
+	res := w.probe(addr)
+	w.seen(res)
+	if res != probeGone {
+		if res == probeUnknown {
+			w.log.Debug("the connection from the leader closed and a probe of its Raft port was inconclusive; waiting for the heartbeat timeout", "leader", leader)
+		}
+		return
+	}
+	turn, ok := w.turn(leader)
+	if !ok {
+		return
+	}
+	if turn > 0 {
+		t := time.NewTimer(time.Duration(turn) * w.stagger)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-w.stop:
+			return
+		}
+	}
+	// A candidate that went before may have cleared the leader here and
+	// lost (its log was behind this one's): go then too, unless a new
+	// leader has spoken or this server is a candidate already.
+	if _, id := w.raft.LeaderWithID(); (id != "" && id != leader) || w.raft.State() != raft.Follower {
+		return
+	}
+	w.log.Info("the leader's Raft port refuses connections; starting an election without waiting for the heartbeat timeout",
+		"leader", leader, "leader_addr", addr, "turn", turn)
+	local := w.trans.LocalAddr()
+	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
+		ProtocolVersion: raft.ProtocolVersionMax,
+		ID:              []byte(w.id),
+		Addr:            w.trans.EncodePeer(w.id, local),
+	}}
+	if err := w.trans.TimeoutNow(w.id, local, req, &raft.TimeoutNowResponse{}); err != nil {
+		w.log.Warn("could not start an election; the heartbeat timeout will", "error", err)
+		return
+	}
+	w.seen(probeElection)
+}
+
+func (w *crashWatch) seen(r probeResult) {
+	if w.observe != nil {
+		w.observe(r)
+	}
+}
+
+// probe dials the leader's Raft address with the root TLS configuration.
+func (w *crashWatch) probe(addr raft.ServerAddress) probeResult {
+	c, err := w.stream.Dial(addr, w.timeout)
+	if err == nil {
+		c.Close()
+		return probeAlive
+	}
+	return classifyProbe(err)
+}
+
+// classifyProbe sorts a failed dial of a Raft port: a refusal, a reset or
+// a close before the handshake completed means no Raft server is behind
+// it; anything else (a timeout above all) proves nothing.
+func classifyProbe(err error) probeResult {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return probeGone
+	}
+	return probeUnknown
+}
+
+// turn is this server's place among the voters that remain when leader is
+// gone, in the order of their IDs; ok is false when this server is not one.
+func (w *crashWatch) turn(leader raft.ServerID) (int, bool) {
+	f := w.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0, false
+	}
+	var ids []raft.ServerID
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && s.ID != leader {
+			ids = append(ids, s.ID)
+		}
+	}
+	slices.Sort(ids)
+	i := slices.Index(ids, w.id)
+	return i, i >= 0
+}

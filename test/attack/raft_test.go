@@ -1,0 +1,114 @@
+package attack
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/cluster/api"
+	"github.com/keymesh/keymesh/test/harness"
+)
+
+// TestOutsidersCannotStartElections: a follower starts an election at once
+// when a connection from its leader closes and the leader's Raft port then
+// refuses a new one. Connections to a follower's Raft port that close are
+// therefore a lever: an attacker with network access or a node's key opens
+// and closes them by the hundred, with the node's certificate, with none,
+// and without TLS at all. None passes the root handshake, so none counts
+// as a connection from the leader: no probe, no election, the same leader
+// in the same term, taking writes.
+func TestOutsidersCannotStartElections(t *testing.T) {
+	c := harness.StartCluster(t, bin, 3)
+	ctx := ctxT(t, 3*time.Minute)
+	leader := c.Leader(time.Minute)
+	before, err := c.StatusOf(ctx, leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := join(t, c, "mallory", "NODE")
+	pem, err := os.ReadFile(c.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatal("no AS roots in the bundle")
+	}
+	const each = 100
+	for _, r := range c.Roots {
+		if r == leader {
+			continue
+		}
+		for i := range each {
+			// With the node's certificate: the server refuses it after the
+			// handshake's client flight, so the refusal arrives on the
+			// first read.
+			cfg := &tls.Config{MinVersion: tls.VersionTLS13, ServerName: "127.0.0.1", RootCAs: roots,
+				Certificates: []tls.Certificate{x.tls}}
+			if i%2 == 1 {
+				cfg.Certificates = nil // with no certificate at all
+			}
+			conn, err := tls.Dial("tcp", r.RaftAddr, cfg)
+			if err == nil {
+				conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, err = conn.Read(make([]byte, 1))
+				conn.Close()
+			}
+			if err == nil {
+				t.Fatalf("%s's Raft port took a connection with a node certificate (or none)", r.Name)
+			}
+			// Without TLS: bytes that are no handshake, then gone.
+			raw, err := net.Dial("tcp", r.RaftAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw.Write([]byte("\x01\x00\x00\x00\x00garbage"))
+			raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+			raw.Read(make([]byte, 1)) // the server's alert or close
+			raw.Close()
+		}
+	}
+	// Each refused connection was refused before the server read a Raft
+	// byte from it, which is before anything could report it closed.
+	for _, r := range c.Roots {
+		for _, res := range []string{"alive", "gone", "unknown", "election"} {
+			series := `keymesh_raft_leader_probes_total{result="` + res + `"}`
+			if n := rootMetric(t, c, r, series); n != 0 {
+				t.Errorf("%s: %s = %d after outsiders' connections", r.Name, series, n)
+			}
+		}
+	}
+	if _, err := c.Client(leader).Revoke(ctx, api.RevokeRequest{Kind: "token", ID: "outsiders-" + strconv.Itoa(each)}); err != nil {
+		t.Fatalf("the leader no longer takes writes: %v", err)
+	}
+	after, err := c.StatusOf(ctx, leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.State != "Leader" || after.Term != before.Term {
+		t.Errorf("%s after the attack: %s in term %d, was Leader in term %d", leader.Name, after.State, after.Term, before.Term)
+	}
+}
+
+// rootMetric reads one series of a root server's metrics; the series must
+// be there.
+func rootMetric(t *testing.T, c *harness.Cluster, r *harness.Root, series string) int {
+	t.Helper()
+	b, err := c.Client(r).Metrics(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatalf("%s metrics: %v", r.Name, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(n)
+		}
+	}
+	t.Fatalf("%s: no series %s in the metrics", r.Name, series)
+	return 0
+}
