@@ -23,10 +23,17 @@ import (
 // connection before the TLS handshake). A crashWatch turns that into an
 // election started there and then.
 //
-// Only a refused or reset connection, or one closed before the handshake
-// completed, counts as gone; a leader that answers the handshake is alive,
-// and a probe that times out proves nothing (a partition or an overloaded
-// host looks like that), so both leave Raft's own timeouts in charge.
+// Three things must hold. The probe of the leader's port is refused, reset
+// or closed before the handshake completed: a completed handshake is a live
+// leader, and a probe that times out proves nothing (a partition or an
+// overloaded host looks like that). The leader then stays silent for a
+// quarter of the heartbeat timeout, more than the interval of its
+// heartbeats: a live leader whose port something refuses (a firewall rule,
+// a proxy in front of it, a full accept queue) keeps sending heartbeats
+// over the connections it opens itself, and is left alone. And the term has
+// not moved since the connection closed: an election somebody else started
+// (a leadership transfer, an earlier crash election) is left to Raft,
+// lost or won.
 //
 // The election is the one a leadership transfer starts (a TimeoutNow RPC
 // that this server sends itself), so the other followers vote although they
@@ -35,19 +42,21 @@ import (
 // safety does not depend on timing, and this changes only when an election
 // starts. The followers go one after the other, in the order of their
 // server IDs, stagger apart, so that two candidates do not split the vote;
-// a later one goes only if it still has not heard from a new leader, which
-// also covers an earlier one that lost because its log was behind.
+// a later one goes only if it has heard from nobody and the term has not
+// moved, so it never cuts into an election an earlier one started.
 type crashWatch struct {
 	raft    *raft.Raft
 	trans   *raft.NetworkTransport
 	stream  *streamLayer
 	id      raft.ServerID
+	quiet   time.Duration // how long a gone leader must stay silent
 	stagger time.Duration
 	timeout time.Duration
 	log     hclog.Logger
 	observe func(probeResult)
 
 	probing atomic.Bool
+	pending atomic.Bool // a close came while a probe ran: probe again after it
 	mu      sync.Mutex
 	closed  bool
 	stop    chan struct{}
@@ -62,6 +71,8 @@ const (
 	probeAlive   probeResult = "alive"   // the leader answered the TLS handshake
 	probeGone    probeResult = "gone"    // refused, reset or closed before the handshake
 	probeUnknown probeResult = "unknown" // timed out or failed otherwise
+	// probeHeard is a gone port whose leader still sent heartbeats.
+	probeHeard probeResult = "heard"
 	// probeElection counts the elections a gone leader started here.
 	probeElection probeResult = "election"
 )
@@ -75,7 +86,7 @@ func (n *raftNode) watchCrashes(id string, t RaftTimeouts, log hclog.Logger, obs
 	}
 	w := &crashWatch{
 		raft: n.raft, trans: n.transport, stream: n.stream, id: raft.ServerID(id),
-		stagger: t.Heartbeat / 2, timeout: t.Heartbeat, log: log.Named("failover"),
+		quiet: t.Heartbeat / 4, stagger: t.Heartbeat / 2, timeout: t.Heartbeat, log: log.Named("failover"),
 		observe: observe, stop: make(chan struct{}),
 	}
 	n.watch = w
@@ -95,7 +106,7 @@ func (w *crashWatch) close() {
 
 // peerClosed is called when an accepted Raft connection from the root
 // server peer ends. It probes the leader when peer is this follower's
-// leader and no probe is running.
+// leader; a close that comes while a probe runs is probed again after it.
 func (w *crashWatch) peerClosed(peer string) {
 	if w.raft.State() != raft.Follower {
 		return
@@ -104,7 +115,9 @@ func (w *crashWatch) peerClosed(peer string) {
 	if addr == "" || string(leader) != peer {
 		return
 	}
+	since, term := time.Now(), w.raft.CurrentTerm()
 	if !w.probing.CompareAndSwap(false, true) {
+		w.pending.Store(true)
 		return
 	}
 	w.mu.Lock()
@@ -117,17 +130,21 @@ func (w *crashWatch) peerClosed(peer string) {
 	w.mu.Unlock()
 	go func() {
 		defer w.wg.Done()
-		defer w.probing.Store(false)
-		w.check(addr, leader)
+		w.check(addr, leader, since, term)
+		w.probing.Store(false)
+		if w.pending.Swap(false) {
+			w.peerClosed(peer)
+		}
 	}()
 }
 
-// check probes the leader at addr and, if it is gone, starts an election
-// here when this server's turn comes.
-func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID) {
+// check probes the leader at addr, whose connection closed at since in
+// term, and, if it is gone, starts an election here when this server's turn
+// comes.
+func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID, since time.Time, term uint64) {
 	res := w.probe(addr)
-	w.seen(res)
 	if res != probeGone {
+		w.seen(res)
 		if res == probeUnknown {
 			w.log.Debug("the connection from the leader closed and a probe of its Raft port was inconclusive; waiting for the heartbeat timeout", "leader", leader)
 		}
@@ -135,24 +152,27 @@ func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID) {
 	}
 	turn, ok := w.turn(leader)
 	if !ok {
+		w.seen(res)
 		return
 	}
-	if turn > 0 {
-		t := time.NewTimer(time.Duration(turn) * w.stagger)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-w.stop:
-			return
-		}
-	}
-	// A candidate that went before may have cleared the leader here and
-	// lost (its log was behind this one's): go then too, unless a new
-	// leader has spoken or this server is a candidate already.
-	if _, id := w.raft.LeaderWithID(); (id != "" && id != leader) || w.raft.State() != raft.Follower {
+	t := time.NewTimer(w.quiet + time.Duration(turn)*w.stagger)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-w.stop:
 		return
 	}
-	w.log.Info("the leader's Raft port refuses connections; starting an election without waiting for the heartbeat timeout",
+	if w.raft.LastContact().After(since) {
+		w.seen(probeHeard)
+		w.log.Info("the leader's Raft port refuses connections but the leader is still heard; not starting an election",
+			"leader", leader, "leader_addr", addr)
+		return
+	}
+	w.seen(res)
+	if w.raft.CurrentTerm() != term || w.raft.State() != raft.Follower {
+		return // an election is under way or over; Raft's timers see to a lost one
+	}
+	w.log.Info("the leader's Raft port refuses connections and the leader is silent; starting an election without waiting for the heartbeat timeout",
 		"leader", leader, "leader_addr", addr, "turn", turn)
 	local := w.trans.LocalAddr()
 	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{

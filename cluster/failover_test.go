@@ -44,7 +44,12 @@ func TestClassifyProbe(t *testing.T) {
 // receives every probe result of every server.
 func slowTimeoutsCluster(t *testing.T, slow time.Duration) (nodes []*raftNode, leader int, probes chan probeResult) {
 	t.Helper()
-	o := testOptions(t).withDefaults()
+	o := testOptions(t)
+	// A leader lease and heartbeat well above a loaded machine's stalls, so
+	// that the leader does not step down by itself while the test runs;
+	// the followers' timeouts go to slow below.
+	o.Raft.Heartbeat, o.Raft.Election, o.Raft.LeaderLease = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+	o = o.withDefaults()
 	nodes, leader = bareNodes(t, o)
 	if err := nodes[leader].raft.Barrier(10 * time.Second).Error(); err != nil {
 		t.Fatal(err)
@@ -52,7 +57,7 @@ func slowTimeoutsCluster(t *testing.T, slow time.Duration) (nodes []*raftNode, l
 	for i, n := range nodes {
 		if i != leader {
 			awaitLeader(t, n, raft.ServerID(fmt.Sprintf("b%d", leader)))
-			awaitConfiguration(t, n, len(nodes))
+			awaitCaughtUp(t, n, nodes[leader])
 		}
 	}
 	probes = make(chan probeResult, 64)
@@ -114,19 +119,16 @@ func awaitLeader(t *testing.T, n *raftNode, id raft.ServerID) {
 	}
 }
 
-// awaitConfiguration returns once n holds a configuration of voters
-// servers. hashicorp/raft sends no event when a follower stores an entry, so
-// this polls, against a deadline.
-func awaitConfiguration(t *testing.T, n *raftNode, voters int) {
+// awaitCaughtUp returns once n holds the leader's whole log, so that
+// either follower can win the election a crash starts. hashicorp/raft sends
+// no event when a follower stores an entry, so this polls, against a
+// deadline.
+func awaitCaughtUp(t *testing.T, n, leader *raftNode) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		f := n.raft.GetConfiguration()
-		if f.Error() == nil && len(f.Configuration().Servers) == voters {
-			return
-		}
+	for n.raft.LastIndex() < leader.raft.LastIndex() {
 		if time.Now().After(deadline) {
-			t.Fatalf("the follower does not hold the %d-voter configuration", voters)
+			t.Fatalf("the follower is at index %d, the leader at %d", n.raft.LastIndex(), leader.raft.LastIndex())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -217,34 +219,129 @@ func TestLiveLeaderKeepsLeading(t *testing.T) {
 	nodes, leader, probes := slowTimeoutsCluster(t, 5*time.Second)
 	l := nodes[leader]
 	term := l.raft.CurrentTerm()
-	l.stream.mu.Lock()
-	n := len(l.stream.conns)
-	for c := range l.stream.conns {
+	closeConns(t, l)
+	// Both followers had a connection from the leader: both probe.
+	for range len(nodes) - 1 {
+		select {
+		case r := <-probes:
+			if r != probeAlive {
+				t.Fatalf("a probe of the live leader found it %s", r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a follower did not probe the leader after its connections closed")
+		}
+	}
+	stillLeading(t, l, term, probes)
+}
+
+// TestLeaderWithRefusedPortKeepsLeading: a live leader whose Raft port
+// refuses connections (a firewall rule, a proxy in front of it) looks gone
+// to a probe, but it goes on sending heartbeats over the connections it
+// opens itself, and the followers leave it leading.
+func TestLeaderWithRefusedPortKeepsLeading(t *testing.T) {
+	nodes, leader, probes := slowTimeoutsCluster(t, 5*time.Second)
+	l := nodes[leader]
+	term := l.raft.CurrentTerm()
+	l.stream.ln.Close()
+	closeConns(t, l)
+	for range len(nodes) - 1 {
+		select {
+		case r := <-probes:
+			if r != probeHeard {
+				t.Fatalf("a probe of a leader with a refused port that still sends heartbeats found it %s, want %s", r, probeHeard)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a follower did not probe the leader after its connections closed")
+		}
+	}
+	stillLeading(t, l, term, probes)
+}
+
+// closeConns closes every Raft connection of n, as a middlebox would.
+func closeConns(t *testing.T, n *raftNode) {
+	t.Helper()
+	n.stream.mu.Lock()
+	defer n.stream.mu.Unlock()
+	if len(n.stream.conns) == 0 {
+		t.Fatal("the server had no Raft connections to close")
+	}
+	for c := range n.stream.conns {
 		c.NetConn().Close()
 	}
-	l.stream.mu.Unlock()
-	if n == 0 {
-		t.Fatal("the leader had no Raft connections to close")
-	}
-	select {
-	case r := <-probes:
-		if r != probeAlive {
-			t.Fatalf("a probe of the live leader found it %s", r)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no follower probed the leader after its connections closed")
-	}
-	// A write commits, through the same leader and in the same term.
+}
+
+// stillLeading checks that l leads in term and takes a write, and that no
+// probe result in probes is an election.
+func stillLeading(t *testing.T, l *raftNode, term uint64, probes chan probeResult) {
+	t.Helper()
 	if err := l.raft.Apply([]byte("x"), 5*time.Second).Error(); err != nil {
 		t.Fatalf("the leader no longer takes writes: %v", err)
 	}
 	if got := l.raft.CurrentTerm(); got != term || l.raft.State() != raft.Leader {
-		t.Errorf("after the probe: term %d state %s, want term %d and still leader", got, l.raft.State(), term)
+		t.Errorf("after the probes: term %d state %s, want term %d and still leader", got, l.raft.State(), term)
 	}
 	for len(probes) > 0 {
 		if r := <-probes; r == probeElection {
 			t.Errorf("a follower started an election against a live leader")
 		}
+	}
+}
+
+// TestProbeOverSockets: what a probe through the stream layer finds at a
+// closed port, at one that accepts and closes at once, and at one that
+// accepts and never answers.
+func TestProbeOverSockets(t *testing.T) {
+	o := testOptions(t).withDefaults()
+	nodes, _ := bareNodes(t, o)
+	w := &crashWatch{stream: nodes[0].stream, timeout: 300 * time.Millisecond}
+
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+
+	listen := func(serve func(net.Conn)) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				serve(c)
+			}
+		}()
+		return ln.Addr().String()
+	}
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	hangs := make(chan net.Conn, 4)
+	for _, tc := range []struct {
+		name string
+		addr string
+		want probeResult
+	}{
+		{"closed port", closedAddr, probeGone},
+		{"accepts and closes", listen(func(c net.Conn) { c.Close() }), probeGone},
+		{"accepts and never answers", listen(func(c net.Conn) { hangs <- c }), probeUnknown},
+		{"a live root", nodes[1].stream.Addr().String(), probeAlive},
+	} {
+		if got := w.probe(raft.ServerAddress(tc.addr)); got != tc.want {
+			t.Errorf("%s: probe found %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	for len(hangs) > 0 {
+		held = append(held, <-hangs)
 	}
 }
 

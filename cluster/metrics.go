@@ -60,13 +60,14 @@ func newMetrics(s *Server) *metrics {
 		fedFetch: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_federation_fetches_total",
 			Help: "Fetches of a federated network's published JWKS by this server as leader, by network and result (ok, failed)."}, []string{"network", "result"}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_raft_leader_probes_total",
-			Help: "Probes of the leader's Raft port after a connection from it closed, by result: alive, gone, unknown; " +
+			Help: "Probes of the leader's Raft port after a connection from it closed, by result: alive, gone, unknown, " +
+				"heard (the port refused but the leader's heartbeats went on); " +
 				"election counts the elections a gone leader started here without waiting for the heartbeat timeout."}, []string{"result"}),
 	}
 	blocking := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keymesh_trust_blocking_queries",
 		Help: "Blocking trust queries waiting on this server (followers of the trust state)."},
 		func() float64 { return float64(s.blocking.inFlight()) })
-	for _, r := range []probeResult{probeAlive, probeGone, probeUnknown, probeElection} {
+	for _, r := range []probeResult{probeAlive, probeGone, probeHeard, probeUnknown, probeElection} {
 		m.probes.WithLabelValues(string(r)) // every series from the start, at 0
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, m.csrChecks, m.fedFetch, m.probes, blocking,

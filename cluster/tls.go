@@ -312,8 +312,8 @@ func (c *handshakeConn) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	n, err := c.Conn.Read(b)
-	if err != nil {
-		c.end.Do(func() { c.layer.ended(c.Conn) })
+	if ne, ok := err.(net.Error); err != nil && (!ok || !ne.Timeout()) {
+		c.end.Do(func() { c.layer.ended(c.Conn) }) // a deadline is not an end
 	}
 	return n, err
 }

@@ -88,3 +88,37 @@ func TestLeaderHandsOverOnStop(t *testing.T) {
 		t.Errorf("a SIGTERM of the leader paused the writes for %s, not less than the heartbeat timeout: no hand-over", termGap)
 	}
 }
+
+// TestHandOverStartsOneElection: with the crash election on (the default),
+// a SIGTERM of the leader costs one election, not two. The third root sees
+// the stopping leader's connections close and its port refuse, as after a
+// crash, but by then the successor has asked for its vote or already leads:
+// the term has moved or the leader is heard, and it leaves the election to
+// the hand-over.
+func TestHandOverStartsOneElection(t *testing.T) {
+	c := harness.StartCluster(t, bin, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for round := range 3 {
+		leader := c.Leader(10 * time.Second)
+		before, err := c.StatusOf(ctx, leader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Terminate(leader)
+		c.Leader(10 * time.Second)
+		c.Restart(leader)
+		c.WaitConverged(30 * time.Second)
+		// By now any second election would have ended: the crash
+		// election goes within a heartbeat timeout of the close.
+		for _, r := range c.Running() {
+			st, err := c.StatusOf(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Term != before.Term+1 {
+				t.Errorf("round %d: %s is in term %d after the SIGTERM of %s in term %d: want exactly one election", round, r.Name, st.Term, leader.Name, before.Term)
+			}
+		}
+	}
+}
