@@ -23,17 +23,17 @@ import (
 // connection before the TLS handshake). A crashWatch turns that into an
 // election started there and then.
 //
-// Three things must hold. The probe of the leader's port is refused, reset
+// Two things must hold. The probe of the leader's port is refused, reset
 // or closed before the handshake completed: a completed handshake is a live
 // leader, and a probe that times out proves nothing (a partition or an
-// overloaded host looks like that). The leader then stays silent for a
-// quarter of the heartbeat timeout, more than the interval of its
-// heartbeats: a live leader whose port something refuses (a firewall rule,
-// a proxy in front of it, a full accept queue) keeps sending heartbeats
-// over the connections it opens itself, and is left alone. And the term has
-// not moved since the connection closed: an election somebody else started
-// (a leadership transfer, an earlier crash election) is left to Raft,
-// lost or won.
+// overloaded host looks like that). And nothing is heard for a quarter of
+// the heartbeat timeout after the close, more than the interval of the
+// leader's heartbeats: a live leader whose port something refuses (a
+// firewall rule, a proxy in front of it, a full accept queue) keeps
+// sending heartbeats over the connections it opens itself, and is left
+// alone. Raft renews the last contact on a vote this server grants too, so
+// an election somebody else started and this server voted in (a
+// leadership transfer's, an earlier crash election's) is left to Raft.
 //
 // The election is the one a leadership transfer starts (a TimeoutNow RPC
 // that this server sends itself), so the other followers vote although they
@@ -42,8 +42,10 @@ import (
 // safety does not depend on timing, and this changes only when an election
 // starts. The followers go one after the other, in the order of their
 // server IDs, stagger apart, so that two candidates do not split the vote;
-// a later one goes only if it has heard from nobody and the term has not
-// moved, so it never cuts into an election an earlier one started.
+// a later one goes only if it has heard from nobody and given its vote to
+// nobody, so it cuts only into an election it refused (the earlier
+// candidate's log was behind its own, and without its vote that candidate
+// cannot win in a cluster of three).
 type crashWatch struct {
 	raft    *raft.Raft
 	trans   *raft.NetworkTransport
@@ -155,22 +157,26 @@ func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID, since 
 		w.seen(res)
 		return
 	}
-	t := time.NewTimer(w.quiet + time.Duration(turn)*w.stagger)
+	t := time.NewTimer(time.Until(since.Add(w.quiet + time.Duration(turn)*w.stagger)))
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-w.stop:
 		return
 	}
+	// Raft renews the last contact on every AppendEntries of a leader and
+	// on every vote this server grants.
 	if w.raft.LastContact().After(since) {
-		w.seen(probeHeard)
-		w.log.Info("the leader's Raft port refuses connections but the leader is still heard; not starting an election",
-			"leader", leader, "leader_addr", addr)
-		return
+		if w.raft.CurrentTerm() == term {
+			w.seen(probeHeard)
+			w.log.Info("the leader's Raft port refuses connections but the leader is still heard; not starting an election",
+				"leader", leader, "leader_addr", addr)
+		}
+		return // or another server's election had this one's vote
 	}
 	w.seen(res)
-	if w.raft.CurrentTerm() != term || w.raft.State() != raft.Follower {
-		return // an election is under way or over; Raft's timers see to a lost one
+	if w.raft.State() != raft.Follower {
+		return // an election of this server's is under way
 	}
 	w.log.Info("the leader's Raft port refuses connections and the leader is silent; starting an election without waiting for the heartbeat timeout",
 		"leader", leader, "leader_addr", addr, "turn", turn)

@@ -62,7 +62,13 @@ func slowTimeoutsCluster(t *testing.T, slow time.Duration) (nodes []*raftNode, l
 	}
 	probes = make(chan probeResult, 64)
 	for i, n := range nodes {
-		n.watchCrashes(fmt.Sprintf("b%d", i), o.Raft, o.Logger, func(r probeResult) { probes <- r })
+		n.watchCrashes(fmt.Sprintf("b%d", i), o.Raft, o.Logger, func(r probeResult) {
+			select {
+			case probes <- r:
+			default:
+				t.Errorf("more than %d probe results", cap(probes))
+			}
+		})
 		if i == leader {
 			continue
 		}
@@ -144,12 +150,25 @@ func leaderChanges(t *testing.T, n *raftNode) <-chan raft.ServerID {
 		return ok
 	})
 	n.raft.RegisterObserver(o)
-	t.Cleanup(func() { n.raft.DeregisterObserver(o) })
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		n.raft.DeregisterObserver(o)
+		close(done)
+	})
 	out := make(chan raft.ServerID, 16)
 	go func() {
-		for ob := range obs {
-			if id := ob.Data.(raft.LeaderObservation).LeaderID; id != "" {
-				out <- id
+		for {
+			select {
+			case ob := <-obs:
+				if id := ob.Data.(raft.LeaderObservation).LeaderID; id != "" {
+					select {
+					case out <- id:
+					case <-done:
+						return
+					}
+				}
+			case <-done:
+				return
 			}
 		}
 	}()
