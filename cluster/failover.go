@@ -31,9 +31,9 @@ import (
 // leader's heartbeats: a live leader whose port something refuses (a
 // firewall rule, a proxy in front of it, a full accept queue) keeps
 // sending heartbeats over the connections it opens itself, and is left
-// alone. Raft renews the last contact on a vote this server grants too, so
-// an election somebody else started and this server voted in (a
-// leadership transfer's, an earlier crash election's) is left to Raft.
+// alone. An election somebody else started and this server voted in (a
+// leadership transfer's, an earlier crash election's), before the close or
+// after it, is left to Raft.
 //
 // The election is the one a leadership transfer starts (a TimeoutNow RPC
 // that this server sends itself), so the other followers vote although they
@@ -51,18 +51,21 @@ type crashWatch struct {
 	trans   *raft.NetworkTransport
 	stream  *streamLayer
 	id      raft.ServerID
-	quiet   time.Duration // how long a gone leader must stay silent
+	votes   raft.StableStore // where Raft keeps the term of its last vote
+	quiet   time.Duration    // how long a gone leader must stay silent
 	stagger time.Duration
 	timeout time.Duration
 	log     hclog.Logger
 	observe func(probeResult)
 
-	probing atomic.Bool
-	pending atomic.Bool // a close came while a probe ran: probe again after it
-	mu      sync.Mutex
-	closed  bool
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	probing    atomic.Bool
+	pending    atomic.Bool   // a close came while a probe ran: probe again after it
+	leaderTerm atomic.Uint64 // the term in which this server last learnt of a leader
+	obs        *raft.Observer
+	mu         sync.Mutex
+	closed     bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
 }
 
 // probeResult is what a probe of the leader's Raft port found, and what a
@@ -87,16 +90,46 @@ func (n *raftNode) watchCrashes(id string, t RaftTimeouts, log hclog.Logger, obs
 		return
 	}
 	w := &crashWatch{
-		raft: n.raft, trans: n.transport, stream: n.stream, id: raft.ServerID(id),
-		quiet: t.Heartbeat / 4, stagger: t.Heartbeat / 2, timeout: t.Heartbeat, log: log.Named("failover"),
+		raft: n.raft, trans: n.transport, stream: n.stream, votes: n.logs, id: raft.ServerID(id),
+		quiet: t.Heartbeat / 2, stagger: t.Heartbeat / 2, timeout: t.Heartbeat, log: log.Named("failover"),
 		observe: observe, stop: make(chan struct{}),
+	}
+	// Raft calls an observer's filter in its own goroutine as it sets the
+	// leader, after the term: the term read there is the leader's.
+	w.obs = raft.NewObserver(nil, false, func(o *raft.Observation) bool {
+		if l, ok := o.Data.(raft.LeaderObservation); ok && l.LeaderID != "" {
+			w.leaderTerm.Store(w.raft.CurrentTerm())
+		}
+		return false
+	})
+	n.raft.RegisterObserver(w.obs)
+	if _, l := n.raft.LeaderWithID(); l != "" {
+		w.leaderTerm.Store(n.raft.CurrentTerm()) // learnt before the observer was there
 	}
 	n.watch = w
 	n.stream.onClosed(w.peerClosed)
 }
 
+// keyLastVoteTerm is where hashicorp/raft keeps, in its stable store, the
+// term of the last vote it granted (raft.go, persistVote).
+var keyLastVoteTerm = []byte("LastVoteTerm")
+
+// votedSince reports whether, since this server last learnt of a leader, an
+// election began and this server gave its vote in it (to another server or
+// itself). An election it was asked to vote in and refused (the candidate's
+// log was behind its own) does not count.
+func (w *crashWatch) votedSince() bool {
+	term := w.raft.CurrentTerm()
+	if term == w.leaderTerm.Load() {
+		return false
+	}
+	voted, err := w.votes.GetUint64(keyLastVoteTerm)
+	return err != nil || voted == term
+}
+
 // close stops w and waits for its probes.
 func (w *crashWatch) close() {
+	w.raft.DeregisterObserver(w.obs)
 	w.mu.Lock()
 	if !w.closed {
 		w.closed = true
@@ -175,8 +208,8 @@ func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID, since 
 		return // or another server's election had this one's vote
 	}
 	w.seen(res)
-	if w.raft.State() != raft.Follower {
-		return // an election of this server's is under way
+	if w.raft.State() != raft.Follower || w.votedSince() {
+		return // an election is under way, this server's or one it voted in
 	}
 	w.log.Info("the leader's Raft port refuses connections and the leader is silent; starting an election without waiting for the heartbeat timeout",
 		"leader", leader, "leader_addr", addr, "turn", turn)
