@@ -26,9 +26,9 @@ import (
 // Two things must hold. The probe of the leader's port is refused, reset
 // or closed before the handshake completed: a completed handshake is a live
 // leader, and a probe that times out proves nothing (a partition or an
-// overloaded host looks like that). And nothing is heard for a quarter of
-// the heartbeat timeout after the close, more than the interval of the
-// leader's heartbeats: a live leader whose port something refuses (a
+// overloaded host looks like that). And nothing is heard for half the
+// heartbeat timeout after the close, at least two and a half intervals of
+// the leader's heartbeats: a live leader whose port something refuses (a
 // firewall rule, a proxy in front of it, a full accept queue) keeps
 // sending heartbeats over the connections it opens itself, and is left
 // alone. An election somebody else started and this server voted in (a
