@@ -226,12 +226,12 @@ func (c *Cache) applyLocked(serial uint64, changed map[netip.Prefix][]VRP) {
 		}
 	}
 	wasReady := c.ready
-	if wasReady && len(d.announce) == 0 && len(d.withdraw) == 0 {
-		// no VRP changed: the current serial still names the data, and
-		// routers are not told of a change that is none (every cache
-		// skips the same changes, so serials stay the same everywhere)
-		return
-	}
+	quiet := wasReady && len(d.announce) == 0 && len(d.withdraw) == 0
+	// The serial moves even when no VRP changed (an authorization without
+	// an AS), to the index a full load of this state names too: a cache
+	// that loads later, as a root that catches up in one batch does, then
+	// names the data by the same serial. Routers are not told of such a
+	// change (no Serial Notify), and the delta to it is empty.
 	c.ready, c.serial = true, serial
 	c.full = [MaxVersion + 1][]byte{}
 	if wasReady && uint32(d.from>>32) == uint32(serial>>32) {
@@ -243,6 +243,9 @@ func (c *Cache) applyLocked(serial uint64, changed map[netip.Prefix][]VRP) {
 		}
 	} else {
 		c.history, c.histLen = nil, 0
+	}
+	if quiet {
+		return
 	}
 	close(c.changed)
 	c.changed = make(chan struct{})

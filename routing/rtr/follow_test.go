@@ -70,14 +70,19 @@ func TestFollow(t *testing.T) {
 
 	second := put("2001:db8::/32", 48, 64501)
 	waitSerial(t, c, second)
-	noASN := put("192.0.2.0/24", 24, 0) // no VRP: the serial stays
+	// no VRP: the serial moves to the table's index, as a full load of the
+	// state names it (TestQuietChange: without a Serial Notify)
+	noASN := put("192.0.2.0/24", 24, 0)
 	rev := h.apply(fsm.MsgRevoke, fsm.Revoke{Revocation: fsm.Revocation{Kind: fsm.RevocationToken, ID: "jti-1"}})
+	if fresh := loadFresh(t, h.s); fresh != noASN {
+		t.Errorf("a cache loaded after the authorization without an AS at %d names the data %d", noASN, fresh)
+	}
 	del := h.apply(fsm.MsgRouteAuthDelete, fsm.RouteAuthDelete{Prefix: "10.0.0.0/8"})
 	waitSerial(t, c, del)
 	c.mu.RLock()
 	for _, d := range c.history {
-		if d.to == rev || d.to == noASN {
-			t.Errorf("the write at %d moved the serial (a revocation at %d, an authorization without an AS at %d)", d.to, rev, noASN)
+		if d.to == rev {
+			t.Errorf("a revocation at %d moved the serial", rev)
 		}
 	}
 	c.mu.RUnlock()
@@ -93,5 +98,58 @@ func TestFollow(t *testing.T) {
 	p, err := Decode(b)
 	if err != nil || p.Announce || p.Prefix != netip.MustParsePrefix("10.0.0.0/8") || len(b) != p.Length() {
 		t.Fatalf("delta %x: %v %v", b, p.String(), err)
+	}
+}
+
+// loadFresh is the serial a cache that starts following store now names
+// its data by.
+func loadFresh(t *testing.T, store *fsm.Store) uint64 {
+	t.Helper()
+	c := NewCache("test.example.net", 0)
+	loaded := c.Changed()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Follow(ctx, store, c) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-loaded:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the fresh cache did not load")
+	}
+	_, serial, _ := c.State()
+	return serial
+}
+
+// TestQuietChange: a change that moves no VRP moves the serial and sends
+// routers no Serial Notify; a router at the serial before gets an empty
+// delta.
+func TestQuietChange(t *testing.T) {
+	c := NewCache("test.example.net", 0)
+	p := netip.MustParsePrefix("10.0.0.0/8")
+	c.Load(10, []VRP{{p, 8, 64500}})
+	notified := c.Changed()
+	c.Update(12, map[netip.Prefix][]VRP{netip.MustParsePrefix("192.0.2.0/24"): nil})
+	select {
+	case <-notified:
+		t.Error("a change that moved no VRP notified routers")
+	default:
+	}
+	if _, serial, n := c.State(); serial != 12 || n != 1 {
+		t.Errorf("serial %d with %d VRPs, want 12 with 1", serial, n)
+	}
+	b, a := c.appendDelta(nil, 1, SessionID("test.example.net", 12), 10)
+	if !a.found || len(b) != 0 {
+		t.Errorf("delta from 10: found %v, %d bytes; want an empty delta", a.found, len(b))
+	}
+	c.Update(13, map[netip.Prefix][]VRP{p: nil})
+	select {
+	case <-notified:
+	default:
+		t.Error("a withdrawal did not notify routers")
 	}
 }
