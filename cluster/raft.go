@@ -107,6 +107,15 @@ func startRaft(dir string, id string, ln net.Listener, advertise string, tid *tl
 		MaxPool: 4,
 		Timeout: 5 * time.Second,
 		Logger:  log,
+		// No pipelined replication: with it, hashicorp/raft v1.7.3 can
+		// wedge the replication to a follower for good when that follower
+		// answers an AppendEntries with Success=false (its decoder stops,
+		// one more send then parks on a channel nobody reads), and the
+		// leader's Shutdown then never returns. make test saw it once
+		// (TestSealRotationReachesAServerThatWasDown, a follower stopped
+		// and restarted). One AppendEntries in flight per follower, each
+		// carrying a batch, costs nothing measurable at 64 writers.
+		MaxRPCsInFlight: 1,
 	})
 	cfg := raftConfig(id, o, log)
 	notify := make(chan bool, 16)
