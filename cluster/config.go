@@ -17,7 +17,8 @@ import (
 // steady load without a leader change in `make chaos`), and a leader that
 // froze or was cut off is replaced within two heartbeat timeouts. A leader
 // whose process died is replaced sooner, without waiting for the timers
-// (failover.go; `make chaos`: p99 483 ms over 50 kills, p50 159 ms).
+// (failover.go; `make chaos`: p50 160 ms, p99 483 and 656 ms over 50
+// kills in two runs).
 type RaftTimeouts struct {
 	// Heartbeat is how long a follower waits without hearing from the leader
 	// before it starts an election (hashicorp/raft draws it between one and
