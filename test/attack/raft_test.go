@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -110,12 +109,9 @@ func rootMetric(t *testing.T, c *harness.Cluster, r *harness.Root, series string
 	if err != nil {
 		t.Fatalf("%s metrics: %v", r.Name, err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(n)
-		}
+	n, ok := harness.Series(b, series)
+	if !ok {
+		t.Fatalf("%s: no series %s in the metrics", r.Name, series)
 	}
-	t.Fatalf("%s: no series %s in the metrics", r.Name, series)
-	return 0
+	return n
 }

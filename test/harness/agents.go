@@ -536,13 +536,20 @@ func (a *Agent) Metric(t testing.TB, series string) int {
 	if err != nil {
 		t.Fatalf("agent %s metrics: %v", a.Name, err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	n, _ := Series(b, series)
+	return n
+}
+
+// Series finds one series, e.g. `keymesh_raft_term`, in a Prometheus text
+// exposition; ok is false when it is absent.
+func Series(exposition []byte, series string) (n int, ok bool) {
+	for _, line := range strings.Split(string(exposition), "\n") {
 		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(n)
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(f), true
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // WaitFederatedKeys waits until c's leader holds keys of the federated
