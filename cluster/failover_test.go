@@ -93,11 +93,7 @@ func crash(t *testing.T, n *raftNode) {
 	// of it could answer again: the listener and every connection first,
 	// then Raft stops (a dead process would not do even that).
 	n.stream.ln.Close()
-	n.stream.mu.Lock()
-	for c := range n.stream.conns {
-		c.NetConn().Close()
-	}
-	n.stream.mu.Unlock()
+	closeConns(t, n)
 	if err := n.raft.Shutdown().Error(); err != nil {
 		t.Fatal(err)
 	}
