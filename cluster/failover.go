@@ -28,10 +28,12 @@ import (
 // leader, and a probe that times out proves nothing (a partition or an
 // overloaded host looks like that). And nothing is heard for half the
 // heartbeat timeout after the close, at least two and a half intervals of
-// the leader's heartbeats: a live leader whose port something refuses (a
-// firewall rule, a proxy in front of it, a full accept queue) keeps
-// sending heartbeats over the connections it opens itself, and is left
-// alone. An election somebody else started and this server voted in (a
+// the leader's heartbeats, over a connection from the leader that is still
+// open: a live leader whose port something refuses (a firewall rule, a
+// proxy in front of it, a full accept queue) keeps sending heartbeats over
+// the connections it opens itself, and is left alone, while a crashed
+// leader's connections have all ended (an AppendEntries it sent before it
+// died may finish after the first of them closed). An election somebody else started and this server voted in (a
 // leadership transfer's, an earlier crash election's), before the close or
 // after it, is left to Raft.
 //
@@ -59,7 +61,7 @@ type crashWatch struct {
 	observe func(probeResult)
 
 	probing    atomic.Bool
-	pending    atomic.Bool   // a close came while a probe ran: probe again after it
+	pending    atomic.Int64  // when a close came while a probe ran (Unix ns): probe again after it
 	leaderTerm atomic.Uint64 // the term in which this server last learnt of a leader
 	obs        *raft.Observer
 	mu         sync.Mutex
@@ -141,8 +143,11 @@ func (w *crashWatch) close() {
 
 // peerClosed is called when an accepted Raft connection from the root
 // server peer ends. It probes the leader when peer is this follower's
-// leader; a close that comes while a probe runs is probed again after it.
-func (w *crashWatch) peerClosed(peer string) {
+// leader; a close that comes while a probe runs is probed again after it,
+// counted from when it came.
+func (w *crashWatch) peerClosed(peer string) { w.closedAt(peer, time.Now()) }
+
+func (w *crashWatch) closedAt(peer string, since time.Time) {
 	if w.raft.State() != raft.Follower {
 		return
 	}
@@ -150,9 +155,9 @@ func (w *crashWatch) peerClosed(peer string) {
 	if addr == "" || string(leader) != peer {
 		return
 	}
-	since, term := time.Now(), w.raft.CurrentTerm()
+	at := closeAt{since: since, term: w.raft.CurrentTerm(), leaderTerm: w.leaderTerm.Load()}
 	if !w.probing.CompareAndSwap(false, true) {
-		w.pending.Store(true)
+		w.pending.CompareAndSwap(0, since.UnixNano())
 		return
 	}
 	w.mu.Lock()
@@ -165,18 +170,25 @@ func (w *crashWatch) peerClosed(peer string) {
 	w.mu.Unlock()
 	go func() {
 		defer w.wg.Done()
-		w.check(addr, leader, since, term)
+		w.check(addr, leader, at)
 		w.probing.Store(false)
-		if w.pending.Swap(false) {
-			w.peerClosed(peer)
+		if p := w.pending.Swap(0); p != 0 {
+			w.closedAt(peer, time.Unix(0, p))
 		}
 	}()
 }
 
-// check probes the leader at addr, whose connection closed at since in
-// term, and, if it is gone, starts an election here when this server's turn
-// comes.
-func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID, since time.Time, term uint64) {
+// closeAt is when a connection from the leader closed, with the term then
+// and the term in which this server had learnt of that leader.
+type closeAt struct {
+	since      time.Time
+	term       uint64
+	leaderTerm uint64
+}
+
+// check probes the leader at addr, whose connection closed at c, and, if
+// it is gone, starts an election here when this server's turn comes.
+func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID, c closeAt) {
 	res := w.probe(addr)
 	if res != probeGone {
 		w.seen(res)
@@ -190,7 +202,7 @@ func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID, since 
 		w.seen(res)
 		return
 	}
-	t := time.NewTimer(time.Until(since.Add(w.quiet + time.Duration(turn)*w.stagger)))
+	t := time.NewTimer(time.Until(c.since.Add(w.quiet + time.Duration(turn)*w.stagger)))
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -198,9 +210,12 @@ func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID, since 
 		return
 	}
 	// Raft renews the last contact on every AppendEntries of a leader and
-	// on every vote this server grants.
-	if w.raft.LastContact().After(since) {
-		if w.raft.CurrentTerm() == term {
+	// on every vote this server grants. A leader is heard only over a
+	// connection of its that is still open: an AppendEntries that came
+	// before a crashed leader's connections closed, and that Raft finished
+	// after, renews the last contact too.
+	if w.raft.LastContact().After(c.since) && w.stream.openFrom(string(leader)) > 0 {
+		if w.raft.CurrentTerm() == c.term {
 			w.seen(probeHeard)
 			w.log.Info("the leader's Raft port refuses connections but the leader is still heard; not starting an election",
 				"leader", leader, "leader_addr", addr)
@@ -208,8 +223,8 @@ func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID, since 
 		return // or another server's election had this one's vote
 	}
 	w.seen(res)
-	if w.raft.State() != raft.Follower || w.votedSince() {
-		return // an election is under way, this server's or one it voted in
+	if w.raft.State() != raft.Follower || w.votedSince() || w.leaderTerm.Load() != c.leaderTerm {
+		return // an election is under way, this server's or one it voted in, or it has a new leader
 	}
 	w.log.Info("the leader's Raft port refuses connections and the leader is silent; starting an election without waiting for the heartbeat timeout",
 		"leader", leader, "leader_addr", addr, "turn", turn)

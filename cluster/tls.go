@@ -146,25 +146,52 @@ type streamLayer struct {
 	conns map[*tls.Conn]struct{} // open Raft connections, both directions
 
 	closed atomic.Pointer[func(peer string)] // sees accepted connections end
+	open   map[string]int                    // accepted connections open, by peer root name (under mu)
+}
+
+// openFrom is the number of accepted connections from the root server
+// peer whose handshake completed and that have not ended.
+func (s *streamLayer) openFrom(peer string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open[peer]
+}
+
+func (s *streamLayer) countOpen(peer string, d int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open == nil {
+		s.open = map[string]int{}
+	}
+	if s.open[peer] += d; s.open[peer] <= 0 {
+		delete(s.open, peer)
+	}
 }
 
 // onClosed has f called, with the peer's root server name, when an
 // accepted connection whose handshake completed ends (crashWatch).
 func (s *streamLayer) onClosed(f func(peer string)) { s.closed.Store(&f) }
 
-// ended reports the end of the accepted connection c to onClosed's func.
-func (s *streamLayer) ended(c *tls.Conn) {
-	f := s.closed.Load()
-	if f == nil {
-		return
+// ended reports the end of an accepted connection from the root server
+// peer to onClosed's func.
+func (s *streamLayer) ended(peer string) {
+	if f := s.closed.Load(); f != nil {
+		(*f)(peer)
 	}
+}
+
+// peerName is the root server name in c's verified chain, or "" before
+// the handshake completed.
+func peerName(c *tls.Conn) string {
 	cs := c.ConnectionState()
 	if !cs.HandshakeComplete || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
-		return
+		return ""
 	}
-	if id, err := ca.IdentityOf(cs.VerifiedChains[0][0]); err == nil {
-		(*f)(id.Name)
+	id, err := ca.IdentityOf(cs.VerifiedChains[0][0])
+	if err != nil {
+		return ""
 	}
+	return id.Name
 }
 
 // track remembers c until it is closed, for recheck.
@@ -249,6 +276,14 @@ func (s *streamLayer) Addr() net.Addr { return s.advertise }
 // Dial connects to another root server and completes the handshake before it
 // returns, so a refused peer is an error here and not a broken stream later.
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	tc, err := s.dialTLS(address, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &redialConn{layer: s, addr: address, c: tc}, nil
+}
+
+func (s *streamLayer) dialTLS(address raft.ServerAddress, timeout time.Duration) (*tls.Conn, error) {
 	host, _, err := net.SplitHostPort(string(address))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: raft address %q: %w", address, err)
@@ -265,19 +300,107 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	}
 	tc := c.(*tls.Conn)
 	s.track(tc)
-	return &trackedConn{Conn: tc, layer: s}, nil
+	return tc, nil
 }
 
-// trackedConn is a dialled Raft connection that the stream layer forgets
+// redialConn is a dialled Raft connection, which the stream layer forgets
 // once it is closed.
-type trackedConn struct {
-	*tls.Conn
+//
+// NetworkTransport keeps dialled connections in a pool and sends each
+// request on one it takes from there. When the peer's process has ended
+// since that connection was last used (it crashed, or stopped and was
+// started again), the request meets the old process's close and fails,
+// and Raft does not send a vote request twice: a follower that starts an
+// election on such a connection goes without the restarted peer's vote
+// and, in a cluster of three, waits out an election timeout. So before the
+// first write of each request (the first write after a read) redialConn
+// looks, without blocking and without taking anything, whether the peer
+// has closed the connection or sent something unasked (a peer root sends
+// nothing but answers; a TLS close_notify comes first when it stopped
+// cleanly), and if so dials again and sends the request on the new
+// connection. Only a request's first write is ever moved, so no request
+// is split between two connections.
+type redialConn struct {
 	layer *streamLayer
+	addr  raft.ServerAddress
+
+	mu      sync.Mutex
+	c       *tls.Conn
+	read    bool      // a read came after the last write: the next write starts a request
+	rd, wd  time.Time // the deadlines set, for a connection dialled again
+	redials int
 }
 
-func (c *trackedConn) Close() error {
-	c.layer.forget(c.Conn)
-	return c.Conn.Close()
+func (c *redialConn) conn() *tls.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c
+}
+
+func (c *redialConn) Read(b []byte) (int, error) {
+	n, err := c.conn().Read(b)
+	if n > 0 {
+		c.mu.Lock()
+		c.read = true
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *redialConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	tc, starts, wd := c.c, c.read, c.wd
+	c.read = false
+	c.mu.Unlock()
+	if starts && peerHasClosed(tc.NetConn()) {
+		timeout := handshakeTimeout
+		if !wd.IsZero() {
+			timeout = time.Until(wd)
+		}
+		nc, err := c.layer.dialTLS(c.addr, timeout)
+		if err != nil {
+			return 0, err
+		}
+		c.mu.Lock()
+		c.c, c.redials = nc, c.redials+1
+		nc.SetReadDeadline(c.rd)
+		nc.SetWriteDeadline(c.wd)
+		c.mu.Unlock()
+		c.layer.forget(tc)
+		tc.Close()
+		tc = nc
+	}
+	return tc.Write(b)
+}
+
+func (c *redialConn) Close() error {
+	tc := c.conn()
+	c.layer.forget(tc)
+	return tc.Close()
+}
+
+func (c *redialConn) LocalAddr() net.Addr  { return c.conn().LocalAddr() }
+func (c *redialConn) RemoteAddr() net.Addr { return c.conn().RemoteAddr() }
+
+func (c *redialConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rd, c.wd = t, t
+	return c.c.SetDeadline(t)
+}
+
+func (c *redialConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rd = t
+	return c.c.SetReadDeadline(t)
+}
+
+func (c *redialConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wd = t
+	return c.c.SetWriteDeadline(t)
 }
 
 // handshakeConn completes the server side of a TLS handshake, bounded by
@@ -287,12 +410,28 @@ type handshakeConn struct {
 	layer *streamLayer
 	once  sync.Once
 	err   error
+	peer  string // the peer's root server name, once the handshake completed
 	end   sync.Once
 }
 
 func (c *handshakeConn) Close() error {
+	c.finish(false)
 	c.layer.forget(c.Conn)
 	return c.Conn.Close()
+}
+
+// finish counts c as closed, once, and reports an end the peer caused
+// (a read that failed other than by a deadline) to the stream layer.
+func (c *handshakeConn) finish(byPeer bool) {
+	c.end.Do(func() {
+		if c.peer == "" {
+			return
+		}
+		c.layer.countOpen(c.peer, -1)
+		if byPeer {
+			c.layer.ended(c.peer)
+		}
+	})
 }
 
 func (c *handshakeConn) handshake() error {
@@ -302,6 +441,10 @@ func (c *handshakeConn) handshake() error {
 		c.err = c.Conn.HandshakeContext(ctx)
 		if c.err != nil {
 			c.Close()
+			return
+		}
+		if c.peer = peerName(c.Conn); c.peer != "" {
+			c.layer.countOpen(c.peer, 1)
 		}
 	})
 	return c.err
@@ -313,7 +456,7 @@ func (c *handshakeConn) Read(b []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(b)
 	if ne, ok := err.(net.Error); err != nil && (!ok || !ne.Timeout()) {
-		c.end.Do(func() { c.layer.ended(c.Conn) }) // a deadline is not an end
+		c.finish(true) // a deadline is not an end
 	}
 	return n, err
 }
