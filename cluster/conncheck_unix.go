@@ -8,6 +8,9 @@ import (
 	"syscall"
 )
 
+// canPeek reports whether peerHasClosed can look at a socket here.
+const canPeek = true
+
 // peerHasClosed reports whether the peer of c has closed it or sent it
 // bytes nobody asked for, by looking at the socket's receive queue without
 // blocking and without taking from it: an end of stream, a reset, or data

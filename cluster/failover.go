@@ -61,8 +61,8 @@ type crashWatch struct {
 	observe func(probeResult)
 
 	probing    atomic.Bool
-	pending    atomic.Int64  // when a close came while a probe ran (Unix ns): probe again after it
-	leaderTerm atomic.Uint64 // the term in which this server last learnt of a leader
+	pending    atomic.Pointer[time.Time] // when a close came while a probe ran: probe again after it
+	leaderTerm atomic.Uint64             // the term in which this server last learnt of a leader
 	obs        *raft.Observer
 	mu         sync.Mutex
 	closed     bool
@@ -157,7 +157,7 @@ func (w *crashWatch) closedAt(peer string, since time.Time) {
 	}
 	at := closeAt{since: since, term: w.raft.CurrentTerm(), leaderTerm: w.leaderTerm.Load()}
 	if !w.probing.CompareAndSwap(false, true) {
-		w.pending.CompareAndSwap(0, since.UnixNano())
+		w.pending.CompareAndSwap(nil, &since)
 		return
 	}
 	w.mu.Lock()
@@ -172,8 +172,8 @@ func (w *crashWatch) closedAt(peer string, since time.Time) {
 		defer w.wg.Done()
 		w.check(addr, leader, at)
 		w.probing.Store(false)
-		if p := w.pending.Swap(0); p != 0 {
-			w.closedAt(peer, time.Unix(0, p))
+		if p := w.pending.Swap(nil); p != nil {
+			w.closedAt(peer, *p)
 		}
 	}()
 }
@@ -213,8 +213,9 @@ func (w *crashWatch) check(addr raft.ServerAddress, leader raft.ServerID, c clos
 	// on every vote this server grants. A leader is heard only over a
 	// connection of its that is still open: an AppendEntries that came
 	// before a crashed leader's connections closed, and that Raft finished
-	// after, renews the last contact too.
-	if w.raft.LastContact().After(c.since) && w.stream.openFrom(string(leader)) > 0 {
+	// after, renews the last contact too. (One opened since counts: a live
+	// leader whose connections something keeps cutting may be between two.)
+	if w.raft.LastContact().After(c.since) && w.stream.openFrom(string(leader), c.since) {
 		if w.raft.CurrentTerm() == c.term {
 			w.seen(probeHeard)
 			w.log.Info("the leader's Raft port refuses connections but the leader is still heard; not starting an election",

@@ -146,25 +146,41 @@ type streamLayer struct {
 	conns map[*tls.Conn]struct{} // open Raft connections, both directions
 
 	closed atomic.Pointer[func(peer string)] // sees accepted connections end
-	open   map[string]int                    // accepted connections open, by peer root name (under mu)
+	open   map[string]*peerConns             // accepted connections, by peer root name (under mu)
 }
 
-// openFrom is the number of accepted connections from the root server
-// peer whose handshake completed and that have not ended.
-func (s *streamLayer) openFrom(peer string) int {
+// peerConns counts the accepted connections from one root server whose
+// handshake completed and that have not ended, and says when the last
+// of them was opened.
+type peerConns struct {
+	open   int
+	opened time.Time
+}
+
+// openFrom reports whether a connection from the root server peer is
+// open, or was opened after since: a leader whose connections something
+// keeps cutting opens new ones, a crashed one does not.
+func (s *streamLayer) openFrom(peer string, since time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.open[peer]
+	p := s.open[peer]
+	return p != nil && (p.open > 0 || p.opened.After(since))
 }
 
 func (s *streamLayer) countOpen(peer string, d int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.open == nil {
-		s.open = map[string]int{}
+		s.open = map[string]*peerConns{}
 	}
-	if s.open[peer] += d; s.open[peer] <= 0 {
-		delete(s.open, peer)
+	p := s.open[peer]
+	if p == nil {
+		p = &peerConns{}
+		s.open[peer] = p
+	}
+	p.open += d
+	if d > 0 {
+		p.opened = time.Now()
 	}
 }
 
@@ -319,7 +335,10 @@ func (s *streamLayer) dialTLS(address raft.ServerAddress, timeout time.Duration)
 // nothing but answers; a TLS close_notify comes first when it stopped
 // cleanly), and if so dials again and sends the request on the new
 // connection. Only a request's first write is ever moved, so no request
-// is split between two connections.
+// is split between two connections. This holds because a connection
+// carries one request at a time (MaxRPCsInFlight 1, no pipelined
+// replication: see newRaftNode): with requests in flight, the answers
+// waiting on the socket would look unasked.
 type redialConn struct {
 	layer *streamLayer
 	addr  raft.ServerAddress
@@ -329,6 +348,7 @@ type redialConn struct {
 	read    bool      // a read came after the last write: the next write starts a request
 	rd, wd  time.Time // the deadlines set, for a connection dialled again
 	redials int
+	closed  bool
 }
 
 func (c *redialConn) conn() *tls.Conn {
@@ -362,6 +382,12 @@ func (c *redialConn) Write(b []byte) (int, error) {
 			return 0, err
 		}
 		c.mu.Lock()
+		if c.closed { // closed while it dialled
+			c.mu.Unlock()
+			c.layer.forget(nc)
+			nc.Close()
+			return 0, net.ErrClosed
+		}
 		c.c, c.redials = nc, c.redials+1
 		nc.SetReadDeadline(c.rd)
 		nc.SetWriteDeadline(c.wd)
@@ -374,7 +400,10 @@ func (c *redialConn) Write(b []byte) (int, error) {
 }
 
 func (c *redialConn) Close() error {
-	tc := c.conn()
+	c.mu.Lock()
+	tc := c.c
+	c.closed = true
+	c.mu.Unlock()
 	c.layer.forget(tc)
 	return tc.Close()
 }
