@@ -33,9 +33,10 @@ import (
 // proxy in front of it, a full accept queue) keeps sending heartbeats over
 // the connections it opens itself, and is left alone, while a crashed
 // leader's connections have all ended (an AppendEntries it sent before it
-// died may finish after the first of them closed). An election somebody else started and this server voted in (a
-// leadership transfer's, an earlier crash election's), before the close or
-// after it, is left to Raft.
+// died may finish after the first of them closed). An election somebody
+// else started and this server voted in (a leadership transfer's, an
+// earlier crash election's), before the close or after it, is left to
+// Raft.
 //
 // The election is the one a leadership transfer starts (a TimeoutNow RPC
 // that this server sends itself), so the other followers vote although they
