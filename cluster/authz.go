@@ -219,7 +219,7 @@ func (s *Server) internal(mux *http.ServeMux, pattern string, h http.HandlerFunc
 			writeError(w, http.StatusForbidden, api.CodeForbidden, fmt.Sprintf("root server %q is not a member of this cluster", id.Name))
 			return
 		}
-		h(w, r)
+		h(w, r.WithContext(context.WithValue(r.Context(), rootCallerKey{}, id.Name)))
 	}))
 }
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -446,11 +447,13 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 }
 
 // TestForwardedWriteIsNotHeldByTheCommitTimeout: a write sent to a follower
-// answers once the follower has applied it, and the leader tells the
-// followers the commit index at once (nudgeCommits), not at Raft's commit
-// timeout. With that timeout at 1 s here, each write through a follower
-// would take at least 1 s without the nudge: ten of them must take less
-// than one timeout in all.
+// answers once the follower has applied it, and the leader tells that
+// follower the commit index at once with a commit notice (commitnotice.go),
+// not at Raft's commit timeout and without a barrier entry. With that
+// timeout at 1 s here, each write through a follower would take at least
+// 1 s without the notice: ten of them must take less than one timeout in
+// all, every one told by a notice, and the leader's log must hold no
+// barrier between them.
 func TestForwardedWriteIsNotHeldByTheCommitTimeout(t *testing.T) {
 	const commit = time.Second
 	tc := newTestClusterWith(t, 3, func(o *Options) { o.Raft.Commit = commit })
@@ -463,6 +466,9 @@ func TestForwardedWriteIsNotHeldByTheCommitTimeout(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	told := func(result string) float64 { return counterValue(t, leader.metrics.notices.WithLabelValues(result)) }
+	toldBefore, barriersBefore := told(noticeTold), told(noticeBarrier)
+	first := leader.node.raft.LastIndex() + 1
 	start := time.Now()
 	for i := range 10 {
 		idx, err := follower.Propose(ctx, fsm.MsgRevoke, fsm.Revoke{Revocation: fsm.Revocation{Kind: fsm.RevocationToken, ID: fmt.Sprint("fwd-", i)}})
@@ -478,6 +484,62 @@ func TestForwardedWriteIsNotHeldByTheCommitTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d >= commit {
 		t.Fatalf("ten writes through a follower took %s, more than one commit timeout (%s): the followers waited for it", d, commit)
+	}
+	if got := told(noticeTold) - toldBefore; got != 10 {
+		t.Errorf("%v of 10 forwarded writes were told by a commit notice", got)
+	}
+	if got := told(noticeBarrier) - barriersBefore; got != 0 {
+		t.Errorf("a barrier stood in for %v of 10 commit notices", got)
+	}
+	last := leader.node.raft.LastIndex()
+	for i := first; i <= last; i++ {
+		var l raft.Log
+		if err := leader.node.logs.GetLog(i, &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.Type == raft.LogBarrier {
+			t.Errorf("entry %d of the leader's log is a barrier: the follower was told its commit by one", i)
+		}
+	}
+}
+
+// TestCommitNoticeFallsBackToTheBarrier: a forwarded write whose previous
+// entry the leader cannot name (an older server sends none; a bogus one is
+// not in the leader's log) is still answered well within the commit
+// timeout: the barrier of nudgeCommits stands in, and nothing else changes.
+func TestCommitNoticeFallsBackToTheBarrier(t *testing.T) {
+	const commit = time.Second
+	tc := newTestClusterWith(t, 3, func(o *Options) { o.Raft.Commit = commit })
+	leader := tc.leader()
+	var follower *Server
+	for _, s := range tc.servers {
+		if s != leader {
+			follower = s
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	barriers := func() float64 { return counterValue(t, leader.metrics.notices.WithLabelValues(noticeBarrier)) }
+	for i, prev := range []uint64{0, 1 << 40} {
+		data, err := fsm.Encode(fsm.MsgRevoke, follower.opts.Clock(), fsm.Revoke{Revocation: fsm.Revocation{Kind: fsm.RevocationToken, ID: fmt.Sprint("fallback-", i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := barriers()
+		start := time.Now()
+		var resp applyResponse
+		if _, err := follower.leaderCall(ctx, leader.APIAddr(), "/v1/internal/apply", applyRequest{Command: data, LastIndex: prev}, &resp); err != nil || resp.err() != nil {
+			t.Fatalf("last index %d: %v %v", prev, err, resp.err())
+		}
+		if err := follower.waitApplied(ctx, resp.Index); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d >= commit {
+			t.Fatalf("last index %d: the follower applied its write after %s, not before the commit timeout (%s)", prev, d, commit)
+		}
+		if got := barriers() - before; got != 1 {
+			t.Fatalf("last index %d: %v barriers stood in, want 1", prev, got)
+		}
 	}
 }
 

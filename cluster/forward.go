@@ -23,6 +23,11 @@ import (
 
 type applyRequest struct {
 	Command []byte `json:"command"`
+	// LastIndex is the forwarding server's last Raft log index when it
+	// sent the command: the leader's commit notice (commitnotice.go)
+	// names it as the previous entry. 0 (an older server): the barrier
+	// of nudgeCommits tells it the commit index instead.
+	LastIndex uint64 `json:"last_index,omitempty"`
 }
 
 type applyResponse struct {
@@ -182,7 +187,7 @@ func (s *Server) handleInternalApply(w http.ResponseWriter, r *http.Request) {
 	}
 	if idx != 0 {
 		// The follower that forwarded it answers once it has applied it.
-		s.nudgeFollowers()
+		s.noticeCommit(rootCaller(r), req.LastIndex, idx)
 	}
 	var ce *fsm.CommandError
 	switch {

@@ -32,6 +32,7 @@ type metrics struct {
 	csrChecks prometheus.Counter       // certificate requests whose signature this server checked
 	fedFetch  *prometheus.CounterVec   // federated networks' JWKS fetched, by network and result
 	probes    *prometheus.CounterVec   // probes of a leader whose connection closed, by result (failover.go)
+	notices   *prometheus.CounterVec   // commit notices to forwarding followers, by result (commitnotice.go)
 }
 
 func newMetrics(s *Server) *metrics {
@@ -63,6 +64,10 @@ func newMetrics(s *Server) *metrics {
 			Help: "Probes of the leader's Raft port after a connection from it closed, by result: alive, gone, unknown, " +
 				"heard (the port refused but the leader's heartbeats went on); " +
 				"election counts the elections a gone leader started here without waiting for the heartbeat timeout."}, []string{"result"}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_raft_commit_notices_total",
+			Help: "What this server as leader did to tell a follower that forwarded a write its commit, by result: " +
+				"told (a commit notice did), again (the follower did not hold the entry yet; the notice went again), " +
+				"barrier (a Raft barrier stood in)."}, []string{"result"}),
 	}
 	blocking := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keymesh_trust_blocking_queries",
 		Help: "Blocking trust queries waiting on this server (followers of the trust state)."},
@@ -70,7 +75,10 @@ func newMetrics(s *Server) *metrics {
 	for _, r := range []probeResult{probeAlive, probeGone, probeHeard, probeUnknown, probeElection} {
 		m.probes.WithLabelValues(string(r)) // every series from the start, at 0
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, m.csrChecks, m.fedFetch, m.probes, blocking,
+	for _, r := range []string{noticeTold, noticeAgain, noticeBarrier} {
+		m.notices.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, m.csrChecks, m.fedFetch, m.probes, m.notices, blocking,
 		&stateCollector{s: s}, &rtrCollector{s: s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -108,6 +108,9 @@ type Server struct {
 	// nudge asks the leader to tell the followers the commit index now
 	// (see nudgeCommits); one pending request stands for any number.
 	nudge chan struct{}
+	// notices are the commit notices the leader owes followers that
+	// forwarded writes (commitnotice.go).
+	notices *commitNotices
 }
 
 // Name is the server's name, its Raft server id.
@@ -190,6 +193,7 @@ func newServer(dir dataDir, sf serverFile, m material, o Options) (*Server, erro
 		ready:    make(chan struct{}),
 		ran:      make(chan struct{}),
 		nudge:    make(chan struct{}, 1),
+		notices:  newCommitNotices(),
 	}
 	// Raft peers and the servers this one forwards to are checked against
 	// the replicated revocations: a removed server's revoked intermediate
@@ -286,6 +290,7 @@ func (s *Server) Run(parent context.Context) (err error) {
 	g.Add("leadership", run.Func(s.watchLeadership))
 	g.Add("pruner", run.Func(s.prune))
 	g.Add("commit nudger", run.Func(s.nudgeCommits))
+	g.Add("commit notices", run.Func(s.tellCommits))
 	g.Add("trust watcher", run.Func(s.watchTrust))
 	g.Add("crl builder", run.Func(s.buildCRLs))
 	g.Add("gossip keyring", run.Func(s.runGossipKeys))
@@ -496,7 +501,8 @@ func (s *Server) applyEncoded(ctx context.Context, data []byte) (uint64, error) 
 			idx, err, retry = s.applyLocal(ctx, data)
 		} else if addr := s.leaderAPI(); addr != "" {
 			var resp applyResponse
-			retry, err = s.leaderCall(ctx, addr, "/v1/internal/apply", applyRequest{Command: data}, &resp)
+			req := applyRequest{Command: data, LastIndex: s.node.raft.LastIndex()}
+			retry, err = s.leaderCall(ctx, addr, "/v1/internal/apply", req, &resp)
 			if err == nil {
 				idx, err = resp.Index, resp.err()
 				// Read-your-writes on this server.

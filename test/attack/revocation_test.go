@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -251,6 +252,14 @@ func rootTLS(t *testing.T, dir string) tls.Certificate {
 // would, and returns the HTTP status.
 func internalCall(t *testing.T, r *harness.Root, cert tls.Certificate, caFile string) int {
 	t.Helper()
+	status, _ := internalPost(t, r, cert, caFile, "/v1/internal/read-index", []byte("{}"))
+	return status
+}
+
+// internalPost POSTs body to the internal call path of r with cert, as
+// another root server would, and returns the HTTP status and the answer.
+func internalPost(t *testing.T, r *harness.Root, cert tls.Certificate, caFile, path string, body []byte) (int, []byte) {
+	t.Helper()
 	roots, err := ca.ReadCertsFile(caFile)
 	if err != nil {
 		t.Fatal(err)
@@ -260,12 +269,16 @@ func internalCall(t *testing.T, r *harness.Root, cert tls.Certificate, caFile st
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
 	defer hc.CloseIdleConnections()
-	resp, err := hc.Post("https://"+r.APIAddr+"/v1/internal/read-index", "application/json", strings.NewReader("{}"))
+	resp, err := hc.Post("https://"+r.APIAddr+path, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("internal call to %s: %v", r.Name, err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	defer resp.Body.Close()
+	ans, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("internal call to %s: %v", r.Name, err)
+	}
+	return resp.StatusCode, ans
 }
 
 func readFile(t *testing.T, path string) []byte {
