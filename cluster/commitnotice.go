@@ -16,35 +16,35 @@ import (
 // commit index only with the next AppendEntries that carries entries, or
 // after the commit timeout. The leader used to send a barrier for it: one
 // more entry, so one more fsync on the leader and one on a follower before
-// the forwarding follower could answer. A commit notice is the
-// AppendEntries the leader's replication would send once it had nothing new
-// to send, only sooner: no entries, the leader's term, its commit index, and
-// as previous entry one the follower held when it forwarded the write (it
-// sends its last log index with the write; the leader puts its own term of
-// that entry beside it). The follower's Raft checks it like any
-// AppendEntries: an older term is refused; a previous entry whose term
-// differs from its own is refused; otherwise every entry up to that one is
-// the leader's (Raft's log matching), every entry after it came from this
-// leader in this term (a follower's log only takes entries from the leader
-// of its current term), and it commits up to the leader's commit index or
-// its own last entry, whichever is lower. Nothing is written to its disk.
+// the forwarding follower could answer. A commit notice is instead an
+// AppendEntries the leader's own replication could have sent: the
+// follower sends its last log index with the write; the notice names that
+// entry as the previous one (with the leader's term of it), carries the
+// leader's entries after it up to the write's index, usually the write
+// alone, and the write's index as the commit index. The follower's Raft
+// takes it as any AppendEntries: an older term, or a previous entry of
+// another term, is refused; entries it holds already are skipped, one it
+// lacks (its replication still on the way) is appended, one of another
+// term replaces its own; then it commits up to the write's index, the last
+// entry of the notice, as Raft's rule for AppendEntries says. Where it held
+// the entries already, nothing is written to its disk.
 //
-// The notice goes only to the follower that forwarded the write, over
-// Raft's own mutual-TLS transport. When the follower did not yet hold the
-// write's entry (its replication was still on the way), the notice is sent
-// again, a few times; then, or when it cannot be sent, the barrier of
-// nudgeCommits stands in.
+// The notice goes only to the follower the forwarding request's
+// certificate names, over Raft's own mutual-TLS transport. When the leader
+// cannot build it (the follower sent no index, its entry is not in the
+// leader's log, too many entries lie between) or the follower refuses it,
+// the barrier of nudgeCommits stands in.
 
-// noticeTries is how many notices one forwarded write gets before the
-// barrier stands in.
-const noticeTries = 4
+// maxNoticeEntries bounds the entries of one commit notice (hashicorp/raft's
+// default MaxAppendEntries); a follower further behind waits for the
+// barrier.
+const maxNoticeEntries = 64
 
 // commitNotice is a pending notice to one follower.
 type commitNotice struct {
 	addr  raft.ServerAddress
 	prev  uint64 // an entry the follower held when it forwarded the write
-	index uint64 // the forwarded write's index: the follower must commit at least this far
-	tries int
+	index uint64 // the forwarded write's index: the follower commits this far
 }
 
 // commitNotices holds the notices waiting for the next round, at most one
@@ -65,7 +65,6 @@ func (c *commitNotices) add(id raft.ServerID, n commitNotice) {
 	if old, ok := c.pending[id]; ok {
 		n.prev = max(n.prev, old.prev)
 		n.index = max(n.index, old.index)
-		n.tries = min(n.tries, old.tries)
 	}
 	c.pending[id] = n
 	c.mu.Unlock()
@@ -131,52 +130,51 @@ func (s *Server) tellCommits(ctx context.Context) error {
 // Results of a commit notice (keymesh_raft_commit_notices_total).
 const (
 	noticeTold    = "told"    // the follower committed the write's index
-	noticeAgain   = "again"   // it did not hold the entry yet; sent again
 	noticeBarrier = "barrier" // the barrier of nudgeCommits stood in
 )
 
-// tellCommit sends one notice to follower id and queues it again, or falls
-// back to the barrier, when the follower did not commit n.index.
+// tellCommit sends one notice to follower id, or falls back to the barrier.
 func (s *Server) tellCommit(id raft.ServerID, n commitNotice) {
-	last, err := s.sendCommitNotice(id, n)
-	switch {
-	case err == nil && last >= n.index:
-		s.metrics.notices.WithLabelValues(noticeTold).Inc()
-	case err == nil && n.tries+1 < noticeTries:
-		s.metrics.notices.WithLabelValues(noticeAgain).Inc()
-		n.tries++
-		s.notices.add(id, n)
-	default:
-		if err != nil {
-			s.log.Debug("commit notice", "server", id, "error", err)
-		}
+	if err := s.sendCommitNotice(id, n); err != nil {
+		s.log.Debug("commit notice", "server", id, "index", n.index, "error", err)
 		s.metrics.notices.WithLabelValues(noticeBarrier).Inc()
 		s.nudgeFollowers()
+		return
 	}
+	s.metrics.notices.WithLabelValues(noticeTold).Inc()
 }
 
-// errNoticeNotSent says why a notice was not sent; the barrier stands in.
+// errNoticeNotSent says why a notice was not sent or not taken; the
+// barrier stands in.
 type errNoticeNotSent string
 
-func (e errNoticeNotSent) Error() string { return "cluster: commit notice not sent: " + string(e) }
+func (e errNoticeNotSent) Error() string { return "cluster: commit notice: " + string(e) }
 
-// sendCommitNotice sends the AppendEntries of a notice and returns the
-// follower's last log index when it took it in (its commit index is then
-// at least min(that, the leader's commit index)). A refused notice is an
-// error.
-func (s *Server) sendCommitNotice(id raft.ServerID, n commitNotice) (uint64, error) {
+// sendCommitNotice sends the AppendEntries of a notice; nil means the
+// follower took it and committed n.index.
+func (s *Server) sendCommitNotice(id raft.ServerID, n commitNotice) error {
 	r := s.node.raft
 	if r.State() != raft.Leader {
-		return 0, errNoticeNotSent("this server no longer leads")
+		return errNoticeNotSent("this server no longer leads")
+	}
+	if n.prev == 0 || n.prev >= n.index || n.index-n.prev > maxNoticeEntries {
+		return errNoticeNotSent("the follower's last entry is not just before the write")
 	}
 	term := r.CurrentTerm()
 	var prev raft.Log
 	if err := s.node.logs.GetLog(n.prev, &prev); err != nil {
-		// The follower's entry is not (or no longer) in this log.
-		return 0, errNoticeNotSent("the follower's last entry is not in the leader's log")
+		return errNoticeNotSent("the follower's last entry is not in the leader's log")
 	}
-	if prev.Term > term {
-		return 0, errNoticeNotSent("the follower's last entry is of a later term")
+	entries := make([]*raft.Log, 0, n.index-n.prev)
+	for i := n.prev + 1; i <= n.index; i++ {
+		e := new(raft.Log)
+		if err := s.node.logs.GetLog(i, e); err != nil {
+			return errNoticeNotSent("an entry of the write is not in the leader's log")
+		}
+		entries = append(entries, e)
+	}
+	if prev.Term > term || entries[len(entries)-1].Term != term {
+		return errNoticeNotSent("the write is not of this leader's term")
 	}
 	self := s.node.transport.EncodePeer(raft.ServerID(s.name), s.node.transport.LocalAddr())
 	req := raft.AppendEntriesRequest{
@@ -184,14 +182,15 @@ func (s *Server) sendCommitNotice(id raft.ServerID, n commitNotice) (uint64, err
 		Term:              term,
 		PrevLogEntry:      prev.Index,
 		PrevLogTerm:       prev.Term,
-		LeaderCommitIndex: r.CommitIndex(),
+		Entries:           entries,
+		LeaderCommitIndex: n.index,
 	}
 	var resp raft.AppendEntriesResponse
 	if err := s.node.transport.AppendEntries(id, n.addr, &req, &resp); err != nil {
-		return 0, err
+		return err
 	}
 	if !resp.Success {
-		return 0, errNoticeNotSent("the follower refused it")
+		return errNoticeNotSent("the follower refused it")
 	}
-	return resp.LastLog, nil
+	return nil
 }

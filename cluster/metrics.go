@@ -66,8 +66,7 @@ func newMetrics(s *Server) *metrics {
 				"election counts the elections a gone leader started here without waiting for the heartbeat timeout."}, []string{"result"}),
 		notices: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_raft_commit_notices_total",
 			Help: "What this server as leader did to tell a follower that forwarded a write its commit, by result: " +
-				"told (a commit notice did), again (the follower did not hold the entry yet; the notice went again), " +
-				"barrier (a Raft barrier stood in)."}, []string{"result"}),
+				"told (a commit notice did), barrier (a Raft barrier stood in)."}, []string{"result"}),
 	}
 	blocking := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keymesh_trust_blocking_queries",
 		Help: "Blocking trust queries waiting on this server (followers of the trust state)."},
@@ -75,7 +74,7 @@ func newMetrics(s *Server) *metrics {
 	for _, r := range []probeResult{probeAlive, probeGone, probeHeard, probeUnknown, probeElection} {
 		m.probes.WithLabelValues(string(r)) // every series from the start, at 0
 	}
-	for _, r := range []string{noticeTold, noticeAgain, noticeBarrier} {
+	for _, r := range []string{noticeTold, noticeBarrier} {
 		m.notices.WithLabelValues(r)
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.commands, m.signed, m.proposals, m.elected, m.bulletins, m.crlBuilds, m.csrChecks, m.fedFetch, m.probes, m.notices, blocking,
