@@ -47,16 +47,20 @@ type commitNotice struct {
 	index uint64 // the forwarded write's index: the follower commits this far
 }
 
-// commitNotices holds the notices waiting for the next round, at most one
-// per follower (a later write's notice covers an earlier one's).
+// commitNotices holds the notices waiting to be sent, at most one per
+// follower (a later write's notice covers an earlier one's), and which
+// followers have one on the way: each follower has at most one notice in
+// flight, so that a follower that does not answer holds up only its own.
 type commitNotices struct {
-	mu      sync.Mutex
-	pending map[raft.ServerID]commitNotice
-	ready   chan struct{} // one token: a round is wanted
+	mu       sync.Mutex
+	pending  map[raft.ServerID]commitNotice
+	inFlight map[raft.ServerID]bool
+	ready    chan struct{} // one token: a notice may be sent
 }
 
 func newCommitNotices() *commitNotices {
-	return &commitNotices{pending: make(map[raft.ServerID]commitNotice), ready: make(chan struct{}, 1)}
+	return &commitNotices{pending: make(map[raft.ServerID]commitNotice), inFlight: make(map[raft.ServerID]bool),
+		ready: make(chan struct{}, 1)}
 }
 
 // add queues n for follower id, merging it with what is pending for it.
@@ -68,19 +72,41 @@ func (c *commitNotices) add(id raft.ServerID, n commitNotice) {
 	}
 	c.pending[id] = n
 	c.mu.Unlock()
+	c.wake()
+}
+
+func (c *commitNotices) wake() {
 	select {
 	case c.ready <- struct{}{}:
 	default:
 	}
 }
 
-// take empties the queue.
+// take returns the pending notices of the followers with none in flight
+// and marks them in flight.
 func (c *commitNotices) take() map[raft.ServerID]commitNotice {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := c.pending
-	c.pending = make(map[raft.ServerID]commitNotice, len(p))
-	return p
+	out := make(map[raft.ServerID]commitNotice, len(c.pending))
+	for id, n := range c.pending {
+		if !c.inFlight[id] {
+			out[id] = n
+			c.inFlight[id] = true
+			delete(c.pending, id)
+		}
+	}
+	return out
+}
+
+// done ends the flight of follower id's notice.
+func (c *commitNotices) done(id raft.ServerID) {
+	c.mu.Lock()
+	delete(c.inFlight, id)
+	_, more := c.pending[id]
+	c.mu.Unlock()
+	if more {
+		c.wake()
+	}
 }
 
 // rootCallerKey carries the name of the root server that made an internal
@@ -105,25 +131,24 @@ func (s *Server) noticeCommit(caller string, prev, index uint64) {
 	s.notices.add(raft.ServerID(caller), commitNotice{addr: raft.ServerAddress(rec.RaftAddr), prev: prev, index: index})
 }
 
-// tellCommits sends the queued notices, one round at a time; the notices
-// queued while a round runs are the next round.
+// tellCommits sends the queued notices, each follower's one at a time.
 func (s *Server) tellCommits(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.notices.ready:
 		}
-		batch := s.notices.take()
-		var wg sync.WaitGroup
-		for id, n := range batch {
+		for id, n := range s.notices.take() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer s.notices.done(id)
 				s.tellCommit(id, n)
 			}()
 		}
-		wg.Wait()
 	}
 }
 
