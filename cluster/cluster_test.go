@@ -467,6 +467,7 @@ func TestForwardedWriteIsNotHeldByTheCommitTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	told := func(result string) float64 { return counterValue(t, leader.metrics.notices.WithLabelValues(result)) }
+	noticesIdle(t, leader)
 	toldBefore, barriersBefore := told(noticeTold), told(noticeBarrier)
 	first := leader.node.raft.LastIndex() + 1
 	start := time.Now()
@@ -486,12 +487,9 @@ func TestForwardedWriteIsNotHeldByTheCommitTimeout(t *testing.T) {
 		t.Fatalf("ten writes through a follower took %s, more than one commit timeout (%s): the followers waited for it", d, commit)
 	}
 	// The leader counts a notice once the follower's answer is back, which
-	// can be after the follower answered its write (and a notice of the
-	// cluster's start may be counted in between: at least 10).
-	for deadline := time.Now().Add(10 * time.Second); told(noticeTold)-toldBefore < 10 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
-	if got := told(noticeTold) - toldBefore; got < 10 {
+	// can be after the follower answered its write.
+	noticesIdle(t, leader)
+	if got := told(noticeTold) - toldBefore; got != 10 {
 		t.Errorf("%v of 10 forwarded writes were told by a commit notice", got)
 	}
 	if got := told(noticeBarrier) - barriersBefore; got != 0 {
@@ -506,6 +504,25 @@ func TestForwardedWriteIsNotHeldByTheCommitTimeout(t *testing.T) {
 		if l.Type == raft.LogBarrier {
 			t.Errorf("entry %d of the leader's log is a barrier: the follower was told its commit by one", i)
 		}
+	}
+}
+
+// noticesIdle waits until leader has no commit notice pending or on the
+// way, so that the counters of notices are final.
+func noticesIdle(t *testing.T, leader *Server) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c := leader.notices
+		c.mu.Lock()
+		idle := len(c.pending) == 0 && len(c.inFlight) == 0
+		c.mu.Unlock()
+		if idle {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the leader's commit notices did not settle")
+		}
+		time.Sleep(time.Millisecond) // in-process state without an event
 	}
 }
 
@@ -531,6 +548,7 @@ func TestCommitNoticeFallsBackToTheBarrier(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		noticesIdle(t, leader)
 		before := barriers()
 		start := time.Now()
 		var resp applyResponse

@@ -131,10 +131,10 @@ func (s *Server) noticeCommit(caller string, prev, index uint64) {
 	s.notices.add(raft.ServerID(caller), commitNotice{addr: raft.ServerAddress(rec.RaftAddr), prev: prev, index: index})
 }
 
-// tellCommits sends the queued notices, each follower's one at a time.
+// tellCommits sends the queued notices, each follower's one at a time. It
+// does not wait for the notices on the way when it stops: each ends within
+// the transport's timeout, or at once when the transport closes.
 func (s *Server) tellCommits(ctx context.Context) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,11 +142,11 @@ func (s *Server) tellCommits(ctx context.Context) error {
 		case <-s.notices.ready:
 		}
 		for id, n := range s.notices.take() {
-			wg.Add(1)
 			go func() {
-				defer wg.Done()
 				defer s.notices.done(id)
-				s.tellCommit(id, n)
+				if ctx.Err() == nil {
+					s.tellCommit(id, n)
+				}
 			}()
 		}
 	}
@@ -200,6 +200,9 @@ func (s *Server) sendCommitNotice(id raft.ServerID, n commitNotice) error {
 	}
 	if prev.Term > term || entries[len(entries)-1].Term != term {
 		return errNoticeNotSent("the write is not of this leader's term")
+	}
+	if r.State() != raft.Leader || r.CurrentTerm() != term {
+		return errNoticeNotSent("this server no longer leads")
 	}
 	self := s.node.transport.EncodePeer(raft.ServerID(s.name), s.node.transport.LocalAddr())
 	req := raft.AppendEntriesRequest{

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -25,10 +26,26 @@ type applyRequest struct {
 	Command []byte `json:"command"`
 	// LastIndex is the forwarding server's last Raft log index when it
 	// sent the command: the leader's commit notice (commitnotice.go)
-	// names it as the previous entry. 0 (an older server): the barrier
-	// of nudgeCommits tells it the commit index instead.
-	LastIndex uint64 `json:"last_index,omitempty"`
+	// names it as the previous entry. It travels in the lastIndexHeader,
+	// not in the body, which a leader of an earlier release decodes
+	// strictly and would refuse; such a leader ignores the header, and a
+	// request without it (0) is told its commit by the barrier of
+	// nudgeCommits.
+	LastIndex uint64 `json:"-"`
 }
+
+// lastIndexHeader carries applyRequest.LastIndex.
+const lastIndexHeader = "Keymesh-Last-Index"
+
+func (r applyRequest) header() http.Header {
+	if r.LastIndex == 0 {
+		return nil
+	}
+	return http.Header{lastIndexHeader: {strconv.FormatUint(r.LastIndex, 10)}}
+}
+
+// headered is a request body that also sets request headers.
+type headered interface{ header() http.Header }
 
 type applyResponse struct {
 	Index uint64         `json:"index"`
@@ -95,6 +112,11 @@ func (s *Server) internalPost(ctx, callCtx context.Context, addr, path string, i
 		return false, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if h, ok := in.(headered); ok {
+		for k, v := range h.header() {
+			req.Header[k] = v
+		}
+	}
 	resp, err := s.peerClient.Do(req)
 	if err != nil {
 		if notSent(err) {
@@ -176,6 +198,8 @@ func (s *Server) handleInternalApply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "command is empty")
 		return
 	}
+	// A missing or malformed index only costs the forwarder the barrier.
+	req.LastIndex, _ = strconv.ParseUint(r.Header.Get(lastIndexHeader), 10, 64)
 	if _, err := fsm.Decode(req.Command); err != nil {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
 		return

@@ -120,14 +120,16 @@ func rootMetric(t *testing.T, c *harness.Cluster, r *harness.Root, series string
 }
 
 // TestForgedLastIndexOnAForwardedWrite: a follower that forwards a write
-// sends its last Raft log index with it, and the leader names that entry in
+// sends its last Raft log index with it (the Keymesh-Last-Index header),
+// and the leader names that entry in
 // the commit notice it sends back (cluster/commitnotice.go). The notice
 // goes to the root the client certificate names, never to a root the
 // request names, so a lying root can only mislead its own Raft, which
 // checks the notice as it checks any AppendEntries. Here a root sends
-// writes with indexes that are not in the log, far ahead of it, and an
-// old one: each is committed once, the roots converge on one state, the
-// leader and its term stay. A node's certificate may not forward at all.
+// writes with indexes that are not in the log, far ahead of it, an old
+// one and ones that are no number: each is committed once, the roots
+// converge on one state, the leader and its term stay. A node's
+// certificate may not forward at all.
 func TestForgedLastIndexOnAForwardedWrite(t *testing.T) {
 	c := harness.StartCluster(t, bin, 3)
 	ctx := ctxT(t, 3*time.Minute)
@@ -143,29 +145,32 @@ func TestForgedLastIndexOnAForwardedWrite(t *testing.T) {
 		}
 	}
 	x := join(t, c, "mallory", "NODE")
-	apply := func(cert tls.Certificate, id string, last uint64) (int, uint64) {
+	apply := func(cert tls.Certificate, id string, last string) (int, uint64) {
 		cmd, err := fsm.Encode(fsm.MsgRevoke, time.Now(), fsm.Revoke{Revocation: fsm.Revocation{Kind: fsm.RevocationToken, ID: id,
 			Reason: "keyCompromise", PruneAfter: time.Now().Add(time.Hour).UTC().Truncate(time.Second)}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := json.Marshal(map[string]any{"command": cmd, "last_index": last})
-		status, ans := internalPost(t, leader, cert, c.CAFile(), "/v1/internal/apply", body)
+		body, _ := json.Marshal(map[string]any{"command": cmd})
+		hdr := http.Header{"Keymesh-Last-Index": {last}}
+		status, ans := internalPost(t, leader, cert, c.CAFile(), "/v1/internal/apply", body, hdr)
 		var out struct {
 			Index uint64 `json:"index"`
 		}
 		_ = json.Unmarshal(ans, &out)
 		return status, out.Index
 	}
-	if status, _ := apply(x.tls, "forged-by-a-node", 1); status != http.StatusForbidden {
+	if status, _ := apply(x.tls, "forged-by-a-node", "1"); status != http.StatusForbidden {
 		t.Fatalf("a node's certificate forwarded a write: %d", status)
 	}
 	cert := rootTLS(t, liar.Dir)
 	seen := map[uint64]bool{}
-	for i, last := range []uint64{1 << 62, before.LastLogIndex + 1_000_000, 1, 0} {
+	forged := []string{"4611686018427387904", strconv.FormatUint(before.LastLogIndex+1_000_000, 10), "1", "0",
+		"18446744073709551615", "18446744073709551616", "-1", "twelve", ""}
+	for i, last := range forged {
 		status, idx := apply(cert, "forged-last-"+strconv.Itoa(i), last)
 		if status != http.StatusOK || idx == 0 || seen[idx] {
-			t.Fatalf("write with last index %d: status %d at index %d", last, status, idx)
+			t.Fatalf("write with last index %q: status %d at index %d", last, status, idx)
 		}
 		seen[idx] = true
 	}
@@ -177,7 +182,7 @@ func TestForgedLastIndexOnAForwardedWrite(t *testing.T) {
 	if c.Leader(time.Minute) != leader || after.Term != before.Term {
 		t.Fatalf("the leader changed: %s term %d, then term %d", leader.Name, before.Term, after.Term)
 	}
-	for i := range 4 {
+	for i := range forged {
 		if _, found, err := c.Client(liar).Revocation(ctx, "token", "forged-last-"+strconv.Itoa(i), false); err != nil || !found {
 			t.Fatalf("write %d is not on the root that sent it once the roots converged: %v", i, err)
 		}

@@ -252,13 +252,14 @@ func rootTLS(t *testing.T, dir string) tls.Certificate {
 // would, and returns the HTTP status.
 func internalCall(t *testing.T, r *harness.Root, cert tls.Certificate, caFile string) int {
 	t.Helper()
-	status, _ := internalPost(t, r, cert, caFile, "/v1/internal/read-index", []byte("{}"))
+	status, _ := internalPost(t, r, cert, caFile, "/v1/internal/read-index", []byte("{}"), nil)
 	return status
 }
 
-// internalPost POSTs body to the internal call path of r with cert, as
-// another root server would, and returns the HTTP status and the answer.
-func internalPost(t *testing.T, r *harness.Root, cert tls.Certificate, caFile, path string, body []byte) (int, []byte) {
+// internalPost POSTs body with the headers hdr to the internal call path
+// of r with cert, as another root server would, and returns the HTTP status
+// and the answer.
+func internalPost(t *testing.T, r *harness.Root, cert tls.Certificate, caFile, path string, body []byte, hdr http.Header) (int, []byte) {
 	t.Helper()
 	roots, err := ca.ReadCertsFile(caFile)
 	if err != nil {
@@ -269,7 +270,16 @@ func internalPost(t *testing.T, r *harness.Root, cert tls.Certificate, caFile, p
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
 	defer hc.CloseIdleConnections()
-	resp, err := hc.Post("https://"+r.APIAddr+path, "application/json", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, "https://"+r.APIAddr+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = hdr.Clone()
+	if req.Header == nil {
+		req.Header = http.Header{}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatalf("internal call to %s: %v", r.Name, err)
 	}
