@@ -179,9 +179,6 @@ func (e errNoticeNotSent) Error() string { return "cluster: commit notice: " + s
 // follower took it and committed n.index.
 func (s *Server) sendCommitNotice(id raft.ServerID, n commitNotice) error {
 	r := s.node.raft
-	if r.State() != raft.Leader {
-		return errNoticeNotSent("this server no longer leads")
-	}
 	if n.prev == 0 || n.prev >= n.index || n.index-n.prev > maxNoticeEntries {
 		return errNoticeNotSent("the follower's last entry is not just before the write")
 	}
