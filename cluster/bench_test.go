@@ -283,12 +283,7 @@ func BenchmarkAPIWrite(b *testing.B) {
 func BenchmarkForwardedWrite(b *testing.B) {
 	tc := newTestCluster(b, 3)
 	leader := tc.leader()
-	var follower *Server
-	for _, s := range tc.servers {
-		if s != leader {
-			follower = s
-		}
-	}
+	follower := tc.follower(leader)
 	ctx := context.Background()
 	write := func(s *Server, id string) error {
 		_, err := s.Propose(ctx, fsm.MsgRevoke, fsm.Revoke{Revocation: fsm.Revocation{Kind: fsm.RevocationToken,

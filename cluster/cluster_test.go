@@ -458,12 +458,7 @@ func TestForwardedWriteIsNotHeldByTheCommitTimeout(t *testing.T) {
 	const commit = time.Second
 	tc := newTestClusterWith(t, 3, func(o *Options) { o.Raft.Commit = commit })
 	leader := tc.leader()
-	var follower *Server
-	for _, s := range tc.servers {
-		if s != leader {
-			follower = s
-		}
-	}
+	follower := tc.follower(leader)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	told := func(result string) float64 { return counterValue(t, leader.metrics.notices.WithLabelValues(result)) }
@@ -528,22 +523,25 @@ func noticesIdle(t *testing.T, leader *Server) {
 
 // TestCommitNoticeFallsBackToTheBarrier: a forwarded write whose previous
 // entry the leader cannot name (an older server sends none; a bogus one is
-// not in the leader's log) is still answered well within the commit
-// timeout: the barrier of nudgeCommits stands in, and nothing else changes.
+// not in the leader's log; one in it lies more than maxNoticeEntries before
+// the write) is still answered well within the commit timeout: the barrier
+// of nudgeCommits stands in, and nothing else changes.
 func TestCommitNoticeFallsBackToTheBarrier(t *testing.T) {
 	const commit = time.Second
 	tc := newTestClusterWith(t, 3, func(o *Options) { o.Raft.Commit = commit })
 	leader := tc.leader()
-	var follower *Server
-	for _, s := range tc.servers {
-		if s != leader {
-			follower = s
-		}
-	}
+	follower := tc.follower(leader)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	barriers := func() float64 { return counterValue(t, leader.metrics.notices.WithLabelValues(noticeBarrier)) }
-	for i, prev := range []uint64{0, 1 << 40} {
+	// Enough entries that one lies more than maxNoticeEntries back.
+	for i := 0; leader.node.raft.LastIndex() <= maxNoticeEntries+1; i++ {
+		if _, err := revoke(ctx, leader, fmt.Sprint("filler-", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	far := leader.node.raft.LastIndex() - maxNoticeEntries // the write lands after LastIndex
+	for i, prev := range []uint64{0, 1 << 40, far} {
 		data, err := fsm.Encode(fsm.MsgRevoke, follower.opts.Clock(), fsm.Revoke{Revocation: fsm.Revocation{Kind: fsm.RevocationToken, ID: fmt.Sprint("fallback-", i)}})
 		if err != nil {
 			t.Fatal(err)

@@ -117,6 +117,18 @@ func (tc *testCluster) anyAPI() string {
 	return ""
 }
 
+// follower returns a running server other than leader.
+func (tc *testCluster) follower(leader *Server) *Server {
+	tc.t.Helper()
+	for _, s := range tc.servers {
+		if s != nil && s != leader {
+			return s
+		}
+	}
+	tc.t.Fatal("no follower running")
+	return nil
+}
+
 // leader waits until a running server knows the leader and that server
 // leads, woken by Raft's leader observations, and returns it.
 func (tc *testCluster) leader() *Server {
